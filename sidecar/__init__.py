@@ -1,0 +1,3 @@
+"""Realtime audio sidecar for meeting bots."""
+
+__version__ = "0.1.0"

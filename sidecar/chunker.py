@@ -1,0 +1,170 @@
+"""Groups resampled audio into outgoing chunks with capture timestamps.
+
+Sans-I/O: the caller pushes, per input frame, whatever the resampler returned for it plus
+the frame's input length and capture time; the chunker decides when a chunk is due and what
+time its first sample was captured.
+
+Chunk boundaries follow *input* time: a chunk is due once ``chunk_ms`` of input has been
+pushed, and it takes all output held at that moment. The resampler's hold-back therefore
+rides along in the next chunk instead of delaying every chunk by a whole chunk.
+
+Timestamps come from a stream clock rather than from each frame's capture time, so jitter
+in the caller's clock does not leak into the output. The resampler is time-aligned (output
+sample ``j`` is input position ``j * in_rate / out_rate``), so an output sample's capture
+time follows from its index alone. The clock only jumps, forwards, when the input has a gap
+longer than ``gap_ms``.
+
+A frame larger than a chunk is not split: it comes out as one correspondingly larger chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Final
+
+# Output held without any input completing a chunk (only possible when callers push output
+# with ``in_samples=0``, e.g. a resampler flush) is released once it reaches this many chunks.
+_MAX_HELD_CHUNKS: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    pcm: bytes
+    """s16le mono at the output rate."""
+    timestamp_ms: int
+    """Unix ms capture time of the chunk's first sample (floored)."""
+    samples: int
+    """``len(pcm) // 2``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkerStatistics:
+    chunks: int
+    samples_out: int
+    reanchors: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    """Input position ``in_pos`` (samples since stream start) was captured at ``time_ms``."""
+
+    in_pos: int
+    time_ms: Fraction
+
+
+class Chunker:
+    def __init__(
+        self, in_rate: int, out_rate: int, chunk_ms: int = 20, gap_ms: float = 100.0
+    ) -> None:
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
+        if chunk_ms <= 0:
+            raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
+        if gap_ms < 0:
+            raise ValueError(f"gap_ms must not be negative, got {gap_ms}")
+        self._in_rate = in_rate
+        self._out_rate = out_rate
+        self._gap_ms = gap_ms
+        # Input accounting is kept in units of samples * 1000 so spans such as 20 ms at
+        # 11025 Hz (220.5 samples) stay exact.
+        self._span: Final = in_rate * chunk_ms
+        self._accumulated = 0
+        self._due = False
+        self._max_held = _MAX_HELD_CHUNKS * out_rate * chunk_ms // 1000
+        self._held = bytearray()
+        self._in_pos = 0
+        self._out_pos = 0  # stream index of the first held output sample
+        # Oldest first; older anchors are kept only while held samples still precede the
+        # newest one.
+        self._anchors: list[_Anchor] = []
+        self._last_timestamp: int | None = None
+        self._chunks = 0
+        self._samples_out = 0
+        self._reanchors = 0
+
+    def push(self, pcm_out: bytes, in_samples: int, capture_ms: float) -> Chunk | None:
+        """Take the resampler output for one input frame; return a chunk if one is due.
+
+        ``capture_ms`` is the unix ms capture time of the frame's first input sample.
+        """
+        if len(pcm_out) % 2:
+            raise ValueError(f"s16le PCM must have an even byte count, got {len(pcm_out)}")
+        if in_samples < 0:
+            raise ValueError(f"in_samples must not be negative, got {in_samples}")
+        self._observe_capture(capture_ms)
+        self._in_pos += in_samples
+        self._held += pcm_out
+
+        self._accumulated += in_samples * 1000
+        if self._accumulated >= self._span:
+            self._due = True
+            # Carry only the part of a span; a huge frame must not leave a debt that would
+            # make the following pushes emit tiny chunks.
+            self._accumulated %= self._span
+        if self._held and (self._due or len(self._held) // 2 >= self._max_held):
+            return self._emit()
+        return None
+
+    def flush(self) -> Chunk | None:
+        """Return whatever is held (end of stream). The stream clock keeps running, so the
+        chunker can carry on if more audio follows."""
+        self._accumulated = 0
+        self._due = False
+        return self._emit() if self._held else None
+
+    def statistics(self) -> ChunkerStatistics:
+        return ChunkerStatistics(
+            chunks=self._chunks, samples_out=self._samples_out, reanchors=self._reanchors
+        )
+
+    def _observe_capture(self, capture_ms: float) -> None:
+        if not self._anchors:
+            self._anchors.append(_Anchor(self._in_pos, Fraction(capture_ms)))
+            return
+        newest = self._anchors[-1]
+        predicted = float(newest.time_ms) + (self._in_pos - newest.in_pos) * 1000 / self._in_rate
+        # Frames arriving early (bot writing faster than real time) or with small jitter keep
+        # the predicted clock; only a real gap moves it, and only forwards.
+        if capture_ms - predicted > self._gap_ms:
+            if newest.in_pos == self._in_pos:
+                self._anchors[-1] = _Anchor(self._in_pos, Fraction(capture_ms))
+            else:
+                self._anchors.append(_Anchor(self._in_pos, Fraction(capture_ms)))
+            self._reanchors += 1
+
+    def _time_of_output(self, out_index: int) -> Fraction:
+        # Position of the output sample on the input timeline, scaled by out_rate.
+        scaled_pos = out_index * self._in_rate
+        anchor = self._anchors[0]
+        for candidate in reversed(self._anchors):
+            if candidate.in_pos * self._out_rate <= scaled_pos:
+                anchor = candidate
+                break
+        offset_ms = Fraction(
+            (scaled_pos - anchor.in_pos * self._out_rate) * 1000,
+            self._in_rate * self._out_rate,
+        )
+        return anchor.time_ms + offset_ms
+
+    def _emit(self) -> Chunk:
+        timestamp = math.floor(self._time_of_output(self._out_pos))
+        # Cannot trigger with forward-only anchors; kept so the guarantee does not hinge on it.
+        if self._last_timestamp is not None and timestamp < self._last_timestamp:
+            timestamp = self._last_timestamp
+        pcm = bytes(self._held)
+        samples = len(pcm) // 2
+        self._held.clear()
+        self._out_pos += samples
+        self._last_timestamp = timestamp
+        self._chunks += 1
+        self._samples_out += samples
+        self._drop_stale_anchors()
+        self._due = False
+        return Chunk(pcm=pcm, timestamp_ms=timestamp, samples=samples)
+
+    def _drop_stale_anchors(self) -> None:
+        scaled_pos = self._out_pos * self._in_rate
+        while len(self._anchors) > 1 and self._anchors[1].in_pos * self._out_rate <= scaled_pos:
+            del self._anchors[0]

@@ -1,0 +1,207 @@
+"""The way down: server messages -> Voice -> paced frames on the audio-out socket.
+
+The playout clock ticks on an absolute grid (no drift) and sleeps while there
+is nothing to play. Frames go to the bot through a short queue served by a
+writer task, so a bot that stops reading can never stall the clock: its frames
+are dropped and counted instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from sidecar import events, frames, messages
+from sidecar.config import Config
+from sidecar.playout import MarkResolved
+from sidecar.ratelimit import TokenBucket
+from sidecar.voice import Voice
+
+# Frames queued for the bot beyond the one being written: enough to ride out a
+# scheduling hiccup, short enough that a stuck bot costs little memory.
+WRITE_QUEUE_FRAMES = 5
+# After a stall longer than this many periods the grid restarts instead of
+# catching up, because catching up would burst frames faster than real time.
+MAX_LATE_PERIODS = 3
+
+
+@dataclass(slots=True)
+class DownlinkStatistics:
+    messages_in: int = 0
+    invalid_messages: int = 0
+    invalid_by_code: Counter[str] = field(default_factory=Counter)
+    error_replies: int = 0
+    error_replies_suppressed: int = 0
+    clears: int = 0
+    marks: int = 0
+    frames_written: int = 0
+    samples_written: int = 0
+    dropped_frames: Counter[str] = field(default_factory=Counter)
+    bot_connections: int = 0
+
+
+class Downlink:
+    def __init__(
+        self,
+        config: Config,
+        log: events.EventLog,
+        reply: Callable[[messages.SidecarMessage], None],
+    ) -> None:
+        self._config = config
+        self._log = log
+        self._reply = reply
+        self.voice = Voice(
+            config.output_rate,
+            config.frame_ms,
+            config.max_playout_ms,
+            config.jitter_ms,
+            config.quality,
+        )
+        self._bucket = TokenBucket(config.error_replies_per_s, max(1.0, config.error_replies_per_s))
+        self._wake = trio.Event()
+        self._bot: trio.abc.Stream | None = None
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued = trio.Event()
+        self._warned_no_bot = False
+        self._stats = DownlinkStatistics()
+
+    def statistics(self) -> DownlinkStatistics:
+        return self._stats
+
+    # -- messages from the server ----------------------------------------------
+
+    def on_message(self, raw: str | bytes) -> None:
+        self._stats.messages_in += 1
+        message = messages.decode_server_message(raw, self._config.max_message_bytes)
+        if isinstance(message, messages.MessageError):
+            self._invalid(message)
+        elif isinstance(message, messages.BotOutput):
+            self.voice.audio(message.data.chunk, message.data.sample_rate)
+            self._wake.set()
+        elif isinstance(message, messages.Clear):
+            self._stats.clears += 1
+            self._resolved(self.voice.clear())
+        else:
+            self._stats.marks += 1
+            self._resolved(self.voice.mark(message.data.name))
+            self._wake.set()
+
+    def _invalid(self, error: messages.MessageError) -> None:
+        self._stats.invalid_messages += 1
+        self._stats.invalid_by_code[error.code] += 1
+        self._log.emit(
+            events.InvalidMessage(code=error.code, message=error.message, trigger=error.trigger)
+        )
+        if self._bucket.take(trio.current_time()):
+            self._stats.error_replies += 1
+            data = messages.ErrorData(code=error.code, message=error.message, trigger=error.trigger)
+            self._reply(messages.Error(bot_id=self._config.bot_id, data=data))
+        else:
+            self._stats.error_replies_suppressed += 1
+
+    def _resolved(self, marks: tuple[MarkResolved, ...]) -> None:
+        for mark in marks:
+            status: messages.MarkStatus = "played" if mark.played else "cleared"
+            self._log.emit(events.MarkPlayed(name=mark.name, status=status))
+            data = messages.MarkEchoData(name=mark.name, status=status)
+            self._reply(messages.MarkEcho(bot_id=self._config.bot_id, data=data))
+
+    # -- the playout clock ---------------------------------------------------------
+
+    async def serve_clock(self) -> None:
+        period = self._config.frame_ms / 1000.0
+        deadline = trio.current_time()
+        while True:
+            if self.voice.idle:
+                await self._wake.wait()
+                deadline = trio.current_time()
+            self._wake = trio.Event()
+            tick = self.voice.tick()
+            self._resolved(tick.marks)
+            if tick.frame is not None:
+                self._deliver(tick.frame)
+            deadline += period
+            now = trio.current_time()
+            if now - deadline > MAX_LATE_PERIODS * period:
+                deadline = now
+            await trio.sleep_until(deadline)
+
+    def _deliver(self, frame: bytes) -> None:
+        if self._bot is None:
+            self._stats.dropped_frames["no_bot"] += 1
+            if not self._warned_no_bot:
+                self._warned_no_bot = True
+                self._log.emit(
+                    events.WarningEvent(
+                        message="bot output is being dropped: no bot is connected to audio-out"
+                    )
+                )
+            return
+        if len(self._queue) >= WRITE_QUEUE_FRAMES:
+            self._stats.dropped_frames["bot_not_reading"] += 1
+            return
+        self._queue.append(frames.encode_audio(frame, self._config.output_rate))
+        self._queued.set()
+
+    # -- the bot on the audio-out socket ---------------------------------------------
+
+    async def serve_listener(self, listener: trio.SocketListener) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(self.serve_connection, stream)
+
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        async with stream:
+            if self._bot is not None:
+                message = "another bot is already connected to audio-out"
+                self._log.emit(
+                    events.InvalidFrame(socket="out", code=frames.ErrorCode.BUSY, message=message)
+                )
+                with (
+                    trio.move_on_after(1.0),
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    await stream.send_all(frames.encode_error(frames.ErrorCode.BUSY, message))
+                return
+            self._bot = stream
+            self._warned_no_bot = False
+            self._stats.bot_connections += 1
+            self._log.emit(events.BotConnected(socket="out"))
+            reason = "bot closed the connection"
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_bot, stream, nursery.cancel_scope)
+                    await self._write(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                reason = f"connection broken: {exc}"
+            finally:
+                self._bot = None
+                for _ in self._queue:
+                    self._stats.dropped_frames["bot_disconnected"] += 1
+                self._queue.clear()
+                self._log.emit(events.BotDisconnected(socket="out", reason=reason))
+
+    async def _watch_bot(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        # The bot has nothing to say on this socket; reading tells us when it leaves.
+        try:
+            while await stream.receive_some(4096):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()
+
+    async def _write(self, stream: trio.abc.Stream) -> None:
+        while True:
+            while self._queue:
+                data = self._queue.popleft()
+                await stream.send_all(data)
+                self._stats.frames_written += 1
+                self._stats.samples_written += (len(data) - frames.HEADER.size) // 2
+            self._queued = trio.Event()
+            await self._queued.wait()

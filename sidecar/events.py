@@ -1,0 +1,198 @@
+"""JSON-lines events on stdout, for the bot that spawned us.
+
+One object per line: `{"event": NAME, "ts_ms": unix ms, ...}`. The emitter
+never blocks the event loop on a parent that stops reading stdout: lines wait
+in a bounded buffer (drop oldest, counted) and a worker thread writes them.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from typing import BinaryIO, Final, Literal
+
+import msgspec
+import trio
+
+Socket = Literal["in", "out"]
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="event", omit_defaults=True, kw_only=True):
+    ts_ms: int = 0
+
+
+class Ready(_Event, frozen=True, kw_only=True, tag="ready"):
+    audio_in: str
+    audio_out: str
+    url: str
+    bot_id: str
+    sample_rate: int
+    pid: int
+    version: str
+    protocol: int
+
+
+class Connected(_Event, frozen=True, kw_only=True, tag="connected"):
+    url: str
+    attempt: int
+
+
+class Disconnected(_Event, frozen=True, kw_only=True, tag="disconnected"):
+    reason: str
+    code: int | None = None
+
+
+class Retrying(_Event, frozen=True, kw_only=True, tag="retrying"):
+    attempt: int
+    of: int
+    delay: float
+    reason: str
+
+
+class GaveUp(_Event, frozen=True, kw_only=True, tag="gave_up"):
+    reason: str
+    attempts: int
+    status: int | None = None
+
+
+class BotConnected(_Event, frozen=True, kw_only=True, tag="bot_connected"):
+    socket: Socket
+
+
+class BotDisconnected(_Event, frozen=True, kw_only=True, tag="bot_disconnected"):
+    socket: Socket
+    reason: str
+
+
+class ParticipantJoined(_Event, frozen=True, kw_only=True, tag="participant_joined"):
+    participant_uuid: str
+
+
+class ParticipantLeft(_Event, frozen=True, kw_only=True, tag="participant_left"):
+    participant_uuid: str
+    reason: str
+
+
+class InvalidMessage(_Event, frozen=True, kw_only=True, tag="invalid_message"):
+    code: str
+    message: str
+    trigger: str | None = None
+
+
+class InvalidFrame(_Event, frozen=True, kw_only=True, tag="invalid_frame"):
+    socket: Socket
+    code: int
+    message: str
+
+
+class MarkPlayed(_Event, frozen=True, kw_only=True, tag="mark"):
+    name: str
+    status: Literal["played", "cleared"]
+
+
+class WarningEvent(_Event, frozen=True, kw_only=True, tag="warning"):
+    message: str
+
+
+class Stopped(_Event, frozen=True, kw_only=True, tag="stopped"):
+    reason: str
+    exit_code: int
+
+
+class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
+    connected: bool
+    reconnects: int
+    frames_in: int
+    bytes_in: int
+    samples_in: int
+    messages_out: int
+    bytes_out: int
+    samples_out: int
+    messages_in: int
+    invalid_messages: int
+    invalid_frames: int
+    frames_out: int
+    samples_played: int
+    underruns: int
+    replay_depth_ms: int
+    playout_depth_ms: int
+    dropped: dict[str, int]
+    error_replies_suppressed: int
+    events_dropped: int
+    participants: dict[str, dict[str, int]] = {}
+
+
+Event = (
+    Ready
+    | Connected
+    | Disconnected
+    | Retrying
+    | GaveUp
+    | BotConnected
+    | BotDisconnected
+    | ParticipantJoined
+    | ParticipantLeft
+    | InvalidMessage
+    | InvalidFrame
+    | MarkPlayed
+    | WarningEvent
+    | Stopped
+    | Stats
+)
+
+_encoder: Final = msgspec.json.Encoder()
+event_decoder: Final = msgspec.json.Decoder(Event)
+
+
+class EventLog:
+    """Bounded, non-blocking JSON-lines writer."""
+
+    def __init__(self, stream: BinaryIO | None = None, limit: int = 1000) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._lines: collections.deque[bytes] = collections.deque(maxlen=limit)
+        self._wake = trio.Event()
+        self.dropped = 0
+        self.broken = False
+
+    def emit(self, event: Event) -> None:
+        if not event.ts_ms:
+            event = msgspec.structs.replace(event, ts_ms=time.time_ns() // 1_000_000)
+        if len(self._lines) == self._lines.maxlen:
+            self.dropped += 1
+        self._lines.append(_encoder.encode(event) + b"\n")
+        self._wake.set()
+
+    async def serve(self) -> None:
+        """Write lines until cancelled; on cancellation, flush what is left."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                batch = self._take()
+                if batch:
+                    await trio.to_thread.run_sync(self._write, batch, abandon_on_cancel=False)
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        """Synchronous final flush, for shutdown paths."""
+        batch = self._take()
+        if batch:
+            self._write(batch)
+
+    def _take(self) -> bytes:
+        batch = b"".join(self._lines)
+        self._lines.clear()
+        return batch
+
+    def _write(self, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            # The parent went away or closed our stdout; events have nowhere to
+            # go, but audio must keep flowing.
+            self.broken = True

@@ -1,0 +1,265 @@
+"""Playout buffer for the bot's output audio (the "speaker" side), sans-I/O.
+
+Audio sent back by the user's websocket server (already at the output rate, s16le mono) is
+queued with :meth:`Playout.push`. A real-time clock outside this module calls
+:meth:`Playout.tick` once per frame period and writes the returned frame, if any, to the bot.
+Nothing here reads a clock: time is measured purely in ticks.
+
+Definitions (these are the contract the tests check):
+
+Idle / playing
+    The buffer starts *idle*. It returns to idle after an utterance ended cleanly (its tail was
+    handed out, or its last frame ended exactly at a mark, or a mark arrived once everything had
+    been handed out), after an underrun, and after :meth:`Playout.clear`.
+
+Jitter start
+    An idle buffer holding audio starts playing on the first tick at which any of these holds:
+    at least ``jitter_ms`` is buffered; a mark is pending (the server declared the end of that
+    audio, so waiting for more is pointless); or the audio has already been held back by
+    ``ceil(jitter_ms / frame_ms)`` earlier ticks (so a short utterance is delayed by at most
+    ``jitter_ms``). The starting tick hands out a frame if it can. Once playing, every tick
+    hands out at most one frame.
+
+Tail
+    A remainder shorter than a frame is the *tail* of an utterance, and is padded with silence
+    and handed out, when a mark is pending (every pending mark lies within that remainder), or
+    when an earlier tick since the last accepted push already found less than a frame
+    buffered. The first tick to find a short remainder therefore hands out nothing (a one-tick
+    grace): a server streaming 30 ms pieces against 20 ms frames keeps up within the grace, and
+    no silence is spliced into its speech. Marks never cut frames: a mark in the middle of a
+    full frame's worth of audio just rides along.
+
+Underrun
+    A tick counts as an underrun exactly when the buffer is playing, holds no audio at all, and
+    the previous frame did not end the utterance cleanly (see Idle). Only then is
+    ``Tick.underrun`` true; the buffer goes idle so the jitter buffer refills. A grace tick
+    (short remainder, see Tail) is not an underrun, nor is any tick while idle.
+
+Overflow
+    At most ``max_ms`` is buffered. The excess of a push is refused (drop newest), so the start
+    of an utterance stays intact; the cap is generous because servers send faster than real
+    time.
+
+Marks
+    A mark resolves ``played=True`` once the frame holding the last byte queued before it has
+    been returned by :meth:`Playout.tick`; immediately if nothing is buffered when it is queued.
+    :meth:`Playout.clear` resolves every pending mark ``played=False``. Order is preserved.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["MarkResolved", "Playout", "PlayoutStatistics", "Tick"]
+
+_SAMPLE_BYTES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MarkResolved:
+    name: str
+    played: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    frame: bytes | None
+    marks: tuple[MarkResolved, ...]
+    underrun: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutStatistics:
+    frames_out: int
+    bytes_in: int
+    """Bytes accepted into the buffer (refused bytes are in ``bytes_dropped_overflow``)."""
+    bytes_out: int
+    """Bytes handed out in frames, padding included: always ``frames_out * frame_bytes``."""
+    bytes_cleared: int
+    bytes_dropped_overflow: int
+    pad_bytes: int
+    underruns: int
+    marks_played: int
+    marks_cleared: int
+    depth_ms: float
+    max_depth_ms: float
+
+
+class Playout:
+    def __init__(
+        self, rate: int = 48000, frame_ms: int = 20, max_ms: int = 60000, jitter_ms: int = 40
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be a positive sample rate, got {rate}.")
+        if frame_ms <= 0:
+            raise ValueError(f"frame_ms must be positive, got {frame_ms}.")
+        if (rate * frame_ms) % 1000:
+            raise ValueError(
+                f"frame_ms={frame_ms} does not hold a whole number of samples at rate={rate}."
+            )
+        if max_ms < frame_ms:
+            raise ValueError(f"max_ms must be at least frame_ms ({frame_ms}), got {max_ms}.")
+        if jitter_ms < 0:
+            raise ValueError(f"jitter_ms must not be negative, got {jitter_ms}.")
+        self._rate = rate
+        self._frame_bytes = rate * frame_ms // 1000 * _SAMPLE_BYTES
+        # Whole samples only, so the buffer size stays even and frames never split a sample.
+        self._max_bytes = rate * max_ms // 1000 * _SAMPLE_BYTES
+        self._jitter_bytes = (rate * jitter_ms + 999) // 1000 * _SAMPLE_BYTES
+        self._jitter_ticks = -(-jitter_ms // frame_ms)
+
+        self._chunks: deque[bytes] = deque()
+        self._head = 0  # read offset into _chunks[0]; avoids re-slicing big chunks every tick
+        self._size = 0
+        # Absolute byte positions (monotonic, never reset) so marks need no rebasing.
+        self._read_pos = 0
+        self._write_pos = 0
+        self._marks: deque[tuple[int, str]] = deque()
+
+        self._playing = False
+        self._held_ticks = 0
+        self._short_seen = False
+
+        self._frames_out = 0
+        self._bytes_in = 0
+        self._bytes_cleared = 0
+        self._bytes_dropped = 0
+        self._pad_bytes = 0
+        self._underruns = 0
+        self._marks_played = 0
+        self._marks_cleared = 0
+        self._max_size = 0
+
+    @property
+    def frame_bytes(self) -> int:
+        return self._frame_bytes
+
+    @property
+    def buffered_ms(self) -> float:
+        return self._bytes_to_ms(self._size)
+
+    def _bytes_to_ms(self, n: int) -> float:
+        return n * 1000 / (self._rate * _SAMPLE_BYTES)
+
+    def push(self, pcm: bytes) -> int:
+        if len(pcm) % _SAMPLE_BYTES:
+            raise ValueError(f"pcm must be whole s16le samples (even length), got {len(pcm)}.")
+        accepted = min(len(pcm), self._max_bytes - self._size)
+        self._bytes_dropped += len(pcm) - accepted
+        if accepted == 0:
+            return 0
+        if self._size == 0 and not self._playing:
+            self._held_ticks = 0
+        # Copy only when truncating or when handed a mutable buffer the caller may reuse.
+        self._chunks.append(bytes(pcm[:accepted]) if accepted < len(pcm) else bytes(pcm))
+        self._size += accepted
+        self._write_pos += accepted
+        self._bytes_in += accepted
+        self._short_seen = False
+        self._max_size = max(self._max_size, self._size)
+        return accepted
+
+    def mark(self, name: str) -> tuple[MarkResolved, ...]:
+        if self._size == 0:
+            # Everything before the mark is already out; the server declared the end of the
+            # utterance, so an empty tick next is not an underrun.
+            self._playing = False
+            self._marks_played += 1
+            return (MarkResolved(name, True),)
+        self._marks.append((self._write_pos, name))
+        return ()
+
+    def clear(self) -> tuple[MarkResolved, ...]:
+        self._bytes_cleared += self._size
+        self._chunks.clear()
+        self._head = 0
+        self._size = 0
+        self._read_pos = self._write_pos
+        self._playing = False
+        self._held_ticks = 0
+        self._short_seen = False
+        resolved = tuple(MarkResolved(name, False) for _, name in self._marks)
+        self._marks.clear()
+        self._marks_cleared += len(resolved)
+        return resolved
+
+    def tick(self) -> Tick:
+        if self._size == 0:
+            if not self._playing:
+                return Tick(None, (), False)
+            self._playing = False
+            self._underruns += 1
+            return Tick(None, (), True)
+
+        if not self._playing:
+            if (
+                self._size >= self._jitter_bytes
+                or self._marks
+                or self._held_ticks >= self._jitter_ticks
+            ):
+                self._playing = True
+            else:
+                self._held_ticks += 1
+                if self._size < self._frame_bytes:
+                    self._short_seen = True
+                return Tick(None, (), False)
+
+        if self._size >= self._frame_bytes:
+            frame = self._take(self._frame_bytes)
+            padded = False
+        elif self._marks or self._short_seen:
+            size = self._size
+            pad = self._frame_bytes - size
+            frame = self._take(size) + bytes(pad)
+            self._pad_bytes += pad
+            padded = True
+        else:
+            self._short_seen = True
+            return Tick(None, (), False)
+
+        self._frames_out += 1
+        resolved: list[MarkResolved] = []
+        ended_at_mark = False
+        while self._marks and self._marks[0][0] <= self._read_pos:
+            pos, name = self._marks.popleft()
+            ended_at_mark = pos == self._read_pos
+            resolved.append(MarkResolved(name, True))
+        self._marks_played += len(resolved)
+        if self._size == 0 and (padded or ended_at_mark):
+            self._playing = False
+        return Tick(frame, tuple(resolved), False)
+
+    def _take(self, n: int) -> bytes:
+        parts: list[bytes] = []
+        need = n
+        while need:
+            chunk = self._chunks[0]
+            avail = len(chunk) - self._head
+            if avail <= need:
+                parts.append(chunk[self._head :] if self._head else chunk)
+                self._chunks.popleft()
+                self._head = 0
+                need -= avail
+            else:
+                parts.append(chunk[self._head : self._head + need])
+                self._head += need
+                need = 0
+        self._size -= n
+        self._read_pos += n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def statistics(self) -> PlayoutStatistics:
+        return PlayoutStatistics(
+            frames_out=self._frames_out,
+            bytes_in=self._bytes_in,
+            bytes_out=self._frames_out * self._frame_bytes,
+            bytes_cleared=self._bytes_cleared,
+            bytes_dropped_overflow=self._bytes_dropped,
+            pad_bytes=self._pad_bytes,
+            underruns=self._underruns,
+            marks_played=self._marks_played,
+            marks_cleared=self._marks_cleared,
+            depth_ms=self._bytes_to_ms(self._size),
+            max_depth_ms=self._bytes_to_ms(self._max_size),
+        )

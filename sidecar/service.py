@@ -1,0 +1,279 @@
+"""The one nursery that wires the sidecar together; signals and lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from sidecar import __version__, events, messages
+from sidecar.config import Config, Endpoint, redact_url
+from sidecar.downlink import Downlink
+from sidecar.link import Link, LinkGaveUp, LinkRejected
+from sidecar.outbox import Outbox
+from sidecar.sockets import adopt_fd, open_unix_listener
+from sidecar.uplink import Route, Uplink
+
+log = logging.getLogger("sidecar")
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_GAVE_UP = 3
+EXIT_REJECTED = 4
+
+# How long a graceful stop may take before everything is cancelled.
+STOP_GRACE_S = 3.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(slots=True)
+class _Outcome:
+    code: int = EXIT_OK
+    reason: str = "stopped"
+
+
+class Sidecar:
+    def __init__(self, config: Config, log_sink: events.EventLog) -> None:
+        self.config = config
+        self.events = log_sink
+        self.outcome = _Outcome()
+        live_ms = max(2000.0, config.replay_ms)
+        self.outbox = Outbox(config.replay_ms, live_ms)
+        self.downlink = Downlink(config, log_sink, self._reply)
+        self.link = Link(config, self.outbox, self.downlink.on_message, log_sink)
+        mixed = Route(self.outbox, self.link.notify, lambda: self.link.connected)
+        self.links = [self.link]
+        participants: Route | None = None
+        if config.per_participant:
+            url = config.per_participant_url or config.url
+            if url == config.url:
+                participants = mixed
+            else:
+                self.participant_outbox = Outbox(config.replay_ms, live_ms)
+                plink = Link(
+                    config, self.participant_outbox, self.downlink.on_message, log_sink, url=url
+                )
+                self.links.append(plink)
+                participants = Route(self.participant_outbox, plink.notify, lambda: plink.connected)
+        self.uplink = Uplink(config, mixed, participants, log_sink)
+        self._stopping = False
+        self._links_running = len(self.links)
+        self._links_done = trio.Event()
+
+    def _reply(self, message: messages.SidecarMessage) -> None:
+        self.outbox.put_control(messages.encode(message).decode())
+        self.link.notify()
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> int:
+        """Run until stopped; returns the exit code. Ready once started."""
+        config = self.config
+        async with (
+            _open_endpoint(config.audio_in) as audio_in,
+            _open_endpoint(config.audio_out) as audio_out,
+            trio.open_nursery() as root,
+        ):
+            root.start_soon(self.events.serve)
+            self.cancel_scope = root.cancel_scope
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for link in self.links:
+                    nursery.start_soon(self._serve_link, link)
+                nursery.start_soon(self.downlink.serve_clock)
+                nursery.start_soon(
+                    self._serve_endpoint,
+                    audio_in,
+                    self.uplink.serve_listener,
+                    self.uplink.serve_connection,
+                )
+                nursery.start_soon(
+                    self._serve_endpoint,
+                    audio_out,
+                    self.downlink.serve_listener,
+                    self.downlink.serve_connection,
+                )
+                nursery.start_soon(self._serve_stats)
+                if handle_signals:
+                    nursery.start_soon(serve_signals, self)
+                if config.exit_on_stdin_eof:
+                    nursery.start_soon(serve_stdin_eof, self)
+                for warning in config.warnings:
+                    self.events.emit(events.WarningEvent(message=warning))
+                self.events.emit(
+                    events.Ready(
+                        audio_in=config.audio_in.describe(),
+                        audio_out=config.audio_out.describe(),
+                        url=redact_url(config.url),
+                        bot_id=config.bot_id,
+                        sample_rate=config.sample_rate,
+                        pid=os.getpid(),
+                        version=__version__,
+                        protocol=messages.PROTOCOL_VERSION,
+                    )
+                )
+                task_status.started()
+            self.events.emit(self._stats_event())
+            self.events.emit(
+                events.Stopped(reason=self.outcome.reason, exit_code=self.outcome.code)
+            )
+            root.cancel_scope.cancel()
+        self.events.flush()
+        return self.outcome.code
+
+    async def _serve_endpoint(
+        self,
+        endpoint: trio.SocketListener | trio.SocketStream,
+        serve_listener: Callable[[trio.SocketListener], Awaitable[None]],
+        serve_connection: Callable[[trio.abc.Stream], Awaitable[None]],
+    ) -> None:
+        if isinstance(endpoint, trio.SocketListener):
+            await serve_listener(endpoint)
+        else:
+            await serve_connection(endpoint)
+            await trio.sleep_forever()
+
+    async def _serve_link(self, link: Link) -> None:
+        try:
+            await link.serve()
+            self._links_running -= 1
+            if not self._links_running:
+                self._links_done.set()
+        except LinkGaveUp as exc:
+            self._finish(EXIT_GAVE_UP, str(exc))
+        except LinkRejected as exc:
+            self._finish(EXIT_REJECTED, str(exc))
+
+    def _finish(self, code: int, reason: str) -> None:
+        if self.outcome.code == EXIT_OK:
+            self.outcome = _Outcome(code, reason)
+        log.error("%s", reason) if code else log.info("%s", reason)
+        self._nursery.cancel_scope.cancel()
+
+    def stop(self, reason: str) -> None:
+        """Graceful stop: flush held audio, drain, close with 1000, then cancel."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.outcome = _Outcome(EXIT_OK, reason)
+        log.info("stopping: %s", reason)
+        self.uplink.flush()
+        self._nursery.start_soon(self._stop)
+
+    async def _stop(self) -> None:
+        for link in self.links:
+            link.stop()
+        with trio.move_on_after(STOP_GRACE_S):
+            await self._links_done.wait()
+        self._nursery.cancel_scope.cancel()
+
+    async def _serve_stats(self) -> None:
+        while True:
+            await trio.sleep(self.config.stats_interval)
+            self.events.emit(self._stats_event())
+
+    def _stats_event(self) -> events.Stats:
+        link = self.link.statistics()
+        up = self.uplink.statistics()
+        down = self.downlink.statistics()
+        voice = self.downlink.voice.statistics()
+        play = voice.playout
+        outboxes = [self.outbox]
+        if hasattr(self, "participant_outbox"):
+            outboxes.append(self.participant_outbox)
+        dropped: Counter[str] = Counter()
+        for box in outboxes:
+            for reason, n in box.statistics().dropped_samples.items():
+                dropped[f"uplink_{reason}"] += n
+        bytes_per_sample = 2
+        dropped["downlink_overflow"] = play.bytes_dropped_overflow // bytes_per_sample
+        dropped["downlink_cleared"] = play.bytes_cleared // bytes_per_sample
+        frame_samples = self.config.output_rate * self.config.frame_ms // 1000
+        for reason, n in down.dropped_frames.items():
+            dropped[f"downlink_{reason}"] = n * frame_samples
+        links = [ln.statistics() for ln in self.links]
+        participants = {
+            key: {"frames": c.frames, "samples": c.samples, "chunks": c.chunks}
+            for key, c in up.streams.items()
+        }
+        return events.Stats(
+            connected=link.connected,
+            reconnects=max(0, link.connects - 1),
+            frames_in=up.frames_in,
+            bytes_in=up.bytes_in,
+            samples_in=up.samples_in,
+            messages_out=sum(s.messages_out for s in links),
+            bytes_out=sum(s.bytes_out for s in links),
+            samples_out=sum(s.samples_out for s in links),
+            messages_in=down.messages_in,
+            invalid_messages=down.invalid_messages,
+            invalid_frames=up.invalid_frames,
+            frames_out=down.frames_written,
+            samples_played=down.samples_written,
+            underruns=play.underruns,
+            replay_depth_ms=round(sum(box.depth_ms for box in outboxes)),
+            playout_depth_ms=round(play.depth_ms),
+            dropped={k: v for k, v in dropped.items() if v},
+            error_replies_suppressed=down.error_replies_suppressed,
+            events_dropped=self.events.dropped,
+            participants=participants,
+        )
+
+
+@contextlib.asynccontextmanager
+async def _open_endpoint(
+    endpoint: Endpoint,
+) -> AsyncIterator[trio.SocketListener | trio.SocketStream]:
+    if endpoint.fd is not None:
+        stream = adopt_fd(endpoint.fd)
+        try:
+            yield stream
+        finally:
+            stream.socket.close()
+        return
+    assert endpoint.path is not None
+    async with open_unix_listener(endpoint.path) as listener:
+        yield listener
+
+
+async def serve_signals(sidecar: Sidecar) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            sidecar.stop(f"received {signal.Signals(signum).name}")
+
+
+async def serve_stdin_eof(sidecar: Sidecar) -> None:
+    """Portable parent-death detection: the parent holds our stdin's other end."""
+    fd = sys.stdin.fileno()
+    while await trio.to_thread.run_sync(os.read, fd, 4096, abandon_on_cancel=True):
+        pass
+    sidecar.stop("stdin closed (parent gone)")
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel send SIGTERM when the parent exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # The parent may have died before prctl took effect.
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def main(config: Config, sink: events.EventLog | None = None) -> int:
+    return await Sidecar(config, sink or events.EventLog()).run(handle_signals=True)

@@ -1,0 +1,89 @@
+"""The bot's voice on its way down: bot_output -> resample -> playout (sans-I/O).
+
+One resampler per incoming rate; a change of rate flushes the old one into the
+playout so no sample is lost at the seam. The resampler's held-back tail is
+flushed when the playout is about to run dry and nothing new has arrived, so
+the end of an utterance is heard rather than stuck inside the filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar.playout import MarkResolved, Playout, PlayoutStatistics, Tick
+from sidecar.resample import Quality, Resampler
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceStatistics:
+    playout: PlayoutStatistics
+    samples_received: int
+    rate_changes: int
+
+
+class Voice:
+    def __init__(
+        self,
+        out_rate: int = 48000,
+        frame_ms: int = 20,
+        max_ms: int = 60000,
+        jitter_ms: int = 40,
+        quality: Quality = "medium",
+    ) -> None:
+        self.out_rate = out_rate
+        self.quality = quality
+        self.playout = Playout(out_rate, frame_ms, max_ms, jitter_ms)
+        self._frame_ms = frame_ms
+        self._resampler: Resampler | None = None
+        self._pending = False
+        self._fresh = False
+        self._received = 0
+        self._rate_changes = 0
+
+    def audio(self, pcm: bytes, rate: int) -> int:
+        """Queue server audio; returns how many output bytes the cap refused."""
+        refused = 0
+        if self._resampler is None or self._resampler.in_rate != rate:
+            if self._resampler is not None:
+                self._rate_changes += 1
+            refused += self._flush()
+            self._resampler = Resampler(rate, self.out_rate, self.quality)
+        self._received += len(pcm) // 2
+        out = self._resampler.process(pcm)
+        self._pending = not self._resampler.passthrough
+        self._fresh = True
+        return refused + self._push(out)
+
+    def mark(self, name: str) -> tuple[MarkResolved, ...]:
+        # A mark ends what came before it: the filter's tail belongs before it.
+        self._flush()
+        return self.playout.mark(name)
+
+    def clear(self) -> tuple[MarkResolved, ...]:
+        if self._resampler is not None:
+            self._resampler.reset()
+        self._pending = False
+        return self.playout.clear()
+
+    def tick(self) -> Tick:
+        if self._pending and not self._fresh and self.playout.buffered_ms < self._frame_ms:
+            self._flush()
+        self._fresh = False
+        return self.playout.tick()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to play now or later: the clock may sleep until audio arrives."""
+        return not self._pending and self.playout.buffered_ms == 0
+
+    def statistics(self) -> VoiceStatistics:
+        return VoiceStatistics(self.playout.statistics(), self._received, self._rate_changes)
+
+    def _flush(self) -> int:
+        if self._resampler is None or not self._pending:
+            return 0
+        self._pending = False
+        return self._push(self._resampler.flush())
+
+    def _push(self, pcm: bytes) -> int:
+        return len(pcm) - self.playout.push(pcm) if pcm else 0
