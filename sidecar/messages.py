@@ -242,9 +242,9 @@ def _trigger_of(data: bytes) -> Any:
 
 def _classify(text: str, raw_trigger: Any) -> MessageError:
     error = _classify_reason(text, raw_trigger if isinstance(raw_trigger, str) else None)
-    if error.code is ErrorCode.INVALID_FIELD and error.message.startswith("`trigger`:"):
-        if raw_trigger is None:
-            return MessageError(ErrorCode.MISSING_TRIGGER, "message has a null `trigger`", None)
+    null_trigger = raw_trigger is None and error.message.startswith("`trigger`:")
+    if error.code is ErrorCode.INVALID_FIELD and null_trigger:
+        return MessageError(ErrorCode.MISSING_TRIGGER, "message has a null `trigger`", None)
     return error
 
 
@@ -260,6 +260,10 @@ def _classify_reason(text: str, trigger: str | None) -> MessageError:
         )
     if field == "trigger":
         if reason.startswith("Invalid value"):
+            if trigger is None:
+                # The envelope was unreadable (say, nested too deeply further on);
+                # msgspec quotes the value it rejected.
+                trigger = reason.removeprefix("Invalid value '").removesuffix("'")
             return MessageError(ErrorCode.UNKNOWN_TRIGGER, f"unknown trigger {trigger!r}", trigger)
         return MessageError(ErrorCode.INVALID_FIELD, f"`trigger`: {reason}", None)
     if field.endswith("chunk") and "base64" in reason:

@@ -1,0 +1,160 @@
+"""proto/schema/ is generated from the code and must not go stale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from sidecar import events, schema
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = ROOT / "proto" / "schema"
+VECTORS = ROOT / "proto" / "vectors"
+
+
+def test_checked_in_schemas_are_current() -> None:
+    assert schema.main([str(SCHEMA_DIR), "--check"]) == 0, "run: make proto"
+
+
+def test_check_detects_stale_and_missing(tmp_path: Path) -> None:
+    assert schema.main([str(tmp_path), "--check"]) == 1
+    assert schema.main([str(tmp_path)]) == 0
+    assert schema.main([str(tmp_path), "--check"]) == 0
+    name = next(iter(schema.SCHEMAS))
+    (tmp_path / name).write_text("{}\n")
+    assert schema.main([str(tmp_path), "--check"]) == 1
+
+
+def test_every_schema_file_is_listed() -> None:
+    assert {p.name for p in SCHEMA_DIR.glob("*.json")} == set(schema.SCHEMAS)
+    assert "events.schema.json" in schema.SCHEMAS
+
+
+# -- a loose validator: enough JSON Schema to catch a missing or mistyped key ------------
+
+TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def errors(value: Any, node: dict[str, Any], root: dict[str, Any], path: str = "$") -> list[str]:
+    if "$ref" in node:
+        name = node["$ref"].removeprefix("#/$defs/")
+        return errors(value, root["$defs"][name], root, path)
+    if "anyOf" in node:
+        options = [errors(value, option, root, path) for option in node["anyOf"]]
+        return [] if any(not o for o in options) else [f"{path}: no anyOf branch matches"]
+    found: list[str] = []
+    if "enum" in node and value not in node["enum"]:
+        found.append(f"{path}: {value!r} not in {node['enum']}")
+    kind = node.get("type")
+    if kind is not None:
+        kinds = kind if isinstance(kind, list) else [kind]
+        ok = any(
+            isinstance(value, TYPES[k]) and not (k in ("integer", "number") and value is True)
+            for k in kinds
+        )
+        if not ok or (isinstance(value, bool) and "boolean" not in kinds):
+            return [*found, f"{path}: {value!r} is not {kind}"]
+    if isinstance(value, dict):
+        for key in node.get("required", []):
+            if key not in value:
+                found.append(f"{path}: missing {key}")
+        for key, sub in node.get("properties", {}).items():
+            if key in value:
+                found += errors(value[key], sub, root, f"{path}.{key}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, item in value.items():
+                found += errors(item, extra, root, f"{path}.{key}")
+    if isinstance(value, str):
+        if len(value) < node.get("minLength", 0):
+            found.append(f"{path}: shorter than {node['minLength']}")
+        if len(value) > node.get("maxLength", len(value)):
+            found.append(f"{path}: longer than {node['maxLength']}")
+    return found
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((SCHEMA_DIR / name).read_text())
+    return result
+
+
+def message_vectors() -> list[Any]:
+    cases = json.loads((VECTORS / "messages.json").read_text(encoding="utf-8"))
+    return [pytest.param(c, id=c["name"]) for c in cases if "error" not in c["expect"]]
+
+
+@pytest.mark.parametrize("case", message_vectors())
+def test_valid_message_vectors_fit_the_schema(case: dict[str, Any]) -> None:
+    name = (
+        "server-message.schema.json"
+        if case["direction"] == "server_to_sidecar"
+        else "sidecar-message.schema.json"
+    )
+    root = load_schema(name)
+    assert errors(case["expect"], root, root) == []
+    assert errors(json.loads(case["json"]), root, root) == []
+
+
+def test_validator_notices_problems() -> None:
+    root = load_schema("server-message.schema.json")
+    assert errors({"trigger": "realtime_audio.bot_output"}, root, root)
+    bad_rate = {"trigger": "realtime_audio.bot_output", "data": {"chunk": "", "sample_rate": 1}}
+    assert errors(bad_rate, root, root)
+    assert errors({"trigger": "realtime_audio.mark", "data": {"name": ""}}, root, root)
+
+
+def test_encode_vectors_fit_the_schema() -> None:
+    cases = json.loads((VECTORS / "messages_encode.json").read_text(encoding="utf-8"))
+    for case in cases:
+        name = (
+            "server-message.schema.json"
+            if case["direction"] == "server_to_sidecar"
+            else "sidecar-message.schema.json"
+        )
+        root = load_schema(name)
+        assert errors(json.loads(case["json"]), root, root) == [], case["name"]
+
+
+SAMPLE_EVENTS: list[events.Event] = [
+    events.Ready(
+        audio_in="/run/in.sock",
+        audio_out="fd:4",
+        url="wss://example.com/ws",
+        bot_id="bot_1",
+        sample_rate=16000,
+        pid=42,
+        version="0.1.0",
+        protocol=1,
+        ts_ms=1,
+    ),
+    events.Connected(url="wss://example.com/ws", attempt=1, ts_ms=1),
+    events.Disconnected(reason="closed", code=1006, ts_ms=1),
+    events.Retrying(attempt=1, of=30, delay=2.0, reason="refused", ts_ms=1),
+    events.GaveUp(reason="refused", attempts=31, ts_ms=1),
+    events.BotConnected(socket="in", ts_ms=1),
+    events.BotDisconnected(socket="out", reason="eof", ts_ms=1),
+    events.InvalidFrame(socket="in", code=2, message="odd", ts_ms=1),
+    events.InvalidMessage(code="odd_length", message="x", trigger="t", ts_ms=1),
+    events.MarkPlayed(name="m", status="played", ts_ms=1),
+    events.Stopped(reason="SIGTERM", exit_code=0, ts_ms=1),
+]
+
+
+@pytest.mark.parametrize("event", SAMPLE_EVENTS, ids=lambda e: type(e).__name__)
+def test_events_fit_the_schema(event: events.Event) -> None:
+    root = load_schema("events.schema.json")
+    line = json.loads(msgspec.json.encode(event))
+    assert errors(line, root, root) == []
+    assert line["event"]
