@@ -2,6 +2,15 @@
 
 A stream outlives bot connections: a bot that reconnects continues the same
 resampler and stream clock, so its listener hears one continuous stream.
+
+Guarantees, whatever the bot sends:
+- timestamps never go backwards, and consecutive chunks are spaced by the
+  audio they carry unless the input had a real gap (the clock then jumps
+  forward); a change of input rate continues the same clock;
+- after `flush`, the stream's output is exactly `round(n * out / in)` samples
+  for every run of `n` input samples at one rate `in`;
+- no chunk carries much more than `chunk_ms` of audio, even when a bot (or raw
+  input, which arrives in whatever pieces the socket delivers) writes long frames.
 """
 
 from __future__ import annotations
@@ -10,16 +19,31 @@ from sidecar.chunker import Chunk, Chunker
 from sidecar.frames import Audio
 from sidecar.resample import Quality, Resampler
 
+# The chunker's own default: later input than this is a gap, not jitter.
+GAP_MS = 100.0
+
 
 class CaptureStream:
-    def __init__(self, out_rate: int, chunk_ms: int = 20, quality: Quality = "medium") -> None:
+    def __init__(
+        self,
+        out_rate: int,
+        chunk_ms: int = 20,
+        quality: Quality = "medium",
+        gap_ms: float = GAP_MS,
+    ) -> None:
         self.out_rate = out_rate
         self.chunk_ms = chunk_ms
         self.quality = quality
+        self.gap_ms = gap_ms
         self._resampler: Resampler | None = None
         self._chunker: Chunker | None = None
-        self._last_ms = 0.0
+        # End, on the stream clock, of the newest emitted chunk; None before the first.
+        self._end_ms: float | None = None
+        self._last_capture_ms = 0.0
+        # Input samples since the chunker's last chunk boundary.
+        self._phase = 0
         self.samples_in = 0
+        self.samples_out = 0
 
     @property
     def in_rate(self) -> int | None:
@@ -28,18 +52,55 @@ class CaptureStream:
     def push(self, frame: Audio, arrival_ms: float) -> list[Chunk]:
         """`arrival_ms`: unix ms at which the frame's last sample was read."""
         chunks: list[Chunk] = []
-        if self._resampler is None or self._resampler.in_rate != frame.rate:
+        rate = frame.rate
+        start_ms = arrival_ms - frame.samples * 1000.0 / rate
+        if self._resampler is None or self._resampler.in_rate != rate:
             chunks += self.flush()
-            self._resampler = Resampler(frame.rate, self.out_rate, self.quality)
-            self._chunker = Chunker(frame.rate, self.out_rate, self.chunk_ms)
+            self._resampler = Resampler(rate, self.out_rate, self.quality)
+            self._chunker = Chunker(rate, self.out_rate, self.chunk_ms, self.gap_ms)
+            # The new chunker anchors its clock on its first frame; when the bot
+            # merely switched rate, that frame follows the previous audio
+            # directly, so start where the old clock ended instead of letting
+            # arrival jitter open a crack (or an overlap) at the switch.
+            if self._end_ms is not None and start_ms - self._end_ms <= self.gap_ms:
+                start_ms = self._end_ms
+            self._phase = 0
         assert self._chunker is not None
+        resampler, chunker = self._resampler, self._chunker
         self.samples_in += frame.samples
-        capture_ms = arrival_ms - frame.samples * 1000.0 / frame.rate
-        out = self._resampler.process(frame.pcm)
-        chunk = self._chunker.push(out, frame.samples, capture_ms)
-        if chunk is not None:
-            chunks.append(self._monotonic(chunk))
+        # The chunker never splits a frame and sends all it holds once a chunk's
+        # worth of input is in, so input that straddles a chunk boundary would
+        # make a long message (up to twice --chunk-ms; a 680 ms frame, one of
+        # 680 ms). Cut the input on the chunk grid first. Bots writing whole
+        # chunk-sized frames never take the slicing path.
+        span = max(1, rate * self.chunk_ms // 1000)
+        pcm = frame.pcm
+        offset = 0
+        while offset < frame.samples:
+            take = min(frame.samples - offset, span - self._phase)
+            part = pcm if take == frame.samples else pcm[2 * offset : 2 * (offset + take)]
+            capture_ms = start_ms + offset * 1000.0 / rate
+            self._last_capture_ms = capture_ms
+            chunk = chunker.push(resampler.process(part), take, capture_ms)
+            if chunk is not None:
+                chunks.append(self._monotonic(chunk))
+            offset += take
+            self._phase = (self._phase + take) % span
         return chunks
+
+    def drain(self) -> list[Chunk]:
+        """Emit what is chunked so far but keep the resampler's state.
+
+        For a pause that may be followed by more of the same stream (a bot
+        reconnecting): nothing said waits for the bot to come back, and the
+        continuation has no seam. The few samples inside the resampler come out
+        with the next audio or on `flush`.
+        """
+        if self._chunker is None:
+            return []
+        chunk = self._chunker.flush()
+        self._phase = 0
+        return [] if chunk is None else [self._monotonic(chunk)]
 
     def flush(self) -> list[Chunk]:
         """End of the stream (or of a rate): emit everything still held."""
@@ -47,14 +108,19 @@ class CaptureStream:
             return []
         chunks = []
         tail = self._resampler.flush()
-        for chunk in (self._chunker.push(tail, 0, self._last_ms), self._chunker.flush()):
+        # The capture time of a push without input only feeds gap detection;
+        # the newest frame's is never a gap.
+        held = self._chunker.push(tail, 0, self._last_capture_ms)
+        for chunk in (held, self._chunker.flush()):
             if chunk is not None:
                 chunks.append(self._monotonic(chunk))
+        self._phase = 0
         return chunks
 
     def _monotonic(self, chunk: Chunk) -> Chunk:
         # A new rate starts a new chunker clock; never let it run backwards.
-        if chunk.timestamp_ms < int(self._last_ms):
-            chunk = Chunk(chunk.pcm, int(self._last_ms), chunk.samples)
-        self._last_ms = chunk.timestamp_ms + chunk.samples * 1000.0 / self.out_rate
+        if self._end_ms is not None and chunk.timestamp_ms < int(self._end_ms):
+            chunk = Chunk(chunk.pcm, int(self._end_ms), chunk.samples)
+        self._end_ms = chunk.timestamp_ms + chunk.samples * 1000.0 / self.out_rate
+        self.samples_out += chunk.samples
         return chunk

@@ -8,6 +8,8 @@ the network: messages land in the Outbox, which is bounded and counts drops.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
 from collections import Counter
@@ -24,6 +26,12 @@ from sidecar.outbox import Outbox, Outgoing
 
 READ_SIZE = 65536
 MIXED = "mixed"
+ACCEPT_RETRY_S = 0.1
+# Bound on telling a bot why its connection is closed: a bot that does not read
+# must not hold the task.
+REFUSE_TIMEOUT_S = 1.0
+
+log = logging.getLogger("sidecar.uplink")
 
 
 @dataclass(slots=True)
@@ -84,7 +92,14 @@ class Uplink:
     async def serve_listener(self, listener: trio.SocketListener) -> None:
         async with trio.open_nursery() as nursery:
             while True:
-                stream = await listener.accept()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    # Out of file descriptors or memory: the streams already
+                    # running matter more than a new one; try again shortly.
+                    log.warning("audio-in: cannot accept a connection: %s", exc)
+                    await trio.sleep(ACCEPT_RETRY_S)
+                    continue
                 nursery.start_soon(self.serve_connection, stream)
 
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
@@ -101,6 +116,9 @@ class Uplink:
                 await conn.run(decoder)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 conn.reason = f"connection broken: {exc}"
+            except trio.Cancelled:
+                conn.reason = "sidecar stopping"
+                raise
             finally:
                 conn.finish()
 
@@ -125,6 +143,8 @@ class Uplink:
 
     def release_mixed(self, reason: str) -> None:
         self._mixed_busy = False
+        # The bot may be gone for good: what it said must not wait for its return.
+        self._enqueue(MIXED, self._mixed.drain())
         self._log.emit(events.BotDisconnected(socket="in", reason=reason))
 
     def join(self, participant: uuid.UUID) -> tuple[frames.ErrorCode, str] | str:
@@ -229,7 +249,9 @@ class _Connection:
                 error = decoder.end_of_stream()
                 if error is not None:
                     up.invalid(error)
-                    self.reason = error.message
+                    # Only the bot's sending side may be closed: it can still
+                    # read why its last frame was thrown away.
+                    await self._refuse(error.code, error.message)
                 return
             up._stats.bytes_in += len(data)
             decoder.feed(bytes(data))
@@ -283,11 +305,11 @@ class _Connection:
 
     async def _refuse(self, code: int, message: str) -> None:
         self.reason = message
-        try:
-            with trio.move_on_after(1.0):
-                await self.stream.send_all(frames.encode_error(code, message))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        with (
+            trio.move_on_after(REFUSE_TIMEOUT_S),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await self.stream.send_all(frames.encode_error(code, message))
 
     def finish(self) -> None:
         up = self.uplink

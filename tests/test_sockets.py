@@ -1,0 +1,290 @@
+"""The bot-facing socket files and inherited fds: in-process, then through the
+real sidecar process (exit codes, cleanup, a stale file left by a killed one)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+import trio
+from e2e_bots import open_bot, running
+from support import WsServer, sidecar_args, tone, wait_until
+
+from sidecar import frames
+from sidecar.sockets import SocketPathError, adopt_fd, open_unix_listener
+
+EXIT_USAGE = 2
+
+
+def stale_socket(path: Path) -> None:
+    """A socket file nobody listens on, as a crashed process leaves it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()
+
+
+# -- in-process ----------------------------------------------------------------
+
+
+async def test_listener_is_private_and_removed_on_exit(tmp_path: Path) -> None:
+    path = tmp_path / "in.sock"
+    old = os.umask(0o022)
+    try:
+        with trio.fail_after(10):
+            async with open_unix_listener(path) as listener:
+                st = path.lstat()
+                assert stat.S_ISSOCK(st.st_mode)
+                assert stat.S_IMODE(st.st_mode) == 0o600
+                client = await trio.open_unix_socket(str(path))
+                server = await listener.accept()
+                await client.send_all(b"hi")
+                assert await server.receive_some(10) == b"hi"
+                await client.aclose()
+                await server.aclose()
+        # The process umask is restored.
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)
+    assert not path.exists()
+
+
+async def test_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "in.sock"
+    stale_socket(path)
+    with trio.fail_after(10):
+        async with open_unix_listener(path):
+            assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+            client = await trio.open_unix_socket(str(path))
+            await client.aclose()
+
+
+def _regular(path: Path) -> None:
+    path.write_text("precious")
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+    (path / "inside").write_text("precious")
+
+
+def _symlink(path: Path) -> None:
+    target = path.parent / "target.sock"
+    stale_socket(target)
+    path.symlink_to(target)
+
+
+def _dangling_symlink(path: Path) -> None:
+    path.symlink_to(path.parent / "nowhere")
+
+
+def _snapshot(path: Path) -> tuple[int, int, float, str]:
+    st = path.lstat()
+    link = os.readlink(path) if path.is_symlink() else ""
+    return (st.st_mode, st.st_ino, st.st_mtime, link)
+
+
+OCCUPANTS = {
+    "regular file": (_regular, "is not a socket"),
+    "directory": (_directory, "is not a socket"),
+    "symlink": (_symlink, "symbolic link"),
+    "dangling symlink": (_dangling_symlink, "symbolic link"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OCCUPANTS))
+async def test_other_files_are_refused_and_left_alone(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "in.sock"
+    make, words = OCCUPANTS[kind]
+    make(path)
+    before = _snapshot(path)
+    with trio.fail_after(10), pytest.raises(SocketPathError, match=words):
+        async with open_unix_listener(path):
+            pass
+    assert _snapshot(path) == before
+    if kind == "symlink":
+        assert stat.S_ISSOCK((tmp_path / "target.sock").lstat().st_mode)
+
+
+async def test_a_live_socket_is_in_use(tmp_path: Path) -> None:
+    path = tmp_path / "in.sock"
+    with trio.fail_after(10):
+        async with open_unix_listener(path):
+            with pytest.raises(SocketPathError, match="in use"):
+                async with open_unix_listener(path):
+                    pass
+            # The refused second listener did not take the first one's file.
+            client = await trio.open_unix_socket(str(path))
+            await client.aclose()
+
+
+async def test_unusable_paths_are_explained(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        with pytest.raises(SocketPathError, match="No such file or directory"):
+            async with open_unix_listener(tmp_path / "missing" / "in.sock"):
+                pass
+        long_path = tmp_path / ("x" * 120) / "in.sock"
+        long_path.parent.mkdir()
+        with pytest.raises(SocketPathError, match="too long") as info:
+            async with open_unix_listener(long_path):
+                pass
+        assert "None" not in str(info.value)
+
+
+async def test_file_replaced_by_a_successor_is_not_removed(tmp_path: Path) -> None:
+    path = tmp_path / "in.sock"
+    with trio.fail_after(10):
+        async with open_unix_listener(path):
+            # Someone else took over the path while we were running.
+            path.unlink()
+            stale_socket(path)
+            successor = path.lstat().st_ino
+        assert path.lstat().st_ino == successor
+
+
+async def test_adopt_fd_of_a_socketpair(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, trio.fail_after(10):
+        stream = adopt_fd(theirs.detach())
+        async with stream:
+            ours.sendall(b"ping")
+            assert await stream.receive_some(10) == b"ping"
+
+
+def test_adopt_fd_refusals() -> None:
+    with pytest.raises(SocketPathError, match="not a usable socket"):
+        adopt_fd(_closed_fd())
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(SocketPathError, match="not a usable socket"):
+            adopt_fd(read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dgram:
+        with pytest.raises(SocketPathError, match="not a stream socket"):
+            adopt_fd(dgram.fileno())
+        # The parent's fd is left open.
+        os.fstat(dgram.fileno())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+        listening.bind("")  # an abstract address: no file to clean up
+        listening.listen()
+        with pytest.raises(SocketPathError, match="listening socket"):
+            adopt_fd(listening.fileno())
+        os.fstat(listening.fileno())
+
+
+def _closed_fd() -> int:
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    return fd
+
+
+# -- through the sidecar process -------------------------------------------------
+
+
+async def test_sidecar_socket_files(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+            ready = sidecar.named("ready")[0]
+            assert ready["audio_in"] == str(tmp_path / "in.sock")
+            assert ready["audio_out"] == str(tmp_path / "out.sock")
+            for name in ("in.sock", "out.sock"):
+                st = (tmp_path / name).lstat()
+                assert stat.S_ISSOCK(st.st_mode)
+                assert stat.S_IMODE(st.st_mode) == 0o600
+            assert await sidecar.stop() == 0
+    assert not (tmp_path / "in.sock").exists()
+    assert not (tmp_path / "out.sock").exists()
+
+
+async def test_files_left_by_a_killed_sidecar_are_replaced(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        args = sidecar_args(server.url, tmp_path)
+        async with running(args) as first:
+            assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        assert stat.S_ISSOCK((tmp_path / "in.sock").lstat().st_mode)
+        async with running(args) as second:
+            await second.wait_event("connected")
+            bot = await open_bot(tmp_path / "in.sock")
+            await bot.send_all(frames.encode_audio(tone(1000, 0.2), 48000))
+            await bot.send_all(frames.encode_terminate())
+            await wait_until(lambda: len(server.audio()) >= 2 * 3200)
+            assert await second.stop() == 0
+    assert not (tmp_path / "in.sock").exists()
+
+
+@pytest.mark.parametrize("kind", ["regular file", "directory", "symlink"])
+async def test_sidecar_refuses_other_files(tmp_path: Path, kind: str) -> None:
+    make, words = OCCUPANTS[kind]
+    path = tmp_path / "out.sock"
+    make(path)
+    before = _snapshot(path)
+    with trio.fail_after(30):
+        async with running(sidecar_args("ws://127.0.0.1:9/audio", tmp_path), wait_ready=False) as s:
+            assert await s.wait(15) == EXIT_USAGE
+            await trio.sleep(0.1)
+    stderr = s.stderr.decode()
+    assert str(path) in stderr and words in stderr, stderr
+    assert "Traceback" not in stderr
+    assert not s.named("ready")
+    assert _snapshot(path) == before
+    # The in-socket, opened first, was cleaned up on the way out.
+    assert not (tmp_path / "in.sock").exists()
+
+
+async def test_sidecar_refuses_a_path_in_use(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        args = sidecar_args(server.url, tmp_path)
+        async with running(args) as first:
+            async with running(args, wait_ready=False) as second:
+                assert await second.wait(15) == EXIT_USAGE
+                await trio.sleep(0.1)
+            assert "in use by another running process" in second.stderr.decode()
+            # The first one still owns its files and works.
+            bot = await open_bot(tmp_path / "in.sock")
+            await bot.send_all(frames.encode_audio(tone(1000, 0.1), 48000))
+            await first.stats(lambda e: e["samples_in"] >= 4800)
+            assert await first.stop() == 0
+
+
+async def test_sidecar_refuses_a_bad_fd(tmp_path: Path) -> None:
+    fd = _closed_fd()
+    args = ["--url", "ws://127.0.0.1:9/audio", "--audio-in-fd", str(fd)]
+    args += ["--audio-out", str(tmp_path / "out.sock")]
+    with trio.fail_after(30):
+        async with running(args, wait_ready=False) as sidecar:
+            assert await sidecar.wait(15) == EXIT_USAGE
+            await trio.sleep(0.1)
+    stderr = sidecar.stderr.decode()
+    assert f"fd {fd}" in stderr and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
+async def test_running_out_of_file_descriptors_is_survived(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+            await sidecar.wait_event("connected")
+            assert sidecar.process is not None
+            pid = sidecar.process.pid
+            limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            # Room for one more connection, then accept() fails with EMFILE.
+            in_use = len(os.listdir(f"/proc/{pid}/fd"))
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 1, limits[1]))
+            bots = [await open_bot(tmp_path / "in.sock") for _ in range(3)]
+            await wait_until(lambda: b"cannot accept" in sidecar.stderr)
+            assert sidecar.process.returncode is None
+            for bot in bots:
+                await bot.aclose()
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+            # The connections that waited are served once there is room, and
+            # new ones work.
+            bot = await open_bot(tmp_path / "in.sock")
+            await bot.send_all(frames.encode_audio(tone(1000, 0.2), 48000))
+            await bot.send_all(frames.encode_terminate())
+            await wait_until(lambda: len(server.audio()) >= 2 * 3200)
+            assert await sidecar.stop() == 0
