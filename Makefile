@@ -40,7 +40,7 @@ bench-quick: $(VENV)/.bench
 	$(BIN)/python -m bench --quick
 
 fuzz: $(STAMP)
-	SIDECAR_FUZZ_EXAMPLES=100000 $(BIN)/pytest -q -m fuzz -p no:randomly tests/test_fuzz.py
+	SIDECAR_FUZZ_EXAMPLES=100000 $(BIN)/pytest -q tests/test_fuzz.py
 
 soak: $(STAMP)
 	SIDECAR_SOAK_SECONDS=600 $(BIN)/pytest -q -s tests/test_soak.py

@@ -145,7 +145,7 @@ class WsServer:
                 conn.received.append(message)
                 if self.on_message is not None:
                     self.on_message(self, conn, message)
-        except Exception:  # noqa: BLE001 - a dropped connection ends the handler
+        except Exception:  # a dropped connection ends the handler, however it drops
             pass
         finally:
             conn.close_code = ws.close_code
@@ -273,9 +273,7 @@ class SidecarProcess:
             self.process.kill()
 
 
-def sidecar_args(
-    url: str, tmp: Path, *extra: str, stats_interval: float = 0.2
-) -> list[str]:
+def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) -> list[str]:
     return [
         "--url",
         url,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
-
-from support import SidecarProcess, Speaker, WsServer, bot_output, play, sidecar_args, tone
+from support import SidecarProcess, Speaker, WsServer, play, sidecar_args, tone
 
 
 async def test_tone_round_trip(tmp_path: Path) -> None:
@@ -15,7 +14,10 @@ async def test_tone_round_trip(tmp_path: Path) -> None:
             data = message["data"]
             assert isinstance(data, dict)
             server.send(
-                {"trigger": "realtime_audio.bot_output", "data": {k: data[k] for k in ("chunk", "sample_rate")}}
+                {
+                    "trigger": "realtime_audio.bot_output",
+                    "data": {k: data[k] for k in ("chunk", "sample_rate")},
+                }
             )
 
     with trio.fail_after(30), WsServer(on_message=echo) as server:
@@ -31,4 +33,3 @@ async def test_tone_round_trip(tmp_path: Path) -> None:
             assert await sidecar.stop() == 0
             nursery.cancel_scope.cancel()
     assert len(server.audio()) == 16000 * 2
-    _ = bot_output
