@@ -12,7 +12,7 @@ import enum
 import struct
 import uuid
 from dataclasses import dataclass
-from typing import Final, assert_never
+from typing import Final, Self, assert_never
 
 HEADER: Final = struct.Struct(">BH")
 MAX_PAYLOAD: Final = 0xFFFF
@@ -119,7 +119,23 @@ NEED_DATA: Final = _NeedData()
 Event = Frame | FrameError
 
 
-class FrameDecoder:
+class _Decoder:
+    """Iterating a decoder drains the events its fed bytes complete."""
+
+    def next_event(self) -> Event | _NeedData:
+        raise NotImplementedError
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Event:
+        event = self.next_event()
+        if isinstance(event, _NeedData):
+            raise StopIteration
+        return event
+
+
+class FrameDecoder(_Decoder):
     """Incremental AudioSocket decoder.
 
     After the first FrameError the decoder is spent: TLV framing has no way to
@@ -181,15 +197,6 @@ class FrameDecoder:
             f"connection closed inside a frame: {left} byte(s) of an incomplete frame discarded",
         )
 
-    def __iter__(self) -> FrameDecoder:
-        return self
-
-    def __next__(self) -> Event:
-        event = self.next_event()
-        if isinstance(event, _NeedData):
-            raise StopIteration
-        return event
-
     def _fail(self, code: ErrorCode, message: str) -> FrameError:
         self._failed = True
         self._buf.clear()
@@ -197,7 +204,7 @@ class FrameDecoder:
         return FrameError(code, message)
 
 
-class RawDecoder:
+class RawDecoder(_Decoder):
     """Headerless s16le mono at a fixed rate, for piping from ffmpeg or sox."""
 
     def __init__(self, rate: int) -> None:
@@ -222,15 +229,6 @@ class RawDecoder:
         return FrameError(
             ErrorCode.BAD_LENGTH, "raw stream ended with an odd byte: half a sample was discarded"
         )
-
-    def __iter__(self) -> RawDecoder:
-        return self
-
-    def __next__(self) -> Event:
-        event = self.next_event()
-        if isinstance(event, _NeedData):
-            raise StopIteration
-        return event
 
 
 def _known(kind: int) -> bool:
