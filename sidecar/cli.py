@@ -20,6 +20,7 @@ from sidecar.config import (
     env_url,
     parse_header,
     parse_settings,
+    secrets,
     validate,
 )
 from sidecar.retry import RetryConfig
@@ -30,120 +31,283 @@ Handler = Callable[[argparse.Namespace], int]
 INPUT_RATES = sorted(frames.AUDIO_RATES.values())
 
 
+RUN_EPILOG = """\
+Either --url or --settings names the server; with neither, SIDECAR_URL is used.
+Give one of --audio-in/--audio-in-fd and one of --audio-out/--audio-out-fd.
+
+events (stdout, one JSON object per line, each with "event" and "ts_ms"):
+  ready, connected, disconnected, retrying, gave_up, bot_connected,
+  bot_disconnected, participant_joined, participant_left, invalid_message,
+  invalid_frame, mark, warning, stats, stopped. Logs for humans go to stderr.
+  URL query values, credentials and header values never appear in either.
+
+exit codes:
+  0  stopped cleanly (SIGTERM, SIGINT, SIGHUP, stdin closed, parent died)
+  1  internal error
+  2  usage or configuration error
+  3  gave up: the last of --max-retries failed
+  4  rejected: a 4xx handshake answer or an untrusted certificate (no retry)
+"""
+
+
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="run the sidecar: bot sockets <-> websocket",
         description="Stream a bot's audio to a websocket server and play its answers back.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ws = p.add_argument_group("websocket")
-    ws.add_argument("--url", help="ws:// or wss:// URL of your server (env SIDECAR_URL)")
+    ws = p.add_argument_group("websocket server")
+    ws.add_argument(
+        "--url", metavar="URL", help="ws:// or wss:// URL of your server (or env SIDECAR_URL)"
+    )
     ws.add_argument(
         "--settings",
         metavar="JSON|@FILE",
-        help="Attendee's websocket_settings object, instead of --url/--sample-rate",
+        help="Attendee's websocket_settings object, inline or from a file; "
+        "replaces --url and --sample-rate",
     )
-    ws.add_argument("--bot-id", help="bot_id sent in every message (default: generated)")
+    ws.add_argument(
+        "--bot-id", metavar="ID", help="bot_id sent in every message (default: a random one)"
+    )
     ws.add_argument(
         "--sample-rate",
         type=int,
         choices=(8000, 16000, 24000),
         default=None,
-        help="rate of the audio sent to the server [default: 16000]",
+        metavar="HZ",
+        help="rate of the audio sent to the server: 8000, 16000 or 24000 (default: 16000)",
     )
     ws.add_argument(
         "--header",
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="extra handshake header, e.g. Authorization (repeatable)",
-    )
-    ws.add_argument("--ca-file", type=Path, help="PEM bundle of a private CA to trust")
-    ws.add_argument("--max-retries", type=int, default=30, help="0 = retry forever")
-    ws.add_argument("--retry-delay", type=float, default=2.0, help="seconds between retries")
-    ws.add_argument("--backoff", choices=("fixed", "exponential"), default="fixed")
-    ws.add_argument(
-        "--max-retry-delay", type=float, default=30.0, help="cap for exponential backoff (seconds)"
+        help="extra handshake header, e.g. 'Authorization: Bearer ...' (repeatable; "
+        "the value is never printed)",
     )
     ws.add_argument(
-        "--healthy-after",
-        type=float,
-        default=10.0,
-        help="seconds a connection must last to reset the retry count",
-    )
-    ws.add_argument("--ping-interval", type=float, default=10.0, help="seconds between pings")
-    ws.add_argument("--ping-timeout", type=float, default=5.0, help="seconds to wait for a pong")
-    ws.add_argument("--connect-timeout", type=float, default=10.0, help="handshake bound (s)")
-    ws.add_argument(
-        "--replay-ms",
-        type=int,
-        default=2000,
-        help="newest audio kept while disconnected, sent on reconnect",
+        "--ca-file",
+        type=Path,
+        metavar="FILE",
+        help="PEM bundle of a private CA to trust besides the system's; "
+        "certificates are always verified",
     )
     ws.add_argument(
         "--max-message-bytes",
         type=int,
         default=1 << 20,
-        help="largest message accepted from the server",
+        metavar="N",
+        help="largest message accepted from the server; a larger one gets an "
+        "error reply (default: %(default)s)",
     )
     ws.add_argument(
         "--error-replies-per-s",
         type=float,
         default=5.0,
-        help="rate limit of realtime_audio.error replies",
+        metavar="N",
+        help="rate limit of realtime_audio.error replies; the excess is counted, "
+        "not sent (default: %(default)s)",
+    )
+
+    retry = p.add_argument_group("reconnecting")
+    retry.add_argument(
+        "--max-retries",
+        type=int,
+        default=30,
+        metavar="N",
+        help="retries after a failed or dropped connection before giving up "
+        "with exit code 3; 0 = forever (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--retry-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="wait between retries (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--backoff",
+        choices=("fixed", "exponential"),
+        default="fixed",
+        help="fixed: always --retry-delay; exponential: doubling from --retry-delay "
+        "up to --max-retry-delay, with full jitter (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--max-retry-delay",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="cap of exponential backoff (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--healthy-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a connection that lasted this long resets the retry count (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="bound on TCP, TLS and websocket handshakes together (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--ping-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="websocket ping period, to detect a dead server (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="no pong within this time: the connection is dropped and replaced "
+        "(default: %(default)s)",
+    )
+    retry.add_argument(
+        "--replay-ms",
+        type=int,
+        default=2000,
+        metavar="MS",
+        help="newest audio kept while disconnected, sent first on reconnect with its "
+        "original timestamps; older audio is dropped and counted (default: %(default)s)",
     )
 
     io = p.add_argument_group("bot sockets")
-    io.add_argument("--audio-in", metavar="PATH", help="listen here for the bot's audio")
-    io.add_argument("--audio-in-fd", type=int, metavar="N", help="inherited connected socket")
-    io.add_argument("--audio-out", metavar="PATH", help="listen here for the bot's speaker")
-    io.add_argument("--audio-out-fd", type=int, metavar="N", help="inherited connected socket")
-    io.add_argument("--input-format", choices=("audiosocket", "raw"), default="audiosocket")
     io.add_argument(
-        "--input-rate", type=int, choices=INPUT_RATES, default=48000, help="rate of raw input"
+        "--audio-in",
+        metavar="PATH",
+        help="Unix socket to listen on for the bot's audio (mode 0600, removed on exit)",
+    )
+    io.add_argument(
+        "--audio-in-fd",
+        type=int,
+        metavar="N",
+        help="instead of --audio-in: an inherited connected socket (one end of a socketpair)",
+    )
+    io.add_argument(
+        "--audio-out",
+        metavar="PATH",
+        help="Unix socket to listen on for the bot's speaker (mode 0600, removed on exit)",
+    )
+    io.add_argument(
+        "--audio-out-fd",
+        type=int,
+        metavar="N",
+        help="instead of --audio-out: an inherited connected socket",
+    )
+    io.add_argument(
+        "--input-format",
+        choices=("audiosocket", "raw"),
+        default="audiosocket",
+        help="audiosocket: AudioSocket frames, each with its rate; raw: bare s16le "
+        "mono PCM at --input-rate (default: %(default)s)",
+    )
+    io.add_argument(
+        "--input-rate",
+        type=int,
+        choices=INPUT_RATES,
+        default=48000,
+        metavar="HZ",
+        help="rate of raw input (default: %(default)s)",
     )
     io.add_argument(
         "--output-rate",
         type=int,
         choices=INPUT_RATES,
         default=48000,
-        help="rate of frames written to audio-out",
+        metavar="HZ",
+        help="rate of the frames written to audio-out (default: %(default)s)",
     )
-    io.add_argument("--chunk-ms", type=int, default=20, help="audio per outgoing message")
-    io.add_argument("--frame-ms", type=int, default=20, help="duration of each audio-out frame")
-    io.add_argument("--jitter-ms", type=int, default=40, help="playout jitter buffer")
+    io.add_argument(
+        "--chunk-ms",
+        type=int,
+        default=20,
+        metavar="MS",
+        help="audio per message sent to the server (default: %(default)s)",
+    )
+    io.add_argument(
+        "--frame-ms",
+        type=int,
+        default=20,
+        metavar="MS",
+        help="audio per frame written to audio-out, one frame per period (default: %(default)s)",
+    )
+    io.add_argument(
+        "--jitter-ms",
+        type=int,
+        default=40,
+        metavar="MS",
+        help="bot output buffered before playback starts (default: %(default)s)",
+    )
     io.add_argument(
         "--max-playout-ms",
         type=int,
         default=60000,
-        help="cap on queued bot output; the excess is dropped",
+        metavar="MS",
+        help="cap on queued bot output; the excess is dropped and counted (default: %(default)s)",
     )
     io.add_argument(
         "--quality",
         choices=("fastest", "medium", "best"),
         default="medium",
-        help="libsamplerate converter",
+        help="libsamplerate converter for both directions (default: %(default)s)",
     )
 
     pp = p.add_argument_group("per-participant audio")
     pp.add_argument(
         "--per-participant",
         action="store_true",
-        help="accept UUID-tagged connections as per-participant streams",
+        help="accept audio-in connections that open with a UUID frame as one "
+        "participant's stream (realtime_audio.per_participant)",
     )
-    pp.add_argument("--per-participant-url", help="separate server for per-participant audio")
-    pp.add_argument("--per-participant-sample-rate", type=int, choices=(8000, 16000), default=16000)
-    pp.add_argument("--max-participants", type=int, default=32)
+    pp.add_argument(
+        "--per-participant-url",
+        metavar="URL",
+        help="separate server for per-participant audio (default: --url)",
+    )
+    pp.add_argument(
+        "--per-participant-sample-rate",
+        type=int,
+        choices=(8000, 16000),
+        default=16000,
+        metavar="HZ",
+        help="rate of per-participant audio: 8000 or 16000 (default: %(default)s)",
+    )
+    pp.add_argument(
+        "--max-participants",
+        type=int,
+        default=32,
+        metavar="N",
+        help="participant streams at once; more are refused (default: %(default)s)",
+    )
 
-    life = p.add_argument_group("lifecycle")
+    life = p.add_argument_group("lifecycle and output")
     life.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
-        help="stop when stdin closes (portable parent-death detection)",
+        help="stop when stdin closes: portable parent-death detection (on Linux "
+        "the sidecar also stops when its parent dies)",
     )
-    life.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats")
-    life.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    life.add_argument(
+        "--stats-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="period of the stats event (default: %(default)s)",
+    )
+    life.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="stderr log level (default: %(default)s)",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -221,23 +385,45 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     return validate(config)
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Our redaction covers what we print; this covers what libraries log."""
+
+    def __init__(self, fmt: str, secrets: tuple[str, ...]) -> None:
+        super().__init__(fmt)
+        # Longest first, so a secret that contains another is hidden whole.
+        self._secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+log = logging.getLogger("sidecar")
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
     except ConfigError as exc:
         print(f"audio-sidecar run: error: {exc}", file=sys.stderr)
         return service.EXIT_USAGE
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets(config))
     )
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     service.die_with_parent()
     try:
         return trio.run(service.main, config)
     except SocketPathError as exc:
         print(f"audio-sidecar run: error: {exc}", file=sys.stderr)
         return service.EXIT_USAGE
+    except Exception:
+        # Through the logger, so even a traceback is redacted.
+        log.exception("internal error")
+        return service.EXIT_INTERNAL
 
 
 def parser() -> argparse.ArgumentParser:

@@ -110,13 +110,30 @@ def parse_settings(text: str) -> WebsocketSettings:
     try:
         return _settings_decoder.decode(text)
     except msgspec.ValidationError as exc:
-        reason, _, where = str(exc).partition(" - at `")
-        fieldname = where.rstrip("`").removeprefix("$").removeprefix(".") or "(top level)"
-        if "pattern" in reason:
-            reason = "must start with ws:// or wss://"
+        fieldname, reason = _settings_error(str(exc))
         raise ConfigError(f"--settings: `{fieldname}`: {reason}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"--settings is not valid JSON: {exc}") from None
+
+
+def _settings_error(text: str) -> tuple[str, str]:
+    """msgspec's "<reason> - at `$.path`" as (dotted field name, plain reason)."""
+    reason, _, where = text.partition(" - at `")
+    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    # A missing or unknown key is reported at its parent; name the key itself.
+    for prefix, plain in (
+        ("Object missing required field ", "is required"),
+        ("Object contains unknown field ", "is not a known field"),
+    ):
+        if reason.startswith(prefix):
+            key = reason.removeprefix(prefix).strip("`")
+            return (f"{path}.{key}" if path else key), plain
+    if path.endswith("url"):
+        reason = "must be a ws:// or wss:// URL"
+    elif path.endswith("sample_rate") and reason.startswith("Invalid enum value"):
+        rates = "8000 or 16000" if path.startswith("per_participant") else "8000, 16000 or 24000"
+        reason = f"must be {rates}, not {reason.removeprefix('Invalid enum value ')}"
+    return path or "(top level)", reason
 
 
 def check_url(url: str, flag: str) -> str | None:
@@ -170,6 +187,27 @@ def redact_url(url: str) -> str:
     )
     text = f"{parts.scheme}://{netloc}{parts.path}"
     return f"{text}?{query}" if query else text
+
+
+def secrets(config: Config) -> tuple[str, ...]:
+    """Every configured string that must never be printed: header values, and
+    the query values and credentials of the URLs."""
+    found = [value for _, value in config.headers]
+    for url in (config.url, config.per_participant_url):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.password:
+            found.append(parts.password)
+        if parts.username:
+            found.append(parts.username)
+        for pair in parts.query.split("&"):
+            _, sep, value = pair.partition("=")
+            if sep and value:
+                found.append(value)
+    # Hiding "1" or "42" would garble every timestamp in the log; values that
+    # short are no secret anyway.
+    return tuple(s for s in found if len(s) >= 4)
 
 
 def redact_header(text: str) -> str:

@@ -3,7 +3,8 @@
 The playout clock ticks on an absolute grid (no drift) and sleeps while there
 is nothing to play. Frames go to the bot through a short queue served by a
 writer task, so a bot that stops reading can never stall the clock: its frames
-are dropped and counted instead.
+are dropped and counted instead. A mark rides with the frame that completes
+it and is echoed once that frame was written to the bot, not before.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ MAX_LATE_PERIODS = 3
 
 
 @dataclass(slots=True)
+class _Outgoing:
+    """A frame on its way to the bot, with the marks it completes."""
+
+    data: bytes
+    marks: tuple[MarkResolved, ...]
+    samples: int  # of audio, the padding of an utterance's last frame not included
+
+
+@dataclass(slots=True)
 class DownlinkStatistics:
     messages_in: int = 0
     invalid_messages: int = 0
@@ -42,6 +52,8 @@ class DownlinkStatistics:
     frames_written: int = 0
     samples_written: int = 0
     dropped_frames: Counter[str] = field(default_factory=Counter)
+    # The audio in those frames (padding not counted), by the same reasons.
+    dropped_samples: Counter[str] = field(default_factory=Counter)
     bot_connections: int = 0
 
 
@@ -65,8 +77,9 @@ class Downlink:
         self._bucket = TokenBucket(config.error_replies_per_s, max(1.0, config.error_replies_per_s))
         self._wake = trio.Event()
         self._bot: trio.abc.Stream | None = None
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[_Outgoing] = collections.deque()
         self._queued = trio.Event()
+        self._writing: _Outgoing | None = None
         self._warned_no_bot = False
         self._stats = DownlinkStatistics()
 
@@ -85,6 +98,14 @@ class Downlink:
             self._wake.set()
         elif isinstance(message, messages.Clear):
             self._stats.clears += 1
+            # Frames already handed to the writer count as unplayed too; their
+            # marks come first, being older than those still in the playout.
+            unsent = tuple(self._queue)
+            self._queue.clear()
+            self._dropped("cleared", unsent)
+            self._resolved(
+                tuple(MarkResolved(m.name, False) for item in unsent for m in item.marks)
+            )
             self._resolved(self.voice.clear())
         else:
             self._stats.marks += 1
@@ -122,18 +143,24 @@ class Downlink:
                 deadline = trio.current_time()
             self._wake = trio.Event()
             tick = self.voice.tick()
-            self._resolved(tick.marks)
             if tick.frame is not None:
-                self._deliver(tick.frame)
+                self._deliver(tick.frame, tick.marks)
+            else:
+                self._resolved(tick.marks)
             deadline += period
             now = trio.current_time()
             if now - deadline > MAX_LATE_PERIODS * period:
                 deadline = now
             await trio.sleep_until(deadline)
 
-    def _deliver(self, frame: bytes) -> None:
+    def _deliver(self, frame: bytes, marks: tuple[MarkResolved, ...]) -> None:
+        item = _Outgoing(
+            frames.encode_audio(frame, self._config.output_rate),
+            marks,
+            len(frame) // 2 - self.voice.last_padding,
+        )
         if self._bot is None:
-            self._stats.dropped_frames["no_bot"] += 1
+            self._dropped("no_bot", (item,))
             if not self._warned_no_bot:
                 self._warned_no_bot = True
                 self._log.emit(
@@ -141,12 +168,19 @@ class Downlink:
                         message="bot output is being dropped: no bot is connected to audio-out"
                     )
                 )
+            # Nobody hears it, but its time has passed: the server's timeline goes on.
+            self._resolved(marks)
             return
         if len(self._queue) >= WRITE_QUEUE_FRAMES:
-            self._stats.dropped_frames["bot_not_reading"] += 1
+            self._dropped("bot_not_reading", (item,))
+            self._resolved(marks)
             return
-        self._queue.append(frames.encode_audio(frame, self._config.output_rate))
+        self._queue.append(item)
         self._queued.set()
+
+    def _dropped(self, reason: str, items: tuple[_Outgoing, ...]) -> None:
+        self._stats.dropped_frames[reason] += len(items)
+        self._stats.dropped_samples[reason] += sum(item.samples for item in items)
 
     # -- the bot on the audio-out socket ---------------------------------------------
 
@@ -182,9 +216,13 @@ class Downlink:
                 reason = f"connection broken: {exc}"
             finally:
                 self._bot = None
-                for _ in self._queue:
-                    self._stats.dropped_frames["bot_disconnected"] += 1
+                unsent = tuple(self._queue)
+                if self._writing is not None:
+                    unsent = (self._writing, *unsent)
+                    self._writing = None
                 self._queue.clear()
+                self._dropped("bot_disconnected", unsent)
+                self._resolved(tuple(m for item in unsent for m in item.marks))
                 self._log.emit(events.BotDisconnected(socket="out", reason=reason))
 
     async def _watch_bot(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
@@ -199,9 +237,11 @@ class Downlink:
     async def _write(self, stream: trio.abc.Stream) -> None:
         while True:
             while self._queue:
-                data = self._queue.popleft()
-                await stream.send_all(data)
+                item = self._writing = self._queue.popleft()
+                await stream.send_all(item.data)
+                self._writing = None
                 self._stats.frames_written += 1
-                self._stats.samples_written += (len(data) - frames.HEADER.size) // 2
+                self._stats.samples_written += (len(item.data) - frames.HEADER.size) // 2
+                self._resolved(item.marks)
             self._queued = trio.Event()
             await self._queued.wait()

@@ -109,7 +109,10 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     messages_out: int
     bytes_out: int
     samples_out: int
+    unconfirmed_samples: int
     messages_in: int
+    # Bot output received, resampled to --output-rate, before the playout cap.
+    bot_output_samples: int
     invalid_messages: int
     invalid_frames: int
     frames_out: int
@@ -152,6 +155,8 @@ class EventLog:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._lines: collections.deque[bytes] = collections.deque(maxlen=limit)
         self._wake = trio.Event()
+        self._drained = trio.Event()
+        self._drained.set()
         self.dropped = 0
         self.broken = False
 
@@ -161,30 +166,27 @@ class EventLog:
         if len(self._lines) == self._lines.maxlen:
             self.dropped += 1
         self._lines.append(_encoder.encode(event) + b"\n")
+        if self._drained.is_set():
+            self._drained = trio.Event()
         self._wake.set()
 
     async def serve(self) -> None:
-        """Write lines until cancelled; on cancellation, flush what is left."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                batch = self._take()
-                if batch:
-                    await trio.to_thread.run_sync(self._write, batch, abandon_on_cancel=False)
-        finally:
-            self.flush()
+        """Write lines as they come, from a worker thread, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            batch = b"".join(self._lines)
+            self._lines.clear()
+            if batch:
+                # Abandoned on cancellation: a parent that stopped reading our
+                # stdout blocks the write for good, and must not block our exit.
+                await trio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+            if not self._lines:
+                self._drained.set()
 
-    def flush(self) -> None:
-        """Synchronous final flush, for shutdown paths."""
-        batch = self._take()
-        if batch:
-            self._write(batch)
-
-    def _take(self) -> bytes:
-        batch = b"".join(self._lines)
-        self._lines.clear()
-        return batch
+    async def drain(self) -> None:
+        """Wait until every line emitted so far is written (callers bound the wait)."""
+        await self._drained.wait()
 
     def _write(self, data: bytes) -> None:
         if self.broken:

@@ -1,26 +1,46 @@
 """The websocket supervisor: connect, keep alive, replace dead links, retry.
 
-One connection at a time. Inside a connection three tasks run: a reader that
-always drains `get_message()` (trio-websocket stops answering pings when its
-queue is full), a sender that drains the Outbox with a bounded send, and a
-pinger whose pong wait is bounded. The first of them to finish ends the
-connection; the retry policy decides what happens next.
+One connection at a time. We open the TCP (and TLS) stream ourselves and hand
+it to trio-websocket, so that every step is bounded by our own timeouts, a
+certificate failure is reported as one (not as a handshake that never ends),
+and a dead connection can be dropped at once instead of waiting for a close
+handshake its peer will never answer.
+
+Inside a connection three tasks run: a reader that always drains
+`get_message()` (trio-websocket stops answering pings when its queue is full),
+a sender that drains the Outbox with a bounded send, and a pinger whose pong
+wait is bounded. The first of them to finish ends the connection; the retry
+policy decides what happens next.
 """
 
 from __future__ import annotations
 
-import math
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket as tw
+from wsproto.utilities import LocalProtocolError
 
 from sidecar import events
 from sidecar.config import Config, redact_url
 from sidecar.outbox import Outbox
 from sidecar.retry import RetryPolicy
+
+# Read buffer for the websocket stream; bot_output messages are often tens of kB.
+RECEIVE_BYTES = 65536
+# trio-websocket's queue between its reader and our reader task; ours drains it
+# at once, so this only absorbs a burst.
+MESSAGE_QUEUE = 16
+
+# What a connection that breaks under our feet raises (besides ConnectionClosed).
+# LocalProtocolError: trio-websocket can let a send reach a connection its reader
+# already gave up on after a protocol error from the server.
+_NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError)
+_ABNORMAL_CLOSURE = 1006
 
 
 class LinkGaveUp(Exception):
@@ -38,8 +58,17 @@ class LinkStatistics:
     messages_out: int = 0
     bytes_out: int = 0
     samples_out: int = 0
+    # Sent on a connection that then died before a pong (or our close
+    # handshake) proved the server had read them: maybe lost, maybe not.
+    unconfirmed_samples: int = 0
     messages_in: int = 0
     bytes_in: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    reason: str
+    code: int | None = None
 
 
 class _Ended(Exception):
@@ -47,13 +76,38 @@ class _Ended(Exception):
 
     def __init__(self, reason: str, code: int | None = None) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.code = code
+        self.end = _End(reason, code)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    host_header: str
+    resource: str
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> _Target:
+        parts = urlsplit(url)
+        tls = parts.scheme == "wss"
+        if parts.hostname is None:
+            raise ValueError(f"{redact_url(url)} has no host")
+        port = parts.port or (443 if tls else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # netloc keeps an IPv6 literal's brackets, which the Host header needs.
+        host_header = parts.netloc.rpartition("@")[2]
+        return cls(parts.hostname, port, host_header, resource, tls)
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
+    """System trust plus --ca-file; verification is never turned off."""
     if not config.url.startswith("wss://"):
         return None
+    return _tls_context(config)
+
+
+def _tls_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if config.ca_file is not None:
         context.load_verify_locations(cafile=str(config.ca_file))
@@ -72,19 +126,20 @@ class Link:
     ) -> None:
         self._config = config
         self._url = url or config.url
+        self._target = _Target.parse(self._url)
         self._outbox = outbox
         self._on_message = on_message
         self._log = log
         self._policy = RetryPolicy(config.retry)
-        self._ssl = ssl_context(config) if self._url == config.url else None
-        if self._url.startswith("wss://") and self._ssl is None:
-            self._ssl = ssl.create_default_context()
-            if config.ca_file is not None:
-                self._ssl.load_verify_locations(cafile=str(config.ca_file))
+        self._ssl = _tls_context(config) if self._target.tls else None
         self._headers = [(k.encode(), v.encode()) for k, v in config.headers]
         self._wake = trio.Event()
         self._stopping = trio.Event()
         self._stats = LinkStatistics()
+        self._up = False
+        # Samples sent on the current connection, and how many of them a pong confirmed.
+        self._sent = 0
+        self._confirmed = 0
 
     @property
     def connected(self) -> bool:
@@ -98,7 +153,7 @@ class Link:
         self._wake.set()
 
     def stop(self) -> None:
-        """Close the current connection with 1000 and stop retrying."""
+        """Send what is queued, close the connection with 1000 and stop retrying."""
         self._stopping.set()
         self._wake.set()
 
@@ -106,101 +161,180 @@ class Link:
         """Run until stopped or cancelled; raise LinkGaveUp or LinkRejected."""
         redacted = redact_url(self._url)
         while not self._stopping.is_set():
-            reason, code, was_connected = await self._attempt(redacted)
+            end = await self._attempt(redacted)
+            was_up, self._up = self._up, False
             self._stats.connected = False
             self._outbox.disconnected()
-            if was_connected:
-                self._log.emit(events.Disconnected(reason=reason, code=code))
+            if was_up:
+                self._log.emit(events.Disconnected(reason=end.reason, code=end.code))
             if self._stopping.is_set():
                 return
             delay = self._policy.failed(trio.current_time())
             if delay is None:
                 attempts = self._policy.attempt
-                self._log.emit(events.GaveUp(reason=reason, attempts=attempts))
-                raise LinkGaveUp(f"gave up after {attempts} retries: {reason}")
+                self._log.emit(events.GaveUp(reason=end.reason, attempts=attempts))
+                raise LinkGaveUp(f"gave up after {attempts} retries: {end.reason}")
             self._log.emit(
                 events.Retrying(
                     attempt=self._policy.attempt,
                     of=self._policy.max_retries,
                     delay=round(delay, 3),
-                    reason=reason,
+                    reason=end.reason,
                 )
             )
             with trio.move_on_after(delay):
                 await self._stopping.wait()
 
-    async def _attempt(self, redacted: str) -> tuple[str, int | None, bool]:
-        config = self._config
-        connected = False
+    async def _attempt(self, redacted: str) -> _End:
+        """One connection, from connect to close; raises only LinkRejected."""
         try:
-            async with tw.open_websocket_url(
-                self._url,
-                ssl_context=self._ssl,
-                extra_headers=self._headers,
-                message_queue_size=16,
-                # Our own limit (config.max_message_bytes) answers with an error
-                # reply; this hard cap only stops a hostile server's memory attack.
-                max_message_size=4 * config.max_message_bytes,
-                connect_timeout=config.connect_timeout,
-                disconnect_timeout=config.close_timeout,
-            ) as ws:
-                connected = True
-                self._policy.connected(trio.current_time())
-                self._stats.connected = True
-                self._stats.connects += 1
-                self._log.emit(events.Connected(url=redacted, attempt=self._stats.connects))
-                reason, code = await self._run(ws)
-                return reason, code, True
-        except tw.ConnectionRejected as exc:
+            return await self._connection(redacted)
+        except BaseExceptionGroup as group:
+            # The handshake's outcome (a rejection, say) surfaces in
+            # trio-websocket's reader task, so it reaches us inside a group.
+            error = _sole_error(group)
+            if error is None:
+                raise
+            return self._failure(error)
+        except Exception as exc:
+            return self._failure(exc)
+
+    def _failure(self, exc: BaseException) -> _End:
+        """Why a connection attempt failed; raises when retrying cannot help."""
+        if isinstance(exc, _Ended):
+            return exc.end
+        if isinstance(exc, tw.ConnectionRejected):
             status = exc.status_code
+            reason = f"handshake rejected with HTTP {status}"
             if 400 <= status < 500:
-                reason = f"handshake rejected with HTTP {status}"
                 self._log.emit(events.GaveUp(reason=reason, attempts=0, status=status))
                 raise LinkRejected(reason) from None
-            return f"handshake rejected with HTTP {status}", None, connected
-        except tw.ConnectionTimeout:
-            return f"no handshake within {config.connect_timeout:g} s", None, connected
-        except tw.DisconnectionTimeout:
-            return "close handshake timed out", None, connected
-        except tw.HandshakeError as exc:
-            cause = exc.__cause__ or exc.__context__
+            return _End(reason)
+        if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+            cause = exc.__cause__
             if isinstance(cause, ssl.SSLCertVerificationError):
                 reason = f"TLS certificate rejected: {cause.verify_message}"
                 self._log.emit(events.GaveUp(reason=reason, attempts=0))
                 raise LinkRejected(reason + " (use --ca-file for a private CA)") from None
-            return f"cannot connect: {_describe(cause or exc)}", None, connected
-        except tw.ConnectionClosed as exc:
-            code = exc.reason.code if exc.reason else None
-            return _close_text(exc.reason), code, connected
-        except _Ended as exc:
-            return exc.reason, exc.code, connected
-        except OSError as exc:
-            return f"connection failed: {_describe(exc)}", None, connected
+            return _End(f"TLS handshake failed: {cause.reason or cause}")
+        if isinstance(exc, tw.ConnectionClosed):
+            return _closed(exc.reason)
+        if isinstance(exc, _NETWORK_ERRORS):
+            return _End(f"cannot connect: {_describe(exc)}")
+        raise exc
 
-    async def _run(self, ws: tw.WebSocketConnection) -> tuple[str, int | None]:
-        ended: list[_Ended] = []
-
-        async def guard(fn: Callable[[tw.WebSocketConnection], object]) -> None:
+    async def _connection(self, redacted: str) -> _End:
+        config = self._config
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+        async with trio.open_nursery() as nursery:
             try:
-                await fn(ws)  # type: ignore[misc]
+                try:
+                    with trio.fail_after(config.connect_timeout):
+                        stream = await self._open_stream()
+                        ws = await self._handshake(nursery, stream)
+                except trio.TooSlowError:
+                    raise _Ended(f"no handshake within {config.connect_timeout:g} s") from None
+                self._connected(redacted)
+                return await self._run(ws)
+            finally:
+                # Whatever ended the connection, its socket goes now: a dead
+                # peer gets no close handshake to wait for.
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                nursery.cancel_scope.cancel()
+
+    async def _handshake(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+    ) -> tw.WebSocketConnection:
+        """The websocket upgrade; fails as soon as the server hangs up or refuses."""
+        reader = _ReaderNursery(nursery)
+        opened: list[tw.WebSocketConnection] = []
+
+        async def upgrade() -> None:
+            opened.append(
+                await tw.wrap_client_stream(
+                    # trio-websocket only calls start_soon() on it.
+                    cast(trio.Nursery, reader),
+                    stream,
+                    self._target.host_header,
+                    self._target.resource,
+                    extra_headers=self._headers,
+                    message_queue_size=MESSAGE_QUEUE,
+                    # Our own limit (config.max_message_bytes) answers with an
+                    # error reply; this hard cap only stops a hostile server's
+                    # memory attack.
+                    max_message_size=4 * self._config.max_message_bytes,
+                    receive_buffer_size=RECEIVE_BYTES,
+                )
+            )
+            race.cancel_scope.cancel()
+
+        async def hang_up() -> None:
+            await reader.done.wait()
+            race.cancel_scope.cancel()
+
+        async with trio.open_nursery() as race:
+            race.start_soon(upgrade)
+            race.start_soon(hang_up)
+        if opened:
+            return opened[0]
+        if reader.rejected is not None:
+            raise reader.rejected
+        raise _Ended("the server closed the connection during the handshake")
+
+    async def _open_stream(self) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+        target = self._target
+        tcp = await trio.open_tcp_stream(target.host, target.port)
+        if self._ssl is None:
+            return tcp
+        tls = trio.SSLStream(tcp, self._ssl, server_hostname=target.host, https_compatible=True)
+        try:
+            # Done here, not lazily on the first write, so a bad certificate is
+            # an error we see rather than a handshake that never completes.
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
+        return tls
+
+    def _connected(self, redacted: str) -> None:
+        self._up = True
+        self._sent = self._confirmed = 0
+        self._policy.connected(trio.current_time())
+        self._stats.connected = True
+        self._stats.connects += 1
+        self._log.emit(events.Connected(url=redacted, attempt=self._stats.connects))
+
+    async def _run(self, ws: tw.WebSocketConnection) -> _End:
+        ended: list[_End] = []
+
+        async def guard(fn: Callable[[tw.WebSocketConnection], Awaitable[None]]) -> None:
+            try:
+                await fn(ws)
             except _Ended as exc:
-                ended.append(exc)
+                ended.append(exc.end)
             except tw.ConnectionClosed as exc:
-                code = exc.reason.code if exc.reason else None
-                ended.append(_Ended(_close_text(exc.reason), code))
+                ended.append(_closed(exc.reason))
+            except _NETWORK_ERRORS as exc:
+                ended.append(_End(f"connection lost: {_describe(exc)}"))
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(guard, self._read)
             nursery.start_soon(guard, self._send)
             nursery.start_soon(guard, self._ping)
-        first = ended[0] if ended else _Ended("connection ended")
+        end = ended[0] if ended else _End("connection ended")
         if self._stopping.is_set():
             with trio.move_on_after(self._config.close_timeout) as scope:
-                scope.shield = True
                 await ws.aclose(code=1000, reason="sidecar stopping")
-            return "sidecar stopping", 1000
-        return first.reason, first.code
+            if not scope.cancelled_caught:
+                # The server answered our close: it has read everything before it.
+                self._confirmed = self._sent
+            end = _End("sidecar stopping", 1000)
+        self._stats.unconfirmed_samples += self._sent - self._confirmed
+        return end
 
     async def _read(self, ws: tw.WebSocketConnection) -> None:
         while True:
@@ -227,9 +361,15 @@ class Link:
                 raise _Ended(
                     f"server did not accept a message within {self._config.send_timeout:g} s"
                 ) from None
-            except (tw.ConnectionClosed, OSError, trio.BrokenResourceError):
+            except (tw.ConnectionClosed, *_NETWORK_ERRORS):
                 outbox.count_lost(item, "in_flight")
                 raise
+            except trio.Cancelled:
+                # The connection ended under a send (the reader or the pinger
+                # noticed first): whether the server got it, nobody knows.
+                self._stats.unconfirmed_samples += item.samples
+                raise
+            self._sent += item.samples
             self._stats.messages_out += 1
             self._stats.bytes_out += len(item.text)
             self._stats.samples_out += item.samples
@@ -238,18 +378,48 @@ class Link:
         interval, timeout = self._config.ping_interval, self._config.ping_timeout
         while True:
             await trio.sleep(interval)
+            sent = self._sent
             try:
+                # The send is bounded too: a peer that stopped reading fills our
+                # socket buffer before it misses a pong.
                 with trio.fail_after(timeout):
                     await ws.ping()
             except trio.TooSlowError:
                 raise _Ended(f"no pong within {timeout:g} s: peer is dead") from None
+            # The server read the ping, so it read every message sent before it.
+            self._confirmed = sent
 
 
-def _close_text(reason: tw.CloseReason | None) -> str:
-    if reason is None:
-        return "connection closed"
+class _ReaderNursery:
+    """Where trio-websocket starts its reader task, so we see it end.
+
+    During the handshake the reader is the only one who learns that the server
+    answered with an HTTP error or hung up; trio-websocket itself would wait
+    out the whole connect timeout for an upgrade that will never come.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.done = trio.Event()
+        self.rejected: tw.ConnectionRejected | None = None
+
+    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            try:
+                await fn()
+            except tw.ConnectionRejected as exc:
+                self.rejected = exc
+            finally:
+                self.done.set()
+
+        self._nursery.start_soon(run)
+
+
+def _closed(reason: tw.CloseReason | None) -> _End:
+    if reason is None or reason.code == _ABNORMAL_CLOSURE:
+        return _End("connection lost without a close frame", _ABNORMAL_CLOSURE)
     text = f"closed by server with code {reason.code} ({reason.name})"
-    return f"{text}: {reason.reason}" if reason.reason else text
+    return _End(f"{text}: {reason.reason}" if reason.reason else text, reason.code)
 
 
 def _describe(exc: BaseException) -> str:
@@ -258,4 +428,23 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "math"]
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The one real error in a group (cancellations aside), if there is exactly one."""
+    _, rest = group.split(trio.Cancelled)
+    if rest is None:
+        return None
+    leaves = list(_leaves(rest))
+    if len(leaves) == 1 and isinstance(leaves[0], Exception):
+        return leaves[0]
+    return None
+
+
+__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "ssl_context"]

@@ -67,6 +67,14 @@ class Outbox:
         """The link went down: keep only what replay allows."""
         self._trim(self.replay_ms, "disconnected")
 
+    def discard(self, reason: str) -> None:
+        """Nothing more will be sent (shutdown): count what is left as dropped."""
+        while self._audio:
+            self._count(self._audio.popleft(), reason)
+        self._depth_ms = 0.0
+        self._dropped.messages[reason] += len(self._control)
+        self._control.clear()
+
     def get(self) -> Outgoing | None:
         if self._control:
             return Outgoing(self._control.popleft())

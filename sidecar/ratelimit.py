@@ -14,9 +14,11 @@ class TokenBucket:
         self.refused = 0
 
     def take(self, now: float) -> bool:
-        if self._last is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
+        """Spend a token at time `now` (seconds, any monotonic origin)."""
+        if self._last is None or now > self._last:
+            if self._last is not None:
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
         if self._tokens >= 1:
             self._tokens -= 1
             return True

@@ -32,6 +32,9 @@ EXIT_REJECTED = 4
 
 # How long a graceful stop may take before everything is cancelled.
 STOP_GRACE_S = 3.0
+# How long the last events (stats, stopped) may wait for a parent that reads
+# stdout slowly; one that does not read at all loses them rather than our exit.
+EVENTS_DRAIN_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -125,12 +128,16 @@ class Sidecar:
                     )
                 )
                 task_status.started()
+            for box in self._outboxes():
+                # Stopped while disconnected (or before the server took it all).
+                box.discard("stopped")
             self.events.emit(self._stats_event())
             self.events.emit(
                 events.Stopped(reason=self.outcome.reason, exit_code=self.outcome.code)
             )
+            with trio.move_on_after(EVENTS_DRAIN_S):
+                await self.events.drain()
             root.cancel_scope.cancel()
-        self.events.flush()
         return self.outcome.code
 
     async def _serve_endpoint(
@@ -184,15 +191,18 @@ class Sidecar:
             await trio.sleep(self.config.stats_interval)
             self.events.emit(self._stats_event())
 
+    def _outboxes(self) -> list[Outbox]:
+        if hasattr(self, "participant_outbox"):
+            return [self.outbox, self.participant_outbox]
+        return [self.outbox]
+
     def _stats_event(self) -> events.Stats:
         link = self.link.statistics()
         up = self.uplink.statistics()
         down = self.downlink.statistics()
         voice = self.downlink.voice.statistics()
         play = voice.playout
-        outboxes = [self.outbox]
-        if hasattr(self, "participant_outbox"):
-            outboxes.append(self.participant_outbox)
+        outboxes = self._outboxes()
         dropped: Counter[str] = Counter()
         for box in outboxes:
             for reason, n in box.statistics().dropped_samples.items():
@@ -200,9 +210,8 @@ class Sidecar:
         bytes_per_sample = 2
         dropped["downlink_overflow"] = play.bytes_dropped_overflow // bytes_per_sample
         dropped["downlink_cleared"] = play.bytes_cleared // bytes_per_sample
-        frame_samples = self.config.output_rate * self.config.frame_ms // 1000
-        for reason, n in down.dropped_frames.items():
-            dropped[f"downlink_{reason}"] = n * frame_samples
+        for reason, n in down.dropped_samples.items():
+            dropped[f"downlink_{reason}"] += n
         links = [ln.statistics() for ln in self.links]
         participants = {
             key: {"frames": c.frames, "samples": c.samples, "chunks": c.chunks}
@@ -217,7 +226,9 @@ class Sidecar:
             messages_out=sum(s.messages_out for s in links),
             bytes_out=sum(s.bytes_out for s in links),
             samples_out=sum(s.samples_out for s in links),
+            unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
             messages_in=down.messages_in,
+            bot_output_samples=(play.bytes_in + play.bytes_dropped_overflow) // bytes_per_sample,
             invalid_messages=down.invalid_messages,
             invalid_frames=up.invalid_frames,
             frames_out=down.frames_written,

@@ -37,6 +37,9 @@ class Voice:
         self._resampler: Resampler | None = None
         self._pending = False
         self._fresh = False
+        self._sounding = False
+        # Silence samples that padded the last tick's frame (an utterance's end).
+        self.last_padding = 0
         self._received = 0
         self._rate_changes = 0
 
@@ -63,18 +66,31 @@ class Voice:
         if self._resampler is not None:
             self._resampler.reset()
         self._pending = False
+        self._sounding = False
         return self.playout.clear()
 
     def tick(self) -> Tick:
         if self._pending and not self._fresh and self.playout.buffered_ms < self._frame_ms:
             self._flush()
         self._fresh = False
-        return self.playout.tick()
+        before_ms = self.playout.buffered_ms
+        tick = self.playout.tick()
+        self._sounding = tick.frame is not None
+        self.last_padding = 0
+        # Only a remainder shorter than a frame is ever padded, and then it all goes.
+        if tick.frame is not None and before_ms < self._frame_ms:
+            self.last_padding = len(tick.frame) // 2 - round(before_ms * self.out_rate / 1000)
+        return tick
 
     @property
     def idle(self) -> bool:
-        """Nothing to play now or later: the clock may sleep until audio arrives."""
-        return not self._pending and self.playout.buffered_ms == 0
+        """Nothing to play now or later: the clock may sleep until audio arrives.
+
+        Not idle right after a frame: the playout must see one more tick to
+        notice that the utterance ended (or ran dry), or the next utterance
+        would start without its jitter buffer.
+        """
+        return not self._pending and self.playout.buffered_ms == 0 and not self._sounding
 
     def statistics(self) -> VoiceStatistics:
         return VoiceStatistics(self.playout.statistics(), self._received, self._rate_changes)

@@ -1,0 +1,447 @@
+"""The way down, end to end: bot_output at the server -> paced 48 kHz frames at the bot.
+
+Real sidecar process, real `websockets` server, real Unix sockets. Timing
+assertions are ratios with slack: other tests share the machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from e2e_peers import open_sidecar, open_speaker, until_connected
+from support import (
+    Json,
+    SidecarProcess,
+    Speaker,
+    WsServer,
+    bot_output,
+    dominant_frequency,
+    level_db,
+    samples,
+    sidecar_args,
+    tone,
+    wait_until,
+)
+
+from sidecar import events, messages
+from sidecar.config import Config, Endpoint
+from sidecar.downlink import WRITE_QUEUE_FRAMES, Downlink
+from sidecar.playout import Tick
+
+OUT_RATE = 48000
+FRAME = OUT_RATE * 20 // 1000  # samples per 20 ms frame at the bot
+PERIOD = 0.020
+
+
+def send_tone(
+    server: WsServer, rate: int, seconds: float, piece_ms: int = 100, freq: float = 1000
+) -> int:
+    """Send a tone as bot_output pieces, all at once; returns its sample count at 48 kHz."""
+    pcm = tone(freq, seconds, rate)
+    step = rate * piece_ms // 1000 * 2
+    for i in range(0, len(pcm), step):
+        server.send(bot_output(pcm[i : i + step], rate))
+    return len(pcm) // 2 * OUT_RATE // rate
+
+
+def mark(name: str) -> Json:
+    return {"trigger": "realtime_audio.mark", "data": {"name": name}}
+
+
+CLEAR: Json = {"trigger": "realtime_audio.clear"}
+
+
+def echoes(server: WsServer) -> list[tuple[str, str]]:
+    return [
+        (m["data"]["name"], m["data"]["status"]) for m in server.messages("realtime_audio.mark")
+    ]
+
+
+def assert_paced(speaker: Speaker, n_frames: int) -> None:
+    """Frames came one per period: never a burst ahead of the real-time schedule."""
+    arrivals = speaker.arrivals[:n_frames]
+    assert len(arrivals) == n_frames
+    span = arrivals[-1] - arrivals[0]
+    assert span >= (n_frames - 1) * PERIOD * 0.9, f"{n_frames} frames in {span:.3f} s"
+    # A reader that wakes late sees several frames at once; a sender that bursts
+    # gets ahead of the schedule. Only the second is a failure.
+    for i, at in enumerate(arrivals):
+        assert at - arrivals[0] >= (i - 5) * PERIOD, f"frame {i} arrived ahead of real time"
+
+
+async def connected_speaker(
+    sidecar: SidecarProcess, nursery: trio.Nursery, tmp_path: Path
+) -> Speaker:
+    speaker = await open_speaker(nursery, str(tmp_path / "out.sock"))
+    await sidecar.wait_event("bot_connected", lambda e: e["socket"] == "out")
+    return speaker
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+async def test_bot_output_reaches_the_bot_at_48k_complete_and_paced(
+    tmp_path: Path, rate: int
+) -> None:
+    seconds = 0.61  # not a whole number of frames: the last one is padded
+    with trio.fail_after(30), WsServer() as server:
+        async with (
+            open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            expected = send_tone(server, rate, seconds)
+            n_frames = math.ceil(expected / FRAME)
+            await wait_until(lambda: len(speaker.audio_frames) >= n_frames, timeout=10)
+            stats = await sidecar.stats(lambda e: e["samples_played"] >= n_frames * FRAME)
+            # Nothing more trickles out afterwards.
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+
+    assert expected == round(seconds * OUT_RATE)
+    audio = speaker.audio_frames
+    assert len(audio) == n_frames
+    assert all(f.rate == OUT_RATE and f.samples == FRAME for f in audio)
+    pcm = speaker.pcm
+    # Only the padding of the final partial frame is silence.
+    assert not samples(pcm[expected * 2 :]).any()
+    body = pcm[: expected * 2]
+    assert abs(dominant_frequency(body, OUT_RATE) - 1000) < 10
+    # The resampler's held-back tail was flushed: the tone runs to the last sample.
+    assert level_db(body[-FRAME:]) > -12
+    assert level_db(body) == pytest.approx(level_db(tone(1000, seconds)), abs=0.5)
+    assert_paced(speaker, n_frames)
+    assert stats["frames_out"] == n_frames
+    assert not {k for k in stats["dropped"] if k.startswith("downlink")}
+
+
+async def test_server_faster_than_real_time_is_played_in_full_and_paced(tmp_path: Path) -> None:
+    seconds = 3.0
+    with trio.fail_after(30), WsServer() as server:
+        async with (
+            open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            expected = send_tone(server, 16000, seconds)
+            # The server says where the utterance ends, so running dry there
+            # is no underrun.
+            server.send(mark("end"))
+            stats = await sidecar.stats(
+                lambda e: e["playout_depth_ms"] > 2000, timeout=5
+            )  # it all queued: the cap is far away
+            n_frames = expected // FRAME
+            await wait_until(lambda: len(speaker.audio_frames) >= n_frames, timeout=10)
+            stats = await sidecar.stats(lambda e: e["samples_played"] >= expected)
+            nursery.cancel_scope.cancel()
+
+    assert len(speaker.pcm) == expected * 2
+    assert_paced(speaker, n_frames)
+    assert stats["underruns"] == 0
+    assert not stats["dropped"]
+
+
+async def test_excess_beyond_max_playout_is_dropped_and_counted(tmp_path: Path) -> None:
+    args = sidecar_args("", tmp_path, "--max-playout-ms", "400")
+    with trio.fail_after(30), WsServer() as server:
+        args[1] = server.url
+        async with open_sidecar(args) as sidecar, trio.open_nursery() as nursery:
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            expected = send_tone(server, 16000, 2.0)
+            stats = await sidecar.stats(
+                lambda e: e["playout_depth_ms"] == 0 and e["samples_played"] > 0
+            )
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+
+    overflow = stats["dropped"]["downlink_overflow"]
+    played = stats["samples_played"]
+    assert stats["bot_output_samples"] == expected
+    # The cap keeps the start of the utterance; what played plus what was refused
+    # is everything the server sent (the played side may include one padded frame).
+    assert expected <= played + overflow < expected + FRAME
+    assert 0.4 * OUT_RATE <= played <= 0.6 * OUT_RATE
+    assert len(speaker.pcm) // 2 == played
+
+
+async def test_rate_change_mid_stream_keeps_every_sample(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        async with (
+            open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            first = send_tone(server, 16000, 0.5, freq=500)
+            second = send_tone(server, 24000, 0.5, freq=1500)
+            server.send(mark("end"))
+            await wait_until(lambda: ("end", "played") in echoes(server), timeout=10)
+            nursery.cancel_scope.cancel()
+
+    pcm = speaker.pcm
+    assert first + second == OUT_RATE
+    assert len(pcm) // 2 == OUT_RATE  # 50 whole frames: no sample lost or padded at the seam
+    assert abs(dominant_frequency(pcm[: 20000 * 2], OUT_RATE) - 500) < 10
+    assert abs(dominant_frequency(pcm[28000 * 2 :], OUT_RATE) - 1500) < 10
+
+
+async def test_no_bot_on_audio_out_counts_output_as_dropped(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
+            await until_connected(sidecar, server)
+            expected = send_tone(server, 16000, 0.51)
+            warning = await sidecar.wait_event("warning", lambda e: "audio-out" in e["message"])
+            stats = await sidecar.stats(
+                lambda e: e["dropped"].get("downlink_no_bot", 0) >= expected
+            )
+            assert stats["samples_played"] == 0
+            # The audio, not the silence that padded its last frame.
+            assert stats["dropped"]["downlink_no_bot"] == expected
+            assert stats["bot_output_samples"] == expected
+            # Once, not once per frame.
+            assert len([e for e in sidecar.named("warning") if e == warning]) == 1
+
+
+async def test_mark_is_echoed_only_after_its_audio_reached_the_bot(tmp_path: Path) -> None:
+    received: dict[str, float] = {}
+
+    def on_message(server: WsServer, conn: Any, message: Json) -> None:
+        if message["trigger"] == "realtime_audio.mark":
+            received.setdefault(message["data"]["name"], time.perf_counter())
+
+    with trio.fail_after(30), WsServer(on_message=on_message) as server:
+        async with (
+            open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            # trio's clock is perf_counter plus a fixed offset.
+            offset = trio.current_time() - time.perf_counter()
+            expected = send_tone(server, 16000, 1.0)
+            server.send(mark("one_second"))
+            event = await sidecar.wait_event("mark", lambda e: e["name"] == "one_second")
+            await wait_until(lambda: "one_second" in received)
+            nursery.cancel_scope.cancel()
+
+    assert event["status"] == "played"
+    assert echoes(server) == [("one_second", "played")]
+    n_frames = expected // FRAME
+    assert len(speaker.audio_frames) == n_frames
+    last_frame_at = speaker.arrivals[n_frames - 1]
+    echoed_at = received["one_second"] + offset
+    assert echoed_at >= last_frame_at - 0.005, "mark echoed before its audio was written"
+    # ... and not much later either: playing and echoing go together.
+    assert echoed_at - last_frame_at < 0.5
+    assert echoed_at - speaker.arrivals[0] >= (n_frames - 1) * PERIOD * 0.9
+
+
+async def test_clear_stops_playback_and_answers_pending_marks(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        async with (
+            open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            # A mark on an empty queue has nothing to wait for.
+            server.send(mark("before"))
+            await sidecar.wait_event("mark", lambda e: e["name"] == "before")
+            send_tone(server, 16000, 2.0)
+            server.send(mark("pending_1"))
+            send_tone(server, 16000, 0.5)
+            server.send(mark("pending_2"))
+            await wait_until(lambda: len(speaker.audio_frames) >= 15)
+            server.send(CLEAR)
+            at_clear = len(speaker.audio_frames)
+            await sidecar.wait_event("mark", lambda e: e["name"] == "pending_2")
+            server.send(mark("after"))
+            await sidecar.wait_event("mark", lambda e: e["name"] == "after")
+            await trio.sleep(0.3)
+            after_clear = len(speaker.audio_frames) - at_clear
+            stats = await sidecar.stats(lambda e: e["playout_depth_ms"] == 0)
+            nursery.cancel_scope.cancel()
+
+    assert after_clear <= 3, f"{after_clear} frames played after the clear"
+    assert echoes(server) == [
+        ("before", "played"),
+        ("pending_1", "cleared"),
+        ("pending_2", "cleared"),
+        ("after", "played"),
+    ]
+    statuses = {e["name"]: e["status"] for e in sidecar.named("mark")}
+    assert statuses == {
+        "before": "played",
+        "pending_1": "cleared",
+        "pending_2": "cleared",
+        "after": "played",
+    }
+    assert stats["dropped"]["downlink_cleared"] >= OUT_RATE
+
+
+async def test_audio_after_clear_plays_again(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        async with (
+            open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            send_tone(server, 16000, 1.0, freq=500)
+            await wait_until(lambda: len(speaker.audio_frames) >= 5)
+            server.send(CLEAR)
+            await trio.sleep(0.2)
+            before = len(speaker.audio_frames)
+            expected = send_tone(server, 16000, 0.4, freq=2000)
+            server.send(mark("again"))
+            await sidecar.wait_event("mark", lambda e: e["name"] == "again")
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    after = speaker.audio_frames[before:]
+    assert len(after) == expected // FRAME
+    pcm = b"".join(f.pcm for f in after)
+    assert abs(dominant_frequency(pcm, OUT_RATE) - 2000) < 10
+
+
+async def test_audio_out_on_an_inherited_fd(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs, trio.fail_after(30), WsServer() as server:
+        args = sidecar_args(server.url, tmp_path)
+        at = args.index("--audio-out")
+        args[at : at + 2] = ["--audio-out-fd", str(theirs.fileno())]
+        async with (
+            open_sidecar(args, pass_fds=(theirs.fileno(),)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            theirs.close()
+            assert sidecar.named("ready")[0]["audio_out"] == f"fd:{args[at + 1]}"
+            await sidecar.wait_event("bot_connected", lambda e: e["socket"] == "out")
+            ours.setblocking(False)
+            speaker = Speaker(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+            nursery.start_soon(speaker.serve)
+            await until_connected(sidecar, server)
+            expected = send_tone(server, 24000, 0.4)
+            await wait_until(lambda: len(speaker.audio_frames) >= expected // FRAME)
+            assert await sidecar.stop() == 0
+            await wait_until(lambda: speaker.eof)
+            nursery.cancel_scope.cancel()
+
+    assert len(speaker.pcm) // 2 == expected
+    assert abs(dominant_frequency(speaker.pcm, OUT_RATE) - 1000) < 10
+
+
+# -- the Downlink in-process: deterministic clock, a bot that stops reading -------------
+
+
+def in_process_downlink() -> tuple[Downlink, list[messages.SidecarMessage], io.BytesIO]:
+    config = Config(
+        url="ws://127.0.0.1:9/a",
+        audio_in=Endpoint(path=Path("in.sock")),
+        audio_out=Endpoint(path=Path("out.sock")),
+        bot_id="bot_test",
+    )
+    replies: list[messages.SidecarMessage] = []
+    out = io.BytesIO()
+    return Downlink(config, events.EventLog(out), replies.append), replies, out
+
+
+def server_says(downlink: Downlink, message: Json) -> None:
+    downlink.on_message(json.dumps(message))
+
+
+def mark_echoes(replies: list[messages.SidecarMessage]) -> list[tuple[str, str]]:
+    return [(r.data.name, r.data.status) for r in replies if isinstance(r, messages.MarkEcho)]
+
+
+async def test_the_clock_sleeps_while_there_is_nothing_to_play(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    downlink, _, _ = in_process_downlink()
+    ticks = 0
+    tick = downlink.voice.tick
+
+    def counting_tick() -> Tick:
+        nonlocal ticks
+        ticks += 1
+        return tick()
+
+    downlink.voice.tick = counting_tick  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(downlink.serve_clock)
+        await trio.sleep(10)
+        assert ticks == 0
+        server_says(downlink, bot_output(tone(1000, 0.2, 16000), 16000))
+        await trio.sleep(10)
+        # Ten frames, the jitter wait before them and one tick to see the end.
+        assert 10 <= ticks <= 14
+        settled = ticks
+        await trio.sleep(10)
+        assert ticks == settled
+        nursery.cancel_scope.cancel()
+    assert downlink.statistics().dropped_frames["no_bot"] == 10
+
+
+async def test_clear_also_drops_frames_queued_for_a_slow_bot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    downlink, replies, _ = in_process_downlink()
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(downlink.serve_clock)
+        nursery.start_soon(downlink.serve_connection, ours)
+        await trio.sleep(0.1)
+        server_says(downlink, bot_output(tone(1000, 1.0, 24000), 24000))
+        server_says(downlink, mark("end"))
+        # The bot reads three frames and then nothing: frames pile up in the
+        # writer's queue (and beyond it they are dropped).
+        for _ in range(3):
+            await theirs.receive_some(FRAME * 2 + 3)
+        await trio.sleep(0.3)
+        stats = downlink.statistics()
+        assert stats.dropped_frames["bot_not_reading"] > 0
+        assert len(downlink._queue) == WRITE_QUEUE_FRAMES
+        server_says(downlink, CLEAR)
+        assert not downlink._queue
+        assert stats.dropped_frames["cleared"] == WRITE_QUEUE_FRAMES
+        assert mark_echoes(replies) == [("end", "cleared")]
+        # What the bot gets now is at most the frame that was being written.
+        received = b""
+        with trio.move_on_after(0.5):
+            while True:
+                received += await theirs.receive_some(65536)
+        assert len(received) <= FRAME * 2 + 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_mark_is_echoed_after_its_frame_was_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    downlink, replies, _ = in_process_downlink()
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(downlink.serve_clock)
+        nursery.start_soon(downlink.serve_connection, ours)
+        await trio.sleep(0.1)
+        server_says(downlink, bot_output(tone(1000, 0.1, 24000), 24000))
+        server_says(downlink, mark("m"))
+        got = 0
+        while got < 5 * (FRAME * 2 + 3):
+            # A slow bot: the frames wait in the writer's queue meanwhile, and
+            # the echo waits until the bot has taken every frame before it.
+            await trio.sleep(0.1)
+            assert mark_echoes(replies) == []
+            got += len(await theirs.receive_some(65536))
+        await trio.sleep(0.01)
+        assert mark_echoes(replies) == [("m", "played")]
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,135 @@
+"""Outbox: bounded by audio duration, drop-oldest with reasons, control lane first."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.outbox import Outbox, Outgoing
+
+
+def audio(n: int, ms: float = 20.0, stream: str = "mixed") -> Outgoing:
+    """The n-th 20 ms message of 16 kHz audio (320 samples)."""
+    return Outgoing(f"audio {n}", samples=int(ms * 16), ms=ms, stream=stream)
+
+
+def drain(box: Outbox) -> list[str]:
+    out = []
+    while (item := box.get()) is not None:
+        out.append(item.text)
+    return out
+
+
+def test_connected_queue_absorbs_up_to_live_ms_then_drops_oldest() -> None:
+    box = Outbox(replay_ms=100, live_ms=200)
+    for n in range(10):
+        box.put_audio(audio(n), connected=True)
+    assert box.depth_ms == pytest.approx(200)
+    assert box.statistics().dropped_samples == {}
+    for n in range(10, 13):
+        box.put_audio(audio(n), connected=True)
+    stats = box.statistics()
+    assert stats.dropped_samples == {"backpressure": 3 * 320}
+    assert stats.dropped_messages == {"backpressure": 3}
+    assert stats.dropped_by_stream == {"mixed": 3 * 320}
+    # The newest audio stays: a listener wants what was just said.
+    assert drain(box) == [f"audio {n}" for n in range(3, 13)]
+
+
+def test_disconnected_keeps_only_the_newest_replay_ms() -> None:
+    box = Outbox(replay_ms=60, live_ms=2000)
+    for n in range(5):
+        box.put_audio(audio(n), connected=False)
+    stats = box.statistics()
+    assert stats.dropped_samples == {"disconnected": 2 * 320}
+    assert stats.audio_messages == 3
+    assert box.depth_ms == pytest.approx(60)
+    assert drain(box) == ["audio 2", "audio 3", "audio 4"]
+
+
+def test_a_drop_trims_what_was_queued_while_connected() -> None:
+    box = Outbox(replay_ms=40, live_ms=1000)
+    for n in range(6):
+        box.put_audio(audio(n), connected=True)
+    assert not box.statistics().dropped_samples
+    box.disconnected()
+    assert box.statistics().dropped_samples == {"disconnected": 4 * 320}
+    assert drain(box) == ["audio 4", "audio 5"]
+
+
+def test_zero_replay_keeps_nothing_while_disconnected() -> None:
+    box = Outbox(replay_ms=0)
+    box.put_audio(audio(0), connected=False)
+    assert not box
+    assert box.statistics().dropped_messages == {"disconnected": 1}
+    assert box.depth_ms == 0
+
+
+def test_control_messages_go_ahead_of_audio() -> None:
+    box = Outbox(replay_ms=1000)
+    box.put_audio(audio(0), connected=True)
+    box.put_audio(audio(1), connected=True)
+    box.put_control("mark echo")
+    first = box.get()
+    assert first is not None and first.text == "mark echo" and first.samples == 0
+    box.put_control("error reply")
+    assert drain(box) == ["error reply", "audio 0", "audio 1"]
+
+
+def test_control_lane_is_bounded_and_counts_its_drops() -> None:
+    box = Outbox(replay_ms=1000, max_control=2)
+    for n in range(4):
+        box.put_control(f"c{n}")
+    assert box.statistics().dropped_messages == {"control_overflow": 2}
+    assert drain(box) == ["c2", "c3"]
+
+
+def test_control_messages_survive_a_disconnect() -> None:
+    box = Outbox(replay_ms=0)
+    box.put_control("mark echo")
+    box.disconnected()
+    assert drain(box) == ["mark echo"]
+
+
+def test_lost_in_flight_is_counted_per_reason_and_stream() -> None:
+    box = Outbox(replay_ms=1000)
+    box.put_audio(audio(0, stream="p1"), connected=True)
+    item = box.get()
+    assert item is not None
+    box.count_lost(item, "in_flight")
+    stats = box.statistics()
+    assert stats.dropped_samples == {"in_flight": 320}
+    assert stats.dropped_by_stream == {"p1": 320}
+
+
+def test_depth_tracks_queued_audio_and_returns_to_zero() -> None:
+    box = Outbox(replay_ms=1000)
+    for n in range(1000):
+        box.put_audio(audio(n, ms=0.1), connected=True)
+    assert box.depth_ms == pytest.approx(100)
+    drain(box)
+    assert box.depth_ms == 0.0
+    assert not box
+
+
+def test_live_limit_is_never_below_replay() -> None:
+    assert Outbox(replay_ms=3000, live_ms=1000).live_ms == 3000
+
+
+def test_negative_limits_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Outbox(replay_ms=-1)
+    with pytest.raises(ValueError):
+        Outbox(replay_ms=0, live_ms=-1)
+
+
+def test_discard_counts_everything_left() -> None:
+    box = Outbox(replay_ms=1000)
+    for n in range(3):
+        box.put_audio(audio(n), connected=False)
+    box.put_control("mark echo")
+    box.discard("stopped")
+    assert not box
+    assert box.depth_ms == 0
+    stats = box.statistics()
+    assert stats.dropped_samples == {"stopped": 3 * 320}
+    assert stats.dropped_messages == {"stopped": 4}

@@ -1,0 +1,168 @@
+"""Voice: bot_output -> resample -> playout, driven tick by tick (no clock, no I/O)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import dominant_frequency, tone
+
+from sidecar.playout import MarkResolved
+from sidecar.voice import Voice
+
+OUT = 48000
+FRAME = OUT // 50  # samples per 20 ms frame
+
+
+def run_until_idle(voice: Voice, limit: int = 10_000) -> list[bytes]:
+    frames: list[bytes] = []
+    for _ in range(limit):
+        if voice.idle:
+            return frames
+        tick = voice.tick()
+        if tick.frame is not None:
+            frames.append(tick.frame)
+    raise AssertionError("the voice never went idle")
+
+
+def feed(voice: Voice, pcm: bytes, rate: int, piece_ms: int = 20) -> None:
+    step = rate * piece_ms // 1000 * 2
+    for i in range(0, len(pcm), step):
+        voice.audio(pcm[i : i + step], rate)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000, 48000])
+def test_every_sample_comes_out_including_the_resampler_tail(rate: int) -> None:
+    voice = Voice(OUT)
+    feed(voice, tone(1000, 0.5, rate), rate)
+    frames = run_until_idle(voice)
+    pcm = b"".join(frames)
+    assert len(pcm) // 2 == 24000  # exactly 0.5 s: 25 whole frames, no padding
+    assert abs(dominant_frequency(pcm, OUT) - 1000) < 10
+    # The tone lasts to the end: the tail was flushed, not left in the filter.
+    end = np.frombuffer(pcm[-FRAME * 2 :], dtype="<i2")
+    assert np.abs(end).max() > 8000
+
+
+def test_a_partial_last_frame_is_padded_with_silence() -> None:
+    voice = Voice(OUT)
+    feed(voice, tone(1000, 0.51, 16000), 16000)
+    frames = run_until_idle(voice)
+    assert voice.last_padding == 0  # the idle tick after the last frame
+    pcm = b"".join(frames)
+    assert len(pcm) // 2 == 26 * FRAME
+    assert not np.frombuffer(pcm[24480 * 2 :], dtype="<i2").any()
+
+
+def test_the_padding_of_the_last_frame_is_reported() -> None:
+    voice = Voice(OUT)
+    voice.audio(tone(1000, 0.05, OUT), OUT)  # two frames and a half
+    voice.mark("end")
+    paddings = []
+    while not voice.idle:
+        if voice.tick().frame is not None:
+            paddings.append(voice.last_padding)
+    assert paddings == [0, 0, FRAME // 2]
+
+
+def test_rate_change_mid_stream_keeps_all_samples() -> None:
+    voice = Voice(OUT)
+    feed(voice, tone(500, 0.3, 16000), 16000)
+    feed(voice, tone(1500, 0.3, 24000), 24000)
+    feed(voice, tone(700, 0.2, 8000), 8000)
+    pcm = b"".join(run_until_idle(voice))
+    assert len(pcm) // 2 == int(0.8 * OUT)
+    assert voice.statistics().rate_changes == 2
+    assert voice.statistics().samples_received == 4800 + 7200 + 1600
+    assert abs(dominant_frequency(pcm[: 12000 * 2], OUT) - 500) < 20
+    assert abs(dominant_frequency(pcm[16000 * 2 : 27000 * 2], OUT) - 1500) < 20
+    assert abs(dominant_frequency(pcm[30000 * 2 :], OUT) - 700) < 20
+
+
+def test_idle_only_when_nothing_is_left_to_play() -> None:
+    voice = Voice(OUT, jitter_ms=40)
+    states = [voice.idle]
+    voice.audio(tone(1000, 0.1, 16000), 16000)
+    states.append(voice.idle)
+    frames = run_until_idle(voice)
+    states.append(voice.idle)
+    assert states == [True, False, True]
+    assert len(frames) == 5
+    # Idle means idle: ticking on finds nothing.
+    assert voice.tick().frame is None
+
+
+def test_after_an_utterance_the_jitter_buffer_applies_again() -> None:
+    voice = Voice(OUT, jitter_ms=40)
+    voice.audio(tone(1000, 0.1, OUT), OUT)
+    run_until_idle(voice)
+    # A server streaming 20 ms at a time: the first piece must wait for the
+    # jitter buffer, not go out at once as if the last utterance never ended.
+    voice.audio(tone(1000, 0.02, OUT), OUT)
+    assert voice.tick().frame is None
+
+
+def test_mark_resolves_with_the_frame_that_completes_it() -> None:
+    voice = Voice(OUT)
+    voice.audio(tone(1000, 0.1, 16000), 16000)
+    assert voice.mark("m") == ()
+    resolved_at = None
+    for n in range(1, 20):
+        tick = voice.tick()
+        if tick.marks:
+            assert tick.frame is not None
+            assert tick.marks == (MarkResolved("m", True),)
+            resolved_at = n
+            break
+    assert resolved_at == 5  # a pending mark starts playback at once: frames 1..5
+
+
+def test_mark_on_an_empty_queue_is_played_at_once() -> None:
+    voice = Voice(OUT)
+    assert voice.mark("now") == (MarkResolved("now", True),)
+
+
+def test_clear_drops_queued_audio_and_answers_pending_marks() -> None:
+    voice = Voice(OUT)
+    voice.audio(tone(1000, 1.0, 16000), 16000)
+    voice.mark("a")
+    voice.audio(tone(1000, 0.5, 16000), 16000)
+    voice.mark("b")
+    for _ in range(5):
+        voice.tick()
+    assert voice.clear() == (MarkResolved("a", False), MarkResolved("b", False))
+    assert voice.idle
+    assert voice.tick().frame is None
+    assert voice.mark("after") == (MarkResolved("after", True),)
+    stats = voice.statistics().playout
+    assert stats.bytes_cleared > 0
+    assert stats.marks_cleared == 2
+
+
+def test_audio_after_clear_starts_a_fresh_stream() -> None:
+    voice = Voice(OUT)
+    voice.audio(tone(500, 0.5, 16000), 16000)
+    voice.tick()
+    voice.clear()
+    feed(voice, tone(2000, 0.2, 16000), 16000)
+    pcm = b"".join(run_until_idle(voice))
+    assert len(pcm) // 2 == int(0.2 * OUT)
+    assert abs(dominant_frequency(pcm, OUT) - 2000) < 20
+
+
+def test_the_cap_refuses_the_excess() -> None:
+    voice = Voice(OUT, max_ms=100)
+    refused = voice.audio(tone(1000, 0.5, OUT), OUT)
+    assert refused == int(0.4 * OUT) * 2
+    assert voice.statistics().playout.bytes_dropped_overflow == refused
+    assert len(run_until_idle(voice)) == 5
+
+
+def test_running_dry_without_a_mark_is_one_underrun_with_a_mark_none() -> None:
+    voice = Voice(OUT)
+    voice.audio(tone(1000, 0.1, OUT), OUT)
+    run_until_idle(voice)
+    assert voice.statistics().playout.underruns == 1
+    voice.audio(tone(1000, 0.1, OUT), OUT)
+    voice.mark("end")
+    run_until_idle(voice)
+    assert voice.statistics().playout.underruns == 1
