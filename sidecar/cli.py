@@ -414,9 +414,9 @@ def _run(args: argparse.Namespace) -> int:
         _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets(config))
     )
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    service.die_with_parent()
+    parent = os.getppid()
     try:
-        return trio.run(service.main, config)
+        return trio.run(service.main, config, None, parent)
     except SocketPathError as exc:
         print(f"audio-sidecar run: error: {exc}", file=sys.stderr)
         return service.EXIT_USAGE

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -35,7 +34,7 @@ STOP_GRACE_S = 3.0
 # How long the last events (stats, stopped) may wait for a parent that reads
 # stdout slowly; one that does not read at all loses them rather than our exit.
 EVENTS_DRAIN_S = 1.0
-_PR_SET_PDEATHSIG = 1
+PARENT_POLL_S = 0.5
 
 
 @dataclass(slots=True)
@@ -80,6 +79,7 @@ class Sidecar:
         self,
         *,
         handle_signals: bool = False,
+        parent: int = 0,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> int:
         """Run until stopped; returns the exit code. Ready once started."""
@@ -113,6 +113,8 @@ class Sidecar:
                     nursery.start_soon(serve_signals, self)
                 if config.exit_on_stdin_eof:
                     nursery.start_soon(serve_stdin_eof, self)
+                if parent:
+                    nursery.start_soon(serve_parent_watch, self, parent)
                 for warning in config.warnings:
                     self.events.emit(events.WarningEvent(message=warning))
                 self.events.emit(
@@ -273,18 +275,38 @@ async def serve_stdin_eof(sidecar: Sidecar) -> None:
     sidecar.stop("stdin closed (parent gone)")
 
 
-def die_with_parent() -> None:
-    """Linux: have the kernel send SIGTERM when the parent exits."""
-    if not sys.platform.startswith("linux"):
+async def serve_parent_watch(sidecar: Sidecar, parent: int) -> None:
+    """Stop when the parent process exits.
+
+    PR_SET_PDEATHSIG is not used on purpose: it fires when the parent *thread*
+    that spawned us exits, and thread-pool spawners (trio's own open_process
+    among them) retire such threads while the parent lives on. A pidfd becomes
+    readable only when the parent process itself is gone.
+    """
+    if parent <= 1:
+        return  # started by init or as a container's entrypoint: nothing to watch
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        sidecar.stop("parent process exited")
         return
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    # The parent may have died before prctl took effect.
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):
+        await _poll_parent(sidecar, parent)
+        return
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    sidecar.stop("parent process exited")
 
 
-async def main(config: Config, sink: events.EventLog | None = None) -> int:
-    return await Sidecar(config, sink or events.EventLog()).run(handle_signals=True)
+async def _poll_parent(sidecar: Sidecar, parent: int) -> None:
+    # No pidfd (old kernel, other OS): reparenting changes our ppid.
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event exists to wait on
+        await trio.sleep(PARENT_POLL_S)
+    sidecar.stop("parent process exited")
+
+
+async def main(config: Config, sink: events.EventLog | None = None, parent: int = 0) -> int:
+    sidecar = Sidecar(config, sink or events.EventLog())
+    return await sidecar.run(handle_signals=True, parent=parent)

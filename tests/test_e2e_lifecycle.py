@@ -162,7 +162,7 @@ async def test_sigterm_with_a_parent_that_never_reads_stdout(tmp_path: Path) -> 
 
 # An intermediate parent: starts the sidecar (whose stdout is ours, so the test
 # reads its events), then waits to be killed. The sidecar's stdin is /dev/null:
-# only the kernel's parent-death signal can tell it that its parent is gone.
+# only watching the parent process can tell it that its parent is gone.
 PARENT = """
 import subprocess, sys, time
 subprocess.Popen([sys.executable, "-m", "sidecar", "run", *sys.argv[1:]], stdin=subprocess.DEVNULL)
@@ -211,6 +211,58 @@ async def test_sidecar_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     assert stopped and stopped[0]["exit_code"] == 0
     assert server.current.close_code == 1000
     assert not (tmp_path / "in.sock").exists()
+
+
+# A parent whose spawning thread ends while the parent lives on, as in every
+# thread-pool spawner: the sidecar must keep running until the process exits.
+THREAD_PARENT = """
+import subprocess, sys, threading, time
+t = threading.Thread(
+    target=subprocess.Popen,
+    args=([sys.executable, "-m", "sidecar", "run", *sys.argv[1:]],),
+    kwargs={"stdin": subprocess.DEVNULL},
+)
+t.start(); t.join()
+time.sleep(60)
+"""
+
+
+async def test_sidecar_outlives_the_thread_that_spawned_it(tmp_path: Path) -> None:
+    events: list[Json] = []
+
+    async def read_events(stream: trio.abc.ReceiveStream) -> None:
+        buf = b""
+        async for data in stream:
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            events.extend(json.loads(line) for line in lines if line.strip())
+
+    with trio.fail_after(30), WsServer() as server:
+        parent = await trio.lowlevel.open_process(
+            [sys.executable, "-c", THREAD_PARENT, *sidecar_args(server.url, tmp_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                assert parent.stdout is not None
+                nursery.start_soon(read_events, parent.stdout)
+                await wait_until(lambda: any(e["event"] == "connected" for e in events))
+                pid = next(e["pid"] for e in events if e["event"] == "ready")
+                # The spawning thread is long gone; the sidecar must still run.
+                await trio.sleep(1.5)
+                assert alive(pid)
+                assert not [e for e in events if e["event"] == "stopped"]
+                parent.kill()
+                await parent.wait()
+                await wait_until(lambda: not alive(pid), timeout=10)
+                nursery.cancel_scope.cancel()
+        finally:
+            parent.kill()
+    stopped = [e for e in events if e["event"] == "stopped"]
+    assert stopped and "parent" in stopped[0]["reason"]
 
 
 async def test_exit_on_stdin_eof(tmp_path: Path) -> None:
