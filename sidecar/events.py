@@ -70,8 +70,13 @@ class ParticipantJoined(_Event, frozen=True, kw_only=True, tag="participant_join
 
 
 class ParticipantLeft(_Event, frozen=True, kw_only=True, tag="participant_left"):
+    """Carries the stream's final counters: it leaves `stats` from now on."""
+
     participant_uuid: str
     reason: str
+    frames: int = 0
+    samples: int = 0
+    chunks: int = 0
 
 
 class InvalidMessage(_Event, frozen=True, kw_only=True, tag="invalid_message"):

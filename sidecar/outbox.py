@@ -40,23 +40,36 @@ class _Counters:
 
 
 class Outbox:
+    """One FIFO across streams, with each stream's queued audio bounded on its own.
+
+    Limits are per stream (a participant that talks a lot must not push the
+    mixed stream's replay out), while `get()` still hands out messages in the
+    order they were put, whichever stream they belong to.
+    """
+
     def __init__(self, replay_ms: float, live_ms: float = 2000.0, max_control: int = 256) -> None:
         if replay_ms < 0 or live_ms < 0:
             raise ValueError("outbox limits must not be negative")
         self.replay_ms = replay_ms
         self.live_ms = max(live_ms, replay_ms)
-        self._audio: collections.deque[Outgoing] = collections.deque()
+        self._streams: dict[str, collections.deque[tuple[int, Outgoing]]] = {}
+        self._depth: dict[str, float] = {}
+        self._seq = 0
         self._control: collections.deque[str] = collections.deque(maxlen=max_control)
-        self._depth_ms = 0.0
         self._dropped = _Counters()
 
     def put_audio(self, item: Outgoing, connected: bool) -> None:
-        self._audio.append(item)
-        self._depth_ms += item.ms
+        queue = self._streams.get(item.stream)
+        if queue is None:
+            queue = self._streams[item.stream] = collections.deque()
+            self._depth[item.stream] = 0.0
+        queue.append((self._seq, item))
+        self._seq += 1
+        self._depth[item.stream] += item.ms
         if connected:
-            self._trim(self.live_ms, "backpressure")
+            self._trim(item.stream, self.live_ms, "backpressure")
         else:
-            self._trim(self.replay_ms, "disconnected")
+            self._trim(item.stream, self.replay_ms, "disconnected")
 
     def put_control(self, text: str) -> None:
         if len(self._control) == self._control.maxlen:
@@ -65,56 +78,66 @@ class Outbox:
 
     def disconnected(self) -> None:
         """The link went down: keep only what replay allows."""
-        self._trim(self.replay_ms, "disconnected")
+        for stream in list(self._streams):
+            self._trim(stream, self.replay_ms, "disconnected")
 
     def discard(self, reason: str) -> None:
         """Nothing more will be sent (shutdown): count what is left as dropped."""
-        while self._audio:
-            self._count(self._audio.popleft(), reason)
-        self._depth_ms = 0.0
+        for queue in self._streams.values():
+            for _, item in queue:
+                self._count(item, reason)
+        self._streams.clear()
+        self._depth.clear()
         self._dropped.messages[reason] += len(self._control)
         self._control.clear()
 
     def get(self) -> Outgoing | None:
         if self._control:
             return Outgoing(self._control.popleft())
-        if self._audio:
-            item = self._audio.popleft()
-            self._depth_ms -= item.ms
-            if not self._audio:
-                self._depth_ms = 0.0  # no float drift across hours
-            return item
-        return None
+        if not self._streams:
+            return None
+        # A scan of the heads: there are at most a few dozen streams.
+        stream = min(self._streams, key=lambda s: self._streams[s][0][0])
+        _, item = self._streams[stream].popleft()
+        self._depth[stream] -= item.ms
+        self._forget_if_empty(stream)
+        return item
 
     def count_lost(self, item: Outgoing, reason: str) -> None:
         """An item taken with get() could not be delivered."""
         self._count(item, reason)
 
     def __bool__(self) -> bool:
-        return bool(self._control or self._audio)
+        return bool(self._control or self._streams)
 
     @property
     def depth_ms(self) -> float:
-        return self._depth_ms
+        return sum(self._depth.values())
 
     def statistics(self) -> OutboxStatistics:
         return OutboxStatistics(
-            depth_ms=self._depth_ms,
-            audio_messages=len(self._audio),
+            depth_ms=self.depth_ms,
+            audio_messages=sum(len(q) for q in self._streams.values()),
             control_messages=len(self._control),
             dropped_samples=dict(self._dropped.samples),
             dropped_messages=dict(self._dropped.messages),
             dropped_by_stream=dict(self._dropped.by_stream),
         )
 
-    def _trim(self, limit_ms: float, reason: str) -> None:
+    def _trim(self, stream: str, limit_ms: float, reason: str) -> None:
         # Keep the newest audio: a listener wants what was just said.
-        while self._audio and self._depth_ms > limit_ms + 1e-6:
-            item = self._audio.popleft()
-            self._depth_ms -= item.ms
+        queue = self._streams[stream]
+        while queue and self._depth[stream] > limit_ms + 1e-6:
+            _, item = queue.popleft()
+            self._depth[stream] -= item.ms
             self._count(item, reason)
-        if not self._audio:
-            self._depth_ms = 0.0
+        self._forget_if_empty(stream)
+
+    def _forget_if_empty(self, stream: str) -> None:
+        # Departed participants must not leave entries behind.
+        if not self._streams[stream]:
+            del self._streams[stream]
+            del self._depth[stream]
 
     def _count(self, item: Outgoing, reason: str) -> None:
         self._dropped.samples[reason] += item.samples

@@ -173,8 +173,16 @@ class Uplink:
         if capture is None:
             return
         self._enqueue(key, capture.flush())
-        self._stats.streams.pop(key, None)
-        self._log.emit(events.ParticipantLeft(participant_uuid=key, reason=reason))
+        counters = self._stats.streams.pop(key, StreamCounters())
+        self._log.emit(
+            events.ParticipantLeft(
+                participant_uuid=key,
+                reason=reason,
+                frames=counters.frames,
+                samples=counters.samples,
+                chunks=counters.chunks,
+            )
+        )
 
     def audio(self, key: str, frame: frames.Audio) -> None:
         capture = self._mixed if key == MIXED else self._participants[key]

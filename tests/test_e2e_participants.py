@@ -283,11 +283,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sidecar/outbox.py trims replay (and live backpressure) on the depth of all "
-    "streams together; issue 7 wants each stream to keep its own newest --replay-ms",
-)
 async def test_replay_is_per_stream(tmp_path: Path) -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     path = tmp_path / "in.sock"
