@@ -29,11 +29,15 @@ Tail
     no silence is spliced into its speech. Marks never cut frames: a mark in the middle of a
     full frame's worth of audio just rides along.
 
-Underrun
-    A tick counts as an underrun exactly when the buffer is playing, holds no audio at all, and
-    the previous frame did not end the utterance cleanly (see Idle). Only then is
+Running dry and underruns
+    A tick *runs dry* exactly when the buffer is playing, holds no audio at all, and the
+    previous frame did not end the utterance cleanly (see Idle). Only then is
     ``Tick.underrun`` true; the buffer goes idle so the jitter buffer refills. A grace tick
-    (short remainder, see Tail) is not an underrun, nor is any tick while idle.
+    (short remainder, see Tail) does not run dry, nor does any tick while idle.
+    Running dry is ambiguous: the server may be late, or the utterance may simply have ended
+    without a mark. The ``underruns`` statistic therefore counts a dry spell only once audio
+    arrives again within ``resume_ms`` of it (a gap the listener heard inside speech); a
+    stream that just ends is not an underrun.
 
 Overflow
     At most ``max_ms`` is buffered. The excess of a push is refused (drop newest), so the start
@@ -88,7 +92,12 @@ class PlayoutStatistics:
 
 class Playout:
     def __init__(
-        self, rate: int = 48000, frame_ms: int = 20, max_ms: int = 60000, jitter_ms: int = 40
+        self,
+        rate: int = 48000,
+        frame_ms: int = 20,
+        max_ms: int = 60000,
+        jitter_ms: int = 40,
+        resume_ms: int = 500,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be a positive sample rate, got {rate}.")
@@ -108,6 +117,9 @@ class Playout:
         self._max_bytes = rate * max_ms // 1000 * _SAMPLE_BYTES
         self._jitter_bytes = (rate * jitter_ms + 999) // 1000 * _SAMPLE_BYTES
         self._jitter_ticks = -(-jitter_ms // frame_ms)
+        self._resume_ticks = -(-resume_ms // frame_ms)
+        # Ticks since the buffer ran dry, while the dry spell may still be a gap in speech.
+        self._dry_ticks: int | None = None
 
         self._chunks: deque[bytes] = deque()
         self._head = 0  # read offset into _chunks[0]; avoids re-slicing big chunks every tick
@@ -136,6 +148,11 @@ class Playout:
         return self._frame_bytes
 
     @property
+    def dry(self) -> bool:
+        """In a dry spell that may still turn out to be a gap in speech: keep ticking."""
+        return self._dry_ticks is not None
+
+    @property
     def buffered_ms(self) -> float:
         return self._bytes_to_ms(self._size)
 
@@ -149,6 +166,9 @@ class Playout:
         self._bytes_dropped += len(pcm) - accepted
         if accepted == 0:
             return 0
+        if self._dry_ticks is not None:
+            self._underruns += 1
+            self._dry_ticks = None
         if self._size == 0 and not self._playing:
             self._held_ticks = 0
         # Copy only when truncating or when handed a mutable buffer the caller may reuse.
@@ -165,6 +185,7 @@ class Playout:
             # Everything before the mark is already out; the server declared the end of the
             # utterance, so an empty tick next is not an underrun.
             self._playing = False
+            self._dry_ticks = None
             self._marks_played += 1
             return (MarkResolved(name, True),)
         self._marks.append((self._write_pos, name))
@@ -177,6 +198,7 @@ class Playout:
         self._size = 0
         self._read_pos = self._write_pos
         self._playing = False
+        self._dry_ticks = None
         self._held_ticks = 0
         self._short_seen = False
         resolved = tuple(MarkResolved(name, False) for _, name in self._marks)
@@ -187,9 +209,13 @@ class Playout:
     def tick(self) -> Tick:
         if self._size == 0:
             if not self._playing:
+                if self._dry_ticks is not None:
+                    self._dry_ticks += 1
+                    if self._dry_ticks > self._resume_ticks:
+                        self._dry_ticks = None  # long enough: that was the end
                 return Tick(None, (), False)
             self._playing = False
-            self._underruns += 1
+            self._dry_ticks = 0
             return Tick(None, (), True)
 
         if not self._playing:

@@ -18,8 +18,8 @@ def ms(n: int, fill: int = 1) -> bytes:
     return bytes([fill]) * (n * BPMS)
 
 
-def make(jitter_ms: int = 40, max_ms: int = 60000) -> Playout:
-    return Playout(rate=RATE, frame_ms=20, max_ms=max_ms, jitter_ms=jitter_ms)
+def make(jitter_ms: int = 40, max_ms: int = 60000, resume_ms: int = 500) -> Playout:
+    return Playout(rate=RATE, frame_ms=20, max_ms=max_ms, jitter_ms=jitter_ms, resume_ms=resume_ms)
 
 
 def frames(ticks: list[Tick]) -> list[bytes | None]:
@@ -219,9 +219,19 @@ def test_underrun_when_starved_mid_utterance() -> None:
     t = run(p, 3)
     assert frames(t) == [ms(20), ms(20), None]
     assert [x.underrun for x in t] == [False, False, True]
+    assert p.statistics().underruns == 0  # ran dry: a gap only if speech resumes
+    assert p.tick() == Tick(None, (), False)  # idle now: no repeated dry ticks
+    p.push(ms(20))
     assert p.statistics().underruns == 1
-    assert p.tick() == Tick(None, (), False)  # idle now: no repeated underruns
-    assert p.statistics().underruns == 1
+
+
+def test_running_dry_at_the_end_of_a_stream_is_not_an_underrun() -> None:
+    p = make(jitter_ms=0, resume_ms=100)
+    p.push(ms(40))
+    assert run(p, 3)[-1].underrun
+    run(p, 6)  # longer than resume_ms: the stream had ended
+    p.push(ms(20))
+    assert p.statistics().underruns == 0
 
 
 def test_late_audio_after_exact_frames_continues_without_underrun() -> None:

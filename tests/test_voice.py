@@ -157,12 +157,17 @@ def test_the_cap_refuses_the_excess() -> None:
     assert len(run_until_idle(voice)) == 5
 
 
-def test_running_dry_without_a_mark_is_one_underrun_with_a_mark_none() -> None:
+def test_a_gap_inside_speech_is_an_underrun_the_end_of_speech_is_not() -> None:
     voice = Voice(OUT)
     voice.audio(tone(1000, 0.1, OUT), OUT)
-    run_until_idle(voice)
+    ticks = [voice.tick() for _ in range(10)]  # 5 frames after the jitter wait, then dry
+    assert any(t.underrun for t in ticks)
+    assert voice.statistics().playout.underruns == 0
+    voice.audio(tone(1000, 0.1, OUT), OUT)  # the server was late, not done
     assert voice.statistics().playout.underruns == 1
-    voice.audio(tone(1000, 0.1, OUT), OUT)
     voice.mark("end")
     run_until_idle(voice)
+    voice.audio(tone(1000, 0.1, OUT), OUT)  # a new utterance after a mark
+    run_until_idle(voice)  # ends without a mark: the dry spell runs out
+    voice.audio(tone(1000, 0.1, OUT), OUT)  # much later: a new utterance
     assert voice.statistics().playout.underruns == 1
