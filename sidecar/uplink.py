@@ -24,7 +24,10 @@ from sidecar.chunker import Chunk
 from sidecar.config import Config
 from sidecar.outbox import Outbox, Outgoing
 
-READ_SIZE = 65536
+# Small reads keep a bot that writes faster than real time from starving the
+# sender: each read yields to the websocket task after a few frames.
+READ_SIZE = 4096
+MAX_TURNS = 16
 MIXED = "mixed"
 ACCEPT_RETRY_S = 0.1
 # Bound on telling a bot why its connection is closed: a bot that does not read
@@ -127,6 +130,25 @@ class Uplink:
         self._enqueue(MIXED, self._mixed.flush())
         for key, capture in self._participants.items():
             self._enqueue(key, capture.flush())
+
+    async def make_way(self) -> None:
+        """Give the sender a turn per queued message while a backlog exists.
+
+        A bot writing faster than real time would otherwise win every
+        scheduling round (one read yields several messages, the sender sends
+        one per turn) and the backlog would overflow into drops. This only
+        yields; it never waits for the network, and costs nothing in real time.
+        """
+        routes = {id(r): r for r in (self._mixed_route, self._participant_route) if r}
+        for route in routes.values():
+            turns = 0
+            while (
+                route.connected()
+                and route.outbox.depth_ms > 2 * self._config.chunk_ms
+                and turns < MAX_TURNS
+            ):
+                await trio.lowlevel.checkpoint()
+                turns += 1
 
     def end_mixed(self) -> None:
         """The bot declared the end of the mixed stream: nothing more will complete it."""
@@ -267,6 +289,7 @@ class _Connection:
                 done = await self._handle(event)
                 if done:
                     return
+            await up.make_way()
 
     async def _handle(self, event: frames.Event) -> bool:
         """Returns True when the connection must end."""
