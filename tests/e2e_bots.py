@@ -15,8 +15,6 @@ import binascii
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -31,24 +29,6 @@ PER_PARTICIPANT = "realtime_audio.per_participant"
 # more for rounding of the expected duration.
 TIMESTAMP_SLACK_MS = 2.0
 READ_TIMEOUT_S = 5.0
-
-
-@asynccontextmanager
-async def running(
-    args: list[str], pass_fds: tuple[int, ...] = (), wait_ready: bool = True
-) -> AsyncIterator[SidecarProcess]:
-    async with trio.open_nursery() as nursery:
-        sidecar = SidecarProcess(args, pass_fds)
-        try:
-            await sidecar.start(nursery, wait_ready=wait_ready)
-            yield sidecar
-        finally:
-            sidecar.kill()
-            if sidecar.process is not None:
-                with trio.move_on_after(5) as scope:
-                    scope.shield = True
-                    await sidecar.process.wait()
-            nursery.cancel_scope.cancel()
 
 
 async def open_bot(path: Path, participant: uuid.UUID | None = None) -> trio.SocketStream:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 
 import trio
 from support import SidecarProcess, Speaker, WsServer, wait_until
@@ -27,24 +26,6 @@ def reserve_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def open_sidecar(
-    args: list[str], pass_fds: tuple[int, ...] = (), wait_ready: bool = True
-) -> AsyncIterator[SidecarProcess]:
-    async with trio.open_nursery() as nursery:
-        sidecar = SidecarProcess(args, pass_fds)
-        try:
-            await sidecar.start(nursery, wait_ready=wait_ready)
-            yield sidecar
-        finally:
-            sidecar.kill()
-            if sidecar.process is not None:
-                with trio.move_on_after(5) as scope:
-                    scope.shield = True
-                    await sidecar.process.wait()
-            nursery.cancel_scope.cancel()
 
 
 async def open_speaker(nursery: trio.Nursery, path: str) -> Speaker:

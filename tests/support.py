@@ -19,8 +19,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,6 +271,25 @@ class SidecarProcess:
     def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
+
+
+@asynccontextmanager
+async def open_sidecar(
+    args: list[str], pass_fds: tuple[int, ...] = (), wait_ready: bool = True
+) -> AsyncIterator[SidecarProcess]:
+    """A sidecar that is always killed and reaped, whatever the test does."""
+    async with trio.open_nursery() as nursery:
+        sidecar = SidecarProcess(args, pass_fds)
+        try:
+            await sidecar.start(nursery, wait_ready=wait_ready)
+            yield sidecar
+        finally:
+            sidecar.kill()
+            if sidecar.process is not None:
+                with trio.move_on_after(5) as scope:
+                    scope.shield = True
+                    await sidecar.process.wait()
+            nursery.cancel_scope.cancel()
 
 
 def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from e2e_peers import open_sidecar, open_speaker, until_connected
+from e2e_peers import open_speaker, until_connected
 from support import (
     Json,
     SidecarProcess,
@@ -26,6 +26,7 @@ from support import (
     bot_output,
     dominant_frequency,
     level_db,
+    open_sidecar,
     samples,
     sidecar_args,
     tone,

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from e2e_peers import SilentServer, open_sidecar, open_speaker, reserve_port, until_connected
+from e2e_peers import SilentServer, open_speaker, reserve_port, until_connected
 from support import (
     REPO,
     Json,
     WsServer,
     bot_output,
+    open_sidecar,
     play,
     sidecar_args,
     tone,

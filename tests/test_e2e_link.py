@@ -14,7 +14,6 @@ import trio
 from e2e_peers import (
     HangUpServer,
     SilentServer,
-    open_sidecar,
     open_speaker,
     reserve_port,
     until_connected,
@@ -24,6 +23,7 @@ from support import (
     WsServer,
     bot_output,
     dominant_frequency,
+    open_sidecar,
     play,
     sidecar_args,
     tone,

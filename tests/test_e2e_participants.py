@@ -22,10 +22,9 @@ from e2e_bots import (
     open_bot,
     play_tone,
     read_until_closed,
-    running,
     until_closed,
 )
-from support import Json, SidecarProcess, WsServer, sidecar_args, wait_until
+from support import Json, SidecarProcess, WsServer, open_sidecar, sidecar_args, wait_until
 
 from sidecar import frames
 
@@ -75,7 +74,7 @@ async def test_participants_and_mixed_at_once(tmp_path: Path, pp_rate: int) -> N
     with trio.fail_after(40), WsServer() as server:
         args = sidecar_args(server.url, tmp_path, "--sample-rate", "24000")
         args += ["--per-participant", "--per-participant-sample-rate", str(pp_rate)]
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await sidecar.wait_event("connected")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, None, 1000.0, SECONDS, "terminate")
@@ -127,7 +126,7 @@ async def test_participants_join_and_leave_mid_stream(tmp_path: Path) -> None:
     rate = 16000
     with trio.fail_after(40), WsServer() as server:
         args = sidecar_args(server.url, tmp_path, "--per-participant")
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await sidecar.wait_event("connected")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, None, 1000.0, 1.4, "terminate")
@@ -181,7 +180,7 @@ async def test_max_participants(tmp_path: Path) -> None:
     rate = 16000
     with trio.fail_after(40), WsServer() as server:
         args = sidecar_args(server.url, tmp_path, "--per-participant", "--max-participants", "2")
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await sidecar.wait_event("connected")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, a, 500.0, 0.6, "close")
@@ -220,7 +219,7 @@ async def test_participant_streams_off(tmp_path: Path) -> None:
     path = tmp_path / "in.sock"
     rate = 16000
     with trio.fail_after(30), WsServer() as server:
-        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
             await sidecar.wait_event("connected")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, None, 1000.0, SECONDS, "terminate")
@@ -252,7 +251,7 @@ async def test_separate_participant_url(tmp_path: Path) -> None:
     with trio.fail_after(40), WsServer() as mixed_server, WsServer() as pp_server:
         args = sidecar_args(mixed_server.url, tmp_path, "--sample-rate", "8000")
         args += ["--per-participant", "--per-participant-url", pp_server.url]
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await wait_until(lambda: len(sidecar.named("connected")) == 2)
             urls = {e["url"] for e in sidecar.named("connected")}
             assert urls == {mixed_server.url, pp_server.url}
@@ -295,7 +294,7 @@ async def test_replay_is_per_stream(tmp_path: Path) -> None:
     with trio.fail_after(40):
         args = sidecar_args(url, tmp_path, "--per-participant", "--replay-ms", str(replay_ms))
         args += ["--retry-delay", "0.2"]
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             # Nobody listens yet: everything waits in the replay buffer.
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, None, 1000.0, seconds, "terminate")

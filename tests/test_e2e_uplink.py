@@ -21,7 +21,6 @@ from e2e_bots import (
     open_bot,
     play_tone,
     read_until_closed,
-    running,
     stats_where,
     until_closed,
     wall_ms,
@@ -31,6 +30,7 @@ from support import (
     Json,
     WsServer,
     frame_stream,
+    open_sidecar,
     play,
     sidecar_args,
     tone,
@@ -49,7 +49,7 @@ async def test_tone_reaches_the_server_complete_and_in_order(
 ) -> None:
     with trio.fail_after(40), WsServer() as server:
         args = sidecar_args(server.url, tmp_path, "--sample-rate", str(rate))
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await sidecar.wait_event("connected")
             bot = await open_bot(tmp_path / "in.sock")
             started = wall_ms()
@@ -76,7 +76,7 @@ async def test_tone_reaches_the_server_complete_and_in_order(
 
 async def test_32khz_bot(tmp_path: Path) -> None:
     with trio.fail_after(30), WsServer() as server:
-        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
             await sidecar.wait_event("connected")
             bot = await open_bot(tmp_path / "in.sock")
             await play(bot, tone(1000, SECONDS, 32000), 32000)
@@ -92,7 +92,7 @@ async def test_rate_change_mid_stream(tmp_path: Path) -> None:
     rate = 24000
     with trio.fail_after(30), WsServer() as server:
         args = sidecar_args(server.url, tmp_path, "--sample-rate", str(rate))
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await sidecar.wait_event("connected")
             bot = await open_bot(tmp_path / "in.sock")
             await play(bot, tone(1000, 0.5, 48000), 48000)
@@ -113,7 +113,7 @@ async def test_rate_change_mid_stream(tmp_path: Path) -> None:
 async def test_bot_reconnects_and_the_stream_continues(tmp_path: Path) -> None:
     rate = 16000
     with trio.fail_after(30), WsServer() as server:
-        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
             await sidecar.wait_event("connected")
             first = await open_bot(tmp_path / "in.sock")
             # Half a chunk more than 0.5 s: the last 10 ms wait in the chunker.
@@ -140,7 +140,7 @@ async def test_bot_reconnects_and_the_stream_continues(tmp_path: Path) -> None:
 async def test_second_mixed_connection_is_busy(tmp_path: Path) -> None:
     rate = 16000
     with trio.fail_after(30), WsServer() as server:
-        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
             await sidecar.wait_event("connected")
             first = await open_bot(tmp_path / "in.sock")
             async with trio.open_nursery() as nursery:
@@ -184,7 +184,7 @@ INVALID = [
 async def test_invalid_frames_close_the_connection_not_the_process(tmp_path: Path) -> None:
     rate = 16000
     with trio.fail_after(40), WsServer() as server:
-        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
             await sidecar.wait_event("connected")
             for n, (what, data, half_close, code) in enumerate(INVALID, start=1):
                 bot = await open_bot(tmp_path / "in.sock")
@@ -238,7 +238,7 @@ async def test_raw_input(tmp_path: Path, in_rate: int, rate: int) -> None:
             "--sample-rate",
             str(rate),
         )
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await sidecar.wait_event("connected")
             bot = await open_bot(tmp_path / "in.sock")
             start = trio.current_time()
@@ -265,7 +265,7 @@ async def test_raw_input(tmp_path: Path, in_rate: int, rate: int) -> None:
 async def test_raw_input_ending_in_half_a_sample(tmp_path: Path) -> None:
     with trio.fail_after(30), WsServer() as server:
         args = sidecar_args(server.url, tmp_path, "--input-format", "raw")
-        async with running(args) as sidecar:
+        async with open_sidecar(args) as sidecar:
             await sidecar.wait_event("connected")
             bot = await open_bot(tmp_path / "in.sock")
             await bot.send_all(tone(1000, 0.2) + b"\x01")
@@ -296,7 +296,7 @@ async def test_fd_mode(tmp_path: Path) -> None:
             "--stats-interval",
             "0.2",
         ]
-        async with running(args, pass_fds=(theirs.fileno(),)) as sidecar:
+        async with open_sidecar(args, pass_fds=(theirs.fileno(),)) as sidecar:
             theirs.close()
             assert sidecar.named("ready")[0]["audio_in"].startswith("fd:")
             await sidecar.wait_event("connected")
@@ -335,7 +335,7 @@ async def test_slow_server_never_stalls_the_bot(tmp_path: Path) -> None:
     try:
         with trio.fail_after(40), WsServer(on_message=stall) as server:
             args = sidecar_args(server.url, tmp_path, "--sample-rate", str(rate))
-            async with running(args) as sidecar:
+            async with open_sidecar(args) as sidecar:
                 await sidecar.wait_event("connected")
                 bot = await open_bot(tmp_path / "in.sock")
                 start = trio.current_time()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from e2e_bots import open_bot, running
-from support import WsServer, sidecar_args, tone, wait_until
+from e2e_bots import open_bot
+from support import WsServer, open_sidecar, sidecar_args, tone, wait_until
 
 from sidecar import frames
 from sidecar.sockets import SocketPathError, adopt_fd, open_unix_listener
@@ -189,7 +189,7 @@ def _closed_fd() -> int:
 
 async def test_sidecar_socket_files(tmp_path: Path) -> None:
     with trio.fail_after(30), WsServer() as server:
-        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
             ready = sidecar.named("ready")[0]
             assert ready["audio_in"] == str(tmp_path / "in.sock")
             assert ready["audio_out"] == str(tmp_path / "out.sock")
@@ -205,10 +205,10 @@ async def test_sidecar_socket_files(tmp_path: Path) -> None:
 async def test_files_left_by_a_killed_sidecar_are_replaced(tmp_path: Path) -> None:
     with trio.fail_after(30), WsServer() as server:
         args = sidecar_args(server.url, tmp_path)
-        async with running(args) as first:
+        async with open_sidecar(args) as first:
             assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         assert stat.S_ISSOCK((tmp_path / "in.sock").lstat().st_mode)
-        async with running(args) as second:
+        async with open_sidecar(args) as second:
             await second.wait_event("connected")
             bot = await open_bot(tmp_path / "in.sock")
             await bot.send_all(frames.encode_audio(tone(1000, 0.2), 48000))
@@ -225,7 +225,9 @@ async def test_sidecar_refuses_other_files(tmp_path: Path, kind: str) -> None:
     make(path)
     before = _snapshot(path)
     with trio.fail_after(30):
-        async with running(sidecar_args("ws://127.0.0.1:9/audio", tmp_path), wait_ready=False) as s:
+        async with open_sidecar(
+            sidecar_args("ws://127.0.0.1:9/audio", tmp_path), wait_ready=False
+        ) as s:
             assert await s.wait(15) == EXIT_USAGE
             await trio.sleep(0.1)
     stderr = s.stderr.decode()
@@ -240,8 +242,8 @@ async def test_sidecar_refuses_other_files(tmp_path: Path, kind: str) -> None:
 async def test_sidecar_refuses_a_path_in_use(tmp_path: Path) -> None:
     with trio.fail_after(30), WsServer() as server:
         args = sidecar_args(server.url, tmp_path)
-        async with running(args) as first:
-            async with running(args, wait_ready=False) as second:
+        async with open_sidecar(args) as first:
+            async with open_sidecar(args, wait_ready=False) as second:
                 assert await second.wait(15) == EXIT_USAGE
                 await trio.sleep(0.1)
             assert "in use by another running process" in second.stderr.decode()
@@ -257,7 +259,7 @@ async def test_sidecar_refuses_a_bad_fd(tmp_path: Path) -> None:
     args = ["--url", "ws://127.0.0.1:9/audio", "--audio-in-fd", str(fd)]
     args += ["--audio-out", str(tmp_path / "out.sock")]
     with trio.fail_after(30):
-        async with running(args, wait_ready=False) as sidecar:
+        async with open_sidecar(args, wait_ready=False) as sidecar:
             assert await sidecar.wait(15) == EXIT_USAGE
             await trio.sleep(0.1)
     stderr = sidecar.stderr.decode()
@@ -267,7 +269,7 @@ async def test_sidecar_refuses_a_bad_fd(tmp_path: Path) -> None:
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 async def test_running_out_of_file_descriptors_is_survived(tmp_path: Path) -> None:
     with trio.fail_after(30), WsServer() as server:
-        async with running(sidecar_args(server.url, tmp_path)) as sidecar:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
             await sidecar.wait_event("connected")
             assert sidecar.process is not None
             pid = sidecar.process.pid
