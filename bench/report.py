@@ -1,0 +1,707 @@
+"""The summary table printed at the end of a run, and docs/PERFORMANCE.md."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Final
+
+from bench.machine import summary_line
+
+# Which converter each contender runs, for the fidelity columns.
+CONVERTER_OF: Final = {
+    "sidecar-fastest": "fastest",
+    "sidecar-medium": "medium",
+    "sidecar-best": "best",
+    "naive": "naive",
+    "soxr-stream": "soxr",
+}
+PAIR: Final = "48k->16k"
+# Shorter phases than this give an RSS slope that is mostly allocator noise.
+MIN_GROWTH_S: Final = 120.0
+
+
+def fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int) and not spec.endswith("%"):
+        return f"{value}{suffix}"
+    text = f"{value:{spec}}"
+    if text.startswith("-") and not text.strip("-0.%"):
+        text = text[1:]  # no "-0.00"
+    return text + suffix
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    """Markdown table; `align` is one char per column (l or r), right by default."""
+    marks = [("---:" if (align[i : i + 1] or "r") == "r" else ":---") for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _plain(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))])
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def _fidelity(results: dict[str, Any], converter: str, pair: str = PAIR) -> dict[str, Any]:
+    for row in results.get("fidelity", []):
+        if row["converter"] == converter and row["pair"] == pair:
+            return dict(row)
+    return {}
+
+
+# -- the one summary table ------------------------------------------------------------
+
+SUMMARY_HEADERS: Final = (
+    "contender",
+    "up p50",
+    "up p99",
+    "dx up p99",
+    "down p50 burst/stream",
+    "jitter p99",
+    "underruns",
+    "CPU idle",
+    "CPU up",
+    "CPU duplex",
+    "flat xRT",
+    "RSS peak",
+    "ready",
+    "alias rej",
+    "conv delay",
+)
+
+
+def summary_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for floor in results.get("floor", []):
+        rows.append(
+            [
+                f"floor ({floor['quality']})",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                fmt(floor["uplink_cpu_pct"], ".2f", "%"),
+                fmt(floor["duplex_cpu_pct"], ".2f", "%"),
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+    startup = results.get("startup", {})
+    for impl, t in results.get("trials", {}).items():
+        up, dx, down = t["uplink"], t["duplex"], t["downlink"]
+        flat = t.get("flat") or {}
+        conv = _fidelity(results, CONVERTER_OF.get(impl, ""))
+        ready = startup.get(impl, {}).get("median_ms", t["startup_ms"])
+        rows.append(
+            [
+                t["label"],
+                fmt(up["uplink_latency_ms"]["p50"], ".2f", " ms"),
+                fmt(up["uplink_latency_ms"]["p99"], ".2f", " ms"),
+                fmt(dx["uplink_latency_ms"]["p99"], ".2f", " ms"),
+                f"{fmt(down['latency_burst_ms']['p50'], '.1f')}/"
+                f"{fmt(down['latency_stream_ms']['p50'], '.1f')} ms",
+                fmt(down["jitter_ms"]["p99"], ".2f", " ms"),
+                fmt(t.get("underruns")),
+                fmt((t.get("idle") or {}).get("cpu_pct"), ".2f", "%"),
+                fmt(up["cpu_pct"], ".2f", "%"),
+                fmt(dx["cpu_pct"], ".2f", "%"),
+                fmt(flat.get("x_realtime"), ".0f", "x"),
+                fmt(t["peak_rss_mib"], ".1f", " MiB"),
+                fmt(ready, ".0f", " ms"),
+                fmt(conv.get("worst_rejection_db"), ".0f", " dB"),
+                fmt(conv.get("delay_ms"), ".2f", " ms"),
+            ]
+        )
+    return rows
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    parts = [
+        f"audio-sidecar bench ({'quick' if results['plan']['quick'] else 'full'}), "
+        f"{meta['date']}, {summary_line(meta)}",
+        "",
+        _plain(SUMMARY_HEADERS, summary_rows(results)),
+    ]
+    for s in sorted(results.get("scale", []), key=lambda s: s["n"]):
+        parts.append(
+            f"scale N={s['n']}: CPU {s['cpu_total_pct']:.0f}% of one core "
+            f"(harness {s['harness_cpu_pct']:.0f}%), uplink p99 "
+            f"{fmt(s['uplink_latency_ms']['p99'], '.1f')} ms, jitter p99 "
+            f"{fmt(s['downlink']['jitter_ms']['p99'], '.1f')} ms, underruns {s['underruns']}, "
+            f"drops {s['dropped_samples'] + s['uplink_samples_missing']} samples"
+        )
+    profile = results.get("profile")
+    if profile and profile.get("counted"):
+        counted = profile["counted"]
+        parts.append(f"\nprofile (cProfile, per 20 ms frame, {counted['frames']} frames):")
+        for row in counted["functions"][:12]:
+            parts.append(
+                f"  {row['calls_per_frame']:7.2f} calls {row['self_us_per_frame']:8.1f} us self "
+                f"{row['cum_us_per_frame']:8.1f} us incl  {row['function']}"
+            )
+    if profile and profile.get("sampled"):
+        top = ", ".join(f"{k} {v:.0f}%" for k, v in profile["sampled"]["packages"][:6])
+        parts.append(f"profile (py-spy, share of busy samples by package): {top}")
+    parts.append("")
+    for v in results.get("targets", []):
+        parts.append(f"[{_mark(v['met']):>6}] {v['target']}: {v['measured']}")
+    for error in results.get("errors", []):
+        parts.append(f"[ FAILED] {error['what']}: {error['error']}")
+    parts.append(f"\nelapsed {results.get('elapsed_s', 0):.0f} s")
+    return "\n".join(parts)
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "n/a"}[met]
+
+
+# -- docs/PERFORMANCE.md ----------------------------------------------------------------
+
+
+def _figure(figures: dict[str, str], key: str, alt: str) -> str:
+    name = figures.get(key)
+    return f"![{alt}](img/{name})" if name else ""
+
+
+def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str) -> str:
+    meta = results["meta"]
+    plan = results["plan"]
+    quick = plan["quick"]
+    out: list[str] = []
+    add = out.append
+    add("# Performance")
+    add("")
+    add(
+        f"Generated by `python -m bench{' --quick' if quick else ''}` "
+        f"(`make {'bench-quick' if quick else 'bench'}`) on **{meta['date']}**; "
+        "do not edit by hand, re-run the bench. Raw numbers: "
+        f"[`bench/results/{results_file}`](../bench/results/{results_file})."
+    )
+    if quick:
+        add("")
+        add(
+            "> **Quick run.** Phases last seconds, not minutes: percentiles rest on few "
+            "samples, the soak is too short to extrapolate memory growth, and only N = 10 "
+            "is tried for scale. Run `make bench` for the figures to quote."
+        )
+    add("")
+    add(f"**Machine:** {summary_line(meta)}; {meta.get('physical_cores')} physical cores. ")
+    pkgs = ", ".join(f"{k} {v}" for k, v in meta["packages"].items())
+    add(
+        f"Commit `{meta['commit'] or 'unknown'}`; load average at start "
+        f"{', '.join(str(x) for x in meta['load_at_start'])}; {pkgs}. "
+        f"The run took {results.get('elapsed_s', 0) / 60:.1f} minutes."
+    )
+    errors = results.get("errors", [])
+    if errors:
+        add("")
+        add("> **Parts of this run failed** and are missing below:")
+        for error in errors:
+            add(f"> - {error['what']}: `{error['error']}`")
+    add("")
+    add("## Targets")
+    add("")
+    add("At the default settings (20 ms chunks, 16 kHz to the server, `--quality medium`).")
+    add("")
+    add(
+        _table(
+            ("target", "measured", "verdict"),
+            [
+                (
+                    v["target"],
+                    v["measured"] + (f" ({v['note']})" if v["note"] else ""),
+                    f"**{_mark(v['met'])}**",
+                )
+                for v in results.get("targets", [])
+            ],
+            "llr",
+        )
+    )
+    add("")
+    add("## Summary")
+    add("")
+    add(
+        "Contenders: **sidecar** (`audio-sidecar run`, per quality); **naive**, the "
+        "approach CONTEXT.md describes for Attendee (stateless `audioop.ratecv` per chunk, "
+        "sample repetition up, `json.dumps` + base64, a synchronous `websockets` client with "
+        "a sender thread; `bench/naive.py`); **soxr-stream**, the neighbouring practice "
+        "(stateful `soxr.ResampleStream` VHQ, asyncio `websockets` client; "
+        "`bench/soxr_stream.py`); **floor**, our own resample + encode work per frame "
+        "in-process with no I/O (`bench/floor.py`). All run as processes between the same "
+        "bot and server, except the floor."
+    )
+    add("")
+    add(_table(SUMMARY_HEADERS, summary_rows(results), "l"))
+    add("")
+    add(
+        "up = uplink only at real time; dx = during duplex; down = server sends -> bot "
+        "reads the first frame (burst: one 700 ms message; stream: 35 x 20 ms messages at "
+        "real time); CPU in % of one core; flat xRT = closed-loop flat-out throughput in "
+        "times real time; alias rej = worst-case alias rejection of the converter, 48 kHz -> "
+        "16 kHz; conv delay = its algorithmic delay."
+    )
+
+    trials = results.get("trials", {})
+    add("")
+    add("## 1. Uplink added latency")
+    add("")
+    add(
+        "From the bot writing a 20 ms frame to the server holding the message that carries "
+        "that frame's first sample, at real-time pacing. Nothing is subtracted; the "
+        "converter's algorithmic delay (how long it holds samples back) is shown beside. "
+        "A sample held back rides in the next message, so it is not on the path of a "
+        "frame's *first* sample unless the hold-back exceeds a frame."
+    )
+    add("")
+    rows = []
+    for impl, t in trials.items():
+        up, dx = t["uplink"]["uplink_latency_ms"], t["duplex"]["uplink_latency_ms"]
+        conv = _fidelity(results, CONVERTER_OF.get(impl, ""))
+        rows.append(
+            [
+                t["label"],
+                fmt(up["n"]),
+                fmt(up["p50"]),
+                fmt(up["p95"]),
+                fmt(up["p99"]),
+                fmt(up["max"]),
+                fmt(dx["n"]),
+                fmt(dx["p50"]),
+                fmt(dx["p99"]),
+                fmt(dx["max"]),
+                fmt(conv.get("delay_ms")),
+                fmt(conv.get("holdback_ms_max")),
+            ]
+        )
+    add(
+        _table(
+            (
+                "contender",
+                "n",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "max ms",
+                "duplex n",
+                "duplex p50",
+                "duplex p99",
+                "duplex max",
+                "algorithmic delay ms",
+                "max hold-back ms",
+            ),
+            rows,
+            "l",
+        )
+    )
+    add("")
+    add(_figure(figures, "latency_uplink", "uplink latency CDF"))
+
+    add("")
+    add("## 2. Downlink: latency, pacing jitter, underruns")
+    add("")
+    add(
+        "The server speaks one 700 ms utterance per second, alternately as one message "
+        "(burst, like a TTS reply) and as 35 messages of 20 ms sent at real time "
+        "(stream). Latency: the server sending an utterance's first message -> the bot "
+        "reading its first frame; it includes any jitter buffer (the sidecar's "
+        "`--jitter-ms` is 40). Jitter: each later frame's arrival against the ideal "
+        "schedule anchored at the first (|deviation|). Late frames: more than 20 ms behind "
+        "that schedule, as the bot saw them. Underruns: the process's own count where it "
+        "keeps one, over the whole trial, beside the number of utterances sent in it. SNR: "
+        "what the bot heard of each utterance against the same converter run offline on the "
+        "whole utterance at once, so only streaming artefacts count (a resampler flushed "
+        "mid-utterance, a lost or repeated sample); 200 dB means sample-exact."
+    )
+    add("")
+    rows = []
+    for t in trials.values():
+        d = t["downlink"]
+        rows.append(
+            [
+                t["label"],
+                f"{d['matched']}/{d['utterances']}",
+                fmt(d["latency_burst_ms"]["p50"]),
+                fmt(d["latency_burst_ms"]["max"]),
+                fmt(d["latency_stream_ms"]["p50"]),
+                fmt(d["latency_stream_ms"]["max"]),
+                fmt(d["jitter_ms"]["p50"]),
+                fmt(d["jitter_ms"]["p99"]),
+                fmt(d["jitter_ms"]["max"]),
+                fmt(d["late_frames"]),
+                f"{fmt(t.get('underruns'))} / {t.get('utterances_sent', '-')}",
+                f"{fmt(d['snr_db']['min'], '.1f')} / {fmt(d['snr_db']['p50'], '.1f')}",
+                f"{d['samples_delivered']}/{d['samples_expected']}",
+            ]
+        )
+    add(
+        _table(
+            (
+                "contender",
+                "utterances",
+                "burst p50 ms",
+                "burst max",
+                "stream p50 ms",
+                "stream max",
+                "jitter p50 ms",
+                "jitter p99",
+                "jitter max",
+                "late frames",
+                "underruns / utterances sent",
+                "SNR vs offline min / median dB",
+                "samples delivered/expected",
+            ),
+            rows,
+            "l",
+        )
+    )
+    add("")
+    add(_figure(figures, "latency_downlink", "downlink latency and jitter"))
+
+    add("")
+    add("## 3. Fidelity per converter and rate")
+    add("")
+    add(
+        "Each converter is fed 20 ms chunks as the processes feed it. THD+N: 997 Hz at "
+        "-3 dBFS through the 16-bit path (s16le in and out), 20 Hz to 20 kHz or Nyquist; "
+        "*ideal* is an exact band-limited resampling of the same quantized input, quantized "
+        "once: the 16-bit floor. Alias rejection (down): a full-scale-minus-3-dB tone above "
+        "the output Nyquist against its alias, at 1.25 x Nyquist (10 kHz for 16 kHz: "
+        "CONTEXT.md's example) and worst case over a sweep up to 23.5 kHz. Image rejection "
+        "(up): a tone against its worst image, at 1 kHz and worst over tones up to 0.9 x the "
+        "input Nyquist. Rejection and passband use the float path where a converter has one "
+        "(a 16-bit output cannot show anything below about -96 dB). Delay: hold-back plus "
+        "alignment (all are time-aligned: alignment is 0)."
+    )
+    add("")
+    rows = []
+    for r in results.get("fidelity", []):
+        rows.append(
+            [
+                r["pair"],
+                r["label"],
+                fmt(r["thd_n_db"], ".1f"),
+                fmt(r["ideal_thd_n_db"], ".1f"),
+                f"{fmt(r['rejection_db'], '.1f')} @ {r['rejection_tone_hz']}",
+                f"{fmt(r['worst_rejection_db'], '.1f')} @ {r['worst_rejection_tone_hz']}",
+                fmt(r["passband_01_hz"], ".0f"),
+                fmt(r["passband_3_hz"], ".0f"),
+                fmt(r["delay_ms"], ".3f"),
+                fmt(r["holdback_ms_max"], ".2f"),
+                fmt(r["reported_delay_ms"], ".3f"),
+            ]
+        )
+    add(
+        _table(
+            (
+                "pair",
+                "converter",
+                "THD+N dB",
+                "ideal dB",
+                "rejection dB @ Hz",
+                "worst dB @ Hz",
+                "-0.1 dB Hz",
+                "-3 dB Hz",
+                "delay ms",
+                "max hold-back ms",
+                "Resampler.delay_ms",
+            ),
+            rows,
+            "ll",
+        )
+    )
+    add("")
+    add(_figure(figures, "response_down", "frequency response and aliasing, downsampling"))
+    add("")
+    add(_figure(figures, "response_up", "frequency response and imaging, upsampling"))
+
+    add("")
+    add("## 4. CPU per stream")
+    add("")
+    add(
+        "psutil user + system time of the process (all its threads) over each phase, "
+        "divided by wall time: % of one core. One process per stream, as a bot spawns it. "
+        "Idle: bot and server connected, no audio (the process's wake-up cost). Duplex: the "
+        "server talks 70% of the time. Floor: the same per-frame work as the sidecar "
+        "(AudioSocket decode, resample, chunk, JSON + base64 encode; downlink: JSON decode, "
+        "resample, playout, frame encode) timed in-process, best of three. Flat-out: frames "
+        "as fast as the process delivers them, at most 0.5 s of audio in flight "
+        "(closed loop); open loop: 8 s written at once, as a bot replaying a file would."
+    )
+    add("")
+    rows = []
+    for floor in results.get("floor", []):
+        rows.append(
+            [
+                f"floor, {floor['quality']}",
+                "-",
+                fmt(floor["uplink_cpu_pct"]),
+                fmt(floor["duplex_cpu_pct"]),
+                f"{floor['uplink_us_per_frame']:.0f} + "
+                f"{floor['downlink_us_per_frame']:.0f} us/frame",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+    for t in trials.values():
+        flat = t.get("flat") or {}
+        rows.append(
+            [
+                t["label"],
+                fmt((t.get("idle") or {}).get("cpu_pct")),
+                fmt(t["uplink"]["cpu_pct"]),
+                fmt(t["duplex"]["cpu_pct"]),
+                "-",
+                fmt(flat.get("x_realtime"), ".0f", "x"),
+                fmt(flat.get("cpu_pct"), ".0f", "%"),
+                fmt(flat.get("burst_delivered"), ".1%"),
+            ]
+        )
+    add(
+        _table(
+            (
+                "",
+                "idle %",
+                "uplink %",
+                "duplex %",
+                "floor detail",
+                "flat-out",
+                "flat-out CPU",
+                "open-loop burst delivered",
+            ),
+            rows,
+            "l",
+        )
+    )
+    add("")
+    add(_figure(figures, "cpu", "CPU per stream"))
+
+    add("")
+    add("## 5. Memory")
+    add("")
+    rows = []
+    for t in trials.values():
+        rows.append(
+            [
+                t["label"],
+                fmt(t["rss_ready_mib"], ".1f"),
+                fmt(t["rss_end_mib"], ".1f"),
+                fmt(t["peak_rss_mib"], ".1f"),
+                fmt(t["peak_rss_after_flat_mib"], ".1f"),
+                fmt(t.get("uss_end_mib"), ".1f"),
+                fmt(t["duplex"]["seconds"], ".0f"),
+                fmt(
+                    t["growth_mib_per_hour"] if t["duplex"]["seconds"] >= MIN_GROWTH_S else None,
+                    "+.2f",
+                ),
+            ]
+        )
+    add(
+        _table(
+            (
+                "contender",
+                "RSS at ready MiB",
+                "RSS after duplex",
+                "peak (VmHWM)",
+                "peak after flat-out",
+                "USS after duplex",
+                "duplex s",
+                "growth MiB/h",
+            ),
+            rows,
+            "l",
+        )
+    )
+    add("")
+    soak = trials.get("sidecar-medium", {}).get("duplex", {}).get("seconds", 0)
+    add(
+        f"The default sidecar's duplex phase is the soak ({soak:.0f} s here); growth is the "
+        "slope of a straight line through its RSS samples after the first quarter, "
+        f"extrapolated to an hour; phases shorter than {MIN_GROWTH_S:.0f} s get no growth "
+        "figure. RSS counts the pages of shared libraries (numpy's OpenBLAS, libpython) "
+        "that are resident, which depends on the page cache (a fresh install read about "
+        "5 MiB more); USS is what the process alone holds, what each extra sidecar costs."
+    )
+    add("")
+    add(_figure(figures, "memory", "RSS over the duplex phase"))
+
+    add("")
+    add("## 6. Start-up")
+    add("")
+    rows = [
+        [
+            s["label"],
+            fmt(len(s["samples_ms"])),
+            fmt(s["median_ms"], ".0f"),
+            fmt(s["max_ms"], ".0f"),
+            fmt(min(s["rss_ready_mib"], default=math.nan), ".1f"),
+        ]
+        for s in results.get("startup", {}).values()
+    ]
+    add(_table(("contender", "starts", "median ms", "max ms", "RSS at ready MiB"), rows, "l"))
+    add("")
+    add("From spawning `python -m ...` to reading its `ready` line on stdout.")
+
+    scale = sorted(results.get("scale", []), key=lambda s: s["n"])
+    if scale:
+        add("")
+        add("## 7. Scale")
+        add("")
+        add(
+            f"N default sidecars on this {meta['cores']}-core machine, each with its own bot "
+            "and websocket connection, all in duplex at real time (phases staggered), the "
+            "bench's bot and server for all of them in one more process. Drops: samples the "
+            "sidecars' stats count as dropped plus uplink samples that never reached the "
+            "server."
+        )
+        add("")
+        rows = [
+            [
+                fmt(s["n"]),
+                fmt(s["startup_median_ms"], ".0f"),
+                fmt(s["startup_max_ms"], ".0f"),
+                fmt(s["cpu_total_pct"], ".0f"),
+                fmt(s["cpu_per_sidecar_pct"], ".2f"),
+                fmt(s["harness_cpu_pct"], ".0f"),
+                fmt(s["uplink_latency_ms"]["p50"]),
+                fmt(s["uplink_latency_ms"]["p99"]),
+                fmt(s["downlink"]["jitter_ms"]["p99"]),
+                fmt(s["downlink"]["latency_stream_ms"]["p50"], ".1f"),
+                f"{s['underruns']} / {s.get('utterances_sent', '-')}",
+                fmt(s["downlink"]["late_frames"]),
+                fmt(s["dropped_samples"] + s["uplink_samples_missing"]),
+                "yes" if all(c == 0 for c in s["exit_codes"]) else "no",
+            ]
+            for s in scale
+        ]
+        add(
+            _table(
+                (
+                    "N",
+                    "ready median ms",
+                    "ready max ms",
+                    "CPU all %",
+                    "CPU each %",
+                    "harness CPU %",
+                    "uplink p50 ms",
+                    "uplink p99 ms",
+                    "jitter p99 ms",
+                    "stream latency p50 ms",
+                    "underruns / utterances sent",
+                    "late frames",
+                    "drops (samples)",
+                    "clean exits",
+                ),
+                rows,
+            )
+        )
+        add("")
+        add(_figure(figures, "scale", "scale"))
+
+    profile = results.get("profile")
+    if profile:
+        add("")
+        add("## Profile of the default sidecar")
+        add("")
+        add(_profile_markdown(profile))
+
+    add("")
+    add("## Method and caveats")
+    add("")
+    for line in CAVEATS:
+        add(f"- {line}")
+    add("")
+    return "\n".join(out)
+
+
+def _profile_markdown(profile: dict[str, Any]) -> str:
+    parts: list[str] = []
+    sampled = profile.get("sampled")
+    if sampled:
+        parts.append(
+            f"py-spy, {profile['seconds']:g} s of duplex at real time, {sampled['samples']} "
+            f"samples of busy time (raw stacks: `bench/results/{sampled['raw_file']}`). "
+            "Self time by function, % of busy samples:"
+        )
+        parts.append("")
+        parts.append(
+            _table(
+                ("function", "self %"), [(k, f"{v:.1f}") for k, v in sampled["self_top"][:15]], "l"
+            )
+        )
+        parts.append("")
+        parts.append("By package:")
+        parts.append("")
+        parts.append(
+            _table(("package", "%"), [(k, f"{v:.1f}") for k, v in sampled["packages"][:10]], "l")
+        )
+    counted = profile.get("counted")
+    if counted:
+        parts.append("")
+        parts.append(
+            f"cProfile on a CPU clock, {counted['frames']} frames of duplex "
+            f"(`bench/results/{counted['stats_file']}`; CPU with the profiler on: "
+            f"{counted['cpu_pct']:.1f}% of a core). Per 20 ms frame:"
+        )
+        parts.append("")
+        parts.append(
+            _table(
+                ("function", "calls/frame", "self us/frame", "incl. us/frame"),
+                [
+                    (
+                        r["function"],
+                        f"{r['calls_per_frame']:.2f}",
+                        f"{r['self_us_per_frame']:.1f}",
+                        f"{r['cum_us_per_frame']:.1f}",
+                    )
+                    for r in counted["functions"][:20]
+                ],
+                "l",
+            )
+        )
+    return "\n".join(parts)
+
+
+CAVEATS: Final = (
+    "Bot, websocket server and contenders share this machine; the bench's own asyncio "
+    "process (bot + server) adds the same constant to every contender's latency. The naive "
+    "baseline's figures bound that constant from above.",
+    "Timestamps are CLOCK_MONOTONIC in the bench process: the bot's write and the "
+    "server's receive are taken on one clock.",
+    "The server is `websockets`' asyncio server with compression off, so every client "
+    "speaks the same wire format; plain `ws://` on 127.0.0.1, no TLS.",
+    "Uplink latency maps each frame to the message carrying its first sample by "
+    "cumulative sample counts; every converter here is time-aligned (alignment 0 in the "
+    "fidelity table) and none drops audio once connected. The naive baseline connects "
+    "lazily and drops frames until connected, as Attendee does; those are skipped.",
+    "The naive baseline implements only the measured path of Attendee's design (no retries, "
+    "no TLS); its downlink pushes 100 ms pieces ten times faster than real time, which is "
+    "why its jitter is large and its frames early.",
+    "soxr dithers its 16-bit output, and the dither falls differently when the input is "
+    "cut into 20 ms chunks than when it comes in one piece: about 1 LSB of noise, which "
+    "bounds soxr-stream's SNR figure near 80 dB. That is not a streaming artefact.",
+    "CPU figures use psutil's user + system times, which tick at 10 ms: a 12 s phase "
+    "resolves about 0.1% of a core, a quick run's 4 s phase about 0.25%.",
+    "Numbers from a busy machine are noisy; the load average at start is recorded above.",
+)
