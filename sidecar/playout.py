@@ -36,8 +36,8 @@ Running dry and underruns
     (short remainder, see Tail) does not run dry, nor does any tick while idle.
     Running dry is ambiguous: the server may be late, or the utterance may simply have ended
     without a mark. The ``underruns`` statistic therefore counts a dry spell only once audio
-    arrives again within ``resume_ms`` of it (a gap the listener heard inside speech); a
-    stream that just ends is not an underrun.
+    arrives again within ``resume_ms`` (default 100 ms) of it: a hiccup inside speech. A
+    stream that just ends, or pauses for longer (between sentences), is not an underrun.
 
 Overflow
     At most ``max_ms`` is buffered. The excess of a push is refused (drop newest), so the start
@@ -97,7 +97,7 @@ class Playout:
         frame_ms: int = 20,
         max_ms: int = 60000,
         jitter_ms: int = 40,
-        resume_ms: int = 500,
+        resume_ms: int = 100,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be a positive sample rate, got {rate}.")

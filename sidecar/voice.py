@@ -2,8 +2,10 @@
 
 One resampler per incoming rate; a change of rate flushes the old one into the
 playout so no sample is lost at the seam. The resampler's held-back tail is
-flushed when the playout is about to run dry and nothing new has arrived, so
-the end of an utterance is heard rather than stuck inside the filter.
+flushed when the playout is about to run dry and nothing new has arrived for
+longer than the jitter buffer, so the end of an utterance is heard rather than
+stuck inside the filter, while a server that is merely late keeps its filter
+state (a flush mid-utterance would be a click).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ class Voice:
         self._frame_ms = frame_ms
         self._resampler: Resampler | None = None
         self._pending = False
-        self._fresh = False
+        self._quiet_ticks = 0
+        # Quiet for longer than the jitter buffer means the utterance ended;
+        # a server merely a little late must not get its filter flushed (a click).
+        self._flush_after_ticks = -(-jitter_ms // frame_ms) + 1
         self._sounding = False
         # Silence samples that padded the last tick's frame (an utterance's end).
         self.last_padding = 0
@@ -54,7 +59,7 @@ class Voice:
         self._received += len(pcm) // 2
         out = self._resampler.process(pcm)
         self._pending = not self._resampler.passthrough
-        self._fresh = True
+        self._quiet_ticks = 0
         return refused + self._push(out)
 
     def mark(self, name: str) -> tuple[MarkResolved, ...]:
@@ -70,9 +75,13 @@ class Voice:
         return self.playout.clear()
 
     def tick(self) -> Tick:
-        if self._pending and not self._fresh and self.playout.buffered_ms < self._frame_ms:
+        if (
+            self._pending
+            and self._quiet_ticks >= self._flush_after_ticks
+            and self.playout.buffered_ms < self._frame_ms
+        ):
             self._flush()
-        self._fresh = False
+        self._quiet_ticks += 1
         before_ms = self.playout.buffered_ms
         tick = self.playout.tick()
         self._sounding = tick.frame is not None

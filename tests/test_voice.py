@@ -7,6 +7,7 @@ import pytest
 from support import dominant_frequency, tone
 
 from sidecar.playout import MarkResolved
+from sidecar.resample import Resampler
 from sidecar.voice import Voice
 
 OUT = 48000
@@ -171,3 +172,24 @@ def test_a_gap_inside_speech_is_an_underrun_the_end_of_speech_is_not() -> None:
     run_until_idle(voice)  # ends without a mark: the dry spell runs out
     voice.audio(tone(1000, 0.1, OUT), OUT)  # much later: a new utterance
     assert voice.statistics().playout.underruns == 1
+
+
+def test_a_slightly_late_server_never_gets_its_filter_flushed_mid_utterance() -> None:
+    # 35 x 20 ms messages at 16 kHz, every other one landing just after the tick
+    # that wanted it: the output must be the continuous resampling, sample for sample.
+    src = tone(440, 0.7, 16000)
+    step = 16000 // 50 * 2
+    voice = Voice(OUT)
+    out: list[bytes] = []
+    for n, i in enumerate(range(0, len(src), step)):
+        if n % 2:
+            out += [t.frame for t in [voice.tick()] if t.frame is not None]
+            voice.audio(src[i : i + step], 16000)
+        else:
+            voice.audio(src[i : i + step], 16000)
+            out += [t.frame for t in [voice.tick()] if t.frame is not None]
+    voice.mark("end")
+    out += run_until_idle(voice)
+    reference = Resampler(16000, OUT).process(src)
+    played = b"".join(out)
+    assert played[: len(reference)] == reference
