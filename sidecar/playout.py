@@ -148,6 +148,11 @@ class Playout:
         return self._frame_bytes
 
     @property
+    def playing(self) -> bool:
+        """Handing out a frame per tick (not idle, not filling the jitter buffer)."""
+        return self._playing
+
+    @property
     def dry(self) -> bool:
         """In a dry spell that may still turn out to be a gap in speech: keep ticking."""
         return self._dry_ticks is not None

@@ -2,10 +2,10 @@
 
 One resampler per incoming rate; a change of rate flushes the old one into the
 playout so no sample is lost at the seam. The resampler's held-back tail is
-flushed when the playout is about to run dry and nothing new has arrived for
-longer than the jitter buffer, so the end of an utterance is heard rather than
-stuck inside the filter, while a server that is merely late keeps its filter
-state (a flush mid-utterance would be a click).
+flushed when the playout is playing, about to run dry, and nothing new arrived
+since the last tick, so the end of an utterance is heard on time rather than
+stuck inside the filter; never while the jitter buffer fills, where a flush
+would restart the filter mid-utterance (a click).
 """
 
 from __future__ import annotations
@@ -38,10 +38,7 @@ class Voice:
         self._frame_ms = frame_ms
         self._resampler: Resampler | None = None
         self._pending = False
-        self._quiet_ticks = 0
-        # Quiet for longer than the jitter buffer means the utterance ended;
-        # a server merely a little late must not get its filter flushed (a click).
-        self._flush_after_ticks = -(-jitter_ms // frame_ms) + 1
+        self._fresh = False
         self._sounding = False
         # Silence samples that padded the last tick's frame (an utterance's end).
         self.last_padding = 0
@@ -59,7 +56,7 @@ class Voice:
         self._received += len(pcm) // 2
         out = self._resampler.process(pcm)
         self._pending = not self._resampler.passthrough
-        self._quiet_ticks = 0
+        self._fresh = True
         return refused + self._push(out)
 
     def mark(self, name: str) -> tuple[MarkResolved, ...]:
@@ -75,13 +72,17 @@ class Voice:
         return self.playout.clear()
 
     def tick(self) -> Tick:
+        # While the jitter buffer fills, less than a frame may sit in the
+        # playout only because the filter holds a few samples back: flushing
+        # then would restart the filter mid-utterance (a click).
         if (
             self._pending
-            and self._quiet_ticks >= self._flush_after_ticks
+            and not self._fresh
+            and self.playout.playing
             and self.playout.buffered_ms < self._frame_ms
         ):
             self._flush()
-        self._quiet_ticks += 1
+        self._fresh = False
         before_ms = self.playout.buffered_ms
         tick = self.playout.tick()
         self._sounding = tick.frame is not None
