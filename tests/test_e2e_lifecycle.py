@@ -12,6 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -171,44 +174,65 @@ time.sleep(60)
 """
 
 
-async def test_sidecar_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
-    events: list[Json] = []
-    eof = trio.Event()
+@dataclass
+class ParentRun:
+    """A sidecar started by an intermediate parent process, its events read."""
+
+    parent: trio.Process
+    events: list[Json] = field(default_factory=list)
+    eof: trio.Event = field(default_factory=trio.Event)
+
+    def pid(self) -> int:
+        return int(next(e["pid"] for e in self.events if e["event"] == "ready"))
+
+    def stopped(self) -> list[Json]:
+        return [e for e in self.events if e["event"] == "stopped"]
+
+
+@asynccontextmanager
+async def through_parent(script: str, args: list[str]) -> AsyncIterator[ParentRun]:
+    parent = await trio.lowlevel.open_process(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    run = ParentRun(parent)
 
     async def read_events(stream: trio.abc.ReceiveStream) -> None:
         buf = b""
         async for data in stream:
             buf += data
             *lines, buf = buf.split(b"\n")
-            events.extend(json.loads(line) for line in lines if line.strip())
-        eof.set()
+            run.events.extend(json.loads(line) for line in lines if line.strip())
+        run.eof.set()
 
+    try:
+        async with trio.open_nursery() as nursery:
+            assert parent.stdout is not None
+            nursery.start_soon(read_events, parent.stdout)
+            await wait_until(lambda: any(e["event"] == "connected" for e in run.events))
+            yield run
+            nursery.cancel_scope.cancel()
+    finally:
+        parent.kill()
+
+
+async def test_sidecar_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     with trio.fail_after(30), WsServer() as server:
-        parent = await trio.lowlevel.open_process(
-            [sys.executable, "-c", PARENT, *sidecar_args(server.url, tmp_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        try:
-            async with trio.open_nursery() as nursery:
-                assert parent.stdout is not None
-                nursery.start_soon(read_events, parent.stdout)
-                await wait_until(lambda: any(e["event"] == "connected" for e in events))
-                pid = next(e["pid"] for e in events if e["event"] == "ready")
-                assert alive(pid)
-                parent.kill()
-                await parent.wait()
-                # Every holder of the pipe is gone once the sidecar has exited.
-                with trio.fail_after(10):
-                    await eof.wait()
-        finally:
-            parent.kill()
+        async with through_parent(PARENT, sidecar_args(server.url, tmp_path)) as run:
+            pid = run.pid()
+            assert alive(pid)
+            run.parent.kill()
+            await run.parent.wait()
+            # Every holder of the pipe is gone once the sidecar has exited.
+            with trio.fail_after(10):
+                await run.eof.wait()
         await wait_until(lambda: not alive(pid), timeout=5)
         await wait_until(lambda: server.current.closed.is_set(), timeout=5)
 
-    stopped = [e for e in events if e["event"] == "stopped"]
+    stopped = run.stopped()
     assert stopped and stopped[0]["exit_code"] == 0
     assert server.current.close_code == 1000
     assert not (tmp_path / "in.sock").exists()
@@ -229,40 +253,20 @@ time.sleep(60)
 
 
 async def test_sidecar_outlives_the_thread_that_spawned_it(tmp_path: Path) -> None:
-    events: list[Json] = []
-
-    async def read_events(stream: trio.abc.ReceiveStream) -> None:
-        buf = b""
-        async for data in stream:
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            events.extend(json.loads(line) for line in lines if line.strip())
-
     with trio.fail_after(30), WsServer() as server:
-        parent = await trio.lowlevel.open_process(
-            [sys.executable, "-c", THREAD_PARENT, *sidecar_args(server.url, tmp_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        try:
-            async with trio.open_nursery() as nursery:
-                assert parent.stdout is not None
-                nursery.start_soon(read_events, parent.stdout)
-                await wait_until(lambda: any(e["event"] == "connected" for e in events))
-                pid = next(e["pid"] for e in events if e["event"] == "ready")
-                # The spawning thread is long gone; the sidecar must still run.
-                await trio.sleep(1.5)
-                assert alive(pid)
-                assert not [e for e in events if e["event"] == "stopped"]
-                parent.kill()
-                await parent.wait()
-                await wait_until(lambda: not alive(pid), timeout=10)
-                nursery.cancel_scope.cancel()
-        finally:
-            parent.kill()
-    stopped = [e for e in events if e["event"] == "stopped"]
+        args = sidecar_args(server.url, tmp_path)
+        async with through_parent(THREAD_PARENT, args) as run:
+            pid = run.pid()
+            # The spawning thread is long gone; the sidecar must still run.
+            await trio.sleep(1.5)
+            assert alive(pid)
+            assert not run.stopped()
+            run.parent.kill()
+            await run.parent.wait()
+            await wait_until(lambda: not alive(pid), timeout=10)
+            with trio.fail_after(10):
+                await run.eof.wait()
+    stopped = run.stopped()
     assert stopped and "parent" in stopped[0]["reason"]
 
 
