@@ -22,7 +22,7 @@ import trio
 from sidecar import frames
 from sidecar.resample import QUALITY_CONVERTERS, Quality, Resampler
 from sidecar.tools.botsocket import BotSocketError, connect, describe_error_frame
-from sidecar.tools.helpformat import HelpFormatter
+from sidecar.tools.helpformat import HelpFormatter, add_progress_flag, wants_progress
 from sidecar.tools.pacing import Pacer
 from sidecar.tools.wavio import FloatArray, RawReader, WavError, WavReader, to_s16le
 
@@ -290,12 +290,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seconds", type=float, help="stop after this much audio")
     p.add_argument("--frame-ms", type=int, default=20, help="audio per frame")
     p.add_argument("--quality", choices=tuple(QUALITY_CONVERTERS), default="medium")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress on stderr [default: when stderr is a terminal]",
-    )
+    add_progress_flag(p)
     p.set_defaults(handler=main)
 
 
@@ -310,7 +305,7 @@ def main(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         frame_ms=args.frame_ms,
         quality=args.quality,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        progress=wants_progress(args, sys.stderr.isatty()),
     )
     try:
         source = _open_source(options)

@@ -1,4 +1,4 @@
-"""`--help` text for the tools: defaults shown only where they say something."""
+"""Command-line pieces the tools share: `--help` text, and the `--progress` flag."""
 
 from __future__ import annotations
 
@@ -20,3 +20,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         ):
             return text
         return super()._get_help_string(action)
+
+
+def add_progress_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress on stderr [default: when stderr is a terminal]",
+    )
+
+
+def wants_progress(args: argparse.Namespace, isatty: bool) -> bool:
+    return isatty if args.progress is None else bool(args.progress)

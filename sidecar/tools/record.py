@@ -21,7 +21,7 @@ from sidecar import frames
 from sidecar.resample import Resampler
 from sidecar.tools.analysis import level_dbfs
 from sidecar.tools.botsocket import BotSocketError, connect, describe_error_frame
-from sidecar.tools.helpformat import HelpFormatter
+from sidecar.tools.helpformat import HelpFormatter, add_progress_flag, wants_progress
 from sidecar.tools.wavio import WavError, WavWriter, from_s16le
 
 EXIT_OK = 0
@@ -213,12 +213,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_false",
         help="write only the frames, not the silence between them",
     )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress on stderr [default: when stderr is a terminal]",
-    )
+    add_progress_flag(p)
     p.set_defaults(handler=main)
 
 
@@ -229,7 +224,7 @@ def main(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         rate=args.rate,
         keep_silence=args.keep_silence,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        progress=wants_progress(args, sys.stderr.isatty()),
     )
     if options.seconds is not None and options.seconds <= 0:
         print("audio-sidecar record: error: --seconds must be positive", file=sys.stderr)
