@@ -85,7 +85,7 @@ class Sidecar:
         """Run until stopped; returns the exit code. Ready once started."""
         config = self.config
         async with (
-            _open_endpoint(config.audio_in) as audio_in,
+            _open_endpoint(config.audio_in, _in_backlog(config)) as audio_in,
             _open_endpoint(config.audio_out) as audio_out,
             trio.open_nursery() as root,
         ):
@@ -245,9 +245,19 @@ class Sidecar:
         )
 
 
+def _in_backlog(config: Config) -> int:
+    """Room in the kernel's queue for every participant a bot connects at once.
+
+    Past the backlog a non-blocking connect() fails with EAGAIN, and a bot that
+    opens all its participant streams at meeting start would lose some of them
+    while the sidecar is between accepts.
+    """
+    return config.max_participants + 2 if config.per_participant else 4
+
+
 @contextlib.asynccontextmanager
 async def _open_endpoint(
-    endpoint: Endpoint,
+    endpoint: Endpoint, backlog: int = 4
 ) -> AsyncIterator[trio.SocketListener | trio.SocketStream]:
     if endpoint.fd is not None:
         stream = adopt_fd(endpoint.fd)
@@ -257,7 +267,7 @@ async def _open_endpoint(
             stream.socket.close()
         return
     assert endpoint.path is not None
-    async with open_unix_listener(endpoint.path) as listener:
+    async with open_unix_listener(endpoint.path, backlog) as listener:
         yield listener
 
 

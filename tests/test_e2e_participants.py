@@ -4,6 +4,8 @@ audio-in -> `realtime_audio.per_participant` messages at a real server."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import uuid
 from pathlib import Path
@@ -213,6 +215,43 @@ async def test_max_participants(tmp_path: Path) -> None:
         assert near(freq, pcm, rate)
     # The refusals cost the streams already running nothing.
     assert not server.messages(MIXED)
+
+
+async def test_participants_connecting_at_once(tmp_path: Path) -> None:
+    """Every participant connects while the sidecar cannot accept (stopped): the
+    kernel's listen queue holds them all, so no non-blocking connect() fails."""
+    crowd = [uuid.uuid4() for _ in range(16)]
+    path = tmp_path / "in.sock"
+    rate = 16000
+    with trio.fail_after(40), WsServer() as server:
+        args = sidecar_args(server.url, tmp_path, "--per-participant", "--max-participants", "16")
+        async with open_sidecar(args) as sidecar:
+            await sidecar.wait_event("connected")
+            assert sidecar.process is not None
+            pid = sidecar.process.pid
+            bots: list[trio.SocketStream] = []
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for _ in crowd:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    sock.connect(str(path))  # EAGAIN here would be a lost participant
+                    bots.append(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            for bot, who in zip(bots, crowd, strict=True):
+                await bot.send_all(frames.encode_uuid(who))
+            async with trio.open_nursery() as nursery:
+                for bot in bots:
+                    nursery.start_soon(play_tone, bot, 500.0, 0.2)
+            for bot in bots:
+                await bot.aclose()
+            await wait_until(lambda: len(sidecar.named("participant_left")) == len(crowd))
+            assert await sidecar.stop() == 0
+            await until_closed(server)
+    assert set(by_uuid(sidecar, "participant_joined")) == {str(who) for who in crowd}
+    for who in crowd:
+        assert samples_of(server, who) == round(0.2 * rate)
 
 
 async def test_participant_streams_off(tmp_path: Path) -> None:
