@@ -34,6 +34,7 @@ KIND_RATES: Final = {
 }
 RATE_KINDS: Final = {rate: kind for kind, rate in KIND_RATES.items()}
 KIND_TERMINATE: Final = 0x00
+KIND_UUID: Final = 0x01
 BOT_RATE: Final = 48000
 MAX_PAYLOAD: Final = 0xFFFF
 
@@ -60,6 +61,11 @@ def emit(event: str, **fields: Any) -> None:
 
 def encode_audio(pcm: bytes, rate: int = BOT_RATE) -> bytes:
     return HEADER.pack(RATE_KINDS[rate], len(pcm)) + pcm
+
+
+def encode_uuid(uuid: bytes) -> bytes:
+    """The frame that opens a participant's connection: its 16-byte UUID."""
+    return HEADER.pack(KIND_UUID, len(uuid)) + uuid
 
 
 def listen(path: Path) -> socket.socket:

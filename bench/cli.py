@@ -18,7 +18,15 @@ from bench import fidelity, floor, machine, plots, report, scenarios, targets
 from bench.harness import IMPLS, REPO, BenchServer
 from bench.plan import FULL, QUICK, Plan
 
-SECTIONS: Final = ("fidelity", "floor", "startup", "trials", "scale", "profile")
+SECTIONS: Final = (
+    "fidelity",
+    "floor",
+    "startup",
+    "trials",
+    "scale",
+    "participants",
+    "profile",
+)
 DEFAULT_SECTIONS: Final = SECTIONS[:-1]
 STARTUP_IMPLS: Final = ("sidecar-medium", "naive", "soxr-stream")
 # The default configuration runs first: its duplex phase is the soak.
@@ -176,6 +184,15 @@ async def _async_sections(run: Run, wanted: set[str]) -> None:
                     if scaled is not None:
                         run.results["scale"].append(scaled.to_json())
                     run.save()
+            if "participants" in wanted:
+                from bench.participants import participants
+
+                streams = await _guarded(
+                    run, "participants", participants(server, workdir, plan, run.progress)
+                )
+                if streams is not None:
+                    run.results["participants"] = streams.to_json()
+                run.save()
             if "profile" in wanted:
                 from bench import profile as profiling
 

@@ -111,6 +111,20 @@ class Utterance:
     """Its length at the bot's rate."""
 
 
+@dataclass(slots=True)
+class Arrivals:
+    """One uplink stream at the server: when each message arrived and how many samples."""
+
+    t: list[float] = field(default_factory=list)
+    n: list[int] = field(default_factory=list)
+    samples: int = 0
+
+    def add(self, t: float, n: int) -> None:
+        self.t.append(t)
+        self.n.append(n)
+        self.samples += n
+
+
 def _chunk_samples(message: Json) -> int:
     chunk: str = message["data"]["chunk"]
     padding = len(chunk) - len(chunk.rstrip("="))
@@ -132,6 +146,8 @@ class Lane:
         self.received_t: list[float] = []
         self.received_n: list[int] = []
         self.samples_received = 0
+        self.participants: dict[str, Arrivals] = {}
+        """`realtime_audio.per_participant` messages, by `participant_uuid`."""
         self.other_messages: collections.Counter[str] = collections.Counter()
         self.bad_messages = 0
         # Downlink: what the server sent; when each frame reached the bot and how long.
@@ -170,6 +186,13 @@ class Lane:
                         self.received_t.append(t)
                         self.received_n.append(n)
                         self.samples_received += n
+                        self._message.set()
+                    elif trigger == "realtime_audio.per_participant":
+                        data = message["data"]
+                        arrivals = self.participants.setdefault(
+                            str(data["participant_uuid"]), Arrivals()
+                        )
+                        arrivals.add(t, _chunk_samples(message))
                         self._message.set()
                     else:
                         self.other_messages[str(trigger)] += 1
@@ -249,17 +272,7 @@ class Lane:
     async def play(self, stop: asyncio.Event, offset: float = 0.0) -> None:
         """Frames on an absolute 20 ms schedule until `stop`."""
         assert self._bot is not None
-        bot = self._bot
-        loop = asyncio.get_running_loop()
-        start = loop.time() + offset
-        k = 0
-        while not stop.is_set():
-            await sleep_until(start + k * FRAME_S)
-            self.writes.append(loop.time())
-            bot.write(self.frames[len(self.writes) % len(self.frames)])
-            if bot.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                await bot.drain()
-            k += 1
+        await _play(self._bot, self.frames, self.writes, stop, offset)
 
     async def flood(self, frames: int, window: int | None = None, slack: int = 0) -> None:
         """`frames` frames as fast as the process takes them.
@@ -298,6 +311,52 @@ class Lane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+
+
+class Participant:
+    """One participant's connection to the in-socket: its UUID frame, then audio."""
+
+    def __init__(self, lane: Lane, uuid: bytes) -> None:
+        self.lane = lane
+        self.uuid = uuid
+        self.writes: list[float] = []
+        """When the bot wrote frame k."""
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        _, self._writer = await _open_unix(self.lane.audio_in)
+        self._writer.write(baseline.encode_uuid(self.uuid))
+
+    async def play(self, stop: asyncio.Event, offset: float = 0.0) -> None:
+        assert self._writer is not None
+        await _play(self._writer, self.lane.frames, self.writes, stop, offset)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._writer.wait_closed()
+            self._writer = None
+
+
+async def _play(
+    bot: asyncio.StreamWriter,
+    frames: Sequence[bytes],
+    writes: list[float],
+    stop: asyncio.Event,
+    offset: float,
+) -> None:
+    """Frames on an absolute 20 ms schedule until `stop`; `writes` gets each write's time."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + offset
+    k = 0
+    while not stop.is_set():
+        await sleep_until(start + k * FRAME_S)
+        writes.append(loop.time())
+        bot.write(frames[len(writes) % len(frames)])
+        if bot.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            await bot.drain()
+        k += 1
 
 
 async def _open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -23,6 +23,9 @@ class Plan:
     rss_interval_s: float
     scale_ns: tuple[int, ...]
     scale_s: float
+    participants_n: int
+    participants_s: float
+    """One sidecar: `participants_n` participant streams plus the mixed one, this long."""
     stats_interval_s: float = 5.0
 
     def to_json(self) -> dict[str, Any]:
@@ -46,6 +49,8 @@ FULL = Plan(
     rss_interval_s=5.0,
     scale_ns=(10, 20, 40),
     scale_s=10.0,
+    participants_n=16,
+    participants_s=20.0,
 )
 
 QUICK = Plan(
@@ -62,4 +67,6 @@ QUICK = Plan(
     rss_interval_s=1.0,
     scale_ns=(10,),
     scale_s=5.0,
+    participants_n=16,
+    participants_s=5.0,
 )

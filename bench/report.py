@@ -151,6 +151,15 @@ def summary_text(results: dict[str, Any]) -> str:
             f"{fmt(s['downlink']['jitter_ms']['p99'], '.1f')} ms, underruns {s['underruns']}, "
             f"drops {s['dropped_samples'] + s['uplink_samples_missing']} samples"
         )
+    streams = results.get("participants")
+    if streams:
+        parts.append(
+            f"participants: {streams['participants']} + mixed in one sidecar: CPU "
+            f"{streams['cpu_pct']:.1f}% of one core ({streams['cpu_per_stream_pct']:.2f}% per "
+            f"stream), uplink p99 {fmt(streams['participant_latency_ms']['p99'], '.2f')} ms "
+            f"(mixed {fmt(streams['mixed_latency_ms']['p99'], '.2f')} ms), drops "
+            f"{streams['dropped_samples'] + streams['uplink_samples_missing']} samples"
+        )
     profile = results.get("profile")
     if profile and profile.get("counted"):
         counted = profile["counted"]
@@ -619,6 +628,11 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
         add("")
         add(_figure(figures, "scale", "scale"))
 
+    streams = results.get("participants")
+    if streams:
+        add("")
+        add(_participants_markdown(streams, results))
+
     profile = results.get("profile")
     if profile:
         add("")
@@ -633,6 +647,53 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
         add(f"- {line}")
     add("")
     return "\n".join(out)
+
+
+def _participants_markdown(streams: dict[str, Any], results: dict[str, Any]) -> str:
+    n = streams["participants"]
+    single = (results.get("trials", {}).get("sidecar-medium") or {}).get("uplink") or {}
+    mixed, each = streams["mixed_latency_ms"], streams["participant_latency_ms"]
+    rows = [
+        [
+            "mixed (16 kHz)",
+            fmt(mixed["n"]),
+            fmt(mixed["p50"]),
+            fmt(mixed["p99"]),
+            fmt(mixed["max"]),
+        ],
+        [
+            f"{n} participants (16 kHz), pooled",
+            fmt(each["n"]),
+            fmt(each["p50"]),
+            fmt(each["p99"]),
+            fmt(each["max"]),
+        ],
+    ]
+    lines = [
+        "## 8. Per-participant streams",
+        "",
+        f"One default sidecar with `--per-participant`: {n} participant connections (each "
+        "its UUID frame, then 48 kHz frames at real time, phases staggered) plus the mixed "
+        "one, both kinds of message on one websocket connection, for "
+        f"{fmt(streams['seconds'], '.0f')} s.",
+        "",
+        _table(("stream", "frames", "uplink p50 ms", "uplink p99 ms", "max ms"), rows, "l"),
+        "",
+        f"- CPU of the one process: {fmt(streams['cpu_pct'], '.1f')} % of a core, "
+        f"{fmt(streams['cpu_per_stream_pct'], '.2f')} % per stream"
+        + (
+            f" (a sidecar with the mixed stream alone: {fmt(single.get('cpu_pct'), '.2f')} %)"
+            if single
+            else ""
+        )
+        + f"; the bench's bot and server: {fmt(streams['harness_cpu_pct'], '.0f')} %.",
+        f"- Worst single participant stream's p99: {fmt(streams['worst_stream_p99_ms'])} ms.",
+        f"- Streams: {streams['joined']} `participant_joined` events, audio for "
+        f"{streams['streams_at_server']} UUIDs at the server; dropped "
+        f"{streams['dropped_samples']} samples, never delivered "
+        f"{streams['uplink_samples_missing']}; exit code {streams['exit_code']}.",
+    ]
+    return "\n".join(lines)
 
 
 def _profile_markdown(profile: dict[str, Any]) -> str:

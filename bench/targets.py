@@ -192,4 +192,20 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
                 "the full run measures N = 10, 20, 40",
             )
         )
+    streams = results.get("participants")
+    if streams is not None:
+        n = streams["participants"]
+        lost = streams["dropped_samples"] + streams["uplink_samples_missing"]
+        complete = streams["streams_at_server"] == n and streams["joined"] == n
+        out.append(
+            Verdict(
+                "participants",
+                f"{n} participant streams plus the mixed one in one sidecar: every stream "
+                "delivered, no drops",
+                f"{streams['streams_at_server']}/{n} streams at the server, lost {lost} "
+                f"samples, CPU {_num(streams['cpu_pct']):.1f}% of one core, uplink p99 "
+                f"{_num(streams['participant_latency_ms']['p99']):.2f} ms",
+                complete and lost == 0,
+            )
+        )
     return out
