@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -276,16 +277,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--per-participant-sample-rate",
         type=int,
         choices=(8000, 16000),
-        default=16000,
         metavar="HZ",
-        help="rate of per-participant audio: 8000 or 16000 (default: %(default)s)",
+        help="rate of per-participant audio: 8000 or 16000 (default: 16000)",
     )
     pp.add_argument(
         "--max-participants",
         type=int,
-        default=32,
         metavar="N",
-        help="participant streams at once; more are refused (default: %(default)s)",
+        help="participant streams at once; more are refused (default: 32)",
     )
 
     life = p.add_argument_group("lifecycle and output")
@@ -319,6 +318,17 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     per_participant_url = args.per_participant_url
     per_participant_rate = args.per_participant_sample_rate
     per_participant = args.per_participant
+    # These only mean something with per-participant audio on; ignoring them
+    # silently would hide a forgotten flag until the meeting.
+    given = [
+        flag
+        for flag, value in (
+            ("--per-participant-url", per_participant_url),
+            ("--per-participant-sample-rate", per_participant_rate),
+            ("--max-participants", args.max_participants),
+        )
+        if value is not None
+    ]
     if args.settings is not None:
         if url is not None or sample_rate is not None:
             raise ConfigError("give --settings or --url/--sample-rate, not both")
@@ -330,6 +340,8 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
             per_participant = True
             per_participant_url = settings.per_participant_audio.url
             per_participant_rate = settings.per_participant_audio.sample_rate
+    if given and not per_participant:
+        raise ConfigError(f"without --per-participant these would be ignored: {', '.join(given)}")
     url = url or env_url(environ)
     if url is None:
         raise ConfigError("no server: give --url, --settings or set SIDECAR_URL")
@@ -348,7 +360,12 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         )
     except ValueError as exc:
         raise ConfigError(f"retry settings: {exc}") from None
-    extra = {"bot_id": args.bot_id} if args.bot_id else {}
+    # Unset, these take Config's defaults.
+    extra: dict[str, Any] = {"bot_id": args.bot_id} if args.bot_id else {}
+    if per_participant_rate is not None:
+        extra["per_participant_sample_rate"] = per_participant_rate
+    if args.max_participants is not None:
+        extra["max_participants"] = args.max_participants
     config = Config(
         url=url,
         audio_in=endpoint(args.audio_in, args.audio_in_fd, "audio-in"),
@@ -375,8 +392,6 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         exit_on_stdin_eof=args.exit_on_stdin_eof,
         per_participant=per_participant,
         per_participant_url=per_participant_url,
-        per_participant_sample_rate=per_participant_rate,
-        max_participants=args.max_participants,
         warnings=tuple(warnings),
         **extra,
     )

@@ -208,11 +208,34 @@ def test_settings_set_url_rate_and_warn_about_pause_threshold() -> None:
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--ping-timeout", "0"), "--ping-timeout"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--max-retries", "-1"), "retry settings"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--ca-file", "/nonexistent.pem"), "--ca-file"),
+        (
+            ("--url", "ws://127.0.0.1/a", *SOCKETS, "--per-participant-url", "ws://127.0.0.1/p"),
+            "^without --per-participant these would be ignored: --per-participant-url$",
+        ),
+        (
+            (
+                *("--url", "ws://127.0.0.1/a", *SOCKETS),
+                *("--per-participant-sample-rate", "8000", "--max-participants", "4"),
+            ),
+            "ignored: --per-participant-sample-rate, --max-participants$",
+        ),
     ],
 )
 def test_usage_errors(argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build(*argv)
+
+
+def test_per_participant_flags() -> None:
+    config = build("--url", "ws://127.0.0.1/a", *SOCKETS, "--per-participant")
+    assert (config.per_participant_sample_rate, config.max_participants) == (16000, 32)
+    config = build(
+        *("--url", "ws://127.0.0.1/a", *SOCKETS, "--per-participant"),
+        *("--per-participant-sample-rate", "8000", "--max-participants", "4"),
+        *("--per-participant-url", "ws://127.0.0.1/p"),
+    )
+    assert (config.per_participant_sample_rate, config.max_participants) == (8000, 4)
+    assert config.per_participant_url == "ws://127.0.0.1/p"
 
 
 def test_usage_error_exit_code_and_message(capsys: pytest.CaptureFixture[str]) -> None:
