@@ -77,6 +77,8 @@ class ParticipantLeft(_Event, frozen=True, kw_only=True, tag="participant_left")
     frames: int = 0
     samples: int = 0
     chunks: int = 0
+    dropped: int = 0
+    """Samples of this stream dropped so far (more may still be, in the outbox)."""
 
 
 class InvalidMessage(_Event, frozen=True, kw_only=True, tag="invalid_message"):
@@ -128,6 +130,8 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     dropped: dict[str, int]
     error_replies_suppressed: int
     events_dropped: int
+    # Mark echoes and error replies beyond the control lane's limit, in messages.
+    control_dropped: int = 0
     participants: dict[str, dict[str, int]] = {}
 
 

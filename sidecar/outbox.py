@@ -57,8 +57,11 @@ class Outbox:
         self._seq = 0
         self._control: collections.deque[str] = collections.deque(maxlen=max_control)
         self._dropped = _Counters()
+        self._open: set[str] = set()
+        """Streams that have put audio and not been released."""
 
     def put_audio(self, item: Outgoing, connected: bool) -> None:
+        self._open.add(item.stream)
         queue = self._streams.get(item.stream)
         if queue is None:
             queue = self._streams[item.stream] = collections.deque()
@@ -76,6 +79,18 @@ class Outbox:
             self._dropped.messages["control_overflow"] += 1
         self._control.append(text)
 
+    def release(self, stream: str) -> int:
+        """The stream has ended: returns the samples of it dropped so far.
+
+        Its per-stream drop count is forgotten once none of its audio is left
+        queued, so participants that come and go leave nothing behind.
+        """
+        self._open.discard(stream)
+        dropped = self._dropped.by_stream[stream]
+        if stream not in self._streams:
+            del self._dropped.by_stream[stream]
+        return dropped
+
     def disconnected(self) -> None:
         """The link went down: keep only what replay allows."""
         for stream in list(self._streams):
@@ -88,6 +103,8 @@ class Outbox:
                 self._count(item, reason)
         self._streams.clear()
         self._depth.clear()
+        for stream in set(self._dropped.by_stream) - self._open:
+            del self._dropped.by_stream[stream]
         self._dropped.messages[reason] += len(self._control)
         self._control.clear()
 
@@ -138,8 +155,12 @@ class Outbox:
         if not self._streams[stream]:
             del self._streams[stream]
             del self._depth[stream]
+            if stream not in self._open:
+                del self._dropped.by_stream[stream]
 
     def _count(self, item: Outgoing, reason: str) -> None:
         self._dropped.samples[reason] += item.samples
         self._dropped.messages[reason] += 1
-        self._dropped.by_stream[item.stream] += item.samples
+        # A released stream's audio lost in flight counts in the totals only.
+        if item.stream in self._open or item.stream in self._streams:
+            self._dropped.by_stream[item.stream] += item.samples

@@ -206,9 +206,14 @@ class Sidecar:
         play = voice.playout
         outboxes = self._outboxes()
         dropped: Counter[str] = Counter()
+        by_stream: Counter[str] = Counter()
+        control_dropped = 0
         for box in outboxes:
-            for reason, n in box.statistics().dropped_samples.items():
+            box_stats = box.statistics()
+            for reason, n in box_stats.dropped_samples.items():
                 dropped[f"uplink_{reason}"] += n
+            by_stream.update(box_stats.dropped_by_stream)
+            control_dropped += box_stats.dropped_messages.get("control_overflow", 0)
         bytes_per_sample = 2
         dropped["downlink_overflow"] = play.bytes_dropped_overflow // bytes_per_sample
         dropped["downlink_cleared"] = play.bytes_cleared // bytes_per_sample
@@ -216,7 +221,12 @@ class Sidecar:
             dropped[f"downlink_{reason}"] += n
         links = [ln.statistics() for ln in self.links]
         participants = {
-            key: {"frames": c.frames, "samples": c.samples, "chunks": c.chunks}
+            key: {
+                "frames": c.frames,
+                "samples": c.samples,
+                "chunks": c.chunks,
+                "dropped": by_stream[key],
+            }
             for key, c in up.streams.items()
         }
         return events.Stats(
@@ -241,6 +251,7 @@ class Sidecar:
             dropped={k: v for k, v in dropped.items() if v},
             error_replies_suppressed=down.error_replies_suppressed,
             events_dropped=self.events.dropped,
+            control_dropped=control_dropped,
             participants=participants,
         )
 

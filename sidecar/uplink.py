@@ -196,6 +196,8 @@ class Uplink:
             return
         self._enqueue(key, capture.flush())
         counters = self._stats.streams.pop(key, StreamCounters())
+        assert self._participant_route is not None
+        dropped = self._participant_route.outbox.release(key)
         self._log.emit(
             events.ParticipantLeft(
                 participant_uuid=key,
@@ -203,6 +205,7 @@ class Uplink:
                 frames=counters.frames,
                 samples=counters.samples,
                 chunks=counters.chunks,
+                dropped=dropped,
             )
         )
 

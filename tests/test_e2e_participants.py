@@ -357,3 +357,17 @@ async def test_replay_is_per_stream(tmp_path: Path) -> None:
     for stream, samples in kept.items():
         # The newest --replay-ms of each stream, to within a chunk.
         assert abs(samples * 1000 / rate - replay_ms) <= 40, (stream, kept)
+    # Drops are counted per stream too: a participant's in `participant_left`,
+    # the mixed stream's in the last `stats`, adding up to the total.
+    expected_ms = seconds * 1000 - replay_ms
+    left = by_uuid(sidecar, "participant_left")
+    final = sidecar.named("stats")[-1]
+    assert set(final["participants"]) == {"mixed"}
+    per_stream = {
+        "mixed": final["participants"]["mixed"]["dropped"],
+        "a": left[str(a)]["dropped"],
+        "b": left[str(b)]["dropped"],
+    }
+    for stream, dropped in per_stream.items():
+        assert abs(dropped * 1000 / rate - expected_ms) <= 40, (stream, per_stream)
+    assert final["dropped"]["uplink_disconnected"] == sum(per_stream.values())

@@ -133,3 +133,46 @@ def test_discard_counts_everything_left() -> None:
     stats = box.statistics()
     assert stats.dropped_samples == {"stopped": 3 * 320}
     assert stats.dropped_messages == {"stopped": 4}
+
+
+def test_released_streams_report_their_drops_and_leave_nothing_behind() -> None:
+    box = Outbox(replay_ms=40)
+    for round_ in range(100):
+        who = f"p{round_}"
+        for n in range(4):  # two fit in 40 ms of replay, two are dropped
+            box.put_audio(audio(n, stream=who), connected=False)
+        assert box.statistics().dropped_by_stream[who] == 2 * 320
+        # Still queued when released: dropped later, then forgotten when drained.
+        assert box.release(who) == 2 * 320
+        box.disconnected()
+        item = box.get()
+        assert item is not None
+        box.count_lost(item, "in_flight")
+        drain(box)
+        item_after = Outgoing("late", samples=320, ms=20.0, stream=who)
+        box.count_lost(item_after, "in_flight")
+    stats = box.statistics()
+    assert stats.dropped_by_stream == {}
+    assert stats.dropped_samples == {"disconnected": 100 * 2 * 320, "in_flight": 100 * 2 * 320}
+
+
+def test_a_stream_that_comes_back_counts_again() -> None:
+    box = Outbox(replay_ms=20)
+    box.put_audio(audio(0, stream="p"), connected=False)
+    box.put_audio(audio(1, stream="p"), connected=False)
+    assert box.release("p") == 320
+    box.put_audio(audio(2, stream="p"), connected=False)
+    assert box.statistics().dropped_by_stream == {"p": 2 * 320}
+    drain(box)
+    assert box.statistics().dropped_by_stream == {"p": 2 * 320}
+    assert box.release("p") == 2 * 320
+    assert box.statistics().dropped_by_stream == {}
+
+
+def test_discard_forgets_released_streams() -> None:
+    box = Outbox(replay_ms=1000)
+    box.put_audio(audio(0, stream="gone"), connected=False)
+    box.put_audio(audio(0, stream="live"), connected=False)
+    box.release("gone")
+    box.discard("stopped")
+    assert box.statistics().dropped_by_stream == {"live": 320}
