@@ -120,7 +120,7 @@ class Link:
         self,
         config: Config,
         outbox: Outbox,
-        on_message: Callable[[str | bytes], None],
+        on_message: Callable[[str | bytes], Awaitable[None]],
         log: events.EventLog,
         *,
         url: str | None = None,
@@ -342,7 +342,7 @@ class Link:
             message = await ws.get_message()
             self._stats.messages_in += 1
             self._stats.bytes_in += len(message)
-            self._on_message(message)
+            await self._on_message(message)
 
     async def _send(self, ws: tw.WebSocketConnection) -> None:
         outbox = self._outbox

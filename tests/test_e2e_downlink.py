@@ -7,6 +7,7 @@ assertions are ratios with slack: other tests share the machine.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import socket
@@ -35,8 +36,9 @@ from support import (
 
 from sidecar import events, messages
 from sidecar.config import Config, Endpoint
-from sidecar.downlink import WRITE_QUEUE_FRAMES, Downlink
+from sidecar.downlink import SLICE_MS, WRITE_QUEUE_FRAMES, Downlink
 from sidecar.playout import Tick
+from sidecar.voice import Voice
 
 OUT_RATE = 48000
 FRAME = OUT_RATE * 20 // 1000  # samples per 20 ms frame at the bot
@@ -357,8 +359,8 @@ def in_process_downlink() -> tuple[Downlink, list[messages.SidecarMessage], io.B
     return Downlink(config, events.EventLog(out), replies.append), replies, out
 
 
-def server_says(downlink: Downlink, message: Json) -> None:
-    downlink.on_message(json.dumps(message))
+async def server_says(downlink: Downlink, message: Json) -> None:
+    await downlink.on_message(json.dumps(message))
 
 
 def mark_echoes(replies: list[messages.SidecarMessage]) -> list[tuple[str, str]]:
@@ -382,7 +384,7 @@ async def test_the_clock_sleeps_while_there_is_nothing_to_play(
         nursery.start_soon(downlink.serve_clock)
         await trio.sleep(10)
         assert ticks == 0
-        server_says(downlink, bot_output(tone(1000, 0.2, 16000), 16000))
+        await server_says(downlink, bot_output(tone(1000, 0.2, 16000), 16000))
         await trio.sleep(10)
         # Ten frames, the jitter wait before them, one tick to see the end and
         # the 100 ms (5 ticks) in which resumed audio would count as a gap.
@@ -394,6 +396,41 @@ async def test_the_clock_sleeps_while_there_is_nothing_to_play(
     assert downlink.statistics().dropped_frames["no_bot"] == 10
 
 
+async def test_a_long_message_is_resampled_in_slices_the_clock_can_run_between() -> None:
+    downlink, _, _ = in_process_downlink()
+    sliced: list[int] = []
+    audio = downlink.voice.audio
+
+    def recording(pcm: bytes, rate: int) -> int:
+        sliced.append(len(pcm) // 2)
+        return audio(pcm, rate)
+
+    downlink.voice.audio = recording  # type: ignore[method-assign]
+    seen: list[int] = []
+
+    async def clock_stand_in() -> None:
+        while True:
+            seen.append(len(sliced))
+            await trio.lowlevel.checkpoint()
+
+    pcm_message = bot_output(tone(440, 1.0, 16000), 16000)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(clock_stand_in)
+            await server_says(downlink, pcm_message)
+            nursery.cancel_scope.cancel()
+    step = 16000 * SLICE_MS // 1000
+    assert sliced == [step] * (16000 // step)
+    # Another task ran between slices: at most two went by unseen (the order
+    # of tasks within one scheduler batch is trio's choice).
+    marks = [0, *seen, len(sliced)]
+    assert max(b - a for a, b in itertools.pairwise(marks)) <= 2
+    # Slicing changes nothing in what is heard.
+    whole = Voice()
+    whole.audio(tone(440, 1.0, 16000), 16000)
+    assert downlink.voice.playout.statistics() == whole.playout.statistics()
+
+
 async def test_clear_also_drops_frames_queued_for_a_slow_bot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -403,8 +440,8 @@ async def test_clear_also_drops_frames_queued_for_a_slow_bot(
         nursery.start_soon(downlink.serve_clock)
         nursery.start_soon(downlink.serve_connection, ours)
         await trio.sleep(0.1)
-        server_says(downlink, bot_output(tone(1000, 1.0, 24000), 24000))
-        server_says(downlink, mark("end"))
+        await server_says(downlink, bot_output(tone(1000, 1.0, 24000), 24000))
+        await server_says(downlink, mark("end"))
         # The bot reads three frames and then nothing: frames pile up in the
         # writer's queue (and beyond it they are dropped).
         for _ in range(3):
@@ -413,7 +450,7 @@ async def test_clear_also_drops_frames_queued_for_a_slow_bot(
         stats = downlink.statistics()
         assert stats.dropped_frames["bot_not_reading"] > 0
         assert len(downlink._queue) == WRITE_QUEUE_FRAMES
-        server_says(downlink, CLEAR)
+        await server_says(downlink, CLEAR)
         assert not downlink._queue
         assert stats.dropped_frames["cleared"] == WRITE_QUEUE_FRAMES
         assert mark_echoes(replies) == [("end", "cleared")]
@@ -435,8 +472,8 @@ async def test_a_mark_is_echoed_after_its_frame_was_written(
         nursery.start_soon(downlink.serve_clock)
         nursery.start_soon(downlink.serve_connection, ours)
         await trio.sleep(0.1)
-        server_says(downlink, bot_output(tone(1000, 0.1, 24000), 24000))
-        server_says(downlink, mark("m"))
+        await server_says(downlink, bot_output(tone(1000, 0.1, 24000), 24000))
+        await server_says(downlink, mark("m"))
         got = 0
         while got < 5 * (FRAME * 2 + 3):
             # A slow bot: the frames wait in the writer's queue meanwhile, and
