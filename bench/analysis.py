@@ -89,7 +89,8 @@ class Downlink:
     latency_burst_ms: Dist
     latency_stream_ms: Dist
     jitter_ms: Dist
-    """|deviation| of every frame after an utterance's first from its ideal time."""
+    """|deviation| of every frame from its place on the utterance's 20 ms grid, the grid
+    anchored at the utterance's median frame."""
     late_frames: int
     """Frames more than one 20 ms frame behind their ideal time."""
     snr_db: Dist
@@ -146,9 +147,12 @@ def downlink(
         idx = np.concatenate([np.arange(a, b) for a, b in parts])
         times = t[idx]
         before = np.concatenate([[0], np.cumsum(n[idx])[:-1]])
-        deviation = times - (times[0] + before / BOT_RATE)
+        offset = times - before / BOT_RATE
+        # The grid is anchored at the median frame, not the first: a first frame the
+        # bench's own loop read late would otherwise shift every other frame with it.
+        deviation = offset - np.median(offset)
         latency.setdefault(utterances[u].kind, []).append((times[0] - sends[u]) * 1000)
-        jitter.extend(float(abs(d)) * 1000 for d in deviation[1:])
+        jitter.extend(float(abs(d)) * 1000 for d in deviation)
         late += int(np.count_nonzero(deviation > late_s))
         delivered += int(n[idx].sum())
         frames += len(idx)
