@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,17 @@ async def speak(
         kept.append(bot)
 
 
+@contextlib.asynccontextmanager
+async def participants_on(
+    server: WsServer, tmp_path: Path, *flags: str
+) -> AsyncIterator[SidecarProcess]:
+    """A sidecar with per-participant audio on, connected to `server`."""
+    args = sidecar_args(server.url, tmp_path, "--per-participant", *flags)
+    async with open_sidecar(args) as sidecar:
+        await sidecar.wait_event("connected")
+        yield sidecar
+
+
 def by_uuid(sidecar: SidecarProcess, name: str) -> dict[str, Json]:
     return {e["participant_uuid"]: e for e in sidecar.named(name)}
 
@@ -74,10 +86,8 @@ async def test_participants_and_mixed_at_once(tmp_path: Path, pp_rate: int) -> N
     path = tmp_path / "in.sock"
     kept: list[trio.SocketStream] = []
     with trio.fail_after(40), WsServer() as server:
-        args = sidecar_args(server.url, tmp_path, "--sample-rate", "24000")
-        args += ["--per-participant", "--per-participant-sample-rate", str(pp_rate)]
-        async with open_sidecar(args) as sidecar:
-            await sidecar.wait_event("connected")
+        flags = ("--sample-rate", "24000", "--per-participant-sample-rate", str(pp_rate))
+        async with participants_on(server, tmp_path, *flags) as sidecar:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, None, 1000.0, SECONDS, "terminate")
                 for who, freq in tones.items():
@@ -127,9 +137,7 @@ async def test_participants_join_and_leave_mid_stream(tmp_path: Path) -> None:
     path = tmp_path / "in.sock"
     rate = 16000
     with trio.fail_after(40), WsServer() as server:
-        args = sidecar_args(server.url, tmp_path, "--per-participant")
-        async with open_sidecar(args) as sidecar:
-            await sidecar.wait_event("connected")
+        async with participants_on(server, tmp_path) as sidecar:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, None, 1000.0, 1.4, "terminate")
                 nursery.start_soon(speak, path, a, 500.0, 0.4, "close", 0.2)
@@ -181,9 +189,7 @@ async def test_max_participants(tmp_path: Path) -> None:
     path = tmp_path / "in.sock"
     rate = 16000
     with trio.fail_after(40), WsServer() as server:
-        args = sidecar_args(server.url, tmp_path, "--per-participant", "--max-participants", "2")
-        async with open_sidecar(args) as sidecar:
-            await sidecar.wait_event("connected")
+        async with participants_on(server, tmp_path, "--max-participants", "2") as sidecar:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(speak, path, a, 500.0, 0.6, "close")
                 nursery.start_soon(speak, path, b, 700.0, 1.0, "close")
@@ -224,9 +230,7 @@ async def test_participants_connecting_at_once(tmp_path: Path) -> None:
     path = tmp_path / "in.sock"
     rate = 16000
     with trio.fail_after(40), WsServer() as server:
-        args = sidecar_args(server.url, tmp_path, "--per-participant", "--max-participants", "16")
-        async with open_sidecar(args) as sidecar:
-            await sidecar.wait_event("connected")
+        async with participants_on(server, tmp_path, "--max-participants", "16") as sidecar:
             assert sidecar.process is not None
             pid = sidecar.process.pid
             bots: list[trio.SocketStream] = []
