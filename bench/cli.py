@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 from bench import fidelity, floor, machine, plots, report, scenarios, targets
 from bench.harness import IMPLS, REPO, BenchServer
 from bench.plan import FULL, QUICK, Plan
+from bench.retention import KEEP_RESULTS, prune
 
 SECTIONS: Final = (
     "fidelity",
@@ -233,7 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     dated = f"{stamp}{'-quick' if plan.quick else ''}{'-partial' if partial else ''}.json"
     run.save(dated)
-    run.save()
+    if partial:
+        (run.results_dir / run.working_name).unlink(missing_ok=True)
+    else:
+        run.save()
+    for old in prune(run.results_dir, dated):
+        run.progress(f"removed {old.name} (older than the newest {KEEP_RESULTS} of its kind)")
     if not (args.no_docs or partial):
         figures = plots.draw_all(run.results, args.docs / "img")
         text = report.markdown(run.results, figures, dated)
