@@ -10,7 +10,7 @@ import trio.testing
 from sidecar import frames, messages
 from sidecar.tools import analysis, synth
 from sidecar.tools.pacing import Pacer
-from sidecar.tools.record import GAP_TOLERANCE_S, Timeline
+from sidecar.tools.record import GAP_TOLERANCE_S, RecordResult, Timeline, capture
 from sidecar.tools.traffic import Traffic
 from sidecar.tools.wavio import convert, from_s16le
 
@@ -130,6 +130,39 @@ def test_timeline_without_silence_and_with_another_rate() -> None:
     out = b"".join(timeline.add(_frame(1000, 320, 16000), 5.0 + n * 0.02) for n in range(10))
     assert 9000 <= len(out) // 2 <= 9600
     assert from_s16le(out[-200:]).mean() == pytest.approx(1000 / 32768, rel=0.01)
+
+
+async def test_capture_dates_frames_read_together_by_their_queueing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Frames that queued while the recorder was busy are not a pause in the
+    audio; a frame that came late on its own is."""
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    recorded = bytearray()
+    timeline = Timeline(RATE)
+    start = trio.current_time()
+
+    async def sidecar_side() -> None:
+        await send.send_all(frames.encode_audio(_frame(1).pcm, RATE))
+        # The recorder was stalled: nine frames, written 20 ms apart, wait in the socket.
+        await trio.sleep(0.2)
+        await send.send_all(b"".join(frames.encode_audio(_frame(2).pcm, RATE) for _ in range(9)))
+        # Then the sidecar itself goes quiet for half a second: that is a real pause.
+        await trio.sleep(0.5)
+        await send.send_all(frames.encode_audio(_frame(3).pcm, RATE))
+        await send.aclose()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sidecar_side)
+            await capture(receive, timeline, recorded.extend, RecordResult(), start)
+    samples = from_s16le(bytes(recorded))
+    speech = np.nonzero(samples)[0]
+    # The first ten frames are contiguous; silence only before the last one.
+    assert speech[0] == 0
+    assert np.count_nonzero(samples[: 10 * 960]) == 10 * 960
+    assert len(samples) == round(0.7 * RATE) + 960
+    assert np.count_nonzero(samples) == 11 * 960
 
 
 async def test_pacer_keeps_an_absolute_schedule(autojump_clock: trio.testing.MockClock) -> None:

@@ -139,9 +139,15 @@ async def capture(
         while data := await stream.receive_some(65536):
             now = trio.current_time() - start
             decoder.feed(bytes(data))
-            for event in decoder:
+            events = list(decoder)
+            # Frames read together were queued in the socket: the sidecar wrote
+            # each one a frame's duration before the next. Dated by this read
+            # alone, a stall of the recorder would become silence in the record.
+            later_s = sum(e.samples / e.rate for e in events if isinstance(e, frames.Audio))
+            for event in events:
                 if isinstance(event, frames.Audio):
-                    sink(timeline.add(event, now))
+                    later_s -= event.samples / event.rate
+                    sink(timeline.add(event, now - later_s))
                     result.level_dbfs = level_dbfs(from_s16le(event.pcm))
                 elif isinstance(event, frames.ErrorFrame):
                     result.refused = describe_error_frame(event)
