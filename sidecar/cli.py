@@ -337,6 +337,11 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         if settings.audio.pause_threshold is not None:
             warnings.append("websocket_settings.audio.pause_threshold is not implemented; ignored")
         if settings.per_participant_audio is not None:
+            overridden = [f for f in given if f != "--max-participants"]
+            if overridden:
+                raise ConfigError(
+                    f"give --settings' per_participant_audio or {', '.join(overridden)}, not both"
+                )
             per_participant = True
             per_participant_url = settings.per_participant_audio.url
             per_participant_rate = settings.per_participant_audio.sample_rate

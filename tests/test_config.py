@@ -214,6 +214,16 @@ def test_settings_set_url_rate_and_warn_about_pause_threshold() -> None:
         ),
         (
             (
+                *SOCKETS,
+                "--settings",
+                '{"audio": {"url": "ws://x/a"}, "per_participant_audio": {"url": "ws://x/p"}}',
+                "--per-participant-sample-rate",
+                "8000",
+            ),
+            "^give --settings' per_participant_audio or --per-participant-sample-rate, not both$",
+        ),
+        (
+            (
                 *("--url", "ws://127.0.0.1/a", *SOCKETS),
                 *("--per-participant-sample-rate", "8000", "--max-participants", "4"),
             ),
@@ -236,6 +246,15 @@ def test_per_participant_flags() -> None:
     )
     assert (config.per_participant_sample_rate, config.max_participants) == (8000, 4)
     assert config.per_participant_url == "ws://127.0.0.1/p"
+    # Attendee's settings turn it on; the limit is ours to set beside them.
+    config = build(
+        *SOCKETS,
+        "--settings",
+        '{"audio": {"url": "ws://127.0.0.1/a"}, "per_participant_audio": {"url": "ws://127.0.0.1/p"}}',
+        "--max-participants",
+        "4",
+    )
+    assert (config.per_participant, config.max_participants) == (True, 4)
 
 
 def test_usage_error_exit_code_and_message(capsys: pytest.CaptureFixture[str]) -> None:
