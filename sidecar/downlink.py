@@ -62,6 +62,9 @@ class DownlinkStatistics:
     # The audio in those frames (padding not counted), by the same reasons.
     dropped_samples: Counter[str] = field(default_factory=Counter)
     bot_connections: int = 0
+    # The clock woke more than MAX_LATE_PERIODS late (the process stalled) and
+    # restarted its grid: the audio after it is late, not lost.
+    clock_restarts: int = 0
 
 
 class Downlink:
@@ -166,6 +169,7 @@ class Downlink:
             deadline += period
             now = trio.current_time()
             if now - deadline > MAX_LATE_PERIODS * period:
+                self._stats.clock_restarts += 1
                 deadline = now
             await trio.sleep_until(deadline)
 

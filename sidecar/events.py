@@ -132,6 +132,8 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     events_dropped: int
     # Mark echoes and error replies beyond the control lane's limit, in messages.
     control_dropped: int = 0
+    # Stalls of the playout clock (over 3 frames late): playback resumed late, not lost.
+    clock_restarts: int = 0
     participants: dict[str, dict[str, int]] = {}
 
 

@@ -252,6 +252,7 @@ class Sidecar:
             error_replies_suppressed=down.error_replies_suppressed,
             events_dropped=self.events.dropped,
             control_dropped=control_dropped,
+            clock_restarts=down.clock_restarts,
             participants=participants,
         )
 

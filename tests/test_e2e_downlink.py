@@ -396,6 +396,30 @@ async def test_the_clock_sleeps_while_there_is_nothing_to_play(
     assert downlink.statistics().dropped_frames["no_bot"] == 10
 
 
+async def test_a_stalled_clock_restarts_its_grid_and_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    downlink, _, _ = in_process_downlink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(downlink.serve_clock)
+        await server_says(downlink, bot_output(tone(1000, 2.0, 16000), 16000))
+        await trio.sleep(0.5)
+        # Jitter of up to three frames is caught up on the same grid.
+        autojump_clock.jump(0.05)
+        await trio.sleep(0.5)
+        assert downlink.statistics().clock_restarts == 0
+        # A stall of the whole process (time passes, nobody runs) is not.
+        autojump_clock.jump(0.2)
+        await trio.sleep(0.5)
+        assert downlink.statistics().clock_restarts == 1
+        frames_before = downlink.statistics().dropped_frames["no_bot"]
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    # Nothing was skipped: every frame of the 2 s still played (to nobody), late.
+    assert downlink.statistics().dropped_frames["no_bot"] > frames_before
+    assert downlink.statistics().dropped_samples["no_bot"] == 2 * 48000
+
+
 async def test_a_long_message_is_resampled_in_slices_the_clock_can_run_between() -> None:
     downlink, _, _ = in_process_downlink()
     sliced: list[int] = []
