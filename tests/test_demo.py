@@ -57,7 +57,7 @@ def test_demo_report_in_words() -> None:
     assert "round trip    61 ms" in text
     assert "sent -22.0 dBFS, returned -22.1 dBFS (-0.1 dB)" in text
     assert "SNR           55.4 dB" in text
-    assert "drops         none; 0 playout underrun(s)" in text
+    assert "drops         none; 0 playout underrun(s), 0 playout clock stall(s)" in text
     assert "recording     demo-echo.wav (5.06 s, 48000 Hz mono)" in text
     assert text.rstrip().splitlines()[-1].startswith("OK: the loop works.")
     failed = DemoReport(problem="no audio came back from the echo server", dropped={"a": 960})

@@ -68,6 +68,7 @@ class DemoReport(msgspec.Struct):
     snr_db: float | None = None
     dropped: dict[str, int] = {}
     underruns: int = 0
+    clock_restarts: int = 0
     reconnects: int = 0
     sidecar_exit: int | None = None
     messages_checked: int = 0
@@ -211,6 +212,7 @@ async def _run_demo(options: DemoOptions, say: Report) -> DemoReport:
         stats = sidecar.last("stats") or {}
     report.dropped = {k: int(v) for k, v in stats.get("dropped", {}).items()}
     report.underruns = int(stats.get("underruns", 0))
+    report.clock_restarts = int(stats.get("clock_restarts", 0))
     report.reconnects = int(stats.get("reconnects", 0))
     if server.clients:
         snap = server.clients[0].traffic.snapshot(trio.current_time())
@@ -300,7 +302,8 @@ def render(report: DemoReport) -> str:
             f"match {report.correlation:.3f})",
         ]
     lines += [
-        f"  drops         {drops}; {report.underruns} playout underrun(s)",
+        f"  drops         {drops}; {report.underruns} playout underrun(s), "
+        f"{report.clock_restarts} playout clock stall(s)",
         f"  reconnects    {report.reconnects}",
         f"  contract      {report.messages_checked} messages from the sidecar checked, "
         f"{report.violations} violation(s); timestamp gaps {report.timestamp_gaps}, "
