@@ -255,6 +255,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="cap on queued bot output; the excess is dropped and counted (default: %(default)s)",
     )
     io.add_argument(
+        "--pause-threshold",
+        type=int,
+        metavar="RMS",
+        help="pause bot output for 0.8 s whenever a frame of the meeting's audio has this RMS "
+        "or more (0-32767, int16 units; Attendee's pause_threshold): the bot does not talk "
+        "over people. Paused audio is held, not dropped (default: off)",
+    )
+    io.add_argument(
         "--quality",
         choices=("fastest", "medium", "best"),
         default="medium",
@@ -318,6 +326,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     per_participant_url = args.per_participant_url
     per_participant_rate = args.per_participant_sample_rate
     per_participant = args.per_participant
+    pause_threshold = args.pause_threshold
     # These only mean something with per-participant audio on; ignoring them
     # silently would hide a forgotten flag until the meeting.
     given = [
@@ -335,7 +344,11 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         settings = parse_settings(args.settings)
         url, sample_rate = settings.audio.url, settings.audio.sample_rate
         if settings.audio.pause_threshold is not None:
-            warnings.append("websocket_settings.audio.pause_threshold is not implemented; ignored")
+            if pause_threshold is not None:
+                raise ConfigError(
+                    "give --settings' audio.pause_threshold or --pause-threshold, not both"
+                )
+            pause_threshold = settings.audio.pause_threshold
         if settings.per_participant_audio is not None:
             overridden = [f for f in given if f != "--max-participants"]
             if overridden:
@@ -397,6 +410,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         exit_on_stdin_eof=args.exit_on_stdin_eof,
         per_participant=per_participant,
         per_participant_url=per_participant_url,
+        pause_threshold=pause_threshold,
         warnings=tuple(warnings),
         **extra,
     )

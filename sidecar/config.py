@@ -31,8 +31,7 @@ Url = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^wss?://")]
 class AudioSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: Url
     sample_rate: SampleRate = 16000
-    # Attendee pauses the bot while the meeting is loud; accepted so an existing
-    # object validates, but not implemented (the sidecar warns).
+    # RMS (int16 units) of the meeting's audio at which the bot's output pauses.
     pause_threshold: Annotated[int, msgspec.Meta(ge=0, le=32767)] | None = None
 
 
@@ -96,6 +95,7 @@ class Config:
     per_participant_url: str | None = None
     per_participant_sample_rate: int = 16000
     max_participants: int = 32
+    pause_threshold: int | None = None
     warnings: tuple[str, ...] = ()
 
 
@@ -241,6 +241,10 @@ def validate(config: Config) -> Config:
         (config.ping_interval > 0, "--ping-interval must be positive"),
         (config.ping_timeout > 0, "--ping-timeout must be positive"),
         (config.max_participants >= 1, "--max-participants must be at least 1"),
+        (
+            config.pause_threshold is None or 0 <= config.pause_threshold <= 32767,
+            "--pause-threshold must be 0-32767",
+        ),
         (
             config.per_participant_sample_rate in (8000, 16000),
             "--per-participant-sample-rate must be 8000 or 16000",

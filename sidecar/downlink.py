@@ -22,6 +22,7 @@ import trio
 
 from sidecar import events, frames, messages
 from sidecar.config import Config
+from sidecar.gate import PauseGate
 from sidecar.playout import MarkResolved
 from sidecar.ratelimit import TokenBucket
 from sidecar.voice import Voice
@@ -73,8 +74,10 @@ class Downlink:
         config: Config,
         log: events.EventLog,
         reply: Callable[[messages.SidecarMessage], None],
+        gate: PauseGate | None = None,
     ) -> None:
         self._config = config
+        self._gate = gate
         self._log = log
         self._reply = reply
         self.voice = Voice(
@@ -161,11 +164,14 @@ class Downlink:
                 await self._wake.wait()
                 deadline = trio.current_time()
             self._wake = trio.Event()
-            tick = self.voice.tick()
-            if tick.frame is not None:
-                self._deliver(tick.frame, tick.marks)
-            else:
-                self._resolved(tick.marks)
+            if self._gate is None or not self._gate.paused(trio.current_time()):
+                tick = self.voice.tick()
+                if tick.frame is not None:
+                    self._deliver(tick.frame, tick.marks)
+                else:
+                    self._resolved(tick.marks)
+            # Paused (the meeting is loud): no tick, so the playout holds its audio
+            # and its state; the grid goes on and playback resumes on it.
             deadline += period
             now = trio.current_time()
             if now - deadline > MAX_LATE_PERIODS * period:

@@ -134,6 +134,9 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     control_dropped: int = 0
     # Stalls of the playout clock (over 3 frames late): playback resumed late, not lost.
     clock_restarts: int = 0
+    # --pause-threshold: times the bot's playback paused for a loud meeting, and for how long.
+    pauses: int = 0
+    paused_ms: int = 0
     participants: dict[str, dict[str, int]] = {}
 
 

@@ -16,6 +16,7 @@ import trio
 from sidecar import __version__, events, messages
 from sidecar.config import Config, Endpoint, redact_url
 from sidecar.downlink import Downlink
+from sidecar.gate import GateStatistics, PauseGate
 from sidecar.link import Link, LinkGaveUp, LinkRejected
 from sidecar.outbox import Outbox
 from sidecar.sockets import adopt_fd, open_unix_listener
@@ -50,7 +51,8 @@ class Sidecar:
         self.outcome = _Outcome()
         live_ms = max(2000.0, config.replay_ms)
         self.outbox = Outbox(config.replay_ms, live_ms)
-        self.downlink = Downlink(config, log_sink, self._reply)
+        self.gate = None if config.pause_threshold is None else PauseGate(config.pause_threshold)
+        self.downlink = Downlink(config, log_sink, self._reply, self.gate)
         self.link = Link(config, self.outbox, self.downlink.on_message, log_sink)
         mixed = Route(self.outbox, self.link.notify, lambda: self.link.connected)
         self.links = [self.link]
@@ -66,7 +68,7 @@ class Sidecar:
                 )
                 self.links.append(plink)
                 participants = Route(self.participant_outbox, plink.notify, lambda: plink.connected)
-        self.uplink = Uplink(config, mixed, participants, log_sink)
+        self.uplink = Uplink(config, mixed, participants, log_sink, gate=self.gate)
         self._stopping = False
         self._links_running = len(self.links)
         self._links_done = trio.Event()
@@ -220,6 +222,7 @@ class Sidecar:
         for reason, n in down.dropped_samples.items():
             dropped[f"downlink_{reason}"] += n
         links = [ln.statistics() for ln in self.links]
+        gate = self.gate.statistics() if self.gate is not None else GateStatistics(0, 0.0)
         participants = {
             key: {
                 "frames": c.frames,
@@ -253,6 +256,8 @@ class Sidecar:
             events_dropped=self.events.dropped,
             control_dropped=control_dropped,
             clock_restarts=down.clock_restarts,
+            pauses=gate.pauses,
+            paused_ms=round(gate.paused_s * 1000),
             participants=participants,
         )
 

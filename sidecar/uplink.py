@@ -22,6 +22,7 @@ from sidecar import events, frames, messages
 from sidecar.capture import CaptureStream
 from sidecar.chunker import Chunk
 from sidecar.config import Config
+from sidecar.gate import PauseGate
 from sidecar.outbox import Outbox, Outgoing
 
 # Small reads keep a bot that writes faster than real time from starving the
@@ -77,8 +78,10 @@ class Uplink:
         participants: Route | None,
         log: events.EventLog,
         clock_ms: Callable[[], float] = _now_ms,
+        gate: PauseGate | None = None,
     ) -> None:
         self._config = config
+        self._gate = gate
         self._mixed_route = mixed
         self._participant_route = participants
         self._log = log
@@ -216,6 +219,9 @@ class Uplink:
         counters.samples += frame.samples
         self._stats.frames_in += 1
         self._stats.samples_in += frame.samples
+        if self._gate is not None and key == MIXED:
+            # The meeting is loud: the bot's voice waits (a signal across to the downlink).
+            self._gate.observe(frame.pcm, trio.current_time())
         self._enqueue(key, capture.push(frame, self._clock_ms()))
 
     def invalid(self, error: frames.FrameError) -> None:

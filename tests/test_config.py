@@ -178,14 +178,18 @@ def test_flag_beats_the_environment() -> None:
     assert config.url == "ws://127.0.0.1:2/a"
 
 
-def test_settings_set_url_rate_and_warn_about_pause_threshold() -> None:
+def test_settings_set_url_rate_and_pause_threshold() -> None:
     config = build(
         "--settings",
         '{"audio": {"url": "ws://127.0.0.1:1/a", "sample_rate": 24000, "pause_threshold": 10}}',
         *SOCKETS,
     )
     assert (config.url, config.sample_rate) == ("ws://127.0.0.1:1/a", 24000)
-    assert any("pause_threshold" in w for w in config.warnings)
+    assert config.pause_threshold == 10
+    assert config.warnings == ()
+    assert build("--url", "ws://127.0.0.1/a", *SOCKETS).pause_threshold is None
+    flag = build("--url", "ws://127.0.0.1/a", *SOCKETS, "--pause-threshold", "1800")
+    assert flag.pause_threshold == 1800
 
 
 @pytest.mark.parametrize(
@@ -208,6 +212,15 @@ def test_settings_set_url_rate_and_warn_about_pause_threshold() -> None:
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--ping-timeout", "0"), "--ping-timeout"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--max-retries", "-1"), "retry settings"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--ca-file", "/nonexistent.pem"), "--ca-file"),
+        (("--url", "ws://127.0.0.1/a", *SOCKETS, "--pause-threshold", "40000"), "0-32767"),
+        (
+            (
+                *SOCKETS,
+                *("--settings", '{"audio": {"url": "ws://x/a", "pause_threshold": 5}}'),
+                *("--pause-threshold", "7"),
+            ),
+            "^give --settings' audio.pause_threshold or --pause-threshold, not both$",
+        ),
         (
             ("--url", "ws://127.0.0.1/a", *SOCKETS, "--per-participant-url", "ws://127.0.0.1/p"),
             "^without --per-participant these would be ignored: --per-participant-url$",

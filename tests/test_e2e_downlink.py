@@ -28,6 +28,7 @@ from support import (
     dominant_frequency,
     level_db,
     open_sidecar,
+    play,
     samples,
     sidecar_args,
     tone,
@@ -37,6 +38,7 @@ from support import (
 from sidecar import events, messages
 from sidecar.config import Config, Endpoint
 from sidecar.downlink import SLICE_MS, WRITE_QUEUE_FRAMES, Downlink
+from sidecar.gate import HOLD_S
 from sidecar.playout import Tick
 from sidecar.voice import Voice
 
@@ -315,6 +317,40 @@ async def test_audio_after_clear_plays_again(tmp_path: Path) -> None:
     assert len(after) == expected // FRAME
     pcm = b"".join(f.pcm for f in after)
     assert abs(dominant_frequency(pcm, OUT_RATE) - 2000) < 10
+
+
+async def test_a_loud_meeting_pauses_bot_output_which_then_plays_in_full(
+    tmp_path: Path,
+) -> None:
+    spoken_s, seconds = 0.4, 0.5
+    with trio.fail_after(30), WsServer() as server:
+        args = sidecar_args(server.url, tmp_path, "--pause-threshold", "2000")
+        async with open_sidecar(args) as sidecar, trio.open_nursery() as nursery:
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            bot = await trio.open_unix_socket(str(tmp_path / "in.sock"))
+            # A quiet room (RMS ~1160) pauses nothing; then somebody speaks (RMS ~11600).
+            await play(bot, tone(300, 0.2, level=0.05))
+            await play(bot, tone(300, spoken_s, level=0.5))
+            stopped_speaking = trio.current_time()
+            expected = send_tone(server, 16000, seconds)
+            n_frames = math.ceil(expected / FRAME)
+            await wait_until(lambda: len(speaker.audio_frames) >= n_frames, timeout=10)
+            stats = await sidecar.stats(lambda e: e["samples_played"] >= n_frames * FRAME)
+            await bot.aclose()
+            nursery.cancel_scope.cancel()
+    # Nothing was played until the room had been quiet for the hold (0.8 s).
+    assert speaker.arrivals[0] - stopped_speaking >= HOLD_S - 0.05
+    # Then all of it, paced, nothing dropped.
+    audio = speaker.audio_frames
+    assert len(audio) == n_frames
+    assert level_db(speaker.pcm[: expected * 2]) == pytest.approx(
+        level_db(tone(1000, seconds)), abs=0.5
+    )
+    assert_paced(speaker, n_frames)
+    assert not {k for k in stats["dropped"] if k.startswith("downlink")}
+    assert stats["pauses"] == 1
+    assert stats["paused_ms"] == pytest.approx((spoken_s + HOLD_S) * 1000, abs=60)
 
 
 async def test_audio_out_on_an_inherited_fd(tmp_path: Path) -> None:
