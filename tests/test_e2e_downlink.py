@@ -38,7 +38,7 @@ from support import (
 from sidecar import events, messages
 from sidecar.config import Config, Endpoint
 from sidecar.downlink import SLICE_MS, WRITE_QUEUE_FRAMES, Downlink
-from sidecar.gate import HOLD_S
+from sidecar.gate import HOLD_S, PauseGate
 from sidecar.playout import Tick
 from sidecar.voice import Voice
 
@@ -383,7 +383,9 @@ async def test_audio_out_on_an_inherited_fd(tmp_path: Path) -> None:
 # -- the Downlink in-process: deterministic clock, a bot that stops reading -------------
 
 
-def in_process_downlink() -> tuple[Downlink, list[messages.SidecarMessage], io.BytesIO]:
+def in_process_downlink(
+    gate: PauseGate | None = None,
+) -> tuple[Downlink, list[messages.SidecarMessage], io.BytesIO]:
     config = Config(
         url="ws://127.0.0.1:9/a",
         audio_in=Endpoint(path=Path("in.sock")),
@@ -392,7 +394,7 @@ def in_process_downlink() -> tuple[Downlink, list[messages.SidecarMessage], io.B
     )
     replies: list[messages.SidecarMessage] = []
     out = io.BytesIO()
-    return Downlink(config, events.EventLog(out), replies.append), replies, out
+    return Downlink(config, events.EventLog(out), replies.append, gate), replies, out
 
 
 async def server_says(downlink: Downlink, message: Json) -> None:
@@ -430,6 +432,29 @@ async def test_the_clock_sleeps_while_there_is_nothing_to_play(
         assert ticks == settled
         nursery.cancel_scope.cancel()
     assert downlink.statistics().dropped_frames["no_bot"] == 10
+
+
+async def test_the_clock_holds_playback_while_the_gate_is_shut(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = PauseGate(1000)
+    downlink, replies, _ = in_process_downlink(gate)
+    played = downlink.statistics().dropped_frames  # no bot: what played counts as no_bot
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(downlink.serve_clock)
+        loud = tone(300, 0.02, level=0.5)
+        assert gate.observe(loud, trio.current_time())
+        await server_says(downlink, bot_output(tone(1000, 0.2, 16000), 16000))
+        await server_says(downlink, mark("end"))
+        await trio.sleep(HOLD_S - 0.01)
+        assert played["no_bot"] == 0
+        assert mark_echoes(replies) == []
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    # All of it, after the pause, and the mark once its audio had played.
+    assert played["no_bot"] == 10
+    assert downlink.statistics().dropped_samples["no_bot"] == round(0.2 * OUT_RATE)
+    assert mark_echoes(replies) == [("end", "played")]
 
 
 async def test_a_stalled_clock_restarts_its_grid_and_says_so(
