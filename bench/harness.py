@@ -143,9 +143,8 @@ class Lane:
         self.frames = uplink_frames()
         # Uplink: when the bot wrote frame k; when each message arrived and how long it was.
         self.writes: list[float] = []
-        self.received_t: list[float] = []
-        self.received_n: list[int] = []
-        self.samples_received = 0
+        self.mixed = Arrivals()
+        """`realtime_audio.mixed` messages."""
         self.participants: dict[str, Arrivals] = {}
         """`realtime_audio.per_participant` messages, by `participant_uuid`."""
         self.other_messages: collections.Counter[str] = collections.Counter()
@@ -168,6 +167,18 @@ class Lane:
     def path(self) -> str:
         return f"/lane/{self.name}"
 
+    @property
+    def received_t(self) -> list[float]:
+        return self.mixed.t
+
+    @property
+    def received_n(self) -> list[int]:
+        return self.mixed.n
+
+    @property
+    def samples_received(self) -> int:
+        return self.mixed.samples
+
     # -- server side ------------------------------------------------------------
 
     async def serve(self, ws: ServerConnection) -> None:
@@ -182,17 +193,13 @@ class Lane:
                     message = json.loads(raw)
                     trigger = message.get("trigger")
                     if trigger == "realtime_audio.mixed":
-                        n = _chunk_samples(message)
-                        self.received_t.append(t)
-                        self.received_n.append(n)
-                        self.samples_received += n
+                        self.mixed.add(t, _chunk_samples(message))
                         self._message.set()
                     elif trigger == "realtime_audio.per_participant":
-                        data = message["data"]
-                        arrivals = self.participants.setdefault(
-                            str(data["participant_uuid"]), Arrivals()
+                        who = str(message["data"]["participant_uuid"])
+                        self.participants.setdefault(who, Arrivals()).add(
+                            t, _chunk_samples(message)
                         )
-                        arrivals.add(t, _chunk_samples(message))
                         self._message.set()
                     else:
                         self.other_messages[str(trigger)] += 1
