@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, get_args
 
 import trio
 
 from sidecar import __version__, frames, service
 from sidecar.config import (
+    HEADERS_ENV,
+    URL_ENV,
     Config,
     ConfigError,
+    InputFormat,
     check_url,
     endpoint,
     env_url,
-    parse_header,
+    headers_from,
+    one_of,
     parse_settings,
     secrets,
     validate,
 )
-from sidecar.retry import RetryConfig
+from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
+from sidecar.resample import Quality
+from sidecar.retry import Backoff, RetryConfig
 from sidecar.sockets import SocketPathError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -32,9 +39,28 @@ Handler = Callable[[argparse.Namespace], int]
 INPUT_RATES = sorted(frames.AUDIO_RATES.values())
 
 
-RUN_EPILOG = """\
-Either --url or --settings names the server; with neither, SIDECAR_URL is used.
+def _defaults(cls: type[Any]) -> dict[str, Any]:
+    return {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+
+
+# Each default is written once, in the dataclass; the flags and their help read it here.
+DEFAULT: Final = _defaults(Config)
+RETRY_DEFAULT: Final = _defaults(RetryConfig)
+
+
+RUN_EPILOG = f"""\
+Either --url or --settings names the server; with neither, {URL_ENV} is used.
 Give one of --audio-in/--audio-in-fd and one of --audio-out/--audio-out-fd.
+
+keeping secrets out of the arguments, which every process that can list ours
+may read (/proc/PID/cmdline):
+  --header @FILE   reads 'Name: value' lines from FILE (a mounted Secret, say);
+                   blank lines and lines starting with # are skipped
+  {HEADERS_ENV}  the same lines in an environment variable, sent before the
+                   --header ones
+  {URL_ENV}      the URL, for one with a token in its query
 
 events (stdout, one JSON object per line, each with "event" and "ts_ms"):
   ready, connected, disconnected, retrying, gave_up, bot_connected,
@@ -61,7 +87,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ws = p.add_argument_group("websocket server")
     ws.add_argument(
-        "--url", metavar="URL", help="ws:// or wss:// URL of your server (or env SIDECAR_URL)"
+        "--url", metavar="URL", help=f"ws:// or wss:// URL of your server (or env {URL_ENV})"
     )
     ws.add_argument(
         "--settings",
@@ -75,18 +101,20 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ws.add_argument(
         "--sample-rate",
         type=int,
-        choices=(8000, 16000, 24000),
+        choices=SAMPLE_RATES,
         default=None,
         metavar="HZ",
-        help="rate of the audio sent to the server: 8000, 16000 or 24000 (default: 16000)",
+        help=f"rate of the audio sent to the server: {one_of(SAMPLE_RATES)} "
+        f"(default: {DEFAULT['sample_rate']})",
     )
     ws.add_argument(
         "--header",
         action="append",
         default=[],
-        metavar="'NAME: VALUE'",
-        help="extra handshake header, e.g. 'Authorization: Bearer ...' (repeatable; "
-        "the value is never printed)",
+        metavar="'NAME: VALUE'|@FILE",
+        help="extra handshake header, e.g. 'Authorization: Bearer ...', or @FILE: one "
+        f"such line per line of FILE (repeatable; see also {HEADERS_ENV} below; "
+        "values are never printed)",
     )
     ws.add_argument(
         "--ca-file",
@@ -98,7 +126,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ws.add_argument(
         "--max-message-bytes",
         type=int,
-        default=1 << 20,
+        default=DEFAULT["max_message_bytes"],
         metavar="N",
         help="largest message accepted from the server; a larger one gets an "
         "error reply (default: %(default)s)",
@@ -106,7 +134,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ws.add_argument(
         "--error-replies-per-s",
         type=float,
-        default=5.0,
+        default=DEFAULT["error_replies_per_s"],
         metavar="N",
         help="rate limit of realtime_audio.error replies; the excess is counted, "
         "not sent (default: %(default)s)",
@@ -116,7 +144,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retry.add_argument(
         "--max-retries",
         type=int,
-        default=30,
+        default=RETRY_DEFAULT["max_retries"],
         metavar="N",
         help="retries after a failed or dropped connection before giving up "
         "with exit code 3; 0 = forever (default: %(default)s)",
@@ -124,49 +152,49 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retry.add_argument(
         "--retry-delay",
         type=float,
-        default=2.0,
+        default=RETRY_DEFAULT["delay"],
         metavar="SECONDS",
         help="wait between retries (default: %(default)s)",
     )
     retry.add_argument(
         "--backoff",
-        choices=("fixed", "exponential"),
-        default="fixed",
+        choices=get_args(Backoff),
+        default=RETRY_DEFAULT["backoff"],
         help="fixed: always --retry-delay; exponential: doubling from --retry-delay "
         "up to --max-retry-delay, with full jitter (default: %(default)s)",
     )
     retry.add_argument(
         "--max-retry-delay",
         type=float,
-        default=30.0,
+        default=RETRY_DEFAULT["max_delay"],
         metavar="SECONDS",
         help="cap of exponential backoff (default: %(default)s)",
     )
     retry.add_argument(
         "--healthy-after",
         type=float,
-        default=10.0,
+        default=RETRY_DEFAULT["healthy_after"],
         metavar="SECONDS",
         help="a connection that lasted this long resets the retry count (default: %(default)s)",
     )
     retry.add_argument(
         "--connect-timeout",
         type=float,
-        default=10.0,
+        default=DEFAULT["connect_timeout"],
         metavar="SECONDS",
         help="bound on TCP, TLS and websocket handshakes together (default: %(default)s)",
     )
     retry.add_argument(
         "--ping-interval",
         type=float,
-        default=10.0,
+        default=DEFAULT["ping_interval"],
         metavar="SECONDS",
         help="websocket ping period, to detect a dead server (default: %(default)s)",
     )
     retry.add_argument(
         "--ping-timeout",
         type=float,
-        default=5.0,
+        default=DEFAULT["ping_timeout"],
         metavar="SECONDS",
         help="no pong within this time: the connection is dropped and replaced "
         "(default: %(default)s)",
@@ -174,7 +202,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retry.add_argument(
         "--replay-ms",
         type=int,
-        default=2000,
+        default=DEFAULT["replay_ms"],
         metavar="MS",
         help="newest audio kept while disconnected, sent first on reconnect with its "
         "original timestamps; older audio is dropped and counted (default: %(default)s)",
@@ -205,8 +233,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     io.add_argument(
         "--input-format",
-        choices=("audiosocket", "raw"),
-        default="audiosocket",
+        choices=get_args(InputFormat),
+        default=DEFAULT["input_format"],
         help="audiosocket: AudioSocket frames, each with its rate; raw: bare s16le "
         "mono PCM at --input-rate (default: %(default)s)",
     )
@@ -214,7 +242,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--input-rate",
         type=int,
         choices=INPUT_RATES,
-        default=48000,
+        default=DEFAULT["input_rate"],
         metavar="HZ",
         help="rate of raw input (default: %(default)s)",
     )
@@ -222,35 +250,35 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--output-rate",
         type=int,
         choices=INPUT_RATES,
-        default=48000,
+        default=DEFAULT["output_rate"],
         metavar="HZ",
         help="rate of the frames written to audio-out (default: %(default)s)",
     )
     io.add_argument(
         "--chunk-ms",
         type=int,
-        default=20,
+        default=DEFAULT["chunk_ms"],
         metavar="MS",
         help="audio per message sent to the server (default: %(default)s)",
     )
     io.add_argument(
         "--frame-ms",
         type=int,
-        default=20,
+        default=DEFAULT["frame_ms"],
         metavar="MS",
         help="audio per frame written to audio-out, one frame per period (default: %(default)s)",
     )
     io.add_argument(
         "--jitter-ms",
         type=int,
-        default=40,
+        default=DEFAULT["jitter_ms"],
         metavar="MS",
         help="bot output buffered before playback starts (default: %(default)s)",
     )
     io.add_argument(
         "--max-playout-ms",
         type=int,
-        default=60000,
+        default=DEFAULT["max_playout_ms"],
         metavar="MS",
         help="cap on queued bot output; the excess is dropped and counted (default: %(default)s)",
     )
@@ -264,8 +292,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     io.add_argument(
         "--quality",
-        choices=("fastest", "medium", "best"),
-        default="medium",
+        choices=get_args(Quality),
+        default=DEFAULT["quality"],
         help="libsamplerate converter for both directions (default: %(default)s)",
     )
 
@@ -284,15 +312,17 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pp.add_argument(
         "--per-participant-sample-rate",
         type=int,
-        choices=(8000, 16000),
+        choices=PARTICIPANT_SAMPLE_RATES,
         metavar="HZ",
-        help="rate of per-participant audio: 8000 or 16000 (default: 16000)",
+        help=f"rate of per-participant audio: {one_of(PARTICIPANT_SAMPLE_RATES)} "
+        f"(default: {DEFAULT['per_participant_sample_rate']})",
     )
     pp.add_argument(
         "--max-participants",
         type=int,
         metavar="N",
-        help="participant streams at once; more are refused (default: 32)",
+        help="participant streams at once; more are refused "
+        f"(default: {DEFAULT['max_participants']})",
     )
 
     life = p.add_argument_group("lifecycle and output")
@@ -305,7 +335,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     life.add_argument(
         "--stats-interval",
         type=float,
-        default=5.0,
+        default=DEFAULT["stats_interval"],
         metavar="SECONDS",
         help="period of the stats event (default: %(default)s)",
     )
@@ -362,7 +392,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         raise ConfigError(f"without --per-participant these would be ignored: {', '.join(given)}")
     url = url or env_url(environ)
     if url is None:
-        raise ConfigError("no server: give --url, --settings or set SIDECAR_URL")
+        raise ConfigError(f"no server: give --url, --settings or set {URL_ENV}")
     for candidate, flag in ((url, "--url"), (per_participant_url, "--per-participant-url")):
         if candidate is not None:
             warning = check_url(candidate, flag)
@@ -380,6 +410,8 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         raise ConfigError(f"retry settings: {exc}") from None
     # Unset, these take Config's defaults.
     extra: dict[str, Any] = {"bot_id": args.bot_id} if args.bot_id else {}
+    if sample_rate is not None:
+        extra["sample_rate"] = sample_rate
     if per_participant_rate is not None:
         extra["per_participant_sample_rate"] = per_participant_rate
     if args.max_participants is not None:
@@ -388,7 +420,6 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         url=url,
         audio_in=endpoint(args.audio_in, args.audio_in_fd, "audio-in"),
         audio_out=endpoint(args.audio_out, args.audio_out_fd, "audio-out"),
-        sample_rate=sample_rate or 16000,
         input_format=args.input_format,
         input_rate=args.input_rate,
         output_rate=args.output_rate,
@@ -397,7 +428,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         jitter_ms=args.jitter_ms,
         quality=args.quality,
         retry=retry,
-        headers=tuple(parse_header(h) for h in args.header),
+        headers=headers_from(args.header, environ),
         ca_file=args.ca_file,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,

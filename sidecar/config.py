@@ -7,16 +7,22 @@ usage error naming the flag or field before any socket is opened.
 from __future__ import annotations
 
 import ipaddress
-import os
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Final, Literal
+from urllib.parse import unquote_plus, urlsplit
 
 import msgspec
 
-from sidecar.messages import ParticipantSampleRate, SampleRate
+from sidecar.messages import (
+    MAX_MESSAGE_BYTES,
+    PARTICIPANT_SAMPLE_RATES,
+    SAMPLE_RATES,
+    ParticipantSampleRate,
+    SampleRate,
+)
 from sidecar.resample import Quality
 from sidecar.retry import RetryConfig
 
@@ -27,17 +33,30 @@ class ConfigError(Exception):
 
 Url = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^wss?://")]
 
+URL_ENV: Final = "SIDECAR_URL"
+# Header lines in the environment: /proc/PID/environ is private to our user,
+# /proc/PID/cmdline is not.
+HEADERS_ENV: Final = "SIDECAR_HEADERS"
+# Attendee's default, for --sample-rate and for websocket_settings alike.
+DEFAULT_SAMPLE_RATE: Final = 16000
+
+
+def one_of(choices: Sequence[object]) -> str:
+    """`8000, 16000 or 24000`: the choices as a sentence says them."""
+    words = [str(c) for c in choices]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
 
 class AudioSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: Url
-    sample_rate: SampleRate = 16000
+    sample_rate: SampleRate = DEFAULT_SAMPLE_RATE
     # RMS (int16 units) of the meeting's audio at which the bot's output pauses.
     pause_threshold: Annotated[int, msgspec.Meta(ge=0, le=32767)] | None = None
 
 
 class ParticipantAudioSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: Url
-    sample_rate: ParticipantSampleRate = 16000
+    sample_rate: ParticipantSampleRate = DEFAULT_SAMPLE_RATE
 
 
 class WebsocketSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -69,7 +88,7 @@ class Config:
     audio_in: Endpoint
     audio_out: Endpoint
     bot_id: str = field(default_factory=lambda: f"bot_{uuid.uuid4().hex[:16]}")
-    sample_rate: int = 16000
+    sample_rate: int = DEFAULT_SAMPLE_RATE
     input_format: InputFormat = "audiosocket"
     input_rate: int = 48000
     output_rate: int = 48000
@@ -87,13 +106,13 @@ class Config:
     replay_ms: int = 2000
     max_playout_ms: int = 60000
     jitter_ms: int = 40
-    max_message_bytes: int = 1 << 20
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     error_replies_per_s: float = 5.0
     stats_interval: float = 5.0
     exit_on_stdin_eof: bool = False
     per_participant: bool = False
     per_participant_url: str | None = None
-    per_participant_sample_rate: int = 16000
+    per_participant_sample_rate: int = DEFAULT_SAMPLE_RATE
     max_participants: int = 32
     pause_threshold: int | None = None
     warnings: tuple[str, ...] = ()
@@ -131,8 +150,8 @@ def _settings_error(text: str) -> tuple[str, str]:
     if path.endswith("url"):
         reason = "must be a ws:// or wss:// URL"
     elif path.endswith("sample_rate") and reason.startswith("Invalid enum value"):
-        rates = "8000 or 16000" if path.startswith("per_participant") else "8000, 16000 or 24000"
-        reason = f"must be {rates}, not {reason.removeprefix('Invalid enum value ')}"
+        rates = PARTICIPANT_SAMPLE_RATES if path.startswith("per_participant") else SAMPLE_RATES
+        reason = f"must be {one_of(rates)}, not {reason.removeprefix('Invalid enum value ')}"
     return path or "(top level)", reason
 
 
@@ -164,14 +183,61 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse_header(text: str) -> tuple[str, str]:
+def parse_header(text: str, where: str = "--header") -> tuple[str, str]:
+    """`Name: value` as a pair; an error names `where` and never the value."""
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not name or any(c in name for c in " \t\r\n"):
-        raise ConfigError(f"--header {redact_header(text)!r} must look like 'Name: value'")
+        raise ConfigError(f"{where} {redact_header(text)!r} must look like 'Name: value'")
     if any(c in value for c in "\r\n"):
-        raise ConfigError(f"--header {name}: the value must not contain a line break")
+        raise ConfigError(f"{where} {name}: the value must not contain a line break")
     return name, value.strip()
+
+
+def parse_header_lines(text: str, source: str) -> tuple[tuple[str, str], ...]:
+    """One `Name: value` per line, as curl's `-H @file`; blank and `#` lines skipped."""
+    found = []
+    # splitlines() would also split at \x0b, \x1c, U+2028 ...: only a newline
+    # (with an optional \r before it, from an editor on Windows) ends a line.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line.strip() and not line.lstrip().startswith("#"):
+            found.append(parse_header(line, f"{source}, line {number}:"))
+    return tuple(found)
+
+
+def read_header_file(name: str) -> tuple[tuple[str, str], ...]:
+    """`--header @FILE`: the headers in FILE; errors name the file, never a value."""
+    source = f"--header @{name}"
+    if not name:
+        raise ConfigError("--header @: give the file's path after the @")
+    try:
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{source}, line {line}: not UTF-8 text") from None
+    headers = parse_header_lines(text, source)
+    if not headers:
+        # Most likely the wrong key of the Secret, or an empty one: better now
+        # than as a 401 from the server.
+        raise ConfigError(f"{source}: the file holds no 'Name: value' line")
+    return headers
+
+
+def parse_header_arg(text: str) -> tuple[tuple[str, str], ...]:
+    """One `--header` argument: `Name: value`, or `@FILE` holding such lines."""
+    # '@' cannot start a header name (it is no token character in RFC 9110).
+    return read_header_file(text[1:]) if text.startswith("@") else (parse_header(text),)
+
+
+def headers_from(args: Iterable[str], environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """SIDECAR_HEADERS' lines, then every --header in order; all are sent."""
+    found = parse_header_lines(environ.get(HEADERS_ENV, ""), HEADERS_ENV)
+    return found + tuple(pair for arg in args for pair in parse_header_arg(arg))
 
 
 def redact_url(url: str) -> str:
@@ -180,8 +246,9 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]
+    # A component with no '=' is a value with no name (`?TOKEN`): hidden too.
     query = "&".join(
-        f"{pair.partition('=')[0]}=***" if "=" in pair else pair
+        f"{pair.partition('=')[0]}=***" if "=" in pair else "***"
         for pair in parts.query.split("&")
         if pair
     )
@@ -191,7 +258,7 @@ def redact_url(url: str) -> str:
 
 def secrets(config: Config) -> tuple[str, ...]:
     """Every configured string that must never be printed: header values, and
-    the query values and credentials of the URLs."""
+    the query values (bare components included) and credentials of the URLs."""
     found = [value for _, value in config.headers]
     for url in (config.url, config.per_participant_url):
         if url is None:
@@ -202,12 +269,13 @@ def secrets(config: Config) -> tuple[str, ...]:
         if parts.username:
             found.append(parts.username)
         for pair in parts.query.split("&"):
-            _, sep, value = pair.partition("=")
-            if sep and value:
-                found.append(value)
+            name, sep, value = pair.partition("=")
+            found.append(value if sep else name)
+    # A library may log the URL decoded: hide that spelling as well.
+    found += [unquote_plus(s) for s in found]
     # Hiding "1" or "42" would garble every timestamp in the log; values that
     # short are no secret anyway.
-    return tuple(s for s in found if len(s) >= 4)
+    return tuple(dict.fromkeys(s for s in found if len(s) >= 4))
 
 
 def redact_header(text: str) -> str:
@@ -226,14 +294,14 @@ def endpoint(path: str | None, fd: int | None, flag: str) -> Endpoint:
     return Endpoint(path=Path(path))
 
 
-def env_url(environ: os._Environ[str] | dict[str, str]) -> str | None:
-    return environ.get("SIDECAR_URL") or None
+def env_url(environ: Mapping[str, str]) -> str | None:
+    return environ.get(URL_ENV) or None
 
 
 def validate(config: Config) -> Config:
     """Cross-field checks that flags alone cannot express."""
     checks: list[tuple[bool, str]] = [
-        (config.sample_rate in (8000, 16000, 24000), "--sample-rate must be 8000, 16000 or 24000"),
+        (config.sample_rate in SAMPLE_RATES, f"--sample-rate must be {one_of(SAMPLE_RATES)}"),
         (config.chunk_ms in range(10, 1001), "--chunk-ms must be between 10 and 1000"),
         (config.frame_ms in range(10, 101), "--frame-ms must be between 10 and 100"),
         (config.replay_ms >= 0, "--replay-ms must not be negative"),
@@ -246,8 +314,8 @@ def validate(config: Config) -> Config:
             "--pause-threshold must be 0-32767",
         ),
         (
-            config.per_participant_sample_rate in (8000, 16000),
-            "--per-participant-sample-rate must be 8000 or 16000",
+            config.per_participant_sample_rate in PARTICIPANT_SAMPLE_RATES,
+            f"--per-participant-sample-rate must be {one_of(PARTICIPANT_SAMPLE_RATES)}",
         ),
     ]
     for ok, message in checks:

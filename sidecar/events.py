@@ -1,8 +1,11 @@
 """JSON-lines events on stdout, for the bot that spawned us.
 
-One object per line: `{"event": NAME, "ts_ms": unix ms, ...}`. The emitter
-never blocks the event loop on a parent that stops reading stdout: lines wait
-in a bounded buffer (drop oldest, counted) and a worker thread writes them.
+One object per line: `{"event": NAME, "ts_ms": unix ms, ...}`. Every field of
+an event is on every line, `null` where it has no value, so a reader in any
+language sees one shape (proto/schema/events.schema.json lists them all as
+required). The emitter never blocks the event loop on a parent that stops
+reading stdout: lines wait in a bounded buffer (drop oldest, counted) and a
+worker thread writes them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import trio
 Socket = Literal["in", "out"]
 
 
-class _Event(msgspec.Struct, frozen=True, tag_field="event", omit_defaults=True, kw_only=True):
+class _Event(msgspec.Struct, frozen=True, tag_field="event", kw_only=True):
+    # Defaults are for the code that builds events; every field is encoded.
     ts_ms: int = 0
 
 
@@ -118,8 +122,11 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     samples_out: int
     unconfirmed_samples: int
     messages_in: int
-    # Bot output received, resampled to --output-rate, before the playout cap.
+    # Bot output accepted from the server, at the rate each message declared.
     bot_output_samples: int
+    # The same audio at --output-rate, before the playout cap: what the
+    # playout's counters (samples_played, downlink_* drops) are measured in.
+    bot_output_resampled: int
     invalid_messages: int
     invalid_frames: int
     frames_out: int
@@ -131,13 +138,13 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     error_replies_suppressed: int
     events_dropped: int
     # Mark echoes and error replies beyond the control lane's limit, in messages.
-    control_dropped: int = 0
+    control_dropped: int
     # Stalls of the playout clock (over 3 frames late): playback resumed late, not lost.
-    clock_restarts: int = 0
+    clock_restarts: int
     # --pause-threshold: times the bot's playback paused for a loud meeting, and for how long.
-    pauses: int = 0
-    paused_ms: int = 0
-    participants: dict[str, dict[str, int]] = {}
+    pauses: int
+    paused_ms: int
+    participants: dict[str, dict[str, int]]
 
 
 Event = (
@@ -159,7 +166,6 @@ Event = (
 )
 
 _encoder: Final = msgspec.json.Encoder()
-event_decoder: Final = msgspec.json.Decoder(Event)
 
 
 class EventLog:

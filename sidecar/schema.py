@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -24,8 +24,30 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+def _always_present(schema: dict[str, Any], union: Any) -> None:
+    """Mark every field of these Structs required and drop their defaults.
+
+    msgspec calls a field with a default optional, but a Struct without
+    `omit_defaults` encodes every field: to a reader, each one is always there
+    (null when it has no value), and a default is a constructor's convenience,
+    not part of the wire format.
+    """
+    for struct in get_args(union):
+        config = struct.__struct_config__
+        if config.omit_defaults:
+            raise ValueError(f"{struct.__name__} omits defaults: its shape would vary")
+        node = schema["$defs"][struct.__name__]
+        names = [config.tag_field] if config.tag_field else []
+        names += [f.encode_name for f in msgspec.structs.fields(struct)]
+        node["required"] = names
+        for prop in node["properties"].values():
+            prop.pop("default", None)
+
+
 def render(name: str) -> str:
     schema = msgspec.json.schema(SCHEMAS[name])
+    if SCHEMAS[name] is events.Event:
+        _always_present(schema, events.Event)
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://audio-sidecar.dev/proto/v{messages.PROTOCOL_VERSION}/{name}",

@@ -7,16 +7,15 @@ import logging
 import os
 import signal
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
-from sidecar import __version__, events, messages
+from sidecar import __version__, events, messages, stats
 from sidecar.config import Config, Endpoint, redact_url
 from sidecar.downlink import Downlink
-from sidecar.gate import GateStatistics, PauseGate
+from sidecar.gate import PauseGate
 from sidecar.link import Link, LinkGaveUp, LinkRejected
 from sidecar.outbox import Outbox
 from sidecar.sockets import adopt_fd, open_unix_listener
@@ -92,7 +91,6 @@ class Sidecar:
             trio.open_nursery() as root,
         ):
             root.start_soon(self.events.serve)
-            self.cancel_scope = root.cancel_scope
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for link in self.links:
@@ -201,64 +199,14 @@ class Sidecar:
         return [self.outbox]
 
     def _stats_event(self) -> events.Stats:
-        link = self.link.statistics()
-        up = self.uplink.statistics()
-        down = self.downlink.statistics()
-        voice = self.downlink.voice.statistics()
-        play = voice.playout
-        outboxes = self._outboxes()
-        dropped: Counter[str] = Counter()
-        by_stream: Counter[str] = Counter()
-        control_dropped = 0
-        for box in outboxes:
-            box_stats = box.statistics()
-            for reason, n in box_stats.dropped_samples.items():
-                dropped[f"uplink_{reason}"] += n
-            by_stream.update(box_stats.dropped_by_stream)
-            control_dropped += box_stats.dropped_messages.get("control_overflow", 0)
-        bytes_per_sample = 2
-        dropped["downlink_overflow"] = play.bytes_dropped_overflow // bytes_per_sample
-        dropped["downlink_cleared"] = play.bytes_cleared // bytes_per_sample
-        for reason, n in down.dropped_samples.items():
-            dropped[f"downlink_{reason}"] += n
-        links = [ln.statistics() for ln in self.links]
-        gate = self.gate.statistics() if self.gate is not None else GateStatistics(0, 0.0)
-        participants = {
-            key: {
-                "frames": c.frames,
-                "samples": c.samples,
-                "chunks": c.chunks,
-                "dropped": by_stream[key],
-            }
-            for key, c in up.streams.items()
-        }
-        return events.Stats(
-            connected=link.connected,
-            reconnects=max(0, link.connects - 1),
-            frames_in=up.frames_in,
-            bytes_in=up.bytes_in,
-            samples_in=up.samples_in,
-            messages_out=sum(s.messages_out for s in links),
-            bytes_out=sum(s.bytes_out for s in links),
-            samples_out=sum(s.samples_out for s in links),
-            unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
-            messages_in=down.messages_in,
-            bot_output_samples=(play.bytes_in + play.bytes_dropped_overflow) // bytes_per_sample,
-            invalid_messages=down.invalid_messages,
-            invalid_frames=up.invalid_frames,
-            frames_out=down.frames_written,
-            samples_played=down.samples_written,
-            underruns=play.underruns,
-            replay_depth_ms=round(sum(box.depth_ms for box in outboxes)),
-            playout_depth_ms=round(play.depth_ms),
-            dropped={k: v for k, v in dropped.items() if v},
-            error_replies_suppressed=down.error_replies_suppressed,
+        return stats.stats_event(
+            links=[link.statistics() for link in self.links],
+            uplink=self.uplink.statistics(),
+            downlink=self.downlink.statistics(),
+            voice=self.downlink.voice.statistics(),
+            outboxes=[box.statistics() for box in self._outboxes()],
+            gate=None if self.gate is None else self.gate.statistics(),
             events_dropped=self.events.dropped,
-            control_dropped=control_dropped,
-            clock_restarts=down.clock_restarts,
-            pauses=gate.pauses,
-            paused_ms=round(gate.paused_s * 1000),
-            participants=participants,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -11,13 +12,18 @@ from sidecar import cli
 from sidecar.config import (
     Config,
     ConfigError,
+    Endpoint,
     WebsocketSettings,
     check_url,
     parse_header,
+    parse_header_lines,
     parse_settings,
+    read_header_file,
     redact_url,
     secrets,
 )
+from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
+from sidecar.retry import RetryConfig
 
 # -- Attendee's websocket_settings ------------------------------------------------------
 
@@ -85,12 +91,33 @@ def test_settings_file_that_cannot_be_read(tmp_path: Path) -> None:
     [
         ("wss://h.example/a", "wss://h.example/a"),
         ("wss://h.example/a?token=abc&room=7", "wss://h.example/a?token=***&room=***"),
-        ("wss://user:pw@h.example:8443/a?flag", "wss://***@h.example:8443/a?flag"),
+        ("wss://user:pw@h.example:8443/a?flag", "wss://***@h.example:8443/a?***"),
         ("ws://127.0.0.1:9/a?&t=", "ws://127.0.0.1:9/a?t=***"),
+        # A bare component is a value without a name: a token, often.
+        ("wss://host/agent?BARETOKEN", "wss://host/agent?***"),
+        ("wss://host/agent?BARETOKEN&room=7", "wss://host/agent?***&room=***"),
+        ("wss://host/agent?room=7&BARE%2FTOKEN#frag", "wss://host/agent?room=***&***"),
     ],
 )
 def test_redact_url(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+def test_secrets_cover_bare_query_components_in_both_spellings() -> None:
+    config = Config(
+        url="wss://host/agent?BARETOKEN&x=a%2Bb%20c",
+        audio_in=Endpoint(fd=3),
+        audio_out=Endpoint(fd=4),
+        per_participant_url="wss://host/p?OTHER-TOKEN",
+    )
+    assert set(secrets(config)) == {"BARETOKEN", "a%2Bb%20c", "a+b c", "OTHER-TOKEN"}
+
+
+def test_a_bare_token_is_hidden_from_the_log_formatter() -> None:
+    config = build("--url", "wss://host/agent?BARETOKEN", *SOCKETS)
+    formatter = cli._RedactingFormatter("%(message)s", secrets(config))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "GET %s", (config.url,), None)
+    assert formatter.format(record) == "GET wss://host/agent?***"
 
 
 @pytest.mark.parametrize("url", ["ws://127.0.0.1:1/a", "ws://localhost/a", "ws://[::1]:9/a"])
@@ -140,6 +167,91 @@ def test_bad_headers_are_refused_without_echoing_the_value(text: str) -> None:
     assert "hush" not in str(info.value) and "hu\r\nsh" not in str(info.value)
 
 
+# -- headers from a file and from the environment ---------------------------------------
+
+
+def test_header_lines_skip_blanks_and_comments_and_accept_crlf() -> None:
+    text = "# the bot's credentials\r\n\r\nAuthorization: Bearer abc\r\n  # indented\n X-Room : 7\n"
+    assert parse_header_lines(text, "f") == (("Authorization", "Bearer abc"), ("X-Room", "7"))
+    assert parse_header_lines("", "f") == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "shown"),
+    [
+        ("X-Ok: 1\nBearer hush\n", "line 2:", "'***' must look like 'Name: value'"),
+        ("\n\n# c\nBad Name: hush", "line 4:", "'Bad Name: ***' must look like"),
+        ("X-Split: hu\rsh\n", "line 1:", "X-Split: the value must not contain a line break"),
+    ],
+)
+def test_header_file_errors_name_file_and_line_not_value(
+    tmp_path: Path, text: str, where: str, shown: str
+) -> None:
+    path = tmp_path / "headers"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        read_header_file(str(path))
+    message = str(info.value)
+    assert message.startswith(f"--header @{path}, {where} ")
+    assert shown in message
+    assert "hush" not in message and "hu\rsh" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read the file: No such file or directory"),
+        (b"# only a comment\n\n", "the file holds no 'Name: value' line"),
+        (b"X-A: 1\nX-B: h\xffush\n", "line 2: not UTF-8 text"),
+    ],
+)
+def test_unusable_header_files(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    path = tmp_path / "headers"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"^--header @{path}") as info:
+        read_header_file(str(path))
+    assert expected in str(info.value)
+    assert "ush" not in str(info.value)
+
+
+def test_header_at_with_no_path() -> None:
+    with pytest.raises(ConfigError, match="give the file's path"):
+        build("--url", "ws://127.0.0.1/a", *SOCKETS, "--header", "@")
+
+
+def test_headers_come_from_the_environment_files_and_flags_in_that_order(tmp_path: Path) -> None:
+    path = tmp_path / "headers"
+    path.write_text("Authorization: Bearer from-a-file\nX-Tenant: acme-corp\n")
+    config = build(
+        *("--url", "ws://127.0.0.1/a", *SOCKETS),
+        *("--header", "X-First: flag-value", "--header", f"@{path}"),
+        environ={"SIDECAR_HEADERS": "# set by the pod\nX-Env: env-secret\n"},
+    )
+    assert config.headers == (
+        ("X-Env", "env-secret"),
+        ("X-First", "flag-value"),
+        ("Authorization", "Bearer from-a-file"),
+        ("X-Tenant", "acme-corp"),
+    )
+    # Wherever a header came from, its value is kept out of the logs.
+    assert {"env-secret", "flag-value", "Bearer from-a-file", "acme-corp"} <= set(secrets(config))
+
+
+def test_environment_header_errors_name_the_variable_and_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        build(
+            *("--url", "ws://127.0.0.1/a", *SOCKETS),
+            environ={"SIDECAR_HEADERS": "X-Ok: 1\nAuthorization Bearer hush"},
+        )
+    assert str(info.value) == "SIDECAR_HEADERS, line 2: '***' must look like 'Name: value'"
+
+
+def test_an_empty_environment_variable_means_no_headers() -> None:
+    config = build("--url", "ws://127.0.0.1/a", *SOCKETS, environ={"SIDECAR_HEADERS": ""})
+    assert config.headers == ()
+
+
 # -- flags -> Config ------------------------------------------------------------------------
 
 
@@ -166,6 +278,26 @@ def test_flags_make_a_config() -> None:
     assert config.bot_id.startswith("bot_")
     assert config.warnings == ()
     assert set(secrets(config)) == {"Bearer token-123", "secret-value"}
+
+
+def test_unset_flags_take_configs_own_defaults() -> None:
+    """Each default is defined once: the flags left out give Config's defaults."""
+    config = build("--url", "ws://127.0.0.1/a", *SOCKETS)
+    expected = Config(url=config.url, audio_in=config.audio_in, audio_out=config.audio_out)
+    assert dataclasses.replace(config, bot_id=expected.bot_id) == expected
+    assert config.retry == RetryConfig()
+
+
+def test_rate_choices_are_the_protocols() -> None:
+    for flag, rates in (
+        ("--sample-rate", SAMPLE_RATES),
+        ("--per-participant-sample-rate", PARTICIPANT_SAMPLE_RATES),
+    ):
+        extra = ("--per-participant",) if "participant" in flag else ()
+        for rate in rates:
+            build("--url", "ws://127.0.0.1/a", *SOCKETS, *extra, flag, str(rate))
+        with pytest.raises(SystemExit):
+            build("--url", "ws://127.0.0.1/a", *SOCKETS, *extra, flag, "44100")
 
 
 def test_url_comes_from_the_environment() -> None:

@@ -171,7 +171,7 @@ async def test_excess_beyond_max_playout_is_dropped_and_counted(tmp_path: Path) 
 
     overflow = stats["dropped"]["downlink_overflow"]
     played = stats["samples_played"]
-    assert stats["bot_output_samples"] == expected
+    assert stats["bot_output_resampled"] == expected
     # The cap keeps the start of the utterance; what played plus what was refused
     # is everything the server sent (the played side may include one padded frame).
     assert expected <= played + overflow < expected + FRAME
@@ -212,7 +212,7 @@ async def test_no_bot_on_audio_out_counts_output_as_dropped(tmp_path: Path) -> N
             assert stats["samples_played"] == 0
             # The audio, not the silence that padded its last frame.
             assert stats["dropped"]["downlink_no_bot"] == expected
-            assert stats["bot_output_samples"] == expected
+            assert stats["bot_output_resampled"] == expected
             # Once, not once per frame.
             assert len([e for e in sidecar.named("warning") if e == warning]) == 1
 

@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -87,7 +88,9 @@ async def test_node_bot() -> None:
     assert (ready["audio_in"], ready["audio_out"]) == ("fd:3", "fd:4")
 
 
-def test_pod_example_runs_the_sidecar_as_a_native_sidecar_with_valid_args() -> None:
+def test_pod_example_runs_the_sidecar_as_a_native_sidecar_with_valid_args(
+    tmp_path: Path,
+) -> None:
     pod = (REPO / "deploy" / "pod.yaml").read_text()
     init, _, main = pod.partition("\n  containers:\n")
     assert "initContainers:" in init and "restartPolicy: Always" in init
@@ -96,9 +99,14 @@ def test_pod_example_runs_the_sidecar_as_a_native_sidecar_with_valid_args() -> N
     assert init.count("name: audio-sockets") == 2  # the volume and the sidecar's mount
     assert "name: audio-sockets" in main and "mountPath: /run/audio" in main
     # The args are a flow sequence (valid YAML and JSON); the CLI must accept them
-    # as Kubernetes would pass them, $(VAR) expanded, the URL from SIDECAR_URL.
+    # as Kubernetes would pass them, the URL from SIDECAR_URL and the headers
+    # from the mounted Secret file (here a stand-in with the same content).
     line = next(ln for ln in init.splitlines() if ln.strip().startswith("args:"))
-    args = [a.replace("$(BOT_TOKEN)", "t0ken") for a in json.loads(line.split(":", 1)[1])]
+    headers = tmp_path / "headers"
+    headers.write_text("Authorization: Bearer t0ken\n")
+    mounted = "/var/run/secrets/sidecar/headers"
+    assert mounted in line
+    args = [a.replace(mounted, str(headers)) for a in json.loads(line.split(":", 1)[1])]
     parsed = cli.parser().parse_args(args)
     config = cli.build_config(parsed, environ={"SIDECAR_URL": "wss://bots.example.com/audio"})
     assert config.url == "wss://bots.example.com/audio"

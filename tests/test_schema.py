@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -127,6 +127,16 @@ def test_encode_vectors_fit_the_schema() -> None:
         assert errors(json.loads(case["json"]), root, root) == [], case["name"]
 
 
+def zero_stats() -> events.Stats:
+    """A stats event of a sidecar that has done nothing: every counter zero."""
+    values: dict[str, Any] = {}
+    for f in msgspec.structs.fields(events.Stats):
+        if f.name != "ts_ms":
+            values[f.name] = {} if f.name in ("dropped", "participants") else 0
+    values["connected"] = False
+    return events.Stats(ts_ms=1, **values)
+
+
 SAMPLE_EVENTS: list[events.Event] = [
     events.Ready(
         audio_in="/run/in.sock",
@@ -145,10 +155,24 @@ SAMPLE_EVENTS: list[events.Event] = [
     events.GaveUp(reason="refused", attempts=31, ts_ms=1),
     events.BotConnected(socket="in", ts_ms=1),
     events.BotDisconnected(socket="out", reason="eof", ts_ms=1),
+    events.ParticipantJoined(participant_uuid="7f1c0a52-5c5e-4b0e-9a53-1a2b3c4d5e6f", ts_ms=1),
+    events.ParticipantLeft(
+        participant_uuid="7f1c0a52-5c5e-4b0e-9a53-1a2b3c4d5e6f", reason="eof", ts_ms=1
+    ),
     events.InvalidFrame(socket="in", code=2, message="odd", ts_ms=1),
     events.InvalidMessage(code="odd_length", message="x", trigger="t", ts_ms=1),
     events.MarkPlayed(name="m", status="played", ts_ms=1),
+    events.WarningEvent(message="cleartext", ts_ms=1),
     events.Stopped(reason="SIGTERM", exit_code=0, ts_ms=1),
+    zero_stats(),
+]
+
+# Built with only what their constructors require: optional values left unset.
+BARE_EVENTS: list[events.Event] = [
+    events.Disconnected(reason="closed", ts_ms=1),
+    events.GaveUp(reason="refused", attempts=0, ts_ms=1),
+    events.InvalidMessage(code="invalid_json", message="x", ts_ms=1),
+    events.ParticipantLeft(participant_uuid="u", reason="eof", ts_ms=1),
 ]
 
 
@@ -158,3 +182,25 @@ def test_events_fit_the_schema(event: events.Event) -> None:
     line = json.loads(msgspec.json.encode(event))
     assert errors(line, root, root) == []
     assert line["event"]
+
+
+def test_every_event_has_a_sample() -> None:
+    assert {type(e) for e in SAMPLE_EVENTS} == set(get_args(events.Event))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [pytest.param(e, id=type(e).__name__) for e in SAMPLE_EVENTS]
+    + [pytest.param(e, id=f"{type(e).__name__}-bare") for e in BARE_EVENTS],
+)
+def test_every_field_is_always_present_and_required(event: events.Event) -> None:
+    """One shape per event: zeros and missing values are written, not left out."""
+    node = load_schema("events.schema.json")["$defs"][type(event).__name__]
+    line = json.loads(msgspec.json.encode(event))
+    assert set(line) == set(node["properties"]) == set(node["required"])
+    assert all("default" not in prop for prop in node["properties"].values())
+
+
+def test_a_missing_value_is_null() -> None:
+    line = json.loads(msgspec.json.encode(events.Disconnected(reason="dead", ts_ms=1)))
+    assert line == {"event": "disconnected", "ts_ms": 1, "reason": "dead", "code": None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import pytest
 import trio
 import trustme
 from support import SidecarProcess, WsServer, sidecar_args
@@ -43,6 +44,45 @@ async def test_secrets_never_reach_stdout_or_stderr(tmp_path: Path) -> None:
     assert output, "the run produced no output to check"
     assert b"token=***" in sidecar.stdout
     for secret in (SECRET_QUERY, SECRET_HEADER):
+        assert secret.encode() not in output
+
+
+SECRET_BARE = "bare-SECRET-tok"
+SECRET_FILE = "file-SECRET-value"
+SECRET_ENV = "env-SECRET-value"
+
+
+async def test_bare_query_tokens_and_headers_from_a_file_or_the_environment_stay_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = tmp_path / "headers"
+    headers.write_text(f"# a mounted Secret\nAuthorization: Bearer {SECRET_FILE}\n")
+    monkeypatch.setenv("SIDECAR_HEADERS", f"X-Tenant: {SECRET_ENV}\n")
+    with WsServer() as server:
+        plain_url = server.url
+        args = sidecar_args(
+            f"{plain_url}?{SECRET_BARE}",
+            tmp_path,
+            "--header",
+            f"@{headers}",
+            "--log-level",
+            "debug",
+        )
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                sidecar = await SidecarProcess(args).start(nursery)
+                connected = await sidecar.wait_event("connected")
+                assert await sidecar.stop() == 0
+                nursery.cancel_scope.cancel()
+        # The server got all three: only the output is redacted.
+        conn = server.connections[0]
+        assert conn.request_headers["Authorization"] == f"Bearer {SECRET_FILE}"
+        assert conn.request_headers["X-Tenant"] == SECRET_ENV
+        assert conn.ws.request is not None and conn.ws.request.path.endswith(f"?{SECRET_BARE}")
+    ready = sidecar.named("ready")[0]
+    assert ready["url"] == connected["url"] == f"{plain_url}?***"
+    output = sidecar.stdout + sidecar.stderr
+    for secret in (SECRET_BARE, SECRET_FILE, SECRET_ENV):
         assert secret.encode() not in output
 
 

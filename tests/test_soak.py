@@ -182,7 +182,7 @@ async def test_soak(tmp_path: Path) -> None:
         - overflow
     )
     assert lost_frames == 0, stats["dropped"]
-    assert stats["bot_output_samples"] == len(audible) + cleared + overflow
+    assert stats["bot_output_resampled"] == len(audible) + cleared + overflow
     assert stats["bot_output_samples"] <= agent.sent
 
     # Every mark the sidecar received was answered exactly once.

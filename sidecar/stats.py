@@ -1,0 +1,98 @@
+"""The `stats` event from the counters each part keeps: pure, no clock, no I/O.
+
+`service.py` collects the parts' statistics; here they become the event's
+fields, so what each field means is decided (and tested) in one place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+from sidecar import events
+
+if TYPE_CHECKING:
+    # Types only: this module must not pull the trio shells in.
+    from sidecar.downlink import DownlinkStatistics
+    from sidecar.gate import GateStatistics
+    from sidecar.link import LinkStatistics
+    from sidecar.outbox import OutboxStatistics
+    from sidecar.uplink import UplinkStatistics
+    from sidecar.voice import VoiceStatistics
+
+BYTES_PER_SAMPLE: Final = 2  # s16le, both directions
+
+
+def stats_event(
+    links: Sequence[LinkStatistics],
+    uplink: UplinkStatistics,
+    downlink: DownlinkStatistics,
+    voice: VoiceStatistics,
+    outboxes: Sequence[OutboxStatistics],
+    gate: GateStatistics | None,
+    events_dropped: int,
+) -> events.Stats:
+    """Build one `stats` event.
+
+    `links` and `outboxes` start with the main connection's; a separate
+    per-participant connection's follow. `connected` and `reconnects` describe
+    the main connection, the traffic counters every connection together.
+    `gate` is None when --pause-threshold is off.
+    """
+    if not links:
+        raise ValueError("stats need the main link's statistics")
+    main = links[0]
+    play = voice.playout
+    dropped: Counter[str] = Counter()
+    by_stream: Counter[str] = Counter()
+    control_dropped = 0
+    for box in outboxes:
+        for reason, n in box.dropped_samples.items():
+            dropped[f"uplink_{reason}"] += n
+        by_stream.update(box.dropped_by_stream)
+        control_dropped += box.dropped_messages.get("control_overflow", 0)
+    dropped["downlink_overflow"] += play.bytes_dropped_overflow // BYTES_PER_SAMPLE
+    dropped["downlink_cleared"] += play.bytes_cleared // BYTES_PER_SAMPLE
+    for reason, n in downlink.dropped_samples.items():
+        dropped[f"downlink_{reason}"] += n
+    participants = {
+        key: {
+            "frames": c.frames,
+            "samples": c.samples,
+            "chunks": c.chunks,
+            "dropped": by_stream[key],
+        }
+        for key, c in uplink.streams.items()
+    }
+    return events.Stats(
+        connected=main.connected,
+        reconnects=max(0, main.connects - 1),
+        frames_in=uplink.frames_in,
+        bytes_in=uplink.bytes_in,
+        samples_in=uplink.samples_in,
+        messages_out=sum(s.messages_out for s in links),
+        bytes_out=sum(s.bytes_out for s in links),
+        samples_out=sum(s.samples_out for s in links),
+        unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
+        messages_in=downlink.messages_in,
+        bot_output_samples=voice.samples_received,
+        # Refused samples count too: accepted from the server, then capped.
+        bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // BYTES_PER_SAMPLE,
+        invalid_messages=downlink.invalid_messages,
+        invalid_frames=uplink.invalid_frames,
+        frames_out=downlink.frames_written,
+        samples_played=downlink.samples_written,
+        underruns=play.underruns,
+        replay_depth_ms=round(sum(box.depth_ms for box in outboxes)),
+        playout_depth_ms=round(play.depth_ms),
+        # A map: a reason appears once it has counted a sample.
+        dropped={k: v for k, v in dropped.items() if v},
+        error_replies_suppressed=downlink.error_replies_suppressed,
+        events_dropped=events_dropped,
+        control_dropped=control_dropped,
+        clock_restarts=downlink.clock_restarts,
+        pauses=0 if gate is None else gate.pauses,
+        paused_ms=0 if gate is None else round(gate.paused_s * 1000),
+        participants=participants,
+    )
