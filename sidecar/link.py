@@ -4,7 +4,9 @@ One connection at a time. We open the TCP (and TLS) stream ourselves and hand
 it to trio-websocket, so that every step is bounded by our own timeouts, a
 certificate failure is reported as one (not as a handshake that never ends),
 and a dead connection can be dropped at once instead of waiting for a close
-handshake its peer will never answer.
+handshake its peer will never answer. The stream passes through a
+HandshakeStream (sidecar/handshake.py), which judges the server's upgrade
+answer before trio-websocket's wsproto can crash on a bad one.
 
 Inside a connection three tasks run: a reader that always drains
 `get_message()` (trio-websocket stops answering pings when its queue is full),
@@ -24,10 +26,12 @@ from urllib.parse import urlsplit
 
 import trio
 import trio_websocket as tw
+from wsproto.connection import ConnectionState
 from wsproto.utilities import LocalProtocolError
 
 from sidecar import events
-from sidecar.config import Config, redact_url
+from sidecar.config import Config, redact_url, secrets
+from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.outbox import Outbox, Outgoing
 from sidecar.retry import RetryPolicy
 
@@ -42,6 +46,31 @@ MESSAGE_QUEUE = 16
 # already gave up on after a protocol error from the server.
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError)
 _ABNORMAL_CLOSURE = 1006
+
+# What we rely on in trio-websocket beyond its documented API, checked against
+# this version (tests/test_handshake.py fails on any other: re-check each point
+# below in its _impl.py, then update the version):
+#
+# 1. wrap_client_stream() starts one task, the connection's reader, with
+#    nursery.start_soon(), and that reader is the only one to see the
+#    handshake's outcome: _ReaderNursery watches it end.
+# 2. The reader lets an exception from stream.receive_some() other than
+#    trio.BrokenResourceError/ClosedResourceError propagate out of the task
+#    unchanged: that is how HandshakeStream's HandshakeFailed reaches us.
+# 3. ConnectionClosed carries the same CloseReason whoever closed, so who did
+#    is read from the private WebSocketConnection._wsproto: after a close frame
+#    from the server, trio-websocket answers it and wsproto's state is CLOSED;
+#    when wsproto cannot parse what the server sent (invalid UTF-8: 1007,
+#    protocol errors: 1002) it reports a CloseConnection the server never sent
+#    and stays OPEN; when trio-websocket closes on a message over
+#    max_message_size (1009) it is LOCAL_CLOSING. See _closed_by_us().
+CHECKED_TRIO_WEBSOCKET = "0.12.2"
+# Why our side closes with each code it uses (anything else: the code's name).
+_LOCAL_CLOSES = {
+    1002: "protocol error from the server",
+    1007: "invalid UTF-8 from the server",
+    1009: "a message over 4 x --max-message-bytes",
+}
 
 
 class LinkGaveUp(Exception):
@@ -134,6 +163,7 @@ class Link:
         self._policy = RetryPolicy(config.retry)
         self._ssl = _tls_context(config) if self._target.tls else None
         self._headers = [(k.encode(), v.encode()) for k, v in config.headers]
+        self._secrets = _secret_words(secrets(config))
         self._wake = trio.Event()
         self._stopping = trio.Event()
         self._stats = LinkStatistics()
@@ -200,18 +230,30 @@ class Link:
         except Exception as exc:
             return self._failure(exc)
 
-    def _failure(self, exc: BaseException) -> _End:
-        """Why a connection attempt failed; raises when retrying cannot help."""
+    def _failure(self, exc: BaseException, ws: tw.WebSocketConnection | None = None) -> _End:
+        """Why a connection (`ws`), or an attempt at one (no `ws`), ended.
+
+        The one place that reads the errors of trio-websocket, wsproto and h11
+        (h11's, and every bad handshake answer, arrive as HandshakeFailed), and
+        decides: retry, or raise LinkRejected when retrying cannot help. A 4xx
+        is the server's considered answer to our request (a token, a path), so
+        it is fatal; a malformed answer, like a 5xx, is a fault of the server
+        or of something in between, which may be one bad instance or a deploy
+        in progress: retried, and bounded by --max-retries like any other.
+        """
         if isinstance(exc, _Ended):
             return exc.end
-        if isinstance(exc, tw.ConnectionRejected):
-            status = exc.status_code
-            reason = f"handshake rejected with HTTP {status}"
-            if 400 <= status < 500:
-                self._log.emit(events.GaveUp(reason=reason, attempts=0, status=status))
+        if isinstance(exc, HandshakeFailed):
+            reason = self._redact(exc.reason)
+            if exc.status is not None and 400 <= exc.status < 500:
+                self._log.emit(events.GaveUp(reason=reason, attempts=0, status=exc.status))
                 raise LinkRejected(reason) from None
             return _End(reason)
-        if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        if (
+            ws is None
+            and isinstance(exc, trio.BrokenResourceError)
+            and isinstance(exc.__cause__, ssl.SSLError)
+        ):
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLCertVerificationError):
                 reason = f"TLS certificate rejected: {cause.verify_message}"
@@ -219,10 +261,18 @@ class Link:
                 raise LinkRejected(reason + " (use --ca-file for a private CA)") from None
             return _End(f"TLS handshake failed: {cause.reason or cause}")
         if isinstance(exc, tw.ConnectionClosed):
-            return _closed(exc.reason)
+            end = _closed(exc.reason, ws)
+            return _End(self._redact(end.reason), end.code)
         if isinstance(exc, _NETWORK_ERRORS):
-            return _End(f"cannot connect: {_describe(exc)}")
+            what = "cannot connect" if ws is None else "connection lost"
+            return _End(f"{what}: {_describe(exc)}")
         raise exc
+
+    def _redact(self, text: str) -> str:
+        """Server-supplied text (a rejection's body, a close reason) may echo a secret."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def _connection(self, redacted: str) -> _End:
         config = self._config
@@ -258,7 +308,9 @@ class Link:
                 await tw.wrap_client_stream(
                     # trio-websocket only calls start_soon() on it.
                     cast(trio.Nursery, reader),
-                    stream,
+                    # Annotated narrower than its documented "arbitrary stream":
+                    # only the trio.abc.Stream methods are called on it.
+                    cast(trio.SocketStream, HandshakeStream(stream)),
                     self._target.host_header,
                     self._target.resource,
                     extra_headers=self._headers,
@@ -281,8 +333,9 @@ class Link:
             race.start_soon(hang_up)
         if opened:
             return opened[0]
-        if reader.rejected is not None:
-            raise reader.rejected
+        if reader.failed is not None:
+            raise reader.failed
+        # The reader ends without an error when the connection breaks under it.
         raise _Ended("the server closed the connection during the handshake")
 
     async def _open_stream(self) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
@@ -314,12 +367,8 @@ class Link:
         async def guard(fn: Callable[[tw.WebSocketConnection], Awaitable[None]]) -> None:
             try:
                 await fn(ws)
-            except _Ended as exc:
-                ended.append(exc.end)
-            except tw.ConnectionClosed as exc:
-                ended.append(_closed(exc.reason))
-            except _NETWORK_ERRORS as exc:
-                ended.append(_End(f"connection lost: {_describe(exc)}"))
+            except (_Ended, tw.ConnectionClosed, *_NETWORK_ERRORS) as exc:
+                ended.append(self._failure(exc, ws))
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
@@ -402,32 +451,52 @@ class _ReaderNursery:
     """Where trio-websocket starts its reader task, so we see it end.
 
     During the handshake the reader is the only one who learns that the server
-    answered with an HTTP error or hung up; trio-websocket itself would wait
-    out the whole connect timeout for an upgrade that will never come.
+    answered with anything but a valid upgrade, or hung up (point 1 of the
+    block above); trio-websocket itself would wait out the whole connect
+    timeout for an upgrade that will never come.
     """
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self.done = trio.Event()
-        self.rejected: tw.ConnectionRejected | None = None
+        self.failed: HandshakeFailed | None = None
 
     def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
             try:
                 await fn()
-            except tw.ConnectionRejected as exc:
-                self.rejected = exc
+            except HandshakeFailed as exc:
+                self.failed = exc
             finally:
                 self.done.set()
 
         self._nursery.start_soon(run)
 
 
-def _closed(reason: tw.CloseReason | None) -> _End:
+def _closed(reason: tw.CloseReason | None, ws: tw.WebSocketConnection | None) -> _End:
     if reason is None or reason.code == _ABNORMAL_CLOSURE:
         return _End("connection lost without a close frame", _ABNORMAL_CLOSURE)
-    text = f"closed by server with code {reason.code} ({reason.name})"
+    if ws is not None and _closed_by_us(ws):
+        why = _LOCAL_CLOSES.get(reason.code, reason.name)
+        text = f"the sidecar closed the connection with code {reason.code} ({why})"
+    else:
+        text = f"closed by server with code {reason.code} ({reason.name})"
     return _End(f"{text}: {reason.reason}" if reason.reason else text, reason.code)
+
+
+def _closed_by_us(ws: tw.WebSocketConnection) -> bool:
+    """Whether our websocket library, not the server, ended the connection
+    (point 3 of the block above); unknown internals count as the server."""
+    state = getattr(getattr(ws, "_wsproto", None), "state", None)
+    return state is ConnectionState.OPEN or state is ConnectionState.LOCAL_CLOSING
+
+
+def _secret_words(found: tuple[str, ...]) -> list[str]:
+    """The secrets, and the long words inside them: a server that echoes a
+    token back ("token abc… expired") drops the "Bearer " before it."""
+    words = {w for secret in found for w in secret.split() if len(w) >= 8}
+    # Longest first, so a secret that contains another is hidden whole.
+    return sorted(set(found) | words, key=len, reverse=True)
 
 
 def _describe(exc: BaseException) -> str:

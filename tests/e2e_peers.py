@@ -4,6 +4,8 @@
   the test fails half-way.
 - `SilentServer`: a raw TCP server that completes the websocket upgrade and
   then ignores everything, pings included: a dead peer that keeps its socket.
+- `ScriptedServer`: a raw TCP server that reads each upgrade request and lets
+  the test write whatever answer it likes, bytes on the wire, valid or not.
 - `reserve_port`: a free TCP port for a server that starts later.
 - `open_speaker`: the bot's side of audio-out, reading in the background.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import trio
@@ -45,6 +48,90 @@ async def until_connected(sidecar: SidecarProcess, server: WsServer, n: int = 1)
 
 def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+
+
+async def read_upgrade_request(stream: trio.abc.ReceiveStream) -> bytes | None:
+    """The request's Sec-WebSocket-Key, or None if the client hung up first."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        data = await stream.receive_some(4096)
+        if not data:
+            return None
+        request += data
+    head = request.partition(b"\r\n\r\n")[0]
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-key":
+            return value.strip()
+    return b""
+
+
+def upgrade_answer(key: bytes, *, omit: bytes = b"", extra: bytes = b"") -> bytes:
+    """A 101 answer to `key`; `omit` drops the header of that name, `extra` is
+    added as is (header lines, each ending in CRLF)."""
+    headers = [
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Accept", accept_key(key)),
+    ]
+    lines = b"".join(
+        name + b": " + value + b"\r\n" for name, value in headers if name.lower() != omit.lower()
+    )
+    return b"HTTP/1.1 101 Switching Protocols\r\n" + lines + extra + b"\r\n"
+
+
+def server_frame(opcode: int, payload: bytes, *, rsv: int = 0) -> bytes:
+    """One final, unmasked frame, as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        length = bytes([size])
+    elif size < 65536:
+        length = bytes([126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([127]) + size.to_bytes(8, "big")
+    return bytes([0x80 | rsv << 4 | opcode]) + length + payload
+
+
+Script = Callable[[trio.SocketStream, bytes], Awaitable[None]]
+
+
+class ScriptedServer:
+    """Reads each upgrade request, then runs `script(stream, key)`: the test
+    writes the answer byte for byte, which no real websocket server would let
+    it get wrong. The connection closes when the script returns."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.port = 0
+        self.accepted = 0
+        self.finished = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/audio"
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.accepted += 1
+        try:
+            async with stream:
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    key = await read_upgrade_request(stream)
+                    if key is not None:
+                        await self.script(stream, key)
+        finally:
+            self.finished += 1
+
+
+async def drain(stream: trio.abc.ReceiveStream) -> None:
+    """Read until the client closes: a peer that stays, saying nothing."""
+    while await stream.receive_some(65536):
+        pass
 
 
 class SilentServer:

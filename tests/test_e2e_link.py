@@ -1,25 +1,34 @@
 """The websocket link, end to end: connect, retry, replay, reject, dead peers, bad messages.
 
-Real sidecar process against a real `websockets` server (or, for a dead peer,
-a raw TCP server that stops talking after the handshake).
+Real sidecar process against a real `websockets` server (or, for a dead peer
+and for answers no websocket server would send, a raw TCP server).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 
+import pytest
 import trio
 from e2e_peers import (
     HangUpServer,
+    Script,
+    ScriptedServer,
     SilentServer,
+    accept_key,
+    drain,
     open_speaker,
     reserve_port,
+    server_frame,
     until_connected,
+    upgrade_answer,
 )
 from support import (
     RequestHook,
+    SidecarProcess,
     WsServer,
     bot_output,
     dominant_frequency,
@@ -378,3 +387,245 @@ async def test_binary_bot_output_is_accepted(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
     assert not sidecar.named("invalid_message")
     assert abs(dominant_frequency(speaker.pcm[: 9600 * 2], 48000) - 1000) < 10
+
+
+# -- handshake answers no websocket server would send (raw TCP peers) ---------------
+
+
+async def run_against(
+    script: Script, tmp_path: Path, *extra: str, timeout: float = 10
+) -> tuple[SidecarProcess, ScriptedServer, int, float]:
+    """The sidecar against a ScriptedServer until it exits; its exit code and
+    how long that took."""
+    server = ScriptedServer(script)
+    with trio.fail_after(timeout + 15):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            args = sidecar_args(server.url, tmp_path, "--retry-delay", "0.05", *extra)
+            async with open_sidecar(args) as sidecar:
+                start = trio.current_time()
+                code = await sidecar.wait(timeout)
+                took = trio.current_time() - start
+                await trio.sleep(0.1)  # the last lines
+            nursery.cancel_scope.cancel()
+    return sidecar, server, code, took
+
+
+def answering(answer: Callable[[bytes], bytes]) -> Script:
+    async def script(stream: trio.SocketStream, key: bytes) -> None:
+        await stream.send_all(answer(key))
+        await drain(stream)
+
+    return script
+
+
+BAD_UPGRADES: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "wrong_accept": (
+        lambda key: upgrade_answer(
+            key,
+            omit=b"Sec-WebSocket-Accept",
+            extra=b"Sec-WebSocket-Accept: " + accept_key(b"another key") + b"\r\n",
+        ),
+        "wrong Sec-WebSocket-Accept",
+    ),
+    "no_upgrade_header": (
+        lambda key: upgrade_answer(key, omit=b"Upgrade"),
+        "no 'Upgrade: websocket'",
+    ),
+    "no_connection_header": (
+        lambda key: upgrade_answer(key, omit=b"Connection"),
+        "no 'Connection: upgrade'",
+    ),
+    "unoffered_subprotocol": (
+        lambda key: upgrade_answer(key, extra=b"Sec-WebSocket-Protocol: chat\r\n"),
+        "subprotocol 'chat', which the sidecar did not offer",
+    ),
+    "unoffered_extension": (
+        lambda key: upgrade_answer(key, extra=b"Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+        "extension 'permessage-deflate', which the sidecar did not offer",
+    ),
+    "non_ascii_connection_header": (
+        lambda key: upgrade_answer(key, omit=b"Connection", extra=b"Connection: \xffupgrade\r\n"),
+        "no 'Connection: upgrade'",
+    ),
+    "garbage_status_line": (
+        lambda key: b"garbage\r\n\r\n",
+        "not valid HTTP",
+    ),
+    "64_kib_header_line": (
+        lambda key: b"HTTP/1.1 101 Switching Protocols\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n",
+        "header section over 16384 bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPGRADES))
+async def test_a_malformed_upgrade_answer_is_a_named_failure_and_retried(
+    tmp_path: Path, case: str
+) -> None:
+    answer, named = BAD_UPGRADES[case]
+    sidecar, server, code, _ = await run_against(answering(answer), tmp_path, "--max-retries", "1")
+    assert code == 3, sidecar.stderr.decode(errors="replace")
+    assert b"Traceback" not in sidecar.stderr
+    (retry,) = sidecar.named("retrying")
+    assert retry["reason"].startswith("invalid handshake answer: ")
+    assert named in retry["reason"]
+    (gave_up,) = sidecar.named("gave_up")
+    assert gave_up["reason"] == retry["reason"]
+    assert gave_up.get("status") is None
+    assert not sidecar.named("connected")
+    assert server.accepted == 2
+
+
+def stalling(answer: bytes) -> Script:
+    """Writes `answer`, then neither sends more nor closes: only the head tells."""
+    return answering(lambda _: answer)
+
+
+STALLED_REJECTIONS: dict[str, tuple[bytes, int, str]] = {
+    "close_delimited_401": (
+        b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\nmissing token\n",
+        401,
+        "missing token",
+    ),
+    "http_1_0_403_without_length": (
+        b"HTTP/1.0 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nno such bot",
+        403,
+        "no such bot",
+    ),
+    "short_content_length": (
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 1000\r\n\r\nno such   \r\n  path",
+        404,
+        "no such path",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STALLED_REJECTIONS))
+async def test_a_4xx_is_fatal_on_its_head_whatever_its_body_does(tmp_path: Path, case: str) -> None:
+    answer, status, body = STALLED_REJECTIONS[case]
+    sidecar, server, code, took = await run_against(
+        stalling(answer), tmp_path, "--connect-timeout", "20"
+    )
+    assert code == 4
+    # The head and at most the body's half-second: not the connect timeout.
+    assert took < 5
+    assert not sidecar.named("retrying")
+    (gave_up,) = sidecar.named("gave_up")
+    assert gave_up["status"] == status
+    assert gave_up["reason"] == f"handshake rejected with HTTP {status}: {body}"
+    assert sidecar.named("stopped")[-1]["exit_code"] == 4
+    assert body.encode() in sidecar.stderr
+    assert server.accepted == 1
+
+
+async def test_a_5xx_is_retried_on_its_head_whatever_its_body_does(tmp_path: Path) -> None:
+    answer = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\ndraining"
+    sidecar, server, code, took = await run_against(
+        stalling(answer), tmp_path, "--connect-timeout", "20", "--max-retries", "2"
+    )
+    assert code == 3
+    assert took < 8  # three attempts, each the head and half a second at most
+    reasons = [e["reason"] for e in sidecar.named("retrying")]
+    assert reasons == ["handshake rejected with HTTP 503: draining"] * 2
+    assert sidecar.named("gave_up")[0].get("status") is None
+    assert server.accepted == 3
+
+
+async def test_a_huge_rejection_body_is_not_read(tmp_path: Path) -> None:
+    total = 30 * 1024 * 1024
+    sent = [0]
+
+    async def script(stream: trio.SocketStream, key: bytes) -> None:
+        await stream.send_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n" % total)
+        chunk = b"x" * 65536
+        while sent[0] < total:
+            await stream.send_all(chunk)
+            sent[0] += len(chunk)
+
+    sidecar, server, code, took = await run_against(script, tmp_path, "--connect-timeout", "20")
+    assert code == 4
+    assert took < 5
+    (gave_up,) = sidecar.named("gave_up")
+    assert gave_up["status"] == 401
+    # What is shown is a short excerpt of the 4 KiB read.
+    assert gave_up["reason"].startswith("handshake rejected with HTTP 401: xxxx")
+    assert len(gave_up["reason"]) < 300
+    # The rest never left the server's side: the sidecar hung up long before
+    # (what was sent is at most what the kernel's socket buffers hold).
+    assert server.finished == 1
+    assert sent[0] < total // 2
+
+
+async def test_a_rejection_body_that_echoes_a_secret_is_redacted(tmp_path: Path) -> None:
+    secret = "s3cr3t-bearer-value"
+    answer = f"HTTP/1.1 401 Unauthorized\r\nContent-Length: 38\r\n\r\ntoken {secret} expired....."
+    sidecar, _, code, _ = await run_against(
+        stalling(answer.encode()),
+        tmp_path,
+        "--header",
+        f"Authorization: Bearer {secret}",
+    )
+    assert code == 4
+    (gave_up,) = sidecar.named("gave_up")
+    assert gave_up["reason"] == "handshake rejected with HTTP 401: token *** expired....."
+    assert secret.encode() not in sidecar.stdout + sidecar.stderr
+
+
+# -- who closed it: the server, or the sidecar's websocket library ------------------
+
+
+def upgrade_then(frame: bytes) -> Script:
+    async def script(stream: trio.SocketStream, key: bytes) -> None:
+        await stream.send_all(upgrade_answer(key) + frame)
+        await drain(stream)
+
+    return script
+
+
+OURS = "the sidecar closed the connection with code "
+CLOSES: dict[str, tuple[bytes, int, str]] = {
+    "invalid_utf8_text": (
+        server_frame(0x1, b"\xc3\x28"),
+        1007,
+        OURS + "1007 (invalid UTF-8 from the server): 'utf-8' codec can't decode byte 0xc3",
+    ),
+    "reserved_bit_set": (
+        server_frame(0x1, b"hi", rsv=0b100),
+        1002,
+        OURS + "1002 (protocol error from the server): Reserved bit set unexpectedly",
+    ),
+    "message_beyond_the_hard_cap": (
+        server_frame(0x2, bytes(5000)),
+        1009,
+        OURS + "1009 (a message over 4 x --max-message-bytes): "
+        "Exceeded maximum message size: 4096 bytes",
+    ),
+    "server_close_frame_1007": (
+        server_frame(0x8, (1007).to_bytes(2, "big") + b"bad data"),
+        1007,
+        "closed by server with code 1007 (INVALID_FRAME_PAYLOAD_DATA): bad data",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLOSES))
+async def test_disconnected_says_who_closed_the_connection(tmp_path: Path, case: str) -> None:
+    frame, code, reason = CLOSES[case]
+    server = ScriptedServer(upgrade_then(frame))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            args = sidecar_args(
+                server.url, tmp_path, "--retry-delay", "0.05", "--max-message-bytes", "1024"
+            )
+            async with open_sidecar(args) as sidecar:
+                dropped = await sidecar.wait_event("disconnected")
+                retry = await sidecar.wait_event("retrying")
+                await sidecar.wait_event("connected", lambda e: e["attempt"] == 2)
+                assert await sidecar.stop() == 0
+            nursery.cancel_scope.cancel()
+    assert dropped["code"] == code
+    assert dropped["reason"].startswith(reason)
+    assert retry["reason"] == dropped["reason"]
+    assert b"Traceback" not in sidecar.stderr
