@@ -10,7 +10,12 @@ Guarantees, whatever the bot sends:
 - after `flush`, the stream's output is exactly `round(n * out / in)` samples
   for every run of `n` input samples at one rate `in`;
 - no chunk carries much more than `chunk_ms` of audio, even when a bot (or raw
-  input, which arrives in whatever pieces the socket delivers) writes long frames.
+  input, which arrives in whatever pieces the socket delivers) writes long frames;
+- whatever the frame sizes, every chunk carries `out * chunk_ms / 1000` samples
+  to within one, except the one a flush or drain sends and the first after the
+  start, a flush or a rate change (short by the resampler's warm-up). Within
+  `ceil(out / in)` when upsampling a span of fractional input samples, which
+  no AudioSocket rate has.
 """
 
 from __future__ import annotations
@@ -40,8 +45,6 @@ class CaptureStream:
         # End, on the stream clock, of the newest emitted chunk; None before the first.
         self._end_ms: float | None = None
         self._last_capture_ms = 0.0
-        # Input samples since the chunker's last chunk boundary.
-        self._phase = 0
         self.samples_in = 0
         self.samples_out = 0
 
@@ -64,20 +67,20 @@ class CaptureStream:
             # arrival jitter open a crack (or an overlap) at the switch.
             if self._end_ms is not None and start_ms - self._end_ms <= self.gap_ms:
                 start_ms = self._end_ms
-            self._phase = 0
         assert self._chunker is not None
         resampler, chunker = self._resampler, self._chunker
         self.samples_in += frame.samples
         # The chunker never splits a frame and sends all it holds once a chunk's
         # worth of input is in, so input that straddles a chunk boundary would
         # make a long message (up to twice --chunk-ms; a 680 ms frame, one of
-        # 680 ms). Cut the input on the chunk grid first. Bots writing whole
-        # chunk-sized frames never take the slicing path.
-        span = max(1, rate * self.chunk_ms // 1000)
+        # 680 ms). Cut the input where the chunker's grid says the next chunk
+        # ends: it counts spans exactly, so a span of fractional input samples
+        # (25 ms at 44.1 kHz) cannot drift away from where we cut. Bots writing
+        # whole chunk-sized frames never take the slicing path.
         pcm = frame.pcm
         offset = 0
         while offset < frame.samples:
-            take = min(frame.samples - offset, span - self._phase)
+            take = min(frame.samples - offset, chunker.samples_to_boundary())
             part = pcm if take == frame.samples else pcm[2 * offset : 2 * (offset + take)]
             capture_ms = start_ms + offset * 1000.0 / rate
             self._last_capture_ms = capture_ms
@@ -85,7 +88,6 @@ class CaptureStream:
             if chunk is not None:
                 chunks.append(self._monotonic(chunk))
             offset += take
-            self._phase = (self._phase + take) % span
         return chunks
 
     def drain(self) -> list[Chunk]:
@@ -99,7 +101,6 @@ class CaptureStream:
         if self._chunker is None:
             return []
         chunk = self._chunker.flush()
-        self._phase = 0
         return [] if chunk is None else [self._monotonic(chunk)]
 
     def flush(self) -> list[Chunk]:
@@ -114,7 +115,6 @@ class CaptureStream:
         for chunk in (held, self._chunker.flush()):
             if chunk is not None:
                 chunks.append(self._monotonic(chunk))
-        self._phase = 0
         return chunks
 
     def _monotonic(self, chunk: Chunk) -> Chunk:

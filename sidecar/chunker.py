@@ -6,7 +6,10 @@ time its first sample was captured.
 
 Chunk boundaries follow *input* time: a chunk is due once ``chunk_ms`` of input has been
 pushed, and it takes all output held at that moment. The resampler's hold-back therefore
-rides along in the next chunk instead of delaying every chunk by a whole chunk.
+rides along in the next chunk instead of delaying every chunk by a whole chunk. A span that
+ends with nothing held (the resampler still warming up) sends nothing, and its output waits
+for the next boundary: sending it as soon as it appeared would put a sliver of a message
+off the grid, and make the rest of that span a short one.
 
 Timestamps come from a stream clock rather than from each frame's capture time, so jitter
 in the caller's clock does not leak into the output. The resampler is time-aligned (output
@@ -15,13 +18,12 @@ time follows from its index alone. The clock only jumps, forwards, when the inpu
 longer than ``gap_ms``.
 
 A frame larger than a chunk is not split: it comes out as one correspondingly larger chunk.
+Callers that want every chunk one span long cut their input at `Chunker.samples_to_boundary`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Final
 
 # Output held without any input completing a chunk (only possible when callers push output
@@ -48,10 +50,14 @@ class ChunkerStatistics:
 
 @dataclass(frozen=True, slots=True)
 class _Anchor:
-    """Input position ``in_pos`` (samples since stream start) was captured at ``time_ms``."""
+    """Input position ``in_pos`` (samples since stream start) was captured at ``capture_ms``."""
 
     in_pos: int
-    time_ms: Fraction
+    capture_ms: float
+    ticks: int
+    """``capture_ms`` in ticks of ``1 / (in_rate * out_rate)`` ms, floored. Any output
+    sample lies a whole number of ticks from an anchor, so flooring the anchor leaves every
+    floored timestamp exactly as the exact sum would give it."""
 
 
 class Chunker:
@@ -67,13 +73,15 @@ class Chunker:
         self._in_rate = in_rate
         self._out_rate = out_rate
         self._gap_ms = gap_ms
+        self._ticks_per_ms: Final = in_rate * out_rate
         # Input accounting is kept in units of samples * 1000 so spans such as 20 ms at
         # 11025 Hz (220.5 samples) stay exact.
         self._span: Final = in_rate * chunk_ms
         self._accumulated = 0
-        self._due = False
         self._max_held = _MAX_HELD_CHUNKS * out_rate * chunk_ms // 1000
-        self._held = bytearray()
+        # Joined only when a chunk leaves: a chunk made of one push costs no copy at all.
+        self._held_parts: list[bytes] = []
+        self._held = 0  # samples in _held_parts
         self._in_pos = 0
         self._out_pos = 0  # stream index of the first held output sample
         # Oldest first; older anchors are kept only while held samples still precede the
@@ -81,7 +89,6 @@ class Chunker:
         self._anchors: list[_Anchor] = []
         self._last_timestamp: int | None = None
         self._chunks = 0
-        self._samples_out = 0
         self._reanchors = 0
 
     def push(self, pcm_out: bytes, in_samples: int, capture_ms: float) -> Chunk | None:
@@ -95,73 +102,84 @@ class Chunker:
             raise ValueError(f"in_samples must not be negative, got {in_samples}")
         self._observe_capture(capture_ms)
         self._in_pos += in_samples
-        self._held += pcm_out
+        if pcm_out:
+            self._held_parts.append(pcm_out)
+            self._held += len(pcm_out) // 2
 
         self._accumulated += in_samples * 1000
-        if self._accumulated >= self._span:
-            self._due = True
+        boundary = self._accumulated >= self._span
+        if boundary:
             # Carry only the part of a span; a huge frame must not leave a debt that would
             # make the following pushes emit tiny chunks.
             self._accumulated %= self._span
-        if self._held and (self._due or len(self._held) // 2 >= self._max_held):
+        if self._held and (boundary or self._held >= self._max_held):
             return self._emit()
         return None
+
+    def samples_to_boundary(self) -> int:
+        """Input samples that complete the current chunk span (at least 1).
+
+        The chunk grid: a caller that cuts its input here, never pushing more in one go,
+        gets chunks that each cover one span of input, without drift, also when a span is
+        not a whole number of input samples.
+        """
+        return -(-(self._span - self._accumulated) // 1000)
 
     def flush(self) -> Chunk | None:
         """Return whatever is held (end of stream). The stream clock keeps running, so the
         chunker can carry on if more audio follows."""
         self._accumulated = 0
-        self._due = False
         return self._emit() if self._held else None
 
     def statistics(self) -> ChunkerStatistics:
         return ChunkerStatistics(
-            chunks=self._chunks, samples_out=self._samples_out, reanchors=self._reanchors
+            chunks=self._chunks, samples_out=self._out_pos, reanchors=self._reanchors
         )
+
+    def _anchor(self, capture_ms: float) -> _Anchor:
+        numerator, denominator = capture_ms.as_integer_ratio()
+        ticks = numerator * self._ticks_per_ms // denominator
+        return _Anchor(self._in_pos, capture_ms, ticks)
 
     def _observe_capture(self, capture_ms: float) -> None:
         if not self._anchors:
-            self._anchors.append(_Anchor(self._in_pos, Fraction(capture_ms)))
+            self._anchors.append(self._anchor(capture_ms))
             return
         newest = self._anchors[-1]
-        predicted = float(newest.time_ms) + (self._in_pos - newest.in_pos) * 1000 / self._in_rate
+        predicted = newest.capture_ms + (self._in_pos - newest.in_pos) * 1000 / self._in_rate
         # Frames arriving early (bot writing faster than real time) or with small jitter keep
         # the predicted clock; only a real gap moves it, and only forwards.
         if capture_ms - predicted > self._gap_ms:
             if newest.in_pos == self._in_pos:
-                self._anchors[-1] = _Anchor(self._in_pos, Fraction(capture_ms))
+                self._anchors[-1] = self._anchor(capture_ms)
             else:
-                self._anchors.append(_Anchor(self._in_pos, Fraction(capture_ms)))
+                self._anchors.append(self._anchor(capture_ms))
             self._reanchors += 1
 
-    def _time_of_output(self, out_index: int) -> Fraction:
-        # Position of the output sample on the input timeline, scaled by out_rate.
+    def _timestamp_of_output(self, out_index: int) -> int:
+        # Positions on the input timeline, scaled by out_rate so they stay integers.
         scaled_pos = out_index * self._in_rate
-        anchor = self._anchors[0]
-        for candidate in reversed(self._anchors):
-            if candidate.in_pos * self._out_rate <= scaled_pos:
-                anchor = candidate
-                break
-        offset_ms = Fraction(
-            (scaled_pos - anchor.in_pos * self._out_rate) * 1000,
-            self._in_rate * self._out_rate,
-        )
-        return anchor.time_ms + offset_ms
+        anchors = self._anchors
+        i = len(anchors) - 1
+        while i > 0 and anchors[i].in_pos * self._out_rate > scaled_pos:
+            i -= 1
+        anchor = anchors[i]
+        ticks = anchor.ticks + (scaled_pos - anchor.in_pos * self._out_rate) * 1000
+        return ticks // self._ticks_per_ms
 
     def _emit(self) -> Chunk:
-        timestamp = math.floor(self._time_of_output(self._out_pos))
+        timestamp = self._timestamp_of_output(self._out_pos)
         # Cannot trigger with forward-only anchors; kept so the guarantee does not hinge on it.
         if self._last_timestamp is not None and timestamp < self._last_timestamp:
             timestamp = self._last_timestamp
-        pcm = bytes(self._held)
-        samples = len(pcm) // 2
-        self._held.clear()
+        pcm = b"".join(self._held_parts)
+        samples = self._held
+        self._held_parts.clear()
+        self._held = 0
         self._out_pos += samples
         self._last_timestamp = timestamp
         self._chunks += 1
-        self._samples_out += samples
         self._drop_stale_anchors()
-        self._due = False
         return Chunk(pcm=pcm, timestamp_ms=timestamp, samples=samples)
 
     def _drop_stale_anchors(self) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import math
+import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sidecar.capture import CaptureStream
 from sidecar.chunker import Chunk
 from sidecar.frames import Audio
-from sidecar.resample import resample_once
+from sidecar.resample import Quality, Resampler, resample_once
 
 T0 = 1_700_000_000_000.0
 
@@ -226,3 +228,140 @@ def test_any_sequence_keeps_totals_and_monotonic_time(
     assert all(c.samples > 0 for c in chunks)
     stamps = [c.timestamp_ms for c in chunks]
     assert stamps == sorted(stamps)
+
+
+AUDIOSOCKET_RATES = [8000, 12000, 16000, 24000, 32000, 44100, 48000, 96000, 192000]
+# The property test plays each run until it has this many messages to check, or this
+# many pushes (1-sample frames against a 250 ms chunk would otherwise take minutes).
+GRID_MESSAGES = 6
+GRID_PUSHES = 400
+# Deterministic in CI; SIDECAR_FUZZ_EXAMPLES (see test_fuzz.py) makes it a long run.
+GRID = settings(
+    max_examples=max(60, int(os.environ.get("SIDECAR_FUZZ_EXAMPLES", "0")) // 100),
+    deadline=None,
+    derandomize=True,
+)
+
+
+def assert_on_the_grid(sizes: list[int], out_rate: int, chunk_ms: int) -> None:
+    """Every message one chunk long, to within one output sample."""
+    expected = out_rate * chunk_ms / 1000
+    off = [(i, size) for i, size in enumerate(sizes) if abs(size - expected) > 1]
+    assert not off, f"{len(off)} of {len(sizes)} messages off {expected}: {off[:5]}"
+
+
+@pytest.mark.parametrize("chunk_ms", [25, 15, 20, 5, 250])
+def test_a_span_of_fractional_input_samples_keeps_one_grid(chunk_ms: int) -> None:
+    # Issue #11: at 44.1 kHz 25 ms is 1102.5 input samples. Cutting the input on 1102
+    # while the chunker counted 1102.5 put its boundary just past each cut, so chunks
+    # ended wherever a frame did: 320, 400 or 640 samples instead of 400 (25 ms), and
+    # 1 to 480 at 15 ms. 20 and 250 ms are whole samples and always were fine.
+    bot = Bot(CaptureStream(16000, chunk_ms=chunk_ms))
+    bot.play(tone(440, 44100 * 6, 44100), 44100)
+    assert len(bot.chunks) >= 6000 // chunk_ms - 1
+    assert_on_the_grid([c.samples for c in bot.chunks[1:]], 16000, chunk_ms)
+    assert_continuous(bot.chunks, 16000)
+
+
+def play_on_grid(
+    stream: CaptureStream, rate: int, frame_sizes: list[int], now_ms: float
+) -> tuple[list[int], int, float]:
+    """Cycle through `frame_sizes` in real time; the message sizes, samples in and clock."""
+    sizes: list[int] = []
+    samples = 0
+    span = rate * stream.chunk_ms / 1000
+    for i in range(GRID_PUSHES):
+        n = frame_sizes[i % len(frame_sizes)]
+        now_ms += n * 1000 / rate
+        sizes += [c.samples for c in stream.push(Audio(rate, bytes(2 * n)), now_ms)]
+        samples += n
+        if samples >= (GRID_MESSAGES + 2) * span:
+            break
+    return sizes, samples, now_ms
+
+
+def one_rate_run(rate: int) -> st.SearchStrategy[tuple[int, list[int]]]:
+    frame_sizes = st.lists(st.integers(min_value=1, max_value=rate), min_size=1, max_size=6)
+    return st.tuples(st.just(rate), frame_sizes)
+
+
+def output_at_boundaries(
+    rate: int, out_rate: int, chunk_ms: int, quality: Quality, count: int
+) -> list[int]:
+    """The resampler's total output when the input reaches each of the first chunk
+    boundaries (what it gives depends only on how much went in, not on the split)."""
+    resampler = Resampler(rate, out_rate, quality)
+    totals, position, total = [], 0, 0
+    for k in range(1, count + 1):
+        boundary = math.ceil(k * rate * chunk_ms / 1000)
+        total += len(resampler.process(bytes(2 * (boundary - position)))) // 2
+        totals.append(total)
+        position = boundary
+    return totals
+
+
+@GRID
+@given(
+    runs=st.lists(st.sampled_from(AUDIOSOCKET_RATES).flatmap(one_rate_run), min_size=1, max_size=3),
+    out_rate=st.sampled_from([8000, 16000, 24000]),
+    chunk_ms=st.integers(min_value=5, max_value=250),
+    quality=st.sampled_from(["fastest", "medium", "best"]),
+)
+@example(runs=[(44100, [882])], out_rate=16000, chunk_ms=25, quality="medium")
+@example(runs=[(44100, [882])], out_rate=16000, chunk_ms=15, quality="medium")
+@example(runs=[(8000, [1]), (44100, [7, 44100])], out_rate=8000, chunk_ms=5, quality="fastest")
+@example(runs=[(96000, [16, 45])], out_rate=8000, chunk_ms=9, quality="best")
+def test_every_message_is_one_chunk_long(
+    runs: list[tuple[int, list[int]]], out_rate: int, chunk_ms: int, quality: Quality
+) -> None:
+    stream = CaptureStream(out_rate, chunk_ms=chunk_ms, quality=quality)
+    now = T0
+    sizes: list[int] = []
+    runs_in: list[tuple[int, int]] = []  # (rate, input samples) per run at one rate
+    for rate, frame_sizes in runs:
+        played, samples, now = play_on_grid(stream, rate, frame_sizes, now)
+        sizes += played
+        if runs_in and runs_in[-1][0] == rate:
+            runs_in[-1] = (rate, runs_in[-1][1] + samples)
+        else:
+            runs_in.append((rate, samples))
+    sizes += [c.samples for c in stream.flush()]
+
+    # Each run at one rate is flushed to its exact total, so the totals split the messages.
+    per_run: list[list[int]] = []
+    remaining = sizes
+    for rate, samples in runs_in:
+        total = round(samples * out_rate / rate)
+        ends = list(itertools.accumulate(remaining))
+        cut = ends.index(total) + 1 if total else 0
+        per_run.append(remaining[:cut])
+        remaining = remaining[cut:]
+    assert remaining == []
+    for run in per_run:
+        # The first message is short by the resampler's delay; the last is the flush.
+        assert_on_the_grid(run[1:-1], out_rate, chunk_ms)
+
+
+@pytest.mark.parametrize(
+    ("quality", "rate", "out_rate", "chunk_ms", "frame"),
+    [
+        ("medium", 16000, 8000, 5, 7),
+        ("best", 44100, 16000, 8, 3),
+        ("best", 48000, 24000, 5, 1),
+        # The warm-up trickles out: 1 sample by the second boundary, the rest after it
+        # (sent at once, these made 1, 3 and 69 samples).
+        ("best", 96000, 8000, 9, 41),
+    ],
+)
+def test_a_warm_up_longer_than_a_chunk_leaves_one_short_first_message(
+    quality: Quality, rate: int, out_rate: int, chunk_ms: int, frame: int
+) -> None:
+    at_boundaries = output_at_boundaries(rate, out_rate, chunk_ms, quality, 4)
+    assert at_boundaries[0] == 0  # nothing at all for the first span
+    bot = Bot(CaptureStream(out_rate, chunk_ms=chunk_ms, quality=quality))
+    bot.play(bytes(2 * rate // 10), rate, frame_ms=frame * 1000 / rate)
+    sizes = [c.samples for c in bot.chunks]
+    # The first output waits for the grid, however it trickles out of the resampler.
+    assert sizes[0] == next(total for total in at_boundaries if total)
+    assert_on_the_grid(sizes[1:], out_rate, chunk_ms)
+    assert_continuous(bot.chunks, out_rate)

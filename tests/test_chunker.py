@@ -114,17 +114,21 @@ def test_huge_frame_is_one_big_chunk_and_leaves_no_debt() -> None:
     assert after.timestamp_ms == int(T0) + 1000
 
 
-def test_span_completed_without_output_emits_on_next_push_with_output() -> None:
+def test_a_span_completed_without_output_leaves_its_output_for_the_next_boundary() -> None:
     chunker = Chunker(IN_RATE, OUT_RATE)
     # Warm-up: the resampler has produced nothing yet although 20 ms went in.
     assert chunker.push(b"", 960, T0) is None
-    chunk = chunker.push(silence(10), 48, T0 + 20)
-    assert chunk is not None
-    assert chunk.samples == 10
-    assert chunk.timestamp_ms == int(T0)
-    # That emission consumed the completed span; the 1 ms frame left 1 ms of credit.
+    # The first output waits for the grid instead of leaving as a sliver mid-span (which
+    # would leave the rest of the span a short message too).
+    assert chunker.push(silence(10), 48, T0 + 20) is None
     assert chunker.push(silence(300), 900, T0 + 21) is None
-    assert chunker.push(silence(20), 48, T0 + 40) is not None
+    chunk = chunker.push(silence(20), 12, T0 + 39.75)
+    assert chunk is not None
+    assert chunk.samples == 330
+    assert chunk.timestamp_ms == int(T0)
+    full = chunker.push(silence(320), 960, T0 + 40)
+    assert full is not None
+    assert full.samples == 320
 
 
 def test_timestamps_follow_the_stream_clock() -> None:
@@ -283,7 +287,6 @@ def test_random_frames_keep_every_invariant(frames: list[tuple[int, float]]) -> 
     in_time_ms = 0.0
     # Reference model of the emission rule, in input samples (20 ms = 960).
     accumulated = 0
-    due = False
     held = 0
     for samples, lateness in frames:
         out = resampler.process(silence(samples))
@@ -292,16 +295,14 @@ def test_random_frames_keep_every_invariant(frames: list[tuple[int, float]]) -> 
         in_time_ms += samples / 48
 
         accumulated += samples
-        if accumulated >= 960:
-            due = True
-            accumulated %= 960
+        boundary = accumulated >= 960
+        accumulated %= 960
         held += len(out) // 2
-        should_emit = held > 0 and (due or held >= 4 * 320)
+        should_emit = held > 0 and (boundary or held >= 4 * 320)
         assert (chunk is not None) == should_emit
         if chunk is not None:
             assert chunk.samples == held
             chunks.append(chunk)
-            due = False
             held = 0
         # Bounded: what stays behind is less than a span of output plus the hold-back.
         assert held < 320 + 20
