@@ -10,12 +10,11 @@ it and is echoed once that frame was written to the bot, not before.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -25,6 +24,7 @@ from sidecar.config import Config
 from sidecar.gate import PauseGate
 from sidecar.playout import MarkResolved
 from sidecar.ratelimit import TokenBucket
+from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
 from sidecar.voice import Voice
 
 # Frames queued for the bot beyond the one being written: enough to ride out a
@@ -36,6 +36,7 @@ MAX_LATE_PERIODS = 3
 # Bot output is resampled this much at a time, the clock free to run in between:
 # a 700 ms message done at once held the loop for ~5 ms, the pacing jitter's p99.
 SLICE_MS = 50
+BOT_CLOSED = "bot closed the connection"
 
 
 @dataclass(slots=True)
@@ -228,10 +229,7 @@ class Downlink:
     # -- the bot on the audio-out socket ---------------------------------------------
 
     async def serve_listener(self, listener: trio.SocketListener) -> None:
-        async with trio.open_nursery() as nursery:
-            while True:
-                stream = await listener.accept()
-                nursery.start_soon(self.serve_connection, stream)
+        await serve_unix_listener(listener, self.serve_connection, name="audio-out")
 
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
         async with stream:
@@ -240,28 +238,18 @@ class Downlink:
                 self._log.emit(
                     events.InvalidFrame(socket="out", code=frames.ErrorCode.BUSY, message=message)
                 )
-                with (
-                    trio.move_on_after(1.0),
-                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-                ):
-                    await stream.send_all(frames.encode_error(frames.ErrorCode.BUSY, message))
+                await refuse(stream, frames.ErrorCode.BUSY, message)
                 return
             self._bot = stream
-            if isinstance(stream, trio.SocketStream):
-                # A second descriptor on the same socket, non-blocking, so the
-                # clock can try a write without awaiting.
-                self._bot_sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
-                self._bot_sock.setblocking(False)
+            self._bot_sock = _second_handle(stream)
             self._warned_no_bot = False
             self._stats.bot_connections += 1
             self._log.emit(events.BotConnected(socket="out"))
-            reason = "bot closed the connection"
+            # Anything but the bot or its connection ending is the sidecar
+            # stopping (cancellation); a bug would exit with its traceback.
+            reason = "sidecar stopping"
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_bot, stream, nursery.cancel_scope)
-                    await self._write(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                reason = f"connection broken: {exc}"
+                reason = await self._serve_bot(stream)
             finally:
                 self._bot = None
                 if self._bot_sock is not None:
@@ -276,21 +264,67 @@ class Downlink:
                 self._resolved(tuple(m for item in unsent for m in item.marks))
                 self._log.emit(events.BotDisconnected(socket="out", reason=reason))
 
-    async def _watch_bot(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    async def _serve_bot(self, stream: trio.abc.Stream) -> str:
+        """Write to the bot until it leaves; returns why the connection ended.
+
+        Its reader and its writer each meet the end of the connection in their
+        own way (EOF, or a write that fails, whichever comes first); the first
+        to end it ends the other, and neither lets a broken connection escape
+        as an error: that is the bot leaving, not a fault of the sidecar.
+        """
+        ended: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def until_ended(side: Callable[[trio.abc.Stream], Awaitable[str]]) -> None:
+                ended.append(await side(stream))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_ended, self._watch_bot)
+            nursery.start_soon(until_ended, self._write)
+        return ended[0]
+
+    async def _watch_bot(self, stream: trio.abc.Stream) -> str:
         # The bot has nothing to say on this socket; reading tells us when it leaves.
         try:
             while await stream.receive_some(4096):
                 pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            return _broken(stream, exc)
+        return BOT_CLOSED
 
-    async def _write(self, stream: trio.abc.Stream) -> None:
-        while True:
-            while self._queue:
-                item = self._writing = self._queue.popleft()
-                await stream.send_all(item.data)
-                self._writing = None
-                self._written(item)
-            self._queued = trio.Event()
-            await self._queued.wait()
+    async def _write(self, stream: trio.abc.Stream) -> str:
+        try:
+            while True:
+                while self._queue:
+                    item = self._writing = self._queue.popleft()
+                    await stream.send_all(item.data)
+                    self._writing = None
+                    self._written(item)
+                self._queued = trio.Event()
+                await self._queued.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            return _broken(stream, exc)
+
+
+def _broken(stream: trio.abc.Stream, exc: Exception) -> str:
+    # A bot that closes its end with frames unread (it had stopped reading, or
+    # left mid-frame) makes our write fail (EPIPE) and our read too (a Unix
+    # socket reports ECONNRESET for the discarded data): it left all the same.
+    if peer_hung_up(stream):
+        return BOT_CLOSED
+    return f"connection broken: {exc}"
+
+
+def _second_handle(stream: trio.abc.Stream) -> socket.socket | None:
+    """A second, non-blocking descriptor on the bot's socket, so the clock can
+    try a write without awaiting; None when there is none to be had."""
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    try:
+        sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
+    except OSError:
+        # Out of file descriptors: the handle is only a shortcut, and the
+        # writer task serves the bot without it.
+        return None
+    sock.setblocking(False)
+    return sock

@@ -1,18 +1,35 @@
-"""Unix sockets for the bot: a private listening socket, or an inherited fd."""
+"""Unix sockets for the bot: a private listening socket, or an inherited fd,
+and what both bot sockets do alike: accept, refuse, tell a departed peer."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import select
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import trio
 
+from sidecar import frames
+
 PROBE_TIMEOUT_S = 1.0
+ACCEPT_RETRY_S = 0.1
+# Bound on telling a bot why its connection ends: a bot that does not read
+# must not hold the task that serves (or refuses) it.
+REFUSE_TIMEOUT_S = 1.0
+# Linux only; elsewhere a peer that hung up is told apart only once nothing
+# it sent is left unread.
+_POLLRDHUP: int = getattr(select, "POLLRDHUP", 0)
+
+log = logging.getLogger("sidecar.sockets")
+
+S = TypeVar("S", bound=trio.abc.Stream)
 
 
 class SocketPathError(Exception):
@@ -97,3 +114,79 @@ def adopt_fd(fd: int) -> trio.SocketStream:
         raise SocketPathError(f"fd {fd} {problem}")
     sock.setblocking(False)
     return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
+async def serve_unix_listener(
+    listener: trio.abc.Listener[S],
+    handler: Callable[[S], Awaitable[object]],
+    *,
+    name: str,
+) -> NoReturn:
+    """Accept connections for ever, each served by `handler` in its own task.
+
+    A failed accept (out of file descriptors or memory; Linux reports EMFILE
+    even with nobody waiting) is retried: the connections already served
+    matter more than a new one, which waits in the kernel's queue meanwhile.
+    """
+    async with trio.open_nursery() as nursery:
+        failing = False
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if not failing:
+                    # Once per run of failures: the retry would repeat it 10 times a second.
+                    log.warning(
+                        "%s: cannot accept a connection: %s (retrying every %s s)",
+                        name,
+                        _why(exc),
+                        ACCEPT_RETRY_S,
+                    )
+                    failing = True
+                await trio.sleep(ACCEPT_RETRY_S)
+                continue
+            if failing:
+                log.info("%s: accepting connections again", name)
+                failing = False
+            nursery.start_soon(handler, stream)
+
+
+async def refuse(stream: trio.abc.SendStream, code: int, message: str) -> None:
+    """Tell the bot why its connection is closed: an AudioSocket error frame.
+
+    Best effort and bounded: the bot may not read, or may be gone already.
+    """
+    with (
+        trio.move_on_after(REFUSE_TIMEOUT_S),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(frames.encode_error(code, message))
+
+
+def peer_hung_up(stream: trio.abc.Stream) -> bool:
+    """The peer has closed the connection or shut down its sending side.
+
+    It will send nothing more, though what it sent before may still be unread:
+    the task reading the stream is about to see the end. A non-blocking probe
+    that never consumes anything.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    fd = stream.socket.fileno()
+    if fd < 0:
+        return True
+    if _POLLRDHUP:
+        poller = select.poll()
+        poller.register(fd, _POLLRDHUP)
+        gone = _POLLRDHUP | select.POLLHUP | select.POLLERR
+        return any(mask & gone for _, mask in poller.poll(0))
+    probe = socket.socket(fileno=fd)
+    try:
+        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        # The descriptor belongs to the stream: only the wrapper goes.
+        probe.detach()

@@ -56,6 +56,8 @@ def stats_event(
     dropped["downlink_cleared"] += play.bytes_cleared // BYTES_PER_SAMPLE
     for reason, n in downlink.dropped_samples.items():
         dropped[f"downlink_{reason}"] += n
+    # At the bot's own rate, like samples_in: refused before any resampling.
+    dropped["audio_in_refused"] += sum(uplink.refused_samples.values())
     participants = {
         key: {
             "frames": c.frames,

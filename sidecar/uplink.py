@@ -4,16 +4,22 @@ Each connection is one stream. A connection that opens with a UUID frame is one
 participant's stream (`realtime_audio.per_participant`); any other is the
 mixed stream, which survives the bot reconnecting. The reader never waits on
 the network: messages land in the Outbox, which is bounded and counts drops.
+
+A connection's first frame decides which stream it feeds. A stream held by a
+connection whose bot has already hung up is not busy: that connection is only
+still reading what was sent before the hang-up. The newcomer waits (briefly,
+in order of arrival) for it to finish, then takes over, so a bot that
+reconnects at once is never refused and the stream stays in order.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -24,16 +30,18 @@ from sidecar.chunker import Chunk
 from sidecar.config import Config
 from sidecar.gate import PauseGate
 from sidecar.outbox import Outbox, Outgoing
+from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
 
 # Small reads keep a bot that writes faster than real time from starving the
 # sender: each read yields to the websocket task after a few frames.
 READ_SIZE = 4096
 MAX_TURNS = 16
 MIXED = "mixed"
-ACCEPT_RETRY_S = 0.1
-# Bound on telling a bot why its connection is closed: a bot that does not read
-# must not hold the task.
-REFUSE_TIMEOUT_S = 1.0
+# How long a new connection waits for a departing one to let go of its stream.
+# A departing connection only reads what is left in its socket (at most the
+# socket buffer) and perhaps refuses a last bad frame (REFUSE_TIMEOUT_S), so
+# this is a bound on a bug, not a delay anybody should meet.
+HANDOVER_TIMEOUT_S = 2.0
 
 log = logging.getLogger("sidecar.uplink")
 
@@ -57,13 +65,47 @@ class StreamCounters:
 @dataclass(slots=True)
 class UplinkStatistics:
     connections: int = 0
+    # Everything read from the bot, refused audio included: the bot's own count.
     frames_in: int = 0
     bytes_in: int = 0
     samples_in: int = 0
     invalid_frames: int = 0
     dtmf: int = 0
+    # Connections refused, by reason (`busy`, `too_many_streams`,
+    # `per_participant_disabled`).
     refused: Counter[str] = field(default_factory=Counter)
+    # The audio those connections sent that was read and not forwarded, in
+    # samples at the bot's own rate, by the same reasons; `stopping` is audio
+    # that was waiting for its stream when the sidecar stopped. Audio the
+    # sidecar never read (left in the socket at the close) is not counted: the
+    # bot's writes fail or go unread, and the 0xff frame says why.
+    refused_samples: Counter[str] = field(default_factory=Counter)
     streams: dict[str, StreamCounters] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    """One stream on its way to the server, and the connection feeding it."""
+
+    key: str  # MIXED, or the participant's UUID
+    participant: bool
+    capture: CaptureStream
+    route: Route
+    rate: int
+    counters: StreamCounters
+    # Only the mixed stream makes the bot's voice wait while the meeting is loud.
+    gate: PauseGate | None = None
+    holder: _Connection | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    code: frames.ErrorCode
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return self.code.name.lower()
 
 
 def _now_ms() -> float:
@@ -81,32 +123,31 @@ class Uplink:
         gate: PauseGate | None = None,
     ) -> None:
         self._config = config
-        self._gate = gate
-        self._mixed_route = mixed
         self._participant_route = participants
         self._log = log
         self._clock_ms = clock_ms
-        self._mixed = CaptureStream(config.sample_rate, config.chunk_ms, config.quality)
-        self._mixed_busy = False
-        self._participants: dict[str, CaptureStream] = {}
         self._stats = UplinkStatistics()
-        self._stats.streams[MIXED] = StreamCounters()
+        self._mixed = _Stream(
+            key=MIXED,
+            participant=False,
+            capture=CaptureStream(config.sample_rate, config.chunk_ms, config.quality),
+            route=mixed,
+            rate=config.sample_rate,
+            counters=StreamCounters(),
+            gate=gate,
+        )
+        self._stats.streams[MIXED] = self._mixed.counters
+        self._participants: dict[str, _Stream] = {}
+        # Connections whose first frame waits for a departing connection, in
+        # order of arrival; each is judged only once those before it were. Only
+        # the first is ever woken: the others' turn comes when it leaves.
+        self._waiting: collections.deque[_Connection] = collections.deque()
 
     def statistics(self) -> UplinkStatistics:
         return self._stats
 
     async def serve_listener(self, listener: trio.SocketListener) -> None:
-        async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    # Out of file descriptors or memory: the streams already
-                    # running matter more than a new one; try again shortly.
-                    log.warning("audio-in: cannot accept a connection: %s", exc)
-                    await trio.sleep(ACCEPT_RETRY_S)
-                    continue
-                nursery.start_soon(self.serve_connection, stream)
+        await serve_unix_listener(listener, self.serve_connection, name="audio-in")
 
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """Handle one bot connection until it ends; never raises for bad input."""
@@ -116,10 +157,10 @@ class Uplink:
             decoder = frames.RawDecoder(self._config.input_rate)
         else:
             decoder = frames.FrameDecoder()
-        conn = _Connection(self, stream)
+        conn = _Connection(self, stream, decoder)
         async with stream:
             try:
-                await conn.run(decoder)
+                await conn.run()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 conn.reason = f"connection broken: {exc}"
             except trio.Cancelled:
@@ -130,9 +171,8 @@ class Uplink:
 
     def flush(self) -> None:
         """Shutdown: emit every stream's held audio."""
-        self._enqueue(MIXED, self._mixed.flush())
-        for key, capture in self._participants.items():
-            self._enqueue(key, capture.flush())
+        for stream in (self._mixed, *self._participants.values()):
+            self._enqueue(stream, stream.capture.flush())
 
     async def make_way(self) -> None:
         """Give the sender a turn per queued message while a backlog exists.
@@ -142,7 +182,7 @@ class Uplink:
         one per turn) and the backlog would overflow into drops. This only
         yields; it never waits for the network, and costs nothing in real time.
         """
-        routes = {id(r): r for r in (self._mixed_route, self._participant_route) if r}
+        routes = {id(r): r for r in (self._mixed.route, self._participant_route) if r}
         for route in routes.values():
             turns = 0
             while (
@@ -153,57 +193,147 @@ class Uplink:
                 await trio.lowlevel.checkpoint()
                 turns += 1
 
-    def end_mixed(self) -> None:
-        """The bot declared the end of the mixed stream: nothing more will complete it."""
-        self._enqueue(MIXED, self._mixed.flush())
-
     # -- used by _Connection ---------------------------------------------------
 
-    def claim_mixed(self) -> bool:
-        if self._mixed_busy:
+    def received(self, nbytes: int) -> None:
+        self._stats.bytes_in += nbytes
+
+    def dtmf(self) -> None:
+        self._stats.dtmf += 1
+
+    async def take(self, conn: _Connection, participant: uuid.UUID | None) -> _Stream | _Refusal:
+        """The stream a connection's first frame asks for, or why it is refused.
+
+        Judged at once unless a connection holding what it asks for has hung
+        up (it is about to let go) or connections that came earlier are still
+        waiting for that: then in order of arrival, each once the departure it
+        waits for is done, or has stalled for HANDOVER_TIMEOUT_S.
+        """
+        if not self._waiting and not self._departing(participant):
+            return self._judge(conn, participant)
+        self._waiting.append(conn)
+        try:
+            while self._waiting[0] is not conn:
+                await conn.next_turn()
+            with trio.move_on_after(HANDOVER_TIMEOUT_S) as patience:
+                while self._departing(participant):
+                    await conn.next_turn()
+                    # Woken by a release: the queue moves, this is no stall.
+                    patience.deadline = trio.current_time() + HANDOVER_TIMEOUT_S
+            return self._judge(conn, participant)
+        finally:
+            self._waiting.remove(conn)
+            self._wake_first()
+
+    def release(self, stream: _Stream, reason: str) -> None:
+        stream.holder = None
+        if stream.participant:
+            self._leave(stream, reason)
+        else:
+            # The bot may be gone for good: what it said must not wait for its
+            # return. The stream itself lives on for the next connection.
+            self._enqueue(stream, stream.capture.drain())
+            self._log.emit(events.BotDisconnected(socket="in", reason=reason))
+        self._wake_first()
+
+    def refused(self, refusal: _Refusal, audio: Iterable[frames.Event]) -> None:
+        self._stats.refused[refusal.reason] += 1
+        self.unheard(refusal.reason, audio)
+        self._log.emit(events.InvalidFrame(socket="in", code=refusal.code, message=refusal.message))
+
+    def unheard(self, reason: str, audio: Iterable[frames.Event]) -> None:
+        """Audio read from the bot that no stream will carry."""
+        for event in audio:
+            if isinstance(event, frames.Audio):
+                self._stats.frames_in += 1
+                self._stats.samples_in += event.samples
+                self._stats.refused_samples[reason] += event.samples
+
+    def audio(self, stream: _Stream, frame: frames.Audio) -> None:
+        stream.counters.frames += 1
+        stream.counters.samples += frame.samples
+        self._stats.frames_in += 1
+        self._stats.samples_in += frame.samples
+        if stream.gate is not None:
+            # The meeting is loud: the bot's voice waits (a signal across to the downlink).
+            stream.gate.observe(frame.pcm, trio.current_time())
+        self._enqueue(stream, stream.capture.push(frame, self._clock_ms()))
+
+    def end(self, stream: _Stream) -> None:
+        """The bot declared the end of the stream: nothing more will complete it."""
+        if not stream.participant:
+            # A participant's stream is flushed as it is released, right after.
+            self._enqueue(stream, stream.capture.flush())
+
+    def invalid(self, error: frames.FrameError) -> None:
+        self._stats.invalid_frames += 1
+        self._log.emit(events.InvalidFrame(socket="in", code=error.code, message=error.message))
+
+    # -- who holds which stream ---------------------------------------------------
+
+    def _departing(self, participant: uuid.UUID | None) -> bool:
+        """A connection holding what `participant` asks for has hung up."""
+        if participant is None:
+            holders: Iterable[_Stream] = (self._mixed,)
+        elif str(participant) in self._participants:
+            holders = (self._participants[str(participant)],)
+        elif len(self._participants) >= self._config.max_participants:
+            # Any one of them leaving makes room.
+            holders = self._participants.values()
+        else:
             return False
-        self._mixed_busy = True
-        self._log.emit(events.BotConnected(socket="in"))
-        return True
+        return any(s.holder is not None and s.holder.hung_up() for s in holders)
 
-    def release_mixed(self, reason: str) -> None:
-        self._mixed_busy = False
-        # The bot may be gone for good: what it said must not wait for its return.
-        self._enqueue(MIXED, self._mixed.drain())
-        self._log.emit(events.BotDisconnected(socket="in", reason=reason))
+    def _judge(self, conn: _Connection, participant: uuid.UUID | None) -> _Stream | _Refusal:
+        if participant is None:
+            if self._mixed.holder is not None:
+                return _Refusal(
+                    frames.ErrorCode.BUSY, "another bot connection already carries the mixed stream"
+                )
+            self._mixed.holder = conn
+            self._log.emit(events.BotConnected(socket="in"))
+            return self._mixed
+        return self._join(conn, participant)
 
-    def join(self, participant: uuid.UUID) -> tuple[frames.ErrorCode, str] | str:
+    def _join(self, conn: _Connection, participant: uuid.UUID) -> _Stream | _Refusal:
         key = str(participant)
-        if self._participant_route is None:
-            return (
+        route = self._participant_route
+        if route is None:
+            return _Refusal(
                 frames.ErrorCode.PER_PARTICIPANT_DISABLED,
                 "per-participant audio is off (start the sidecar with --per-participant)",
             )
         if key in self._participants:
-            return frames.ErrorCode.BUSY, f"participant {key} is already streaming"
+            return _Refusal(frames.ErrorCode.BUSY, f"participant {key} is already streaming")
         if len(self._participants) >= self._config.max_participants:
-            return (
+            return _Refusal(
                 frames.ErrorCode.TOO_MANY_STREAMS,
                 f"already {self._config.max_participants} participant streams (--max-participants)",
             )
-        self._participants[key] = CaptureStream(
-            self._config.per_participant_sample_rate, self._config.chunk_ms, self._config.quality
+        rate = self._config.per_participant_sample_rate
+        stream = _Stream(
+            key=key,
+            participant=True,
+            capture=CaptureStream(rate, self._config.chunk_ms, self._config.quality),
+            route=route,
+            rate=rate,
+            counters=StreamCounters(),
+            holder=conn,
         )
-        self._stats.streams[key] = StreamCounters()
+        self._participants[key] = stream
+        self._stats.streams[key] = stream.counters
         self._log.emit(events.ParticipantJoined(participant_uuid=key))
-        return key
+        return stream
 
-    def leave(self, key: str, reason: str) -> None:
-        capture = self._participants.pop(key, None)
-        if capture is None:
-            return
-        self._enqueue(key, capture.flush())
-        counters = self._stats.streams.pop(key, StreamCounters())
-        assert self._participant_route is not None
-        dropped = self._participant_route.outbox.release(key)
+    def _leave(self, stream: _Stream, reason: str) -> None:
+        self._enqueue(stream, stream.capture.flush())
+        del self._participants[stream.key]
+        del self._stats.streams[stream.key]
+        dropped = stream.route.outbox.release(stream.key)
+        counters = stream.counters
         self._log.emit(
             events.ParticipantLeft(
-                participant_uuid=key,
+                participant_uuid=stream.key,
                 reason=reason,
                 frames=counters.frames,
                 samples=counters.samples,
@@ -212,60 +342,42 @@ class Uplink:
             )
         )
 
-    def audio(self, key: str, frame: frames.Audio) -> None:
-        capture = self._mixed if key == MIXED else self._participants[key]
-        counters = self._stats.streams[key]
-        counters.frames += 1
-        counters.samples += frame.samples
-        self._stats.frames_in += 1
-        self._stats.samples_in += frame.samples
-        if self._gate is not None and key == MIXED:
-            # The meeting is loud: the bot's voice waits (a signal across to the downlink).
-            self._gate.observe(frame.pcm, trio.current_time())
-        self._enqueue(key, capture.push(frame, self._clock_ms()))
+    def _wake_first(self) -> None:
+        if self._waiting:
+            self._waiting[0].wake()
 
-    def invalid(self, error: frames.FrameError) -> None:
-        self._stats.invalid_frames += 1
-        self._log.emit(events.InvalidFrame(socket="in", code=error.code, message=error.message))
-
-    def _enqueue(self, key: str, chunks: list[Chunk]) -> None:
+    def _enqueue(self, stream: _Stream, chunks: list[Chunk]) -> None:
         if not chunks:
             return
-        if key == MIXED:
-            route, rate = self._mixed_route, self._config.sample_rate
-        else:
-            assert self._participant_route is not None
-            route, rate = self._participant_route, self._config.per_participant_sample_rate
+        route, rate = stream.route, stream.rate
         connected = route.connected()
-        counters = self._stats.streams.get(key)
         for chunk in chunks:
-            text = _encode(self._config.bot_id, key, chunk, rate)
-            item = Outgoing(text, chunk.samples, chunk.samples * 1000.0 / rate, key)
+            text = _encode(self._config.bot_id, stream, chunk)
+            item = Outgoing(text, chunk.samples, chunk.samples * 1000.0 / rate, stream.key)
             route.outbox.put_audio(item, connected)
-            if counters is not None:
-                counters.chunks += 1
+            stream.counters.chunks += 1
         route.notify()
 
 
-def _encode(bot_id: str, key: str, chunk: Chunk, rate: int) -> str:
+def _encode(bot_id: str, stream: _Stream, chunk: Chunk) -> str:
     message: messages.MixedAudio | messages.ParticipantAudio
-    if key == MIXED:
-        message = messages.MixedAudio(
-            bot_id=bot_id,
-            data=messages.MixedData(
-                chunk=chunk.pcm,
-                sample_rate=rate,  # type: ignore[arg-type]
-                timestamp_ms=chunk.timestamp_ms,
-            ),
-        )
-    else:
+    if stream.participant:
         message = messages.ParticipantAudio(
             bot_id=bot_id,
             data=messages.ParticipantData(
                 chunk=chunk.pcm,
-                sample_rate=rate,  # type: ignore[arg-type]
+                sample_rate=stream.rate,  # type: ignore[arg-type]
                 timestamp_ms=chunk.timestamp_ms,
-                participant_uuid=key,
+                participant_uuid=stream.key,
+            ),
+        )
+    else:
+        message = messages.MixedAudio(
+            bot_id=bot_id,
+            data=messages.MixedData(
+                chunk=chunk.pcm,
+                sample_rate=stream.rate,  # type: ignore[arg-type]
+                timestamp_ms=chunk.timestamp_ms,
             ),
         )
     return messages.encode(message).decode()
@@ -274,14 +386,33 @@ def _encode(bot_id: str, key: str, chunk: Chunk, rate: int) -> str:
 class _Connection:
     """One bot connection on the audio-in socket."""
 
-    def __init__(self, uplink: Uplink, stream: trio.abc.Stream) -> None:
+    def __init__(
+        self,
+        uplink: Uplink,
+        stream: trio.abc.Stream,
+        decoder: frames.FrameDecoder | frames.RawDecoder,
+    ) -> None:
         self.uplink = uplink
         self.stream = stream
-        self.key: str | None = None
+        self.decoder = decoder
+        # The stream this connection feeds, once its first frame has chosen one.
+        self.feeds: _Stream | None = None
         self.reason = "bot closed the connection"
+        self._turn = trio.Event()
 
-    async def run(self, decoder: frames.FrameDecoder | frames.RawDecoder) -> None:
-        up = self.uplink
+    def hung_up(self) -> bool:
+        return peer_hung_up(self.stream)
+
+    async def next_turn(self) -> None:
+        """Wait in Uplink.take until `wake`."""
+        self._turn = trio.Event()
+        await self._turn.wait()
+
+    def wake(self) -> None:
+        self._turn.set()
+
+    async def run(self) -> None:
+        up, decoder = self.uplink, self.decoder
         while True:
             data = await self.stream.receive_some(READ_SIZE)
             if not data:
@@ -292,7 +423,7 @@ class _Connection:
                     # read why its last frame was thrown away.
                     await self._refuse(error.code, error.message)
                 return
-            up._stats.bytes_in += len(data)
+            up.received(len(data))
             decoder.feed(bytes(data))
             for event in decoder:
                 done = await self._handle(event)
@@ -307,53 +438,40 @@ class _Connection:
             up.invalid(event)
             await self._refuse(event.code, event.message)
             return True
-        if isinstance(event, frames.StreamId):
-            if self.key is not None:
-                message = "a UUID frame must be the first frame of a connection"
-                up.invalid(frames.FrameError(frames.ErrorCode.UNEXPECTED_FRAME, message))
-                await self._refuse(frames.ErrorCode.UNEXPECTED_FRAME, message)
+        if isinstance(event, frames.StreamId) and self.feeds is not None:
+            message = "a UUID frame must be the first frame of a connection"
+            up.invalid(frames.FrameError(frames.ErrorCode.UNEXPECTED_FRAME, message))
+            await self._refuse(frames.ErrorCode.UNEXPECTED_FRAME, message)
+            return True
+        if self.feeds is None:
+            participant = event.uuid if isinstance(event, frames.StreamId) else None
+            try:
+                taken = await up.take(self, participant)
+            except trio.Cancelled:
+                up.unheard("stopping", (event, *self.decoder))
+                raise
+            if isinstance(taken, _Refusal):
+                # What was read with it goes nowhere either; the rest stays unread.
+                up.refused(taken, (event, *self.decoder))
+                await self._refuse(taken.code, taken.message)
                 return True
-            joined = up.join(event.uuid)
-            if isinstance(joined, tuple):
-                code, message = joined
-                up._stats.refused[code.name.lower()] += 1
-                up._log.emit(events.InvalidFrame(socket="in", code=code, message=message))
-                await self._refuse(code, message)
-                return True
-            self.key = joined
-            return False
-        if self.key is None:
-            if not up.claim_mixed():
-                message = "another bot connection already carries the mixed stream"
-                up._stats.refused["busy"] += 1
-                up._log.emit(
-                    events.InvalidFrame(socket="in", code=frames.ErrorCode.BUSY, message=message)
-                )
-                await self._refuse(frames.ErrorCode.BUSY, message)
-                return True
-            self.key = MIXED
+            self.feeds = taken
+            if isinstance(event, frames.StreamId):
+                return False
         if isinstance(event, frames.Audio):
-            up.audio(self.key, event)
+            up.audio(self.feeds, event)
         elif isinstance(event, frames.Terminate):
             self.reason = "bot sent terminate"
-            if self.key == MIXED:
-                up.end_mixed()
+            up.end(self.feeds)
             return True
         elif isinstance(event, frames.Dtmf):
-            up._stats.dtmf += 1
+            up.dtmf()
         return False
 
     async def _refuse(self, code: int, message: str) -> None:
         self.reason = message
-        with (
-            trio.move_on_after(REFUSE_TIMEOUT_S),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-        ):
-            await self.stream.send_all(frames.encode_error(code, message))
+        await refuse(self.stream, code, message)
 
     def finish(self) -> None:
-        up = self.uplink
-        if self.key == MIXED:
-            up.release_mixed(self.reason)
-        elif self.key is not None:
-            up.leave(self.key, self.reason)
+        if self.feeds is not None:
+            self.uplink.release(self.feeds, self.reason)

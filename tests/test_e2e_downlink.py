@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 from e2e_peers import open_speaker, until_connected
+from recording import RecordedLog
 from support import (
     Json,
     SidecarProcess,
@@ -384,7 +385,7 @@ async def test_audio_out_on_an_inherited_fd(tmp_path: Path) -> None:
 
 
 def in_process_downlink(
-    gate: PauseGate | None = None,
+    gate: PauseGate | None = None, log: events.EventLog | None = None
 ) -> tuple[Downlink, list[messages.SidecarMessage], io.BytesIO]:
     config = Config(
         url="ws://127.0.0.1:9/a",
@@ -394,7 +395,8 @@ def in_process_downlink(
     )
     replies: list[messages.SidecarMessage] = []
     out = io.BytesIO()
-    return Downlink(config, events.EventLog(out), replies.append, gate), replies, out
+    downlink = Downlink(config, log or events.EventLog(out), replies.append, gate)
+    return downlink, replies, out
 
 
 async def server_says(downlink: Downlink, message: Json) -> None:
@@ -569,3 +571,168 @@ async def test_a_mark_is_echoed_after_its_frame_was_written(
         await trio.sleep(0.01)
         assert mark_echoes(replies) == [("m", "played")]
         nursery.cancel_scope.cancel()
+
+
+def recorded_downlink() -> tuple[Downlink, list[messages.SidecarMessage], RecordedLog]:
+    log = RecordedLog()
+    downlink, replies, _ = in_process_downlink(log=log)
+    return downlink, replies, log
+
+
+def bot_socketpair(sndbuf: int | None = None) -> tuple[trio.SocketStream, trio.socket.SocketType]:
+    """(the sidecar's end as a stream, the bot's end). A small send buffer fills
+    after a couple of frames, so a bot that stops reading needs no real time."""
+    ours, theirs = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if sndbuf is not None:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    return trio.SocketStream(ours), theirs
+
+
+def out_disconnects(log: RecordedLog) -> list[str]:
+    return [e.reason for e in log.named(events.BotDisconnected) if e.socket == "out"]
+
+
+async def test_a_bot_that_stops_reading_and_then_leaves_is_counted_not_fatal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    downlink, replies, log = recorded_downlink()
+    stream, bot = bot_socketpair(sndbuf=4096)
+    stats = downlink.statistics()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(downlink.serve_clock)
+        ended = trio.Event()
+
+        async def serve_one() -> None:
+            await downlink.serve_connection(stream)
+            ended.set()
+
+        nursery.start_soon(serve_one)
+        await trio.sleep(0.1)
+        await server_says(downlink, bot_output(tone(1000, 2.0, 24000), 24000))
+        await server_says(downlink, mark("end"))
+        # The bot never reads: the socket fills, then the writer's queue.
+        await trio.sleep(0.5)
+        assert stats.dropped_frames["bot_not_reading"] > 0
+        assert len(downlink._queue) == WRITE_QUEUE_FRAMES
+        bot.close()
+        with trio.fail_after(5):
+            await ended.wait()
+        # What was queued for it is counted; the frame being written too.
+        assert stats.dropped_frames["bot_disconnected"] == WRITE_QUEUE_FRAMES + 1
+        assert out_disconnects(log) == ["bot closed the connection"]
+        # The clock goes on without it, and every sample is accounted for.
+        await trio.sleep(3)
+        assert mark_echoes(replies) == [("end", "played")]
+        accounted = stats.samples_written + sum(stats.dropped_samples.values())
+        assert accounted == round(2.0 * OUT_RATE)
+        # The next bot is served.
+        second, bot2 = bot_socketpair()
+        nursery.start_soon(downlink.serve_connection, second)
+        await trio.sleep(0.1)
+        await server_says(downlink, bot_output(tone(1000, 0.2, 24000), 24000))
+        got = b""
+        with trio.fail_after(5):
+            while len(got) < 10 * (FRAME * 2 + 3):
+                got += await bot2.recv(65536)
+        nursery.cancel_scope.cancel()
+    bot2.close()
+
+
+async def test_a_bot_that_stops_reading_and_leaves_does_not_stop_the_sidecar(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "out.sock")
+    with trio.fail_after(60), WsServer() as server:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
+            await until_connected(sidecar, server)
+            with trio.fail_after(5):
+                stuck = await trio.open_unix_socket(path)
+            await sidecar.wait_event("bot_connected", lambda e: e["socket"] == "out")
+            # Far more than the socket holds (a few seconds of 48 kHz frames).
+            expected = send_tone(server, 16000, 8.0)
+            server.send(mark("end"))
+            await sidecar.stats(
+                lambda e: e["dropped"].get("downlink_bot_not_reading", 0) > 0, timeout=20
+            )
+            await stuck.aclose()
+            gone = await sidecar.wait_event("bot_disconnected", lambda e: e["socket"] == "out")
+            assert gone["reason"] == "bot closed the connection"
+            # The frames that were waiting for it are counted (and the process lives on).
+            await sidecar.stats(lambda e: e["dropped"].get("downlink_bot_disconnected", 0) > 0)
+            await wait_until(lambda: ("end", "played") in echoes(server), timeout=15)
+            stats = await sidecar.stats(lambda e: e["playout_depth_ms"] == 0)
+            # Nothing else is missing.
+            downlink_drops = sum(n for k, n in stats["dropped"].items() if k.startswith("downlink"))
+            assert stats["samples_played"] + downlink_drops == expected
+            # The next bot is served as if nothing had happened.
+            async with trio.open_nursery() as nursery:
+                speaker = await open_speaker(nursery, path)
+                await nth_out_connected(sidecar, 2)
+                again = send_tone(server, 16000, 0.4)
+                await wait_until(lambda: len(speaker.audio_frames) >= again // FRAME)
+                nursery.cancel_scope.cancel()
+            assert await sidecar.stop() == 0
+
+
+async def test_a_bot_that_shuts_its_reading_side_mid_stream_is_let_go(tmp_path: Path) -> None:
+    path = str(tmp_path / "out.sock")
+    with trio.fail_after(60), WsServer() as server:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
+            await until_connected(sidecar, server)
+            async with trio.open_nursery() as nursery:
+                speaker = await open_speaker(nursery, path)
+                await sidecar.wait_event("bot_connected", lambda e: e["socket"] == "out")
+                expected = send_tone(server, 16000, 2.0)
+                server.send(mark("end"))
+                await wait_until(lambda: len(speaker.audio_frames) >= 10)
+                # The next frame the sidecar writes fails (EPIPE) while its
+                # reader still sees an open connection.
+                assert isinstance(speaker.stream, trio.SocketStream)
+                speaker.stream.socket.shutdown(socket.SHUT_RD)
+                gone = await sidecar.wait_event("bot_disconnected", lambda e: e["socket"] == "out")
+                assert gone["reason"].startswith("connection broken")
+                nursery.cancel_scope.cancel()
+            await wait_until(lambda: ("end", "played") in echoes(server), timeout=15)
+            stats = await sidecar.stats(lambda e: e["playout_depth_ms"] == 0)
+            downlink_drops = sum(n for k, n in stats["dropped"].items() if k.startswith("downlink"))
+            assert stats["samples_played"] + downlink_drops == expected
+            async with trio.open_nursery() as nursery:
+                speaker = await open_speaker(nursery, path)
+                await nth_out_connected(sidecar, 2)
+                again = send_tone(server, 16000, 0.4)
+                await wait_until(lambda: len(speaker.audio_frames) >= again // FRAME)
+                nursery.cancel_scope.cancel()
+            assert await sidecar.stop() == 0
+
+
+async def nth_out_connected(sidecar: SidecarProcess, n: int) -> None:
+    await wait_until(
+        lambda: len([e for e in sidecar.named("bot_connected") if e["socket"] == "out"]) >= n
+    )
+
+
+async def test_stopping_says_so_to_the_bot_on_audio_out(tmp_path: Path) -> None:
+    with trio.fail_after(30), WsServer() as server:
+        async with (
+            open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar,
+            trio.open_nursery() as nursery,
+        ):
+            await until_connected(sidecar, server)
+            speaker = await connected_speaker(sidecar, nursery, tmp_path)
+            assert await sidecar.stop() == 0
+            await wait_until(lambda: speaker.eof)
+            nursery.cancel_scope.cancel()
+    gone = [e for e in sidecar.named("bot_disconnected") if e["socket"] == "out"]
+    assert [e["reason"] for e in gone] == ["sidecar stopping"]
+
+
+async def test_cancelling_the_downlink_says_sidecar_stopping() -> None:
+    downlink, _, log = recorded_downlink()
+    stream, bot = bot_socketpair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(downlink.serve_connection, stream)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    bot.close()
+    assert out_disconnects(log) == ["sidecar stopping"]

@@ -363,3 +363,39 @@ async def test_slow_server_never_stalls_the_bot(tmp_path: Path) -> None:
     uplink_drops = sum(n for reason, n in final["dropped"].items() if reason.startswith("uplink_"))
     assert uplink_drops >= dropped
     assert len(server.audio()) // 2 + uplink_drops == seconds * rate
+
+
+async def test_a_bot_that_reconnects_at_once_is_never_refused(tmp_path: Path) -> None:
+    cycles = 1000
+    frame = frames.encode_audio(tone(1000, 0.02), 48000)
+    with trio.fail_after(120), WsServer() as server:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
+            await sidecar.wait_event("connected")
+
+            def bot() -> None:
+                # Close, connect, one frame, close, ... with no pause: the next
+                # connection's first frame may be read before the last one's EOF.
+                # (A blocking connect waits for room in the listen queue.)
+                for _ in range(cycles):
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                        sock.connect(str(tmp_path / "in.sock"))
+                        sock.sendall(frame)
+
+            await trio.to_thread.run_sync(bot)
+
+            def judged() -> int:
+                connected = [e for e in sidecar.named("bot_connected") if e["socket"] == "in"]
+                return len(connected) + len(sidecar.named("invalid_frame"))
+
+            await wait_until(lambda: judged() >= cycles, timeout=30)
+            busy = sidecar.named("invalid_frame")
+            assert len(busy) == 0, f"{len(busy)} of {cycles} connections refused: {busy[:1]}"
+            stats = await sidecar.stats(lambda e: e["samples_in"] >= cycles * 960)
+            assert stats["events_dropped"] == 0
+            assert stats["samples_in"] == cycles * 960
+            assert await sidecar.stop() == 0
+            await until_closed(server)
+    final = sidecar.named("stats")[-1]
+    # One stream across every connection: all of it reached the server or is counted.
+    uplink_drops = sum(n for k, n in final["dropped"].items() if k.startswith("uplink_"))
+    assert len(server.audio()) // 2 + uplink_drops == cycles * 320

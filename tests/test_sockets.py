@@ -3,8 +3,12 @@ real sidecar process (exit codes, cleanup, a stale file left by a killed one).""
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
 import os
 import resource
+import select
 import signal
 import socket
 import stat
@@ -13,10 +17,28 @@ from pathlib import Path
 import pytest
 import trio
 from e2e_bots import open_bot
-from support import WsServer, open_sidecar, sidecar_args, tone, wait_until
+from e2e_peers import open_speaker, until_connected
+from support import (
+    SidecarProcess,
+    WsServer,
+    bot_output,
+    open_sidecar,
+    sidecar_args,
+    tone,
+    wait_until,
+)
 
-from sidecar import frames
-from sidecar.sockets import SocketPathError, adopt_fd, open_unix_listener
+from sidecar import frames, sockets
+from sidecar.sockets import (
+    ACCEPT_RETRY_S,
+    REFUSE_TIMEOUT_S,
+    SocketPathError,
+    adopt_fd,
+    open_unix_listener,
+    peer_hung_up,
+    refuse,
+    serve_unix_listener,
+)
 
 EXIT_USAGE = 2
 
@@ -290,3 +312,195 @@ async def test_running_out_of_file_descriptors_is_survived(tmp_path: Path) -> No
             await bot.send_all(frames.encode_terminate())
             await wait_until(lambda: len(server.audio()) >= 2 * 3200)
             assert await sidecar.stop() == 0
+
+
+def _limit_fds(pid: int, spare: int) -> tuple[int, int]:
+    """Leave the process `spare` more descriptors; returns the old limits."""
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + spare, limits[1]))
+    return limits
+
+
+async def _until_logged(sidecar: SidecarProcess, text: bytes) -> None:
+    def logged() -> bool:
+        assert sidecar.process is not None
+        assert sidecar.process.returncode is None, sidecar.stderr.decode(errors="replace")
+        return text in sidecar.stderr
+
+    await wait_until(logged)
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
+async def test_out_of_file_descriptors_on_audio_out_is_survived(tmp_path: Path) -> None:
+    with trio.fail_after(40), WsServer() as server:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
+            await until_connected(sidecar, server)
+            assert sidecar.process is not None
+            limits = _limit_fds(sidecar.process.pid, 2)
+            # Idle bots on audio-in take every descriptor left.
+            idle = [await open_bot(tmp_path / "in.sock") for _ in range(3)]
+            await _until_logged(sidecar, b"audio-in: cannot accept")
+            async with trio.open_nursery() as nursery:
+                speaker = await open_speaker(nursery, str(tmp_path / "out.sock"))
+                await _until_logged(sidecar, b"audio-out: cannot accept")
+                for bot in idle:
+                    await bot.aclose()
+                resource.prlimit(sidecar.process.pid, resource.RLIMIT_NOFILE, limits)
+                # The bot that waited in the kernel's queue is served once there is room.
+                await sidecar.wait_event("bot_connected", lambda e: e["socket"] == "out")
+                server.send(bot_output(tone(1000, 0.2, 16000), 16000))
+                await wait_until(lambda: len(speaker.pcm) >= 2 * round(0.2 * 48000))
+                nursery.cancel_scope.cancel()
+            assert await sidecar.stop() == 0
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
+async def test_a_bot_accepted_with_the_last_descriptor_on_audio_out_is_served(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(40), WsServer() as server:
+        async with open_sidecar(sidecar_args(server.url, tmp_path)) as sidecar:
+            await until_connected(sidecar, server)
+            assert sidecar.process is not None
+            # The accept takes the last descriptor: nothing is left for the
+            # clock's second handle on the socket, which is only a shortcut.
+            limits = _limit_fds(sidecar.process.pid, 1)
+            async with trio.open_nursery() as nursery:
+                speaker = await open_speaker(nursery, str(tmp_path / "out.sock"))
+                await sidecar.wait_event("bot_connected", lambda e: e["socket"] == "out")
+                server.send(bot_output(tone(1000, 0.2, 16000), 16000))
+                await wait_until(lambda: len(speaker.pcm) >= 2 * round(0.2 * 48000))
+                nursery.cancel_scope.cancel()
+            assert sidecar.process.returncode is None
+            resource.prlimit(sidecar.process.pid, resource.RLIMIT_NOFILE, limits)
+            assert await sidecar.stop() == 0
+
+
+# -- what both bot sockets share: the accept loop, the refusal, a peer that left ----
+
+
+class FlakyListener(trio.abc.Listener[trio.abc.Stream]):
+    """accept() fails `failures` times (EMFILE), then hands out `streams`."""
+
+    def __init__(self, failures: int, streams: list[trio.abc.Stream]) -> None:
+        self.failures = failures
+        self.streams = streams
+
+    async def accept(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        if self.streams:
+            return self.streams.pop(0)
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_the_accept_loop_retries_failures_and_says_so_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = trio.testing.memory_stream_pair()
+    served: list[trio.abc.Stream] = []
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        served.append(stream)
+        await trio.sleep_forever()
+
+    listener = FlakyListener(5, [first, second])
+    with caplog.at_level(logging.INFO, logger="sidecar.sockets"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(serve_unix_listener, listener, handler, name="audio-test")
+            )
+            await trio.sleep(5 * ACCEPT_RETRY_S + 1)
+            nursery.cancel_scope.cancel()
+    # Each connection in a task of its own: the first did not hold up the second.
+    assert served == [first, second]
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "cannot accept" in m]) == 1
+    assert "audio-test: cannot accept a connection: Too many open files" in said[0]
+    assert "audio-test: accepting connections again" in said
+
+
+async def test_a_refusal_is_an_error_frame_naming_the_problem() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        await refuse(ours, frames.ErrorCode.BUSY, "somebody else is here")
+        decoder = frames.FrameDecoder()
+        decoder.feed(bytes(await theirs.receive_some()))
+    assert list(decoder) == [frames.ErrorFrame(frames.ErrorCode.BUSY, "somebody else is here")]
+
+
+async def test_a_refusal_never_waits_long_for_a_bot_that_does_not_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, _theirs = trio.testing.lockstep_stream_pair()  # nobody reads the other end
+    start = trio.current_time()
+    await refuse(ours, frames.ErrorCode.BUSY, "busy")
+    assert trio.current_time() - start == pytest.approx(REFUSE_TIMEOUT_S)
+
+
+async def test_a_refusal_to_a_bot_that_is_gone_is_no_error() -> None:
+    ours, theirs = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.close()
+    with trio.fail_after(5):
+        async with trio.SocketStream(ours) as stream:
+            await refuse(stream, frames.ErrorCode.BUSY, "busy")
+            await stream.aclose()
+            await refuse(stream, frames.ErrorCode.BUSY, "busy")
+
+
+def _peer(how: str) -> tuple[trio.SocketStream, socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    if "unread" in how:
+        theirs.sendall(b"audio the sidecar has not read yet")
+    if how.startswith("closed"):
+        theirs.close()
+    elif how == "shut its sending side":
+        theirs.shutdown(socket.SHUT_WR)
+    elif how == "shut its reading side":
+        theirs.shutdown(socket.SHUT_RD)
+    return trio.SocketStream(trio.socket.from_stdlib_socket(ours)), theirs
+
+
+HANG_UPS = {
+    "open": False,
+    "open, unread data": False,
+    "shut its reading side": False,
+    "closed": True,
+    "closed, unread data": True,
+    "shut its sending side": True,
+}
+
+
+@pytest.mark.skipif(not hasattr(select, "POLLRDHUP"), reason="Linux's POLLRDHUP")
+@pytest.mark.parametrize("how", sorted(HANG_UPS))
+def test_a_peer_that_hung_up_is_told_apart(how: str) -> None:
+    stream, theirs = _peer(how)
+    with theirs, stream.socket:
+        assert peer_hung_up(stream) is HANG_UPS[how]
+        if "unread" in how:
+            # The probe consumed nothing.
+            assert os.read(stream.socket.fileno(), 100) == b"audio the sidecar has not read yet"
+
+
+@pytest.mark.parametrize("how", sorted(HANG_UPS))
+def test_without_pollrdhup_only_a_peer_with_nothing_unread_is_seen_to_leave(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sockets, "_POLLRDHUP", 0)
+    stream, theirs = _peer(how)
+    with theirs, stream.socket:
+        assert peer_hung_up(stream) is (HANG_UPS[how] and "unread" not in how)
+        # The probe left the descriptor open, and non-blocking for trio.
+        assert not os.get_blocking(stream.socket.fileno())
+
+
+def test_a_stream_that_is_not_a_socket_never_counts_as_hung_up() -> None:
+    ours, _ = trio.testing.memory_stream_pair()
+    assert peer_hung_up(ours) is False

@@ -104,7 +104,8 @@ def test_drops_are_named_by_direction_and_reason_and_zeros_left_out() -> None:
         voice=voice(bytes_dropped_overflow=8, bytes_cleared=6),
         downlink=DownlinkStatistics(dropped_samples=Counter(no_bot=7, bot_not_reading=0)),
         uplink=UplinkStatistics(
-            streams={"mixed": StreamCounters(3, 300, 2), "p1": StreamCounters(1, 100, 1)}
+            streams={"mixed": StreamCounters(3, 300, 2), "p1": StreamCounters(1, 100, 1)},
+            refused_samples=Counter(busy=960, too_many_streams=480),
         ),
     )
     assert stats.dropped == {
@@ -113,6 +114,7 @@ def test_drops_are_named_by_direction_and_reason_and_zeros_left_out() -> None:
         "downlink_overflow": 4,
         "downlink_cleared": 3,
         "downlink_no_bot": 7,
+        "audio_in_refused": 1440,
     }
     assert stats.control_dropped == 3
     assert stats.participants == {
