@@ -35,6 +35,8 @@ class Ready(_Event, frozen=True, kw_only=True, tag="ready"):
     pid: int
     version: str
     protocol: int
+    dialect: str = "attendee"
+    """The wire protocol spoken (`--protocol`)."""
 
 
 class Connected(_Event, frozen=True, kw_only=True, tag="connected"):
@@ -102,6 +104,61 @@ class MarkPlayed(_Event, frozen=True, kw_only=True, tag="mark"):
     status: Literal["played", "cleared"]
 
 
+class PlayoutCleared(_Event, frozen=True, kw_only=True, tag="playout_cleared"):
+    """The server cleared the bot's queued output (barge-in): what was cut."""
+
+    dropped_ms: int
+    """Audio queued for the bot and dropped, never heard."""
+    heard_ms: int | None
+    """Of the segment being played (an agent's reply), what the meeting heard;
+    null where the dialect has no segments."""
+
+
+class Transcript(_Event, frozen=True, kw_only=True, tag="transcript"):
+    """What one side of the conversation said, as text, once the turn's text is final."""
+
+    role: str
+    """`assistant` (the agent) or `user` (the meeting, as the agent heard it)."""
+    text: str
+    item_id: str | None = None
+    """The vendor's id of the conversation item (OpenAI); Deepgram has none."""
+
+
+class AgentError(_Event, frozen=True, kw_only=True, tag="agent_error"):
+    """The agent service reported an error (OpenAI `error`, Deepgram `Error`)."""
+
+    message: str
+    code: str | None = None
+    type: str | None = None
+    """OpenAI's error class, e.g. "invalid_request_error"; Deepgram has none."""
+    param: str | None = None
+    event_id: str | None = None
+    """OpenAI: the id of the client event that caused it, when it says."""
+
+
+class AgentWarning(_Event, frozen=True, kw_only=True, tag="agent_warning"):
+    """The agent service reported a non-fatal problem (Deepgram `Warning`); the session goes on."""
+
+    message: str
+    code: str | None = None
+
+
+class AgentEvent(_Event, frozen=True, kw_only=True, tag="agent_event"):
+    """A step of the agent's turn the bot may want to show or log (Deepgram).
+
+    `name` is the vendor's message type verbatim (`Welcome`, `SettingsApplied`,
+    `UserStartedSpeaking`, `AgentThinking`, `AgentStartedSpeaking`,
+    `AgentAudioDone`); the other fields are set where that message carries them.
+    """
+
+    name: str
+    request_id: str | None = None
+    text: str | None = None
+    total_latency: float | None = None
+    tts_latency: float | None = None
+    ttt_latency: float | None = None
+
+
 class WarningEvent(_Event, frozen=True, kw_only=True, tag="warning"):
     message: str
 
@@ -160,6 +217,11 @@ Event = (
     | InvalidMessage
     | InvalidFrame
     | MarkPlayed
+    | PlayoutCleared
+    | Transcript
+    | AgentError
+    | AgentWarning
+    | AgentEvent
     | WarningEvent
     | Stopped
     | Stats

@@ -12,6 +12,7 @@ machine-readable code and a sentence that names the field and the reason.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -23,6 +24,7 @@ PARTICIPANT_SAMPLE_RATES: Final = (8000, 16000)
 MAX_MESSAGE_BYTES: Final = 1 << 20
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 SampleRate = Literal[8000, 16000, 24000]
 ParticipantSampleRate = Literal[8000, 16000]
@@ -200,10 +202,24 @@ def decode_sidecar_message(
 def _decode(
     decoder: msgspec.json.Decoder[T], data: bytes | str, max_bytes: int
 ) -> T | MessageError:
+    return decode_json(
+        decoder, data, max_bytes, lambda text, raw: _classify(text, _trigger_of(raw))
+    )
+
+
+def decode_json(
+    decoder: msgspec.json.Decoder[T],
+    data: bytes | str,
+    max_bytes: int,
+    classify: Callable[[str, bytes], MessageError | U],
+) -> T | MessageError | U:
+    """One JSON message through `decoder`, never raising: every dialect's
+    bounds and errors in one place. `classify(msgspec's reason, the bytes)`
+    names what a message that does not fit got wrong."""
     if isinstance(data, str):
         # UTF-8 never takes fewer bytes than characters: skip encoding a huge text.
         if len(data) > max_bytes:
-            return _too_large(len(data), max_bytes, at_least=True)
+            return too_large(len(data), max_bytes, at_least=True)
         try:
             data = data.encode()
         except UnicodeEncodeError:
@@ -211,11 +227,11 @@ def _decode(
                 ErrorCode.INVALID_JSON, "message is not valid UTF-8: it holds a lone surrogate"
             )
     if len(data) > max_bytes:
-        return _too_large(len(data), max_bytes)
+        return too_large(len(data), max_bytes)
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        return _classify(str(exc), _trigger_of(data))
+        return classify(str(exc), data)
     except msgspec.DecodeError as exc:
         return MessageError(ErrorCode.INVALID_JSON, f"message is not valid JSON: {exc}")
     except UnicodeDecodeError:
@@ -224,7 +240,7 @@ def _decode(
         return MessageError(ErrorCode.INVALID_JSON, "message is not valid JSON: nested too deeply")
 
 
-def _too_large(size: int, max_bytes: int, at_least: bool = False) -> MessageError:
+def too_large(size: int, max_bytes: int, at_least: bool = False) -> MessageError:
     amount = f"at least {size}" if at_least else str(size)
     return MessageError(
         ErrorCode.MESSAGE_TOO_LARGE,

@@ -1,0 +1,890 @@
+"""Author the golden vectors of the Twilio and Vonage dialects (twilio.json, vonage.json).
+
+Like generate.py, this imports nothing from `sidecar`: the expected wire text
+is written from Twilio's "Media Streams - WebSocket Messages" page and
+Vonage's "WebSockets in the Vonage Voice API" page with the standard library
+(`json`, `base64`, and G.711 mu-law computed here from the ITU-T algorithm),
+so the vectors check the dialects instead of restating them.
+
+    python proto/vectors/generate_dialects.py           # rewrite the JSON files
+    python proto/vectors/generate_dialects.py --check   # exit 1 if they are stale
+
+A case is one of:
+
+- `{"kind": "session", "options": {...}, "sids": {...}, "steps": [...]}`: a
+  fresh dialect and session; each step is `{"do": "opening"|"closing"|
+  "reconnect", "wire": [...]}` or `{"do": "send", "item": {...}, "wire": [...]}`
+  and `wire` is exactly what the step puts on the websocket, in order:
+  `{"text": "..."}` for a text frame, `{"hex": "..."}` for a binary one.
+  `reconnect` opens a new session of the same dialect and sends its opening.
+  `sids` (Twilio) lists what the id generator returns per prefix, in order.
+  Items: `{"kind": "audio", "rate": R, "pcm_hex": H, "stream": S?}` (s16le,
+  `stream` defaults to "mixed"), `{"kind": "dtmf", "digit": D}`,
+  `{"kind": "mark", "name": N, "played": B}`, `{"kind": "error", "code": C,
+  "message": M}`, `{"kind": "cleared"}`.
+- `{"kind": "receive", "options": {...}, "wire": {"text"|"hex": ...},
+  "expect": ...}`: one server message into a fresh session. `expect` is a list
+  of what it means (`{"kind": "play_audio", "rate": R, "pcm_hex": H}`,
+  `{"kind": "clear"}`, `{"kind": "mark", "name": N}`; an empty list: ignored)
+  or `{"error": CODE, "trigger": T, "field": F?}`: invalid, with that error
+  code; `trigger` is the event (or action) named, `field` text the
+  human-readable message must contain.
+
+`options` holds the run's settings: `sample_rate`, `chunk_ms`,
+`max_message_bytes`, `stream_params` (a list of pairs), `call_sid`,
+`account_sid`; what is absent has the sidecar's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+Case = dict[str, Any]
+Wire = dict[str, str]
+
+# -- G.711 mu-law (ITU-T G.711 on 14-bit magnitudes, the classic reference code) ----------
+
+_BIAS = 0x84
+_CLIP = 8159
+_SEGMENT_ENDS = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
+
+
+def ulaw_byte(sample: int) -> int:
+    """One s16 sample -> its mu-law byte."""
+    value = sample >> 2
+    mask = 0xFF
+    if value < 0:
+        value, mask = -value, 0x7F
+    value = min(value, _CLIP) + (_BIAS >> 2)
+    for segment, end in enumerate(_SEGMENT_ENDS):
+        if value <= end:
+            return ((segment << 4) | ((value >> (segment + 1)) & 0x0F)) ^ mask
+    return 0x7F ^ mask
+
+
+def ulaw_sample(byte: int) -> int:
+    """One mu-law byte -> its s16 sample."""
+    byte = ~byte & 0xFF
+    t = (((byte & 0x0F) << 3) + _BIAS) << ((byte & 0x70) >> 4)
+    return _BIAS - t if byte & 0x80 else t - _BIAS
+
+
+def ulaw(pcm: bytes) -> bytes:
+    return bytes(ulaw_byte(s) for (s,) in struct.iter_unpack("<h", pcm))
+
+
+def pcm_of_ulaw(data: bytes) -> bytes:
+    return b"".join(struct.pack("<h", ulaw_sample(b)) for b in data)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def pcm(*samples: int) -> bytes:
+    return struct.pack(f"<{len(samples)}h", *samples)
+
+
+def ramp(n: int, start: int = 0) -> bytes:
+    """n samples of a loud sawtooth, so every sample and mu-law byte differs."""
+    return pcm(*((((start + i) * 331) % 65536) - 32768 for i in range(n)))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def compact(obj: Any) -> str:
+    """JSON as the sidecar writes it: no spaces, key order as given, UTF-8 kept."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def text(obj: Any) -> Wire:
+    return {"text": obj if isinstance(obj, str) else compact(obj)}
+
+
+def binary(data: bytes) -> Wire:
+    return {"hex": data.hex()}
+
+
+def audio(data: bytes, rate: int, stream: str | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"kind": "audio", "rate": rate, "pcm_hex": data.hex()}
+    if stream is not None:
+        item["stream"] = stream
+    return item
+
+
+def send(item: dict[str, Any], *wire: Wire) -> dict[str, Any]:
+    return {"do": "send", "item": item, "wire": list(wire)}
+
+
+def step(do: str, *wire: Wire) -> dict[str, Any]:
+    return {"do": do, "wire": list(wire)}
+
+
+def session_case(
+    name: str, description: str, options: dict[str, Any], steps: list[Any], **extra: Any
+) -> Case:
+    return {
+        "name": name,
+        "description": description,
+        "kind": "session",
+        "options": options,
+        **extra,
+        "steps": steps,
+    }
+
+
+def receive_case(
+    name: str, description: str, wire: Wire, expect: Any, options: dict[str, Any] | None = None
+) -> Case:
+    return {
+        "name": name,
+        "description": description,
+        "kind": "receive",
+        "options": options or {},
+        "wire": wire,
+        "expect": expect,
+    }
+
+
+def error(code: str, trigger: str | None, field: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"error": code, "trigger": trigger}
+    if field is not None:
+        out["field"] = field
+    return out
+
+
+def play(data: bytes, rate: int) -> dict[str, Any]:
+    return {"kind": "play_audio", "rate": rate, "pcm_hex": data.hex()}
+
+
+# -- Twilio -------------------------------------------------------------------------------
+
+ACCOUNT = "AC" + "0123456789abcdef" * 2
+CALL = "CA" + "89abcdef01234567" * 2
+STREAM = "MZ" + "fedcba9876543210" * 2
+STREAM_2 = "MZ" + "00112233445566778899aabbccddeeff"
+TWILIO_SIDS = {"MZ": [STREAM]}
+TWILIO_OPTIONS: dict[str, Any] = {"call_sid": CALL, "account_sid": ACCOUNT}
+
+
+def connected() -> Wire:
+    return text({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def start(
+    params: dict[str, str] | None = None,
+    stream: str = STREAM,
+    call: str = CALL,
+    account: str = ACCOUNT,
+) -> Wire:
+    return text(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream,
+            "start": {
+                "accountSid": account,
+                "streamSid": stream,
+                "callSid": call,
+                "tracks": ["inbound"],
+                "customParameters": params or {},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
+
+
+def media(seq: int, chunk: int, timestamp: int, mulaw: bytes, stream: str = STREAM) -> Wire:
+    return text(
+        {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "streamSid": stream,
+            "media": {
+                "track": "inbound",
+                "chunk": str(chunk),
+                "timestamp": str(timestamp),
+                "payload": b64(mulaw),
+            },
+        }
+    )
+
+
+def stop(seq: int, stream: str = STREAM, call: str = CALL, account: str = ACCOUNT) -> Wire:
+    return text(
+        {
+            "event": "stop",
+            "sequenceNumber": str(seq),
+            "streamSid": stream,
+            "stop": {"accountSid": account, "callSid": call},
+        }
+    )
+
+
+def mark_echo(seq: int, name: str) -> Wire:
+    return text(
+        {"event": "mark", "sequenceNumber": str(seq), "streamSid": STREAM, "mark": {"name": name}}
+    )
+
+
+def twilio_session_cases() -> list[Case]:
+    opts = TWILIO_OPTIONS
+    sids = {"sids": TWILIO_SIDS}
+    whole = ramp(640)
+    return [
+        session_case(
+            "opening",
+            "connected, then start (sequenceNumber 1) with the call's ids; no parameters",
+            opts,
+            [step("opening", connected(), start())],
+            **sids,
+        ),
+        session_case(
+            "opening_custom_parameters",
+            "stream parameters become start.customParameters, in order, UTF-8 kept",
+            {**opts, "stream_params": [["botId", "bot_1"], ["caller", "Zoë"]]},
+            [step("opening", connected(), start({"botId": "bot_1", "caller": "Zoë"}))],
+            **sids,
+        ),
+        session_case(
+            "opening_generated_ids",
+            "without --call-sid/--account-sid the dialect makes them in Twilio's shapes",
+            {},
+            [
+                step(
+                    "opening",
+                    connected(),
+                    start(call="CA" + "1" * 32, account="AC" + "2" * 32),
+                )
+            ],
+            sids={"CA": ["CA" + "1" * 32], "AC": ["AC" + "2" * 32], "MZ": [STREAM]},
+        ),
+        session_case(
+            "media_20ms",
+            "160 samples at 8 kHz: one media message, 160 mu-law bytes, chunk 1, timestamp 0",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send(audio(whole[:320], 8000), media(2, 1, 0, ulaw(whole[:320]))),
+            ],
+            **sids,
+        ),
+        session_case(
+            "media_recut",
+            "chunks of 159, 162, 161 and 158 samples are re-cut into four exact 160-byte "
+            "messages; the remainder waits for the next chunk; timestamps are media time",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send(audio(whole[: 159 * 2], 8000)),
+                send(
+                    audio(whole[159 * 2 : 321 * 2], 8000),
+                    media(2, 1, 0, ulaw(whole[:320])),
+                    media(3, 2, 20, ulaw(whole[320:640])),
+                ),
+                send(audio(whole[321 * 2 : 482 * 2], 8000), media(4, 3, 40, ulaw(whole[640:960]))),
+                send(audio(whole[482 * 2 :], 8000), media(5, 4, 60, ulaw(whole[960:1280]))),
+            ],
+            **sids,
+        ),
+        session_case(
+            "media_long_chunk",
+            "a 50 ms chunk gives two 20 ms messages now and keeps 10 ms for the next",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send(
+                    audio(whole[:800], 8000),
+                    media(2, 1, 0, ulaw(whole[:320])),
+                    media(3, 2, 20, ulaw(whole[320:640])),
+                ),
+            ],
+            **sids,
+        ),
+        session_case(
+            "media_chunk_ms_40",
+            "--chunk-ms 40: 320 mu-law bytes per message",
+            {**opts, "chunk_ms": 40},
+            [
+                step("opening", connected(), start()),
+                send(audio(whole[:640], 8000), media(2, 1, 0, ulaw(whole[:640]))),
+            ],
+            **sids,
+        ),
+        session_case(
+            "dtmf",
+            "a DTMF digit: streamSid before sequenceNumber, track inbound_track",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send(
+                    {"kind": "dtmf", "digit": "#"},
+                    text(
+                        {
+                            "event": "dtmf",
+                            "streamSid": STREAM,
+                            "sequenceNumber": "2",
+                            "dtmf": {"track": "inbound_track", "digit": "#"},
+                        }
+                    ),
+                ),
+            ],
+            **sids,
+        ),
+        session_case(
+            "mark_played_and_cleared",
+            "a mark is echoed by name, the same way whether played or dropped by a clear",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send({"kind": "mark", "name": "reply-1", "played": True}, mark_echo(2, "reply-1")),
+                send(
+                    {"kind": "mark", "name": "réponse 2", "played": False},
+                    mark_echo(3, "réponse 2"),
+                ),
+            ],
+            **sids,
+        ),
+        session_case(
+            "silent_items",
+            "Twilio has no error reply, no clear answer and no participant audio: nothing is "
+            "sent, and the sequence numbers do not move",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send({"kind": "error", "code": "invalid_json", "message": "not JSON"}),
+                send({"kind": "cleared"}),
+                send(audio(whole[:320], 8000, stream="6f1c2a5e-3b9d-4e7a-8c21-0d4f5a6b7c8d")),
+                send({"kind": "mark", "name": "m", "played": True}, mark_echo(2, "m")),
+            ],
+            **sids,
+        ),
+        session_case(
+            "closing",
+            "closing sends stop with the call's ids and the next sequence number",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send(audio(whole[:320], 8000), media(2, 1, 0, ulaw(whole[:320]))),
+                step("closing", stop(3)),
+            ],
+            **sids,
+        ),
+        session_case(
+            "closing_flushes_tail",
+            "audio held back for re-cutting is sent at closing, padded with mu-law silence (0xff)",
+            opts,
+            [
+                step("opening", connected(), start()),
+                send(audio(whole[:200], 8000)),
+                step("closing", media(2, 1, 0, ulaw(whole[:200]) + b"\xff" * 60), stop(3)),
+            ],
+            **sids,
+        ),
+        session_case(
+            "reconnect_new_stream",
+            "a reconnect is a new stream of the same call: new streamSid, counters from 1, "
+            "same callSid (generated once per run); the 5 ms the old stream held back is gone",
+            {},
+            [
+                step(
+                    "opening",
+                    connected(),
+                    start(call="CA" + "1" * 32, account="AC" + "2" * 32),
+                ),
+                send(audio(whole[:400], 8000), media(2, 1, 0, ulaw(whole[:320]))),
+                step(
+                    "reconnect",
+                    connected(),
+                    start(call="CA" + "1" * 32, account="AC" + "2" * 32, stream=STREAM_2),
+                ),
+                send(audio(whole[:320], 8000), media(2, 1, 0, ulaw(whole[:320]), stream=STREAM_2)),
+            ],
+            sids={"CA": ["CA" + "1" * 32], "AC": ["AC" + "2" * 32], "MZ": [STREAM, STREAM_2]},
+        ),
+    ]
+
+
+def twilio_receive_cases() -> list[Case]:
+    ten = ulaw(ramp(10))
+    pipecat = ulaw(ramp(320))
+    return [
+        receive_case(
+            "media",
+            "the server's media as Twilio's docs show it; the payload plays as 8 kHz PCM",
+            text({"event": "media", "streamSid": STREAM, "media": {"payload": b64(ten)}}),
+            [play(pcm_of_ulaw(ten), 8000)],
+        ),
+        receive_case(
+            "media_320_bytes",
+            "Pipecat sends 40 ms (320-byte) pieces: any size plays",
+            text({"event": "media", "streamSid": STREAM, "media": {"payload": b64(pipecat)}}),
+            [play(pcm_of_ulaw(pipecat), 8000)],
+        ),
+        receive_case(
+            "media_odd_size",
+            "mu-law has one byte per sample, so an odd size is fine",
+            text({"event": "media", "media": {"payload": b64(ulaw(ramp(77)))}}),
+            [play(pcm_of_ulaw(ulaw(ramp(77))), 8000)],
+        ),
+        receive_case(
+            "media_mulaw_extremes",
+            "0x00 and 0x80 are the loudest codes, 0xff and 0x7f silence",
+            text({"event": "media", "media": {"payload": b64(bytes([0x00, 0x80, 0xFF, 0x7F]))}}),
+            [play(pcm(-32124, 32124, 0, 0), 8000)],
+        ),
+        receive_case(
+            "media_extra_fields",
+            "fields not read (streamSid, track, chunk, timestamp, unknown ones) are ignored",
+            text(
+                {
+                    "streamSid": "MZ-not-ours",
+                    "media": {
+                        "track": "outbound",
+                        "chunk": "9",
+                        "timestamp": "1",
+                        "payload": b64(ten),
+                    },
+                    "extra": [1, 2],
+                    "event": "media",
+                }
+            ),
+            [play(pcm_of_ulaw(ten), 8000)],
+        ),
+        receive_case(
+            "media_empty_payload",
+            "an empty payload has nothing to play: ignored",
+            text({"event": "media", "streamSid": STREAM, "media": {"payload": ""}}),
+            [],
+        ),
+        receive_case(
+            "mark",
+            "a mark: echo it once the audio before it has played",
+            text({"event": "mark", "streamSid": STREAM, "mark": {"name": "reply-1"}}),
+            [{"kind": "mark", "name": "reply-1"}],
+        ),
+        receive_case(
+            "mark_unicode_name",
+            "mark names are opaque strings",
+            text({"event": "mark", "streamSid": STREAM, "mark": {"name": "fin de réponse ✓"}}),
+            [{"kind": "mark", "name": "fin de réponse ✓"}],
+        ),
+        receive_case(
+            "clear",
+            "clear: drop the queued audio (its marks are then echoed)",
+            text({"event": "clear", "streamSid": STREAM}),
+            [{"kind": "clear"}],
+        ),
+        receive_case(
+            "clear_pretty",
+            "whitespace and key order do not matter",
+            text('{\n  "streamSid": "MZ1",\n  "event": "clear"\n}'),
+            [{"kind": "clear"}],
+        ),
+        receive_case(
+            "not_json",
+            "text that is not JSON",
+            text("hello"),
+            error("invalid_json", None, "not valid JSON"),
+        ),
+        receive_case("empty_text", "an empty text frame", text(""), error("invalid_json", None)),
+        receive_case(
+            "binary_frame",
+            "Twilio's messages are text frames; a binary frame is refused, even of JSON",
+            binary(b'{"event":"clear"}'),
+            error("invalid_json", None, "binary frame"),
+        ),
+        receive_case(
+            "not_an_object",
+            "a JSON array",
+            text("[1,2]"),
+            error("invalid_json", None, "JSON object"),
+        ),
+        receive_case(
+            "no_event",
+            "a message without `event`",
+            text({"streamSid": STREAM, "media": {"payload": b64(ten)}}),
+            error("missing_trigger", None, "`event`"),
+        ),
+        receive_case(
+            "null_event",
+            "`event` null counts as missing",
+            text({"event": None}),
+            error("missing_trigger", None, "`event`"),
+        ),
+        receive_case(
+            "event_not_a_string",
+            "`event` must be a string",
+            text({"event": 7}),
+            error("invalid_field", None, "`event`"),
+        ),
+        receive_case(
+            "unknown_event",
+            "an event Twilio does not accept",
+            text({"event": "transfer", "streamSid": STREAM}),
+            error("unknown_trigger", "transfer", "transfer"),
+        ),
+        receive_case(
+            "wrong_direction_event",
+            "`start` is what Twilio sends, not what it accepts",
+            text({"event": "start", "start": {}}),
+            error("unknown_trigger", "start", "Twilio sends"),
+        ),
+        receive_case(
+            "media_without_media",
+            "media without its `media` object",
+            text({"event": "media", "streamSid": STREAM}),
+            error("invalid_field", "media", "`media`"),
+        ),
+        receive_case(
+            "media_without_payload",
+            "media without a payload",
+            text({"event": "media", "streamSid": STREAM, "media": {"track": "outbound"}}),
+            error("invalid_field", "media", "media.payload"),
+        ),
+        receive_case(
+            "media_payload_not_a_string",
+            "the payload must be a base64 string",
+            text({"event": "media", "media": {"payload": 12}}),
+            error("invalid_field", "media", "media.payload"),
+        ),
+        receive_case(
+            "media_bad_base64",
+            "a payload that is not base64",
+            text({"event": "media", "media": {"payload": "not base64!"}}),
+            error("invalid_base64", "media", "media.payload"),
+        ),
+        receive_case(
+            "media_unpadded_base64",
+            "base64 must be padded, as Twilio's is",
+            text({"event": "media", "media": {"payload": "/38"}}),
+            error("invalid_base64", "media", "media.payload"),
+        ),
+        receive_case(
+            "mark_without_name",
+            "a mark needs mark.name",
+            text({"event": "mark", "mark": {}}),
+            error("invalid_field", "mark", "mark.name"),
+        ),
+        receive_case(
+            "mark_name_not_a_string",
+            "a mark's name is a string",
+            text({"event": "mark", "mark": {"name": 3}}),
+            error("invalid_field", "mark", "mark.name"),
+        ),
+        receive_case(
+            "too_large",
+            "a message over the size limit is refused before it is parsed",
+            text({"event": "media", "media": {"payload": b64(bytes(100))}}),
+            error("message_too_large", None, "64"),
+            options={"max_message_bytes": 64},
+        ),
+        receive_case(
+            "binary_too_large",
+            "a binary frame over the size limit",
+            binary(bytes(100)),
+            error("message_too_large", None, "64"),
+            options={"max_message_bytes": 64},
+        ),
+    ]
+
+
+# -- Vonage -------------------------------------------------------------------------------
+
+
+def connected_event(rate: int, headers: dict[str, str] | None = None) -> Wire:
+    return text(
+        {
+            "event": "websocket:connected",
+            "content-type": f"audio/l16;rate={rate}",
+            **(headers or {}),
+        }
+    )
+
+
+def vonage_session_cases() -> list[Case]:
+    whole = ramp(1600)
+    frame16 = 640
+    return [
+        session_case(
+            "opening_16000",
+            "the first message: websocket:connected with the audio format",
+            {"sample_rate": 16000},
+            [step("opening", connected_event(16000))],
+        ),
+        session_case(
+            "opening_8000",
+            "at 8 kHz",
+            {"sample_rate": 8000},
+            [step("opening", connected_event(8000))],
+        ),
+        session_case(
+            "opening_headers",
+            "stream parameters are further top-level fields, after Vonage's own, UTF-8 kept",
+            {"sample_rate": 16000, "stream_params": [["caller", "+15550100"], ["name", "Zoë"]]},
+            [step("opening", connected_event(16000, {"caller": "+15550100", "name": "Zoë"}))],
+        ),
+        session_case(
+            "audio_20ms",
+            "320 samples at 16 kHz: one binary frame of 640 bytes, the PCM unchanged",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(audio(whole[:frame16], 16000), binary(whole[:frame16])),
+            ],
+        ),
+        session_case(
+            "audio_recut",
+            "chunks of 319, 322 and 319 samples become three exact 20 ms frames",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(audio(whole[: 319 * 2], 16000)),
+                send(
+                    audio(whole[319 * 2 : 641 * 2], 16000),
+                    binary(whole[:640]),
+                    binary(whole[640:1280]),
+                ),
+                send(audio(whole[641 * 2 : 960 * 2], 16000), binary(whole[1280:1920])),
+            ],
+        ),
+        session_case(
+            "audio_8000",
+            "at 8 kHz a frame is 160 samples, 320 bytes, whatever --chunk-ms is",
+            {"sample_rate": 8000, "chunk_ms": 40},
+            [
+                step("opening", connected_event(8000)),
+                send(audio(whole[:640], 8000), binary(whole[:320]), binary(whole[320:640])),
+            ],
+        ),
+        session_case(
+            "closing_flushes_tail",
+            "audio held back is sent at closing, padded with silence to 20 ms; nothing else",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(audio(whole[:200], 16000)),
+                step("closing", binary(whole[:200] + bytes(440))),
+            ],
+        ),
+        session_case(
+            "closing_nothing_held",
+            "with nothing held back, closing sends nothing (Vonage has no stop message)",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(audio(whole[:frame16], 16000), binary(whole[:frame16])),
+                step("closing"),
+            ],
+        ),
+        session_case(
+            "notify_answer",
+            "a notify is answered with its payload exactly as the server wrote it",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(
+                    {"kind": "mark", "name": '{ "reply" : 1, "tag": "é" }', "played": True},
+                    text('{"event":"websocket:notify","payload":{ "reply" : 1, "tag": "é" }}'),
+                ),
+                send(
+                    {"kind": "mark", "name": '{"reply":2}', "played": False},
+                    text('{"event":"websocket:notify","payload":{"reply":2}}'),
+                ),
+            ],
+        ),
+        session_case(
+            "notify_answer_not_json",
+            "a mark name that is no JSON text is sent as a JSON string",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(
+                    {"kind": "mark", "name": "end", "played": True},
+                    text({"event": "websocket:notify", "payload": "end"}),
+                ),
+            ],
+        ),
+        session_case(
+            "cleared",
+            "a clear is answered websocket:cleared",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send({"kind": "cleared"}, text({"event": "websocket:cleared"})),
+            ],
+        ),
+        session_case(
+            "dtmf",
+            "a DTMF digit as Vonage reports one",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(
+                    {"kind": "dtmf", "digit": "5"}, text({"event": "websocket:dtmf", "digit": "5"})
+                ),
+            ],
+        ),
+        session_case(
+            "silent_items",
+            "no error reply and no participant audio in Vonage's protocol",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send({"kind": "error", "code": "invalid_json", "message": "not JSON"}),
+                send(audio(whole[:frame16], 16000, stream="6f1c2a5e-3b9d-4e7a-8c21-0d4f5a6b7c8d")),
+            ],
+        ),
+    ]
+
+
+def vonage_receive_cases() -> list[Case]:
+    frame = ramp(320)
+    return [
+        receive_case(
+            "audio_16000",
+            "a binary frame is s16le audio at the session's rate",
+            binary(frame),
+            [play(frame, 16000)],
+        ),
+        receive_case(
+            "audio_8000_session",
+            "at 8 kHz",
+            binary(frame[:320]),
+            [play(frame[:320], 8000)],
+            options={"sample_rate": 8000},
+        ),
+        receive_case(
+            "audio_any_even_size",
+            "any even size plays (Vonage asks for 20 ms; servers do not always comply)",
+            binary(frame[:98]),
+            [play(frame[:98], 16000)],
+        ),
+        receive_case("audio_empty", "an empty binary frame: nothing to play", binary(b""), []),
+        receive_case(
+            "audio_odd_length",
+            "16-bit PCM needs an even byte count",
+            binary(frame[:3]),
+            error("odd_length", None, "3 bytes"),
+        ),
+        receive_case(
+            "audio_too_large",
+            "a binary frame over the size limit",
+            binary(frame),
+            error("message_too_large", None, "100"),
+            options={"max_message_bytes": 100},
+        ),
+        receive_case(
+            "clear", "clear the queued audio", text({"action": "clear"}), [{"kind": "clear"}]
+        ),
+        receive_case(
+            "clear_extra_fields",
+            "unknown fields are ignored",
+            text({"action": "clear", "uuid": "abc"}),
+            [{"kind": "clear"}],
+        ),
+        receive_case(
+            "notify",
+            "a notify's mark is its payload's JSON text, byte for byte",
+            text('{"action":"notify","payload":{"reply_id":"r-1"}}'),
+            [{"kind": "mark", "name": '{"reply_id":"r-1"}'}],
+        ),
+        receive_case(
+            "notify_spacing_kept",
+            "spacing inside the payload is kept, so the answer reproduces it",
+            text('{"action": "notify", "payload": { "a" : [1, 2] } }'),
+            [{"kind": "mark", "name": '{ "a" : [1, 2] }'}],
+        ),
+        receive_case(
+            "notify_string_payload",
+            "any JSON value is a payload",
+            text({"action": "notify", "payload": "end"}),
+            [{"kind": "mark", "name": '"end"'}],
+        ),
+        receive_case(
+            "notify_without_payload",
+            "a notify needs a payload",
+            text({"action": "notify"}),
+            error("invalid_field", "notify", "payload"),
+        ),
+        receive_case(
+            "no_action",
+            "a text message without `action` (one of Vonage's own events, say)",
+            text({"event": "websocket:cleared"}),
+            error("missing_trigger", None, "`action`"),
+        ),
+        receive_case(
+            "unknown_action",
+            "an action Vonage does not know",
+            text({"action": "transfer"}),
+            error("unknown_trigger", "transfer", "transfer"),
+        ),
+        receive_case(
+            "not_json",
+            "text that is not JSON",
+            text("clear"),
+            error("invalid_json", None, "not valid JSON"),
+        ),
+        receive_case(
+            "not_an_object",
+            "a JSON string",
+            text('"clear"'),
+            error("invalid_json", None, "JSON object"),
+        ),
+        receive_case(
+            "text_too_large",
+            "a text message over the size limit",
+            text({"action": "notify", "payload": "x" * 200}),
+            error("message_too_large", None, "100"),
+            options={"max_message_bytes": 100},
+        ),
+    ]
+
+
+# -- files ----------------------------------------------------------------------------------
+
+FILES: dict[str, Callable[[], list[Case]]] = {
+    "twilio.json": lambda: twilio_session_cases() + twilio_receive_cases(),
+    "vonage.json": lambda: vonage_session_cases() + vonage_receive_cases(),
+}
+
+
+def render(cases: list[Case]) -> str:
+    names = [case["name"] for case in cases]
+    duplicates = {name for name in names if names.count(name) > 1}
+    if duplicates:
+        raise SystemExit(f"duplicate case names: {sorted(duplicates)}")
+    return json.dumps(cases, indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, build in FILES.items():
+        path = HERE / name
+        content = render(build())
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != content:
+                stale.append(name)
+        else:
+            path.write_text(content, encoding="utf-8")
+    if stale:
+        print(f"stale: {', '.join(stale)}; run python proto/vectors/generate_dialects.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The dialect seam: one wire protocol, as pure code (sans-I/O).
+
+A *dialect* knows one websocket protocol and nothing else; the link, the
+uplink and the downlink only ever speak the neutral vocabulary below:
+
+- what travels up, queued in the outbox until the link can send it
+  (`AudioOut`, `DtmfOut`, and the replies `MarkOut`, `ErrorOut`,
+  `ClearedOut`);
+- what comes down, decoded from one server message (`PlayAudio`,
+  `ClearPlayout`, `MarkIn`, `Invalid`, `Notice`).
+
+Encoding happens when a message is *sent*, not when it is queued, because
+what the bytes say can depend on the connection: a Twilio stream gets a new
+`streamSid` and restarts its `sequenceNumber` on every reconnect, and the
+audio replayed after a reconnect must carry the new ones. So a `Dialect` is
+the per-run factory (formats, URL and auth defaults) and a `Session` is one
+connection's state machine: opening messages, encode, decode, closing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from sidecar import events
+from sidecar.messages import MAX_MESSAGE_BYTES, MessageError
+
+Wire = str | bytes
+"""One websocket message: text (str) or binary (bytes)."""
+
+MIXED = "mixed"
+"""The stream key of the meeting's mixed audio; participants use their UUID."""
+
+Encoding = Literal["pcm16", "mulaw"]
+
+
+# -- up: what the paths hand to the link -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOut:
+    """One chunk of captured audio: s16le mono at the dialect's rate for its stream."""
+
+    pcm: bytes
+    rate: int
+    timestamp_ms: int
+    """Unix ms capture time of the first sample."""
+    stream: str = MIXED
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm) // 2
+
+    @property
+    def ms(self) -> float:
+        return len(self.pcm) * 500.0 / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfOut:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkOut:
+    """A server's mark, answered: its audio was played, or a clear dropped it."""
+
+    name: str
+    played: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorOut:
+    """The reply to an invalid server message, where the dialect has one."""
+
+    error: MessageError
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """How much of one segment (a reply, an item) the meeting actually heard."""
+
+    segment: str
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedOut:
+    """The playout was cleared at the server's word; `heard` is the segment cut short."""
+
+    heard: Heard | None = None
+
+
+Outgoing = AudioOut | DtmfOut | MarkOut | ErrorOut | ClearedOut
+Control = DtmfOut | MarkOut | ErrorOut | ClearedOut
+
+
+# -- down: what one server message means --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Audio for the bot to play: s16le mono at `rate`."""
+
+    pcm: bytes
+    rate: int
+    segment: str | None = None
+    """What this audio belongs to (an agent's reply item), so a barge-in can
+    say how much of it was heard; None where the dialect has no such notion."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayout:
+    """Drop everything queued for the bot (barge-in); pending marks are answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkIn:
+    """Answer `name` once everything received before it has been played."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """The message was not understood; it is ignored and the stream goes on."""
+
+    error: MessageError
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something for the bot to know (a transcript, an agent's error): a stdout event."""
+
+    event: events.Event
+
+
+Incoming = PlayAudio | ClearPlayout | MarkIn | Invalid | Notice
+
+
+# -- the dialect ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WireAudio:
+    """The audio format of one direction (or stream kind) on the wire."""
+
+    rate: int
+    encoding: Encoding = "pcm16"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a dialect needs from the run's settings; each dialect reads its part."""
+
+    bot_id: str = "bot"
+    sample_rate: int = 16000
+    participant_sample_rate: int = 16000
+    chunk_ms: int = 20
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    stream_params: tuple[tuple[str, str], ...] = ()
+    call_sid: str | None = None
+    account_sid: str | None = None
+    session: dict[str, object] = field(default_factory=dict)
+    """The user's session object (--session), for dialects that take one."""
+
+
+class Session(abc.ABC):
+    """One connection's protocol state. Nothing here does I/O or reads a clock
+    except through its arguments."""
+
+    @abc.abstractmethod
+    def opening(self) -> Sequence[Wire]:
+        """Sent, in order, right after the connection opens."""
+
+    def closing(self) -> Sequence[Wire]:
+        """Sent before a clean close (the sidecar stopping)."""
+        return ()
+
+    @property
+    def audio_ready(self) -> bool:
+        """May audio be sent yet? (A dialect may wait for the server's go-ahead.)"""
+        return True
+
+    @abc.abstractmethod
+    def encode(self, item: Outgoing) -> Sequence[Wire]:
+        """The messages that carry `item`; empty where the dialect cannot say it
+        (an error reply in a dialect without one, DTMF in one without DTMF)."""
+
+    @abc.abstractmethod
+    def receive(self, message: Wire) -> Sequence[Incoming]:
+        """Decode one server message; never raises for bad input."""
+
+    keepalive_s: ClassVar[float | None] = None
+    """A dialect whose server wants a message while no audio flows sets the period."""
+
+    def keepalive(self) -> Sequence[Wire]:
+        return ()
+
+    def reconnect_at_once(self, code: int | None, reason: str) -> bool:
+        """Is this close the server's routine end of a session (not a failure),
+        to be followed by a new connection without the retry delay?"""
+        return False
+
+
+class Dialect(abc.ABC):
+    name: ClassVar[str]
+    per_participant: ClassVar[bool] = False
+    """Has a message for one participant's stream."""
+    error_replies: ClassVar[bool] = False
+    """Answers an invalid server message on the wire (else only on stdout)."""
+    default_url: ClassVar[str | None] = None
+    auth_env: ClassVar[str | None] = None
+    """The environment variable holding the vendor's key, for `auth_headers`."""
+    uses_stream_params: ClassVar[bool] = False
+    uses_call_sid: ClassVar[bool] = False
+    uses_session: ClassVar[bool] = False
+    """Which of the dialect flags mean something here: the rest are usage errors."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def uplink_audio(self, stream: str = MIXED) -> WireAudio:
+        """The format the capture must produce for `stream`."""
+
+    def auth_headers(self, environ: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        """Handshake headers taken from the environment when the user gave none."""
+        return ()
+
+    def problems(self) -> Sequence[str]:
+        """What is wrong with the options for this dialect (usage errors)."""
+        return ()
+
+    def warnings(self) -> Sequence[str]:
+        return ()
+
+    @abc.abstractmethod
+    def session(self) -> Session:
+        """A new connection's state."""

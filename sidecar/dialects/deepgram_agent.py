@@ -1,0 +1,402 @@
+"""Deepgram's Voice Agent API (v1), spoken directly: no bridge server.
+
+Up: one `Settings` message per connection (the user's `--session` object with
+the `audio` section this dialect needs), then raw linear16 audio as binary
+frames, and `KeepAlive` while no audio flows. Down: binary frames are the
+agent's voice; JSON text frames are events. No audio may go before
+`SettingsApplied` (Deepgram: send Settings "before sending any audio"), so
+`audio_ready` waits for it and the link holds audio in the outbox meanwhile.
+
+Barge-in: `UserStartedSpeaking` means "stop playback at once and discard
+buffered agent audio"; Deepgram keeps no per-reply position, so there is
+nothing to tell it back (`ClearedOut` sends nothing). Transcripts, errors,
+warnings and the steps of a turn become stdout events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Final, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from sidecar.dialects.base import (
+    MIXED,
+    AudioOut,
+    ClearedOut,
+    ClearPlayout,
+    Dialect,
+    DtmfOut,
+    ErrorOut,
+    Incoming,
+    Invalid,
+    MarkOut,
+    Options,
+    Outgoing,
+    PlayAudio,
+    Session,
+    Wire,
+    WireAudio,
+)
+from sidecar.dialects.notices import (
+    AgentError,
+    AgentEvent,
+    AgentWarning,
+    Transcript,
+    Unknown,
+    decode_event,
+    notice,
+    show,
+)
+from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+
+KEEPALIVE_S: Final = 8.0
+"""Deepgram: "While idle, send one KeepAlive every 8 seconds"."""
+
+
+# -- client messages (sidecar -> Deepgram) -------------------------------------------
+
+
+class AudioInput(msgspec.Struct, frozen=True):
+    encoding: Literal["linear16"]
+    sample_rate: int
+
+
+class AudioOutput(msgspec.Struct, frozen=True):
+    encoding: Literal["linear16"]
+    sample_rate: int
+    container: Literal["none"]
+    """Raw samples: a WAV header in every frame would be played as noise."""
+
+
+class Audio(msgspec.Struct, frozen=True):
+    input: AudioInput
+    output: AudioOutput
+
+
+def audio_section(rate: int) -> Audio:
+    return Audio(AudioInput("linear16", rate), AudioOutput("linear16", rate, "none"))
+
+
+class _ClientMessage(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
+    pass
+
+
+class Settings(_ClientMessage, frozen=True, kw_only=True, tag="Settings"):
+    """Deepgram's top-level Settings fields, in the order its docs show them."""
+
+    tags: list[str] | UnsetType = UNSET
+    experimental: bool | UnsetType = UNSET
+    mip_opt_out: bool | UnsetType = UNSET
+    flags: dict[str, Any] | UnsetType = UNSET
+    audio: Audio
+    agent: dict[str, Any] | str
+    """Passed through as given: listen, think, speak, greeting (or an agent id)."""
+
+
+class KeepAlive(_ClientMessage, frozen=True, tag="KeepAlive"):
+    pass
+
+
+ClientMessage = Settings | KeepAlive
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(message: ClientMessage) -> str:
+    return _encoder.encode(message).decode()
+
+
+_KEEPALIVE: Final = encode(KeepAlive())
+
+
+# -- server messages (Deepgram -> sidecar): only those acted on ------------------------
+
+
+class _ServerMessage(msgspec.Struct, frozen=True, tag_field="type"):
+    pass
+
+
+class Welcome(_ServerMessage, frozen=True, tag="Welcome"):
+    request_id: str | None = None
+
+
+class SettingsApplied(_ServerMessage, frozen=True, tag="SettingsApplied"):
+    pass
+
+
+class ConversationText(_ServerMessage, frozen=True, tag="ConversationText"):
+    role: str
+    content: str
+
+
+class UserStartedSpeaking(_ServerMessage, frozen=True, tag="UserStartedSpeaking"):
+    pass
+
+
+class AgentThinking(_ServerMessage, frozen=True, tag="AgentThinking"):
+    content: str | None = None
+
+
+class AgentStartedSpeaking(_ServerMessage, frozen=True, tag="AgentStartedSpeaking"):
+    total_latency: float | None = None
+    tts_latency: float | None = None
+    ttt_latency: float | None = None
+
+
+class AgentAudioDone(_ServerMessage, frozen=True, tag="AgentAudioDone"):
+    pass
+
+
+# Lenient on purpose: a report of trouble must reach the bot even if half-formed.
+class ErrorMessage(_ServerMessage, frozen=True, tag="Error"):
+    description: str = ""
+    code: str | None = None
+
+
+class WarningMessage(_ServerMessage, frozen=True, tag="Warning"):
+    description: str = ""
+    code: str | None = None
+
+
+ServerMessage = (
+    Welcome
+    | SettingsApplied
+    | ConversationText
+    | UserStartedSpeaking
+    | AgentThinking
+    | AgentStartedSpeaking
+    | AgentAudioDone
+    | ErrorMessage
+    | WarningMessage
+)
+SERVER_TYPES: Final = frozenset(
+    {
+        "Welcome",
+        "SettingsApplied",
+        "ConversationText",
+        "UserStartedSpeaking",
+        "AgentThinking",
+        "AgentStartedSpeaking",
+        "AgentAudioDone",
+        "Error",
+        "Warning",
+    }
+)
+"""The message types acted on; every other type is ignored (and counted)."""
+
+_server_decoder: Final = msgspec.json.Decoder(ServerMessage)
+
+
+# -- the session ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Statistics:
+    audio_frames: int = 0
+    audio_bytes: int = 0
+    ignored: int = 0
+    """Messages of a type this dialect does not act on (FunctionCallRequest, History, ...)."""
+    invalid: int = 0
+
+
+class DeepgramAgentSession(Session):
+    keepalive_s: ClassVar[float | None] = KEEPALIVE_S
+
+    def __init__(
+        self, settings: Settings, rate: int, max_message_bytes: int = MAX_MESSAGE_BYTES
+    ) -> None:
+        self._opening = encode(settings)
+        self._rate = rate
+        self._max_bytes = max_message_bytes
+        self._applied = False
+        self._carry = b""
+        self._stats = Statistics()
+
+    def opening(self) -> Sequence[Wire]:
+        return (self._opening,)
+
+    @property
+    def audio_ready(self) -> bool:
+        return self._applied
+
+    def keepalive(self) -> Sequence[Wire]:
+        return (_KEEPALIVE,)
+
+    def statistics(self) -> Statistics:
+        return replace(self._stats)
+
+    def encode(self, item: Outgoing) -> Sequence[Wire]:
+        match item:
+            case AudioOut(stream=stream) if stream == MIXED:
+                return (item.pcm,)
+            case AudioOut() | ClearedOut() | MarkOut() | DtmfOut() | ErrorOut():
+                # One mixed stream; no marks, DTMF, error replies or playback position here.
+                return ()
+
+    def receive(self, message: Wire) -> Sequence[Incoming]:
+        if isinstance(message, bytes):
+            return self._audio(message)
+        decoded = decode_event(_server_decoder, SERVER_TYPES, message, self._max_bytes)
+        match decoded:
+            case MessageError():
+                self._stats.invalid += 1
+                return (Invalid(decoded),)
+            case Unknown():
+                self._stats.ignored += 1
+                return ()
+            case Welcome(request_id=request_id):
+                return (notice(AgentEvent(name="Welcome", request_id=request_id)),)
+            case SettingsApplied():
+                self._applied = True
+                return (notice(AgentEvent(name="SettingsApplied")),)
+            case ConversationText(role=role, content=content):
+                return (notice(Transcript(role=role, text=content)),)
+            case UserStartedSpeaking():
+                self._carry = b""  # half a sample of the audio being discarded
+                return (ClearPlayout(), notice(AgentEvent(name="UserStartedSpeaking")))
+            case AgentThinking(content=content):
+                return (notice(AgentEvent(name="AgentThinking", text=content)),)
+            case AgentStartedSpeaking():
+                event = AgentEvent(
+                    name="AgentStartedSpeaking",
+                    total_latency=decoded.total_latency,
+                    tts_latency=decoded.tts_latency,
+                    ttt_latency=decoded.ttt_latency,
+                )
+                return (notice(event),)
+            case AgentAudioDone():
+                # Deepgram has *sent* the reply's last audio; it may still be playing.
+                return (notice(AgentEvent(name="AgentAudioDone")),)
+            case ErrorMessage(description=description, code=code):
+                return (notice(AgentError(message=description, code=code)),)
+            case WarningMessage(description=description, code=code):
+                return (notice(AgentWarning(message=description, code=code)),)
+
+    def _audio(self, message: bytes) -> Sequence[Incoming]:
+        if len(message) > self._max_bytes:
+            self._stats.invalid += 1
+            text = f"binary message of {len(message)} bytes exceeds the limit of {self._max_bytes}"
+            return (Invalid(MessageError(ErrorCode.MESSAGE_TOO_LARGE, text)),)
+        self._stats.audio_frames += 1
+        self._stats.audio_bytes += len(message)
+        # Deepgram's frames are a byte stream: a sample split across two frames is
+        # carried, not dropped, or every later sample would be read off by a byte.
+        data = self._carry + message if self._carry else message
+        if len(data) % 2:
+            self._carry, data = data[-1:], data[:-1]
+        else:
+            self._carry = b""
+        return (PlayAudio(data, self._rate),) if data else ()
+
+
+# -- the user's settings --------------------------------------------------------------------
+
+
+class _UserSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """What --session may hold: Deepgram's Settings; `audio` is the dialect's own."""
+
+    agent: dict[str, Any] | str
+    type: Any = UNSET
+    tags: list[str] | UnsetType = UNSET
+    experimental: bool | UnsetType = UNSET
+    mip_opt_out: bool | UnsetType = UNSET
+    flags: dict[str, Any] | UnsetType = UNSET
+    audio: Any = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    settings: Settings
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def prepare_settings(user: object, rate: int) -> Prepared:
+    """The `Settings` we send: the user's, with the audio section set to what we send and play."""
+    ours = audio_section(rate)
+    if not isinstance(user, dict):
+        problem = "--session must be a JSON object (Deepgram's Settings)"
+        return Prepared(Settings(audio=ours, agent={}), (problem,))
+    try:
+        given = msgspec.convert(user, _UserSettings)
+    except msgspec.ValidationError as exc:
+        problem = f"--session is not a Voice Agent Settings object: {_where(exc)}"
+        return Prepared(Settings(audio=ours, agent={}), (problem,))
+    warnings: list[str] = []
+    if given.type is not UNSET and given.type != "Settings":
+        warnings.append(f'--session: `type` {show(given.type)} replaced by "Settings"')
+    ours_plain = msgspec.to_builtins(ours)
+    if given.audio is not UNSET and given.audio != ours_plain:
+        warnings.append(
+            f"--session: `audio` {show(given.audio)} replaced by {show(ours_plain)}: the "
+            f"sidecar sends and plays raw linear16 at {rate} Hz (--sample-rate)"
+        )
+    if _client_side_functions(given.agent):
+        warnings.append(
+            "--session: functions without an `endpoint` are called on the client, and the "
+            "sidecar cannot answer a FunctionCallRequest: such a call goes unanswered"
+        )
+    settings = Settings(
+        tags=given.tags,
+        experimental=given.experimental,
+        mip_opt_out=given.mip_opt_out,
+        flags=given.flags,
+        audio=ours,
+        agent=given.agent,
+    )
+    return Prepared(settings, (), tuple(warnings))
+
+
+def _client_side_functions(agent: dict[str, Any] | str) -> bool:
+    think = agent.get("think") if isinstance(agent, dict) else None
+    thinks = think if isinstance(think, list) else [think]  # Deepgram allows a fallback list
+    for entry in thinks:
+        functions = entry.get("functions") if isinstance(entry, dict) else None
+        if isinstance(functions, list) and any(
+            isinstance(f, dict) and "endpoint" not in f for f in functions
+        ):
+            return True
+    return False
+
+
+def _where(exc: msgspec.ValidationError) -> str:
+    reason, _, where = str(exc).partition(" - at `")
+    field = where.rstrip("`").removeprefix("$").removeprefix(".")
+    return f"`{field}`: {reason}" if field else reason
+
+
+# -- the dialect ------------------------------------------------------------------------------
+
+
+class DeepgramAgent(Dialect):
+    name: ClassVar[str] = "deepgram-agent"
+    default_url: ClassVar[str | None] = "wss://agent.deepgram.com/v1/agent/converse"
+    auth_env: ClassVar[str | None] = "DEEPGRAM_API_KEY"
+    uses_session: ClassVar[bool] = True
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(options)
+        self._prepared = prepare_settings(options.session, options.sample_rate)
+
+    def uplink_audio(self, stream: str = MIXED) -> WireAudio:
+        return WireAudio(self.options.sample_rate)
+
+    def auth_headers(self, environ: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        key = environ.get("DEEPGRAM_API_KEY", "").strip()
+        return (("Authorization", f"Token {key}"),) if key else ()
+
+    def problems(self) -> Sequence[str]:
+        return self._prepared.problems
+
+    def warnings(self) -> Sequence[str]:
+        return self._prepared.warnings
+
+    def session(self) -> DeepgramAgentSession:
+        return DeepgramAgentSession(
+            self._prepared.settings,
+            self.options.sample_rate,
+            max_message_bytes=self.options.max_message_bytes,
+        )
