@@ -7,13 +7,14 @@ import dataclasses
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, get_args
 
 import trio
 
-from sidecar import __version__, frames, service
+from sidecar import __version__, dialects, events, frames, service
 from sidecar.config import (
     HEADERS_ENV,
     URL_ENV,
@@ -25,10 +26,14 @@ from sidecar.config import (
     env_url,
     headers_from,
     one_of,
+    parse_session,
     parse_settings,
+    parse_stream_param,
+    resolve_dialect,
     secrets,
     validate,
 )
+from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
 from sidecar.resample import Quality
 from sidecar.retry import Backoff, RetryConfig
@@ -50,6 +55,15 @@ DEFAULT: Final = _defaults(Config)
 RETRY_DEFAULT: Final = _defaults(RetryConfig)
 
 
+# Derived, so that a new event or dialect shows up here by itself.
+EVENT_NAMES = textwrap.fill(
+    ", ".join(str(event.__struct_config__.tag) for event in get_args(events.Event)),
+    width=78,
+    initial_indent="  ",
+    subsequent_indent="  ",
+)
+VENDOR_DIALECTS = tuple(name for name, d in dialects.DIALECTS.items() if d.default_url)
+
 RUN_EPILOG = f"""\
 Either --url or --settings names the server; with neither, {URL_ENV} is used.
 Give one of --audio-in/--audio-in-fd and one of --audio-out/--audio-out-fd.
@@ -63,10 +77,9 @@ may read (/proc/PID/cmdline):
   {URL_ENV}      the URL, for one with a token in its query
 
 events (stdout, one JSON object per line, each with "event" and "ts_ms"):
-  ready, connected, disconnected, retrying, gave_up, bot_connected,
-  bot_disconnected, participant_joined, participant_left, invalid_message,
-  invalid_frame, mark, warning, stats, stopped. Logs for humans go to stderr.
-  URL query values, credentials and header values never appear in either.
+{EVENT_NAMES}.
+  Logs for humans go to stderr. URL query values, credentials and header
+  values never appear in either.
 
 exit codes:
   0  stopped cleanly (SIGTERM, SIGINT, SIGHUP, stdin closed, parent died)
@@ -87,7 +100,16 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ws = p.add_argument_group("websocket server")
     ws.add_argument(
-        "--url", metavar="URL", help=f"ws:// or wss:// URL of your server (or env {URL_ENV})"
+        "--protocol",
+        choices=tuple(dialects.DIALECTS),
+        default=dialects.DEFAULT,
+        help="the dialect spoken on the websocket (default: %(default)s)",
+    )
+    ws.add_argument(
+        "--url",
+        metavar="URL",
+        help=f"ws:// or wss:// URL of your server (or env {URL_ENV}; "
+        f"{' and '.join(VENDOR_DIALECTS)} default to the vendor's)",
     )
     ws.add_argument(
         "--settings",
@@ -138,6 +160,28 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="rate limit of realtime_audio.error replies; the excess is counted, "
         "not sent (default: %(default)s)",
+    )
+
+    dia = p.add_argument_group("dialect settings")
+    dia.add_argument(
+        "--stream-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="twilio: a customParameters entry of the start message (Twilio's <Parameter>); "
+        "vonage: a header field of the first message (repeatable)",
+    )
+    dia.add_argument(
+        "--call-sid", metavar="SID", help="twilio: callSid (default: generated, CA + 32 hex)"
+    )
+    dia.add_argument(
+        "--account-sid", metavar="SID", help="twilio: accountSid (default: generated, AC + 32 hex)"
+    )
+    dia.add_argument(
+        "--session",
+        metavar="JSON|@FILE",
+        help="openai-realtime: the session object of session.update; deepgram-agent: the "
+        "Settings message; inline or from a file (the sidecar sets the audio formats)",
     )
 
     retry = p.add_argument_group("reconnecting")
@@ -287,8 +331,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="RMS",
         help="pause bot output for 0.8 s whenever a frame of the meeting's audio has this RMS "
-        "or more (0-32767, int16 units; Attendee's pause_threshold): the bot does not talk "
-        "over people. Paused audio is held, not dropped (default: off)",
+        f"or more (0-{MAX_THRESHOLD}, int16 units; Attendee's pause_threshold): the bot "
+        "does not talk over people. Paused audio is held, not dropped (default: off)",
     )
     io.add_argument(
         "--quality",
@@ -390,7 +434,8 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
             per_participant_rate = settings.per_participant_audio.sample_rate
     if given and not per_participant:
         raise ConfigError(f"without --per-participant these would be ignored: {', '.join(given)}")
-    url = url or env_url(environ)
+    dialect = dialects.DIALECTS[args.protocol]
+    url = url or env_url(environ) or dialect.default_url
     if url is None:
         raise ConfigError(f"no server: give --url, --settings or set {URL_ENV}")
     for candidate, flag in ((url, "--url"), (per_participant_url, "--per-participant-url")):
@@ -442,9 +487,15 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         per_participant=per_participant,
         per_participant_url=per_participant_url,
         pause_threshold=pause_threshold,
+        protocol=args.protocol,
+        stream_params=tuple(parse_stream_param(p) for p in args.stream_param),
+        call_sid=args.call_sid,
+        account_sid=args.account_sid,
+        session=None if args.session is None else parse_session(args.session),
         warnings=tuple(warnings),
         **extra,
     )
+    config = resolve_dialect(config, rate_given=sample_rate is not None, environ=environ)
     if config.audio_in.path is not None and config.audio_in.path == config.audio_out.path:
         raise ConfigError("--audio-in and --audio-out must be different paths")
     return validate(config)

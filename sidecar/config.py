@@ -9,13 +9,16 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Final, Literal
 from urllib.parse import unquote_plus, urlsplit
 
 import msgspec
 
+from sidecar import dialects
+from sidecar.dialects.base import Options
+from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import (
     MAX_MESSAGE_BYTES,
     PARTICIPANT_SAMPLE_RATES,
@@ -51,7 +54,7 @@ class AudioSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: Url
     sample_rate: SampleRate = DEFAULT_SAMPLE_RATE
     # RMS (int16 units) of the meeting's audio at which the bot's output pauses.
-    pause_threshold: Annotated[int, msgspec.Meta(ge=0, le=32767)] | None = None
+    pause_threshold: Annotated[int, msgspec.Meta(ge=0, le=MAX_THRESHOLD)] | None = None
 
 
 class ParticipantAudioSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -115,7 +118,28 @@ class Config:
     per_participant_sample_rate: int = DEFAULT_SAMPLE_RATE
     max_participants: int = 32
     pause_threshold: int | None = None
+    protocol: str = dialects.DEFAULT
+    stream_params: tuple[tuple[str, str], ...] = ()
+    call_sid: str | None = None
+    account_sid: str | None = None
+    session: dict[str, object] | None = None
+    """--session's object; None when not given."""
     warnings: tuple[str, ...] = ()
+
+
+def dialect_options(config: Config) -> Options:
+    """The part of the settings a dialect reads."""
+    return Options(
+        bot_id=config.bot_id,
+        sample_rate=config.sample_rate,
+        participant_sample_rate=config.per_participant_sample_rate,
+        chunk_ms=config.chunk_ms,
+        max_message_bytes=config.max_message_bytes,
+        stream_params=config.stream_params,
+        call_sid=config.call_sid,
+        account_sid=config.account_sid,
+        session=config.session or {},
+    )
 
 
 def parse_settings(text: str) -> WebsocketSettings:
@@ -153,6 +177,74 @@ def _settings_error(text: str) -> tuple[str, str]:
         rates = PARTICIPANT_SAMPLE_RATES if path.startswith("per_participant") else SAMPLE_RATES
         reason = f"must be {one_of(rates)}, not {reason.removeprefix('Invalid enum value ')}"
     return path or "(top level)", reason
+
+
+_object_decoder = msgspec.json.Decoder(dict[str, object])
+
+
+def parse_session(text: str) -> dict[str, object]:
+    """--session: a JSON object, inline or `@path`."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"--session: cannot read {path}: {exc.strerror}") from None
+    try:
+        return _object_decoder.decode(text)
+    except msgspec.ValidationError:
+        raise ConfigError("--session must be a JSON object ({...})") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"--session is not valid JSON: {exc}") from None
+
+
+def parse_stream_param(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"--stream-param {text!r} must look like NAME=VALUE")
+    return name.strip(), value
+
+
+def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]) -> Config:
+    """Settle what depends on the dialect: its wire rate, its credentials, its checks."""
+    dialect = dialects.make(config.protocol, dialect_options(config))
+    problems = list(dialect.problems())
+    rate = dialect.uplink_audio().rate
+    if rate_given and rate != config.sample_rate:
+        problems.append(
+            f"--protocol {config.protocol} sends audio at {rate} Hz; --sample-rate "
+            f"{config.sample_rate} does not apply"
+        )
+    if config.per_participant and not dialect.per_participant:
+        problems.append(f"--protocol {config.protocol} has no per-participant streams")
+    for flag, given, used in (
+        ("--stream-param", bool(config.stream_params), dialect.uses_stream_params),
+        ("--call-sid", config.call_sid is not None, dialect.uses_call_sid),
+        ("--account-sid", config.account_sid is not None, dialect.uses_call_sid),
+        ("--session", config.session is not None, dialect.uses_session),
+    ):
+        if given and not used:
+            problems.append(f"{flag} means nothing to --protocol {config.protocol}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    headers = config.headers
+    if not any(name.lower() == "authorization" for name, _ in headers):
+        headers += dialect.auth_headers(environ)
+        if (
+            config.url == dialect.default_url
+            and dialect.auth_env is not None
+            and not any(name.lower() == "authorization" for name, _ in headers)
+        ):
+            raise ConfigError(
+                f"--protocol {config.protocol} needs credentials: set {dialect.auth_env} "
+                "or give --header 'Authorization: ...'"
+            )
+    return replace(
+        config,
+        sample_rate=rate,
+        headers=headers,
+        warnings=(*config.warnings, *dialect.warnings()),
+    )
 
 
 def check_url(url: str, flag: str) -> str | None:
@@ -310,8 +402,8 @@ def validate(config: Config) -> Config:
         (config.ping_timeout > 0, "--ping-timeout must be positive"),
         (config.max_participants >= 1, "--max-participants must be at least 1"),
         (
-            config.pause_threshold is None or 0 <= config.pause_threshold <= 32767,
-            "--pause-threshold must be 0-32767",
+            config.pause_threshold is None or 0 <= config.pause_threshold <= MAX_THRESHOLD,
+            f"--pause-threshold must be 0-{MAX_THRESHOLD}",
         ),
         (
             config.per_participant_sample_rate in PARTICIPANT_SAMPLE_RATES,

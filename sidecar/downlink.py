@@ -10,6 +10,7 @@ it and is echoed once that frame was written to the bot, not before.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import os
 import socket
@@ -21,6 +22,19 @@ import trio
 
 from sidecar import events, frames, messages
 from sidecar.config import Config
+from sidecar.dialects.base import (
+    ClearedOut,
+    ClearPlayout,
+    Control,
+    ErrorOut,
+    Heard,
+    Incoming,
+    Invalid,
+    MarkIn,
+    MarkOut,
+    Notice,
+    PlayAudio,
+)
 from sidecar.gate import PauseGate
 from sidecar.playout import MarkResolved
 from sidecar.ratelimit import TokenBucket
@@ -51,7 +65,6 @@ class _Outgoing:
 
 @dataclass(slots=True)
 class DownlinkStatistics:
-    messages_in: int = 0
     invalid_messages: int = 0
     invalid_by_code: Counter[str] = field(default_factory=Counter)
     error_replies: int = 0
@@ -74,13 +87,21 @@ class Downlink:
         self,
         config: Config,
         log: events.EventLog,
-        reply: Callable[[messages.SidecarMessage], None],
+        reply: Callable[[Control], None],
         gate: PauseGate | None = None,
+        *,
+        error_replies: bool = True,
     ) -> None:
         self._config = config
         self._gate = gate
         self._log = log
         self._reply = reply
+        self._error_replies = error_replies
+        # The segment (an agent's reply) now arriving, and where its audio
+        # starts in the playout's byte timeline, to tell a barge-in how much
+        # of it was heard.
+        self._segment: str | None = None
+        self._segment_start = 0
         self.voice = Voice(
             config.output_rate,
             config.frame_ms,
@@ -99,32 +120,56 @@ class Downlink:
         self._stats = DownlinkStatistics()
 
     def statistics(self) -> DownlinkStatistics:
-        return self._stats
+        """A snapshot: counting goes on in the sidecar's own copy."""
+        return copy.deepcopy(self._stats)
 
     # -- messages from the server ----------------------------------------------
 
-    async def on_message(self, raw: str | bytes) -> None:
-        self._stats.messages_in += 1
-        message = messages.decode_server_message(raw, self._config.max_message_bytes)
-        if isinstance(message, messages.MessageError):
-            self._invalid(message)
-        elif isinstance(message, messages.BotOutput):
-            await self._bot_output(message.data.chunk, message.data.sample_rate)
-        elif isinstance(message, messages.Clear):
-            self._stats.clears += 1
-            # Frames already handed to the writer count as unplayed too; their
-            # marks come first, being older than those still in the playout.
-            unsent = tuple(self._queue)
-            self._queue.clear()
-            self._dropped("cleared", unsent)
-            self._resolved(
-                tuple(MarkResolved(m.name, False) for item in unsent for m in item.marks)
+    async def on_incoming(self, incoming: Incoming) -> None:
+        """One thing the server said, already decoded by the dialect."""
+        match incoming:
+            case PlayAudio(pcm=pcm, rate=rate, segment=segment):
+                if segment is not None and segment != self._segment:
+                    self._segment = segment
+                    self._segment_start = self.voice.playout.write_pos
+                await self._bot_output(pcm, rate)
+            case ClearPlayout():
+                self._clear()
+            case MarkIn(name=name):
+                self._stats.marks += 1
+                self._resolved(self.voice.mark(name))
+                self._wake.set()
+            case Invalid(error=error):
+                self._invalid(error)
+            case Notice(event=event):
+                self._log.emit(event)
+
+    def _clear(self) -> None:
+        self._stats.clears += 1
+        # Frames already handed to the writer count as unplayed too; their
+        # marks come first, being older than those still in the playout.
+        unsent = tuple(self._queue)
+        heard = self._heard(unsent)
+        unsent_ms = sum(item.samples for item in unsent) * 1000 / self._config.output_rate
+        self._log.emit(
+            events.PlayoutCleared(
+                dropped_ms=round(unsent_ms + self.voice.playout.buffered_ms),
+                heard_ms=None if heard is None else heard.ms,
             )
-            self._resolved(self.voice.clear())
-        else:
-            self._stats.marks += 1
-            self._resolved(self.voice.mark(message.data.name))
-            self._wake.set()
+        )
+        self._queue.clear()
+        self._dropped("cleared", unsent)
+        self._resolved(tuple(MarkResolved(m.name, False) for item in unsent for m in item.marks))
+        self._resolved(self.voice.clear())
+        self._reply(ClearedOut(heard))
+
+    def _heard(self, unsent: tuple[_Outgoing, ...]) -> Heard | None:
+        """How much of the current segment reached the bot before a clear."""
+        if self._segment is None:
+            return None
+        played = self.voice.playout.read_pos - 2 * sum(item.samples for item in unsent)
+        heard_bytes = max(0, played - self._segment_start)
+        return Heard(self._segment, heard_bytes * 500 // self._config.output_rate)
 
     async def _bot_output(self, pcm: bytes, rate: int) -> None:
         step = rate * SLICE_MS // 1000 * 2
@@ -141,10 +186,11 @@ class Downlink:
         self._log.emit(
             events.InvalidMessage(code=error.code, message=error.message, trigger=error.trigger)
         )
+        if not self._error_replies:
+            return  # the dialect has no error reply: stdout is the only report
         if self._bucket.take(trio.current_time()):
             self._stats.error_replies += 1
-            data = messages.ErrorData(code=error.code, message=error.message, trigger=error.trigger)
-            self._reply(messages.Error(bot_id=self._config.bot_id, data=data))
+            self._reply(ErrorOut(error))
         else:
             self._stats.error_replies_suppressed += 1
 
@@ -152,8 +198,7 @@ class Downlink:
         for mark in marks:
             status: messages.MarkStatus = "played" if mark.played else "cleared"
             self._log.emit(events.MarkPlayed(name=mark.name, status=status))
-            data = messages.MarkEchoData(name=mark.name, status=status)
-            self._reply(messages.MarkEcho(bot_id=self._config.bot_id, data=data))
+            self._reply(MarkOut(mark.name, mark.played))
 
     # -- the playout clock ---------------------------------------------------------
 
@@ -162,13 +207,15 @@ class Downlink:
         deadline = trio.current_time()
         while True:
             if self.voice.idle:
+                # A fresh Event only to sleep on, not one per tick: producers set
+                # whichever is current, and nothing runs between here and the wait.
+                self._wake = trio.Event()
                 await self._wake.wait()
                 deadline = trio.current_time()
-            self._wake = trio.Event()
             if self._gate is None or not self._gate.paused(trio.current_time()):
                 tick = self.voice.tick()
                 if tick.frame is not None:
-                    self._deliver(tick.frame, tick.marks)
+                    self._deliver(tick.frame, tick.marks, tick.padding)
                 else:
                     self._resolved(tick.marks)
             # Paused (the meeting is loud): no tick, so the playout holds its audio
@@ -180,11 +227,11 @@ class Downlink:
                 deadline = now
             await trio.sleep_until(deadline)
 
-    def _deliver(self, frame: bytes, marks: tuple[MarkResolved, ...]) -> None:
+    def _deliver(self, frame: bytes, marks: tuple[MarkResolved, ...], padding: int) -> None:
         item = _Outgoing(
             frames.encode_audio(frame, self._config.output_rate),
             marks,
-            len(frame) // 2 - self.voice.last_padding,
+            len(frame) // 2 - padding,
             len(frame) // 2,
         )
         if self._bot is None:

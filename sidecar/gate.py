@@ -26,10 +26,14 @@ class GateStatistics:
     """Total time paused (a pause still running counts up to its end)."""
 
 
+MAX_THRESHOLD = 32767
+"""The largest RMS a 16-bit signal can have."""
+
+
 class PauseGate:
     def __init__(self, threshold: int, hold_s: float = HOLD_S) -> None:
-        if not 0 <= threshold <= 32767:
-            raise ValueError(f"pause threshold must be 0-32767, not {threshold}")
+        if not 0 <= threshold <= MAX_THRESHOLD:
+            raise ValueError(f"pause threshold must be 0-{MAX_THRESHOLD}, not {threshold}")
         self.threshold = threshold
         self.hold_s = hold_s
         self._until = -math.inf

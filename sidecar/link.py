@@ -8,38 +8,51 @@ handshake its peer will never answer. The stream passes through a
 HandshakeStream (sidecar/handshake.py), which judges the server's upgrade
 answer before trio-websocket's wsproto can crash on a bad one.
 
-Inside a connection three tasks run: a reader that always drains
-`get_message()` (trio-websocket stops answering pings when its queue is full),
-a sender that drains the Outbox with a bounded send, and a pinger whose pong
-wait is bounded. The first of them to finish ends the connection; the retry
-policy decides what happens next.
+One wake-up per message each way (sidecar/fastpath.py): whoever puts
+something in the outbox (the uplink's reader, the downlink's replies) calls
+`notify()`, which writes it on the socket there and then when the socket can
+take it; and trio-websocket's reader task decodes and plays each server
+message itself instead of handing it to a task of ours. Besides that reader,
+three tasks run inside a connection: a sender that takes over whatever could
+not be written at once (a backlog, a slow server) with a bounded send, a
+pinger whose pong wait is bounded, and, where the dialect has one, a
+keepalive. The first of them to finish ends the connection; the retry policy
+decides what happens next.
+
+The link never knows which dialect is speaking: each connection gets a fresh
+`Session` from the dialect, which says what to send on opening and closing,
+turns each outbox item into wire messages when it is sent, and each server
+message into neutral events for the downlink.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
 import trio
 import trio_websocket as tw
 from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from sidecar import events
 from sidecar.config import Config, redact_url, secrets
+from sidecar.dialects.base import AudioOut, Dialect, Incoming, Outgoing, Session, Wire
+from sidecar.fastpath import RECEIVE_BYTES, Delivery, DirectStream
 from sidecar.handshake import HandshakeFailed, HandshakeStream
-from sidecar.outbox import Outbox, Outgoing
+from sidecar.outbox import Outbox
 from sidecar.retry import RetryPolicy
 
-# Read buffer for the websocket stream; bot_output messages are often tens of kB.
-RECEIVE_BYTES = 65536
-# trio-websocket's queue between its reader and our reader task; ours drains it
-# at once, so this only absorbs a burst.
-MESSAGE_QUEUE = 16
+# trio-websocket's own queue for messages; Delivery replaces its send side, so
+# nothing waits in it.
+MESSAGE_QUEUE = 1
 
 # What a connection that breaks under our feet raises (besides ConnectionClosed).
 # LocalProtocolError: trio-websocket can let a send reach a connection its reader
@@ -64,6 +77,20 @@ _ABNORMAL_CLOSURE = 1006
 #    protocol errors: 1002) it reports a CloseConnection the server never sent
 #    and stays OPEN; when trio-websocket closes on a message over
 #    max_message_size (1009) it is LOCAL_CLOSING. See _closed_by_us().
+# 4. The one task started (point 1) is the bound method _reader_task of the
+#    WebSocketConnection, which puts each complete message with
+#    `await self._send_channel.send(message)`, looking the attribute up each
+#    time, and ends it with `await self._send_channel.aclose()` when the
+#    connection closes: Delivery takes the channel's place before the reader
+#    first runs (fastpath.py). A close for a message over max_message_size
+#    closes the receive end instead (`_recv_channel`, which get_message()
+#    reads): _until_closed() watches both.
+# 5. Every byte trio-websocket writes goes through the stream's send_all, and
+#    it makes each frame with self._wsproto.send(event), which needs no lock:
+#    so the link frames messages with the same wsproto object and writes them
+#    through DirectStream, which orders its own writes with trio-websocket's.
+#    While the reader answers a server's close, _close_reason is still unset but
+#    wsproto is no longer OPEN and would refuse a frame: _sendable() asks it.
 CHECKED_TRIO_WEBSOCKET = "0.12.2"
 # Why our side closes with each code it uses (anything else: the code's name).
 _LOCAL_CLOSES = {
@@ -99,6 +126,10 @@ class LinkStatistics:
 class _End:
     reason: str
     code: int | None = None
+    detail: str = ""
+    """The close frame's own reason text, for the dialect to judge."""
+    renew: bool = False
+    """The server's routine end of a session: reconnect without the retry delay."""
 
 
 class _Ended(Exception):
@@ -107,6 +138,20 @@ class _Ended(Exception):
     def __init__(self, reason: str, code: int | None = None) -> None:
         super().__init__(reason)
         self.end = _End(reason, code)
+
+
+@dataclass(slots=True)
+class _Conn:
+    """One connection's moving parts."""
+
+    session: Session
+    stream: DirectStream
+    delivery: Delivery
+    ws: tw.WebSocketConnection | None = None
+    open: bool = False
+    """The opening messages are out: audio may follow, from any task."""
+    broken: BaseException | None = None
+    """A synchronous write failed; the sender raises it in its own task."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,17 +175,11 @@ class _Target:
         return cls(parts.hostname, port, host_header, resource, tls)
 
 
-def ssl_context(config: Config) -> ssl.SSLContext | None:
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     """System trust plus --ca-file; verification is never turned off."""
-    if not config.url.startswith("wss://"):
-        return None
-    return _tls_context(config)
-
-
-def _tls_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context()
-    if config.ca_file is not None:
-        context.load_verify_locations(cafile=str(config.ca_file))
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
     return context
 
 
@@ -149,7 +188,8 @@ class Link:
         self,
         config: Config,
         outbox: Outbox,
-        on_message: Callable[[str | bytes], Awaitable[None]],
+        dialect: Dialect,
+        on_incoming: Callable[[Incoming], Awaitable[None]],
         log: events.EventLog,
         *,
         url: str | None = None,
@@ -158,30 +198,72 @@ class Link:
         self._url = url or config.url
         self._target = _Target.parse(self._url)
         self._outbox = outbox
-        self._on_message = on_message
+        self._dialect = dialect
+        self._conn: _Conn | None = None
+        self._on_incoming = on_incoming
         self._log = log
         self._policy = RetryPolicy(config.retry)
-        self._ssl = _tls_context(config) if self._target.tls else None
+        self._ssl = tls_context(config.ca_file) if self._target.tls else None
         self._headers = [(k.encode(), v.encode()) for k, v in config.headers]
         self._secrets = _secret_words(secrets(config))
         self._wake = trio.Event()
         self._stopping = trio.Event()
         self._stats = LinkStatistics()
-        self._up = False
         # Samples sent on the current connection, and how many of them a pong confirmed.
         self._sent = 0
         self._confirmed = 0
+        self._audio_sent_at = 0.0
 
     @property
     def connected(self) -> bool:
         return self._stats.connected
 
+    @property
+    def accepting_audio(self) -> bool:
+        """Up, and the session is ready for audio (a dialect may wait for a go-ahead)."""
+        conn = self._conn
+        return self._stats.connected and conn is not None and conn.session.audio_ready
+
     def statistics(self) -> LinkStatistics:
         return LinkStatistics(**{f: getattr(self._stats, f) for f in LinkStatistics.__slots__})
 
     def notify(self) -> None:
-        """Something was put in the outbox."""
+        """Something was put in the outbox: on its way now, if the socket takes it.
+
+        Runs in the caller's task and never waits: what cannot be written at
+        once stays in the outbox (or, a message's tail, in the stream) for the
+        sender task, which this then wakes.
+        """
+        conn = self._conn
+        if conn is not None and conn.open and conn.ws is not None:
+            self._write_now(conn, conn.ws)
+            if not self._outbox and not conn.stream.pending:
+                return
         self._wake.set()
+
+    def _write_now(self, conn: _Conn, ws: tw.WebSocketConnection) -> None:
+        outbox, session, stream = self._outbox, conn.session, conn.stream
+        while stream.writable_now and conn.broken is None and _sendable(ws):
+            item = outbox.get(audio=session.audio_ready)
+            if item is None:
+                return
+            wires = session.encode(item)
+            try:
+                stream.try_send(b"".join(_frame(ws, wire) for wire in wires))
+            except (OSError, LocalProtocolError) as exc:
+                if isinstance(item, AudioOut):
+                    outbox.count_lost(item, "in_flight")
+                conn.broken = exc
+                return
+            self._account(item, wires)
+
+    def _account(self, item: Outgoing, wires: Sequence[Wire]) -> None:
+        self._stats.messages_out += len(wires)
+        self._stats.bytes_out += sum(len(wire) for wire in wires)
+        if isinstance(item, AudioOut):
+            self._sent += item.samples
+            self._stats.samples_out += item.samples
+            self._audio_sent_at = trio.current_time()
 
     def stop(self) -> None:
         """Send what is queued, close the connection with 1000 and stop retrying."""
@@ -193,13 +275,23 @@ class Link:
         redacted = redact_url(self._url)
         while not self._stopping.is_set():
             end = await self._attempt(redacted)
-            was_up, self._up = self._up, False
-            self._stats.connected = False
+            was_up, self._stats.connected = self._stats.connected, False
             self._outbox.disconnected()
             if was_up:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code))
             if self._stopping.is_set():
                 return
+            if end.renew:
+                self._log.emit(
+                    events.Retrying(
+                        attempt=0,
+                        of=self._policy.max_retries,
+                        delay=0.0,
+                        reason=f"{end.reason} (the server's routine end of a session: "
+                        "reconnecting at once)",
+                    )
+                )
+                continue
             delay = self._policy.failed(trio.current_time())
             if delay is None:
                 attempts = self._policy.attempt
@@ -262,7 +354,7 @@ class Link:
             return _End(f"TLS handshake failed: {cause.reason or cause}")
         if isinstance(exc, tw.ConnectionClosed):
             end = _closed(exc.reason, ws)
-            return _End(self._redact(end.reason), end.code)
+            return _End(self._redact(end.reason), end.code, end.detail)
         if isinstance(exc, _NETWORK_ERRORS):
             what = "cannot connect" if ws is None else "connection lost"
             return _End(f"{what}: {_describe(exc)}")
@@ -276,31 +368,31 @@ class Link:
 
     async def _connection(self, redacted: str) -> _End:
         config = self._config
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+        conn: _Conn | None = None
         async with trio.open_nursery() as nursery:
             try:
                 try:
                     with trio.fail_after(config.connect_timeout):
                         stream = await self._open_stream()
-                        ws = await self._handshake(nursery, stream)
+                        conn = self._conn = _Conn(
+                            self._dialect.session(), stream, Delivery(self._deliver)
+                        )
+                        conn.ws = await self._handshake(nursery, conn)
                 except trio.TooSlowError:
                     raise _Ended(f"no handshake within {config.connect_timeout:g} s") from None
                 self._connected(redacted)
-                return await self._run(ws)
+                return await self._run(conn, conn.ws)
             finally:
+                self._conn = None
                 # Whatever ended the connection, its socket goes now: a dead
                 # peer gets no close handshake to wait for.
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
+                if conn is not None:
+                    await trio.aclose_forcefully(conn.stream)
                 nursery.cancel_scope.cancel()
 
-    async def _handshake(
-        self,
-        nursery: trio.Nursery,
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
-    ) -> tw.WebSocketConnection:
+    async def _handshake(self, nursery: trio.Nursery, conn: _Conn) -> tw.WebSocketConnection:
         """The websocket upgrade; fails as soon as the server hangs up or refuses."""
-        reader = _ReaderNursery(nursery)
+        reader = _ReaderNursery(nursery, conn.delivery)
         opened: list[tw.WebSocketConnection] = []
 
         async def upgrade() -> None:
@@ -310,7 +402,7 @@ class Link:
                     cast(trio.Nursery, reader),
                     # Annotated narrower than its documented "arbitrary stream":
                     # only the trio.abc.Stream methods are called on it.
-                    cast(trio.SocketStream, HandshakeStream(stream)),
+                    cast(trio.SocketStream, HandshakeStream(conn.stream)),
                     self._target.host_header,
                     self._target.resource,
                     extra_headers=self._headers,
@@ -326,7 +418,12 @@ class Link:
 
         async def hang_up() -> None:
             await reader.done.wait()
-            race.cancel_scope.cancel()
+            ws = reader.connection
+            if ws is None or not ws.handshake_headers:
+                race.cancel_scope.cancel()
+            # Otherwise the upgrade completed and the reader ended right after
+            # it (the server's first message closed the connection): upgrade()
+            # returns, and the close is the connection's first event.
 
         async with trio.open_nursery() as race:
             race.start_soon(upgrade)
@@ -338,100 +435,151 @@ class Link:
         # The reader ends without an error when the connection breaks under it.
         raise _Ended("the server closed the connection during the handshake")
 
-    async def _open_stream(self) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    async def _open_stream(self) -> DirectStream:
         target = self._target
         tcp = await trio.open_tcp_stream(target.host, target.port)
-        if self._ssl is None:
-            return tcp
-        tls = trio.SSLStream(tcp, self._ssl, server_hostname=target.host, https_compatible=True)
         try:
-            # Done here, not lazily on the first write, so a bad certificate is
-            # an error we see rather than a handshake that never completes.
-            await tls.do_handshake()
+            return await DirectStream.open(tcp, self._ssl, target.host)
         except BaseException:
             await trio.aclose_forcefully(tcp)
             raise
-        return tls
 
     def _connected(self, redacted: str) -> None:
-        self._up = True
         self._sent = self._confirmed = 0
         self._policy.connected(trio.current_time())
         self._stats.connected = True
         self._stats.connects += 1
         self._log.emit(events.Connected(url=redacted, attempt=self._stats.connects))
 
-    async def _run(self, ws: tw.WebSocketConnection) -> _End:
+    async def _run(self, conn: _Conn, ws: tw.WebSocketConnection) -> _End:
         ended: list[_End] = []
 
-        async def guard(fn: Callable[[tw.WebSocketConnection], Awaitable[None]]) -> None:
+        async def guard(fn: Callable[[_Conn, tw.WebSocketConnection], Awaitable[None]]) -> None:
             try:
-                await fn(ws)
+                await fn(conn, ws)
             except (_Ended, tw.ConnectionClosed, *_NETWORK_ERRORS) as exc:
                 ended.append(self._failure(exc, ws))
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(guard, self._read)
+            nursery.start_soon(guard, self._until_closed)
             nursery.start_soon(guard, self._send)
             nursery.start_soon(guard, self._ping)
+            if conn.session.keepalive_s is not None:
+                nursery.start_soon(guard, self._keepalive)
+        conn.open = False
         end = ended[0] if ended else _End("connection ended")
         if self._stopping.is_set():
             with trio.move_on_after(self._config.close_timeout) as scope:
+                await self._write(conn, ws, conn.session.closing())
                 await ws.aclose(code=1000, reason="sidecar stopping")
             if not scope.cancelled_caught:
                 # The server answered our close: it has read everything before it.
                 self._confirmed = self._sent
             end = _End("sidecar stopping", 1000)
+        elif end.code is not None and conn.session.reconnect_at_once(end.code, end.detail):
+            end = _End(end.reason, end.code, end.detail, renew=True)
         self._stats.unconfirmed_samples += self._sent - self._confirmed
         return end
 
-    async def _read(self, ws: tw.WebSocketConnection) -> None:
-        while True:
-            message = await ws.get_message()
-            self._stats.messages_in += 1
-            self._stats.bytes_in += len(message)
-            await self._on_message(message)
+    async def _deliver(self, message: str | bytes) -> None:
+        """Each server message, in trio-websocket's reader task (Delivery)."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._stats.messages_in += 1
+        self._stats.bytes_in += len(message)
+        session = conn.session
+        ready = session.audio_ready
+        for incoming in session.receive(message):
+            await self._on_incoming(incoming)
+        if session.audio_ready and not ready:
+            self.notify()  # the server's go-ahead: queued audio may go now
 
-    async def _send(self, ws: tw.WebSocketConnection) -> None:
-        outbox = self._outbox
+    async def _until_closed(self, conn: _Conn, ws: tw.WebSocketConnection) -> None:
+        """Return... never: raise ConnectionClosed once trio-websocket closes.
+
+        It closes either end of its message channel depending on who closed
+        (point 4 above): Delivery stands for the send end, and the receive
+        end, which nothing is ever put in any more, raises once closed.
+        """
+        async with trio.open_nursery() as either:
+
+            async def receive_end() -> None:
+                with contextlib.suppress(tw.ConnectionClosed):
+                    await ws.get_message()
+                either.cancel_scope.cancel()
+
+            either.start_soon(receive_end)
+            await conn.delivery.closed.wait()
+            either.cancel_scope.cancel()
+        raise tw.ConnectionClosed(ws.closed)
+
+    async def _write(self, conn: _Conn, ws: tw.WebSocketConnection, wires: Sequence[Wire]) -> None:
+        """The awaited write, behind whatever waits in the stream already."""
+        if wires:
+            await conn.stream.send_all(b"".join(_frame(ws, wire) for wire in wires))
+
+    async def _send(self, conn: _Conn, ws: tw.WebSocketConnection) -> None:
+        outbox, session, stream = self._outbox, conn.session, conn.stream
         timeout = self._config.send_timeout
         item: Outgoing | None = None
-        # One scope for the whole loop, its deadline moved per message: a new
-        # fail_after for every 20 ms message is measurable scheduling overhead.
+        # One scope for the whole loop, its deadline moved per write: a new
+        # fail_after for each would be measurable scheduling overhead.
         with trio.CancelScope() as bound:
+            bound.deadline = trio.current_time() + timeout
+            opening = session.opening()
+            await self._write(conn, ws, opening)
+            self._stats.messages_out += len(opening)
+            self._stats.bytes_out += sum(len(wire) for wire in opening)
+            bound.deadline = math.inf
+            conn.open = True
             while True:
-                item = outbox.get()
+                if conn.broken is not None:
+                    raise conn.broken
+                if not _sendable(ws):
+                    # The server's close is being answered: the reader ends the
+                    # connection with its code (a session-length close must be
+                    # told from a drop). Nothing is taken from the outbox first.
+                    await conn.delivery.closed.wait()
+                    raise tw.ConnectionClosed(ws.closed)
+                if stream.pending:
+                    item = None
+                    bound.deadline = trio.current_time() + timeout
+                    await stream.flush()
+                    bound.deadline = math.inf
+                    continue
+                item = outbox.get(audio=session.audio_ready)
                 if item is None:
                     if self._stopping.is_set():
                         raise _Ended("sidecar stopping", 1000)
                     await self._wake.wait()
                     self._wake = trio.Event()
                     continue
+                samples = item.samples if isinstance(item, AudioOut) else 0
+                wires = session.encode(item)
                 bound.deadline = trio.current_time() + timeout
                 try:
-                    await ws.send_message(item.text)
+                    await self._write(conn, ws, wires)
                 except (tw.ConnectionClosed, *_NETWORK_ERRORS):
-                    outbox.count_lost(item, "in_flight")
+                    if isinstance(item, AudioOut):
+                        outbox.count_lost(item, "in_flight")
                     raise
                 except trio.Cancelled:
                     if trio.current_time() < bound.deadline:
                         # The connection ended under a send (the reader or the
                         # pinger noticed first): whether the server got it,
                         # nobody knows.
-                        self._stats.unconfirmed_samples += item.samples
+                        self._stats.unconfirmed_samples += samples
                     raise
                 bound.deadline = math.inf
-                self._sent += item.samples
-                self._stats.messages_out += 1
-                self._stats.bytes_out += len(item.text)
-                self._stats.samples_out += item.samples
+                self._account(item, wires)
         # Only the send deadline ends the loop without an exception.
-        if item is not None:
+        if isinstance(item, AudioOut):
             outbox.count_lost(item, "in_flight")
         raise _Ended(f"server did not accept a message within {timeout:g} s")
 
-    async def _ping(self, ws: tw.WebSocketConnection) -> None:
+    async def _ping(self, conn: _Conn, ws: tw.WebSocketConnection) -> None:
         interval, timeout = self._config.ping_interval, self._config.ping_timeout
         while True:
             await trio.sleep(interval)
@@ -446,6 +594,27 @@ class Link:
             # The server read the ping, so it read every message sent before it.
             self._confirmed = sent
 
+    async def _keepalive(self, conn: _Conn, ws: tw.WebSocketConnection) -> None:
+        """The dialect's keepalive, only while no audio flows (a silent bot)."""
+        session = conn.session
+        assert session.keepalive_s is not None
+        period, timeout = session.keepalive_s, self._config.send_timeout
+        self._audio_sent_at = trio.current_time()
+        while True:
+            due = self._audio_sent_at + period
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            wires = session.keepalive()
+            try:
+                with trio.fail_after(timeout):
+                    await self._write(conn, ws, wires)
+            except trio.TooSlowError:
+                raise _Ended(f"server did not accept a keepalive within {timeout:g} s") from None
+            self._stats.messages_out += len(wires)
+            self._stats.bytes_out += sum(len(wire) for wire in wires)
+            self._audio_sent_at = trio.current_time()
+
 
 class _ReaderNursery:
     """Where trio-websocket starts its reader task, so we see it end.
@@ -453,15 +622,27 @@ class _ReaderNursery:
     During the handshake the reader is the only one who learns that the server
     answered with anything but a valid upgrade, or hung up (point 1 of the
     block above); trio-websocket itself would wait out the whole connect
-    timeout for an upgrade that will never come.
+    timeout for an upgrade that will never come. Before the reader first
+    runs, its message channel makes way for the link's Delivery (point 4).
     """
 
-    def __init__(self, nursery: trio.Nursery) -> None:
+    def __init__(self, nursery: trio.Nursery, delivery: Delivery) -> None:
         self._nursery = nursery
+        self._delivery = delivery
         self.done = trio.Event()
         self.failed: HandshakeFailed | None = None
+        self.connection: tw.WebSocketConnection | None = None
 
     def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None:
+        connection = getattr(fn, "__self__", None)
+        if not isinstance(connection, tw.WebSocketConnection):
+            raise RuntimeError(
+                f"trio-websocket {tw.__version__} starts something other than its "
+                f"reader task; link.py was checked against {CHECKED_TRIO_WEBSOCKET}"
+            )
+        connection._send_channel = self._delivery  # type: ignore[assignment]
+        self.connection = connection
+
         async def run() -> None:
             try:
                 await fn()
@@ -469,6 +650,9 @@ class _ReaderNursery:
                 self.failed = exc
             finally:
                 self.done.set()
+                # Some closes (a message over max_message_size) end the reader
+                # without closing the channel: either way, no more messages.
+                await self._delivery.aclose()
 
         self._nursery.start_soon(run)
 
@@ -481,7 +665,8 @@ def _closed(reason: tw.CloseReason | None, ws: tw.WebSocketConnection | None) ->
         text = f"the sidecar closed the connection with code {reason.code} ({why})"
     else:
         text = f"closed by server with code {reason.code} ({reason.name})"
-    return _End(f"{text}: {reason.reason}" if reason.reason else text, reason.code)
+    detail = reason.reason or ""
+    return _End(f"{text}: {detail}" if detail else text, reason.code, detail)
 
 
 def _closed_by_us(ws: tw.WebSocketConnection) -> bool:
@@ -497,6 +682,18 @@ def _secret_words(found: tuple[str, ...]) -> list[str]:
     words = {w for secret in found for w in secret.split() if len(w) >= 8}
     # Longest first, so a secret that contains another is hidden whole.
     return sorted(set(found) | words, key=len, reverse=True)
+
+
+def _sendable(ws: tw.WebSocketConnection) -> bool:
+    """May a message be framed now? Not once a close has begun (point 5 above)."""
+    return ws.closed is None and ws._wsproto.state is ConnectionState.OPEN
+
+
+def _frame(ws: tw.WebSocketConnection, wire: Wire) -> bytes:
+    """One message as the bytes of a websocket frame (point 5 of the block above)."""
+    event = TextMessage(data=wire) if isinstance(wire, str) else BytesMessage(data=wire)
+    data: bytes = ws._wsproto.send(event)
+    return data
 
 
 def _describe(exc: BaseException) -> str:
@@ -524,4 +721,4 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return None
 
 
-__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "ssl_context"]
+__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "tls_context"]

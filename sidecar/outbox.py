@@ -5,7 +5,11 @@ link is up the queue absorbs a slow server for `live_ms`; while it is down it
 keeps only the newest `replay_ms`, which is sent first on reconnect with its
 original timestamps. Either way the oldest audio goes first and every dropped
 sample is counted under a reason. Control messages (mark echoes, error
-replies) travel in their own small lane ahead of audio.
+replies, DTMF) travel in their own small lane ahead of audio.
+
+What waits here is the dialect's neutral vocabulary, not wire bytes: the link
+encodes each item when it sends it, with the connection's session, so audio
+replayed after a reconnect is framed for the new connection.
 """
 
 from __future__ import annotations
@@ -13,13 +17,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    text: str
-    samples: int = 0
-    ms: float = 0.0
-    stream: str = "mixed"
+from sidecar.dialects.base import AudioOut, Control, Outgoing
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +50,15 @@ class Outbox:
             raise ValueError("outbox limits must not be negative")
         self.replay_ms = replay_ms
         self.live_ms = max(live_ms, replay_ms)
-        self._streams: dict[str, collections.deque[tuple[int, Outgoing]]] = {}
+        self._streams: dict[str, collections.deque[tuple[int, AudioOut]]] = {}
         self._depth: dict[str, float] = {}
         self._seq = 0
-        self._control: collections.deque[str] = collections.deque(maxlen=max_control)
+        self._control: collections.deque[Control] = collections.deque(maxlen=max_control)
         self._dropped = _Counters()
         self._open: set[str] = set()
         """Streams that have put audio and not been released."""
 
-    def put_audio(self, item: Outgoing, connected: bool) -> None:
+    def put_audio(self, item: AudioOut, connected: bool) -> None:
         self._open.add(item.stream)
         queue = self._streams.get(item.stream)
         if queue is None:
@@ -74,10 +72,10 @@ class Outbox:
         else:
             self._trim(item.stream, self.replay_ms, "disconnected")
 
-    def put_control(self, text: str) -> None:
+    def put_control(self, item: Control) -> None:
         if len(self._control) == self._control.maxlen:
             self._dropped.messages["control_overflow"] += 1
-        self._control.append(text)
+        self._control.append(item)
 
     def release(self, stream: str) -> int:
         """The stream has ended: returns the samples of it dropped so far.
@@ -108,10 +106,12 @@ class Outbox:
         self._dropped.messages[reason] += len(self._control)
         self._control.clear()
 
-    def get(self) -> Outgoing | None:
+    def get(self, audio: bool = True) -> Outgoing | None:
+        """The next item to send; with `audio` False only control (the
+        connection is not ready for audio yet)."""
         if self._control:
-            return Outgoing(self._control.popleft())
-        if not self._streams:
+            return self._control.popleft()
+        if not self._streams or not audio:
             return None
         # A scan of the heads: there are at most a few dozen streams.
         stream = min(self._streams, key=lambda s: self._streams[s][0][0])
@@ -120,7 +120,7 @@ class Outbox:
         self._forget_if_empty(stream)
         return item
 
-    def count_lost(self, item: Outgoing, reason: str) -> None:
+    def count_lost(self, item: AudioOut, reason: str) -> None:
         """An item taken with get() could not be delivered."""
         self._count(item, reason)
 
@@ -158,7 +158,7 @@ class Outbox:
             if stream not in self._open:
                 del self._dropped.by_stream[stream]
 
-    def _count(self, item: Outgoing, reason: str) -> None:
+    def _count(self, item: AudioOut, reason: str) -> None:
         self._dropped.samples[reason] += item.samples
         self._dropped.messages[reason] += 1
         # A released stream's audio lost in flight counts in the totals only.

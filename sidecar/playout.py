@@ -71,6 +71,8 @@ class Tick:
     frame: bytes | None
     marks: tuple[MarkResolved, ...]
     underrun: bool
+    padding: int = 0
+    """Samples of silence at the end of `frame` (an utterance's tail)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,6 @@ class Playout:
 
         self._chunks: deque[bytes] = deque()
         self._head = 0  # read offset into _chunks[0]; avoids re-slicing big chunks every tick
-        self._size = 0
         # Absolute byte positions (monotonic, never reset) so marks need no rebasing.
         self._read_pos = 0
         self._write_pos = 0
@@ -134,7 +135,6 @@ class Playout:
         self._short_seen = False
 
         self._frames_out = 0
-        self._bytes_in = 0
         self._bytes_cleared = 0
         self._bytes_dropped = 0
         self._pad_bytes = 0
@@ -158,6 +158,21 @@ class Playout:
         return self._dry_ticks is not None
 
     @property
+    def read_pos(self) -> int:
+        """Audio bytes handed out in frames since the start (padding not counted)."""
+        return self._read_pos
+
+    @property
+    def write_pos(self) -> int:
+        """Audio bytes accepted since the start; a clear moves `read_pos` up to it."""
+        return self._write_pos
+
+    @property
+    def _size(self) -> int:
+        """Bytes buffered: what was accepted and neither handed out nor cleared."""
+        return self._write_pos - self._read_pos
+
+    @property
     def buffered_ms(self) -> float:
         return self._bytes_to_ms(self._size)
 
@@ -178,9 +193,7 @@ class Playout:
             self._held_ticks = 0
         # Copy only when truncating or when handed a mutable buffer the caller may reuse.
         self._chunks.append(bytes(pcm[:accepted]) if accepted < len(pcm) else bytes(pcm))
-        self._size += accepted
         self._write_pos += accepted
-        self._bytes_in += accepted
         self._short_seen = False
         self._max_size = max(self._max_size, self._size)
         return accepted
@@ -200,7 +213,6 @@ class Playout:
         self._bytes_cleared += self._size
         self._chunks.clear()
         self._head = 0
-        self._size = 0
         self._read_pos = self._write_pos
         self._playing = False
         self._dry_ticks = None
@@ -238,13 +250,13 @@ class Playout:
 
         if self._size >= self._frame_bytes:
             frame = self._take(self._frame_bytes)
-            padded = False
+            padded = 0
         elif self._marks or self._short_seen:
             size = self._size
             pad = self._frame_bytes - size
             frame = self._take(size) + bytes(pad)
             self._pad_bytes += pad
-            padded = True
+            padded = pad // _SAMPLE_BYTES
         else:
             self._short_seen = True
             return Tick(None, (), False)
@@ -259,7 +271,7 @@ class Playout:
         self._marks_played += len(resolved)
         if self._size == 0 and (padded or ended_at_mark):
             self._playing = False
-        return Tick(frame, tuple(resolved), False)
+        return Tick(frame, tuple(resolved), False, padded)
 
     def _take(self, n: int) -> bytes:
         parts: list[bytes] = []
@@ -276,14 +288,13 @@ class Playout:
                 parts.append(chunk[self._head : self._head + need])
                 self._head += need
                 need = 0
-        self._size -= n
         self._read_pos += n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def statistics(self) -> PlayoutStatistics:
         return PlayoutStatistics(
             frames_out=self._frames_out,
-            bytes_in=self._bytes_in,
+            bytes_in=self._write_pos,
             bytes_out=self._frames_out * self._frame_bytes,
             bytes_cleared=self._bytes_cleared,
             bytes_dropped_overflow=self._bytes_dropped,

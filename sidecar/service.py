@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import trio
 
-from sidecar import __version__, events, messages, stats
-from sidecar.config import Config, Endpoint, redact_url
+from sidecar import __version__, dialects, events, messages, stats
+from sidecar.config import Config, Endpoint, dialect_options, redact_url
+from sidecar.dialects.base import Control
 from sidecar.downlink import Downlink
 from sidecar.gate import PauseGate
 from sidecar.link import Link, LinkGaveUp, LinkRejected
@@ -51,9 +52,12 @@ class Sidecar:
         live_ms = max(2000.0, config.replay_ms)
         self.outbox = Outbox(config.replay_ms, live_ms)
         self.gate = None if config.pause_threshold is None else PauseGate(config.pause_threshold)
-        self.downlink = Downlink(config, log_sink, self._reply, self.gate)
-        self.link = Link(config, self.outbox, self.downlink.on_message, log_sink)
-        mixed = Route(self.outbox, self.link.notify, lambda: self.link.connected)
+        self.dialect = dialects.make(config.protocol, dialect_options(config))
+        self.downlink = Downlink(
+            config, log_sink, self._reply, self.gate, error_replies=self.dialect.error_replies
+        )
+        self.link = Link(config, self.outbox, self.dialect, self.downlink.on_incoming, log_sink)
+        mixed = Route(self.outbox, self.link.notify, lambda: self.link.accepting_audio)
         self.links = [self.link]
         participants: Route | None = None
         if config.per_participant:
@@ -63,17 +67,24 @@ class Sidecar:
             else:
                 self.participant_outbox = Outbox(config.replay_ms, live_ms)
                 plink = Link(
-                    config, self.participant_outbox, self.downlink.on_message, log_sink, url=url
+                    config,
+                    self.participant_outbox,
+                    self.dialect,
+                    self.downlink.on_incoming,
+                    log_sink,
+                    url=url,
                 )
                 self.links.append(plink)
-                participants = Route(self.participant_outbox, plink.notify, lambda: plink.connected)
+                participants = Route(
+                    self.participant_outbox, plink.notify, lambda: plink.accepting_audio
+                )
         self.uplink = Uplink(config, mixed, participants, log_sink, gate=self.gate)
         self._stopping = False
         self._links_running = len(self.links)
         self._links_done = trio.Event()
 
-    def _reply(self, message: messages.SidecarMessage) -> None:
-        self.outbox.put_control(messages.encode(message).decode())
+    def _reply(self, item: Control) -> None:
+        self.outbox.put_control(item)
         self.link.notify()
 
     async def run(
@@ -127,6 +138,7 @@ class Sidecar:
                         pid=os.getpid(),
                         version=__version__,
                         protocol=messages.PROTOCOL_VERSION,
+                        dialect=self.dialect.name,
                     )
                 )
                 task_status.started()

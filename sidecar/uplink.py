@@ -15,6 +15,7 @@ reconnects at once is never refused and the stream stays in order.
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import time
 import uuid
@@ -24,12 +25,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from sidecar import events, frames, messages
+from sidecar import events, frames
 from sidecar.capture import CaptureStream
 from sidecar.chunker import Chunk
 from sidecar.config import Config
+from sidecar.dialects.base import AudioOut, DtmfOut
 from sidecar.gate import PauseGate
-from sidecar.outbox import Outbox, Outgoing
+from sidecar.outbox import Outbox
 from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
 
 # Small reads keep a bot that writes faster than real time from starving the
@@ -144,7 +146,8 @@ class Uplink:
         self._waiting: collections.deque[_Connection] = collections.deque()
 
     def statistics(self) -> UplinkStatistics:
-        return self._stats
+        """A snapshot: counting goes on in the sidecar's own copy."""
+        return copy.deepcopy(self._stats)
 
     async def serve_listener(self, listener: trio.SocketListener) -> None:
         await serve_unix_listener(listener, self.serve_connection, name="audio-in")
@@ -198,8 +201,11 @@ class Uplink:
     def received(self, nbytes: int) -> None:
         self._stats.bytes_in += nbytes
 
-    def dtmf(self) -> None:
+    def dtmf(self, stream: _Stream, digit: str) -> None:
+        """A key the bot pressed: on to the server, where the dialect can say it."""
         self._stats.dtmf += 1
+        stream.route.outbox.put_control(DtmfOut(digit))
+        stream.route.notify()
 
     async def take(self, conn: _Connection, participant: uuid.UUID | None) -> _Stream | _Refusal:
         """The stream a connection's first frame asks for, or why it is refused.
@@ -352,35 +358,11 @@ class Uplink:
         route, rate = stream.route, stream.rate
         connected = route.connected()
         for chunk in chunks:
-            text = _encode(self._config.bot_id, stream, chunk)
-            item = Outgoing(text, chunk.samples, chunk.samples * 1000.0 / rate, stream.key)
-            route.outbox.put_audio(item, connected)
+            route.outbox.put_audio(
+                AudioOut(chunk.pcm, rate, chunk.timestamp_ms, stream.key), connected
+            )
             stream.counters.chunks += 1
         route.notify()
-
-
-def _encode(bot_id: str, stream: _Stream, chunk: Chunk) -> str:
-    message: messages.MixedAudio | messages.ParticipantAudio
-    if stream.participant:
-        message = messages.ParticipantAudio(
-            bot_id=bot_id,
-            data=messages.ParticipantData(
-                chunk=chunk.pcm,
-                sample_rate=stream.rate,  # type: ignore[arg-type]
-                timestamp_ms=chunk.timestamp_ms,
-                participant_uuid=stream.key,
-            ),
-        )
-    else:
-        message = messages.MixedAudio(
-            bot_id=bot_id,
-            data=messages.MixedData(
-                chunk=chunk.pcm,
-                sample_rate=stream.rate,  # type: ignore[arg-type]
-                timestamp_ms=chunk.timestamp_ms,
-            ),
-        )
-    return messages.encode(message).decode()
 
 
 class _Connection:
@@ -465,7 +447,7 @@ class _Connection:
             up.end(self.feeds)
             return True
         elif isinstance(event, frames.Dtmf):
-            up.dtmf()
+            up.dtmf(self.feeds, event.digit)
         return False
 
     async def _refuse(self, code: int, message: str) -> None:

@@ -40,8 +40,6 @@ class Voice:
         self._pending = False
         self._fresh = False
         self._sounding = False
-        # Silence samples that padded the last tick's frame (an utterance's end).
-        self.last_padding = 0
         self._received = 0
         self._rate_changes = 0
 
@@ -83,13 +81,8 @@ class Voice:
         ):
             self._flush()
         self._fresh = False
-        before_ms = self.playout.buffered_ms
         tick = self.playout.tick()
         self._sounding = tick.frame is not None
-        self.last_padding = 0
-        # Only a remainder shorter than a frame is ever padded, and then it all goes.
-        if tick.frame is not None and before_ms < self._frame_ms:
-            self.last_padding = len(tick.frame) // 2 - round(before_ms * self.out_rate / 1000)
         return tick
 
     @property

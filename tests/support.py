@@ -292,6 +292,30 @@ async def open_sidecar(
             nursery.cancel_scope.cancel()
 
 
+@dataclass
+class BotLoop:
+    """A sidecar with a bot on both of its sockets."""
+
+    sidecar: SidecarProcess
+    speaker: Speaker
+    bot: trio.SocketStream
+
+
+@asynccontextmanager
+async def open_bot_loop(url: str, tmp: Path, *extra: str) -> AsyncIterator[BotLoop]:
+    """The real sidecar on `url`, its speaker read from the start; SIGTERM after."""
+    async with trio.open_nursery() as nursery:
+        sidecar = await SidecarProcess(sidecar_args(url, tmp, *extra)).start(nursery)
+        await sidecar.wait_event("connected", timeout=20)
+        speaker = Speaker(await trio.open_unix_socket(str(tmp / "out.sock")))
+        nursery.start_soon(speaker.serve)
+        await sidecar.wait_event("bot_connected", lambda e: e["socket"] == "out")
+        bot = await trio.open_unix_socket(str(tmp / "in.sock"))
+        yield BotLoop(sidecar, speaker, bot)
+        assert await sidecar.stop() == 0
+        nursery.cancel_scope.cancel()
+
+
 def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) -> list[str]:
     return [
         "--url",

@@ -415,3 +415,76 @@ def test_log_formatter_redacts_secrets() -> None:
         "x", logging.INFO, __file__, 1, "GET /a?t=%s and %s", ("token-123456", "token-123"), None
     )
     assert formatter.format(record) == "GET /a?t=*** and ***"
+
+
+# -- dialects --------------------------------------------------------------------------
+
+
+def dialect(*argv: str, environ: dict[str, str] | None = None) -> Config:
+    return build(*SOCKETS, *argv, environ=environ)
+
+
+def test_the_wire_rate_is_the_dialects() -> None:
+    url = ("--url", "ws://127.0.0.1:9/x")
+    assert dialect(*url).sample_rate == 16000
+    assert dialect(*url, "--protocol", "twilio").sample_rate == 8000
+    assert dialect(*url, "--protocol", "vonage", "--sample-rate", "8000").sample_rate == 8000
+    session = ("--session", "{}")
+    assert dialect(*url, "--protocol", "openai-realtime", *session).sample_rate == 24000
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (("--protocol", "twilio", "--sample-rate", "16000"), "sends audio at 8000 Hz"),
+        (("--protocol", "vonage", "--sample-rate", "24000"), "8000 or 16000"),
+        (("--protocol", "twilio", "--per-participant"), "no per-participant streams"),
+        (("--session", "{}"), "--session means nothing to --protocol attendee"),
+        (("--protocol", "vonage", "--call-sid", "CA1"), "--call-sid means nothing"),
+        (("--stream-param", "a=b"), "--stream-param means nothing to --protocol attendee"),
+        (("--protocol", "twilio", "--stream-param", "novalue"), "must look like NAME=VALUE"),
+        (("--protocol", "openai-realtime", "--session", "[1]"), "must be a JSON object"),
+        (("--protocol", "openai-realtime", "--session", "{"), "not valid JSON"),
+    ],
+)
+def test_dialect_flags_are_checked_against_the_protocol(
+    argv: tuple[str, ...], expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        dialect("--url", "ws://127.0.0.1:9/x", *argv)
+
+
+def test_a_session_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "session.json"
+    path.write_text('{"instructions": "Be brief."}')
+    config = dialect(
+        "--url", "ws://127.0.0.1:9/x", "--protocol", "openai-realtime", "--session", f"@{path}"
+    )
+    assert config.session == {"instructions": "Be brief."}
+
+
+def test_the_vendors_url_and_key_are_defaults_and_a_missing_key_is_a_usage_error() -> None:
+    with pytest.raises(ConfigError, match="set OPENAI_API_KEY"):
+        dialect("--protocol", "openai-realtime")
+    config = dialect("--protocol", "openai-realtime", environ={"OPENAI_API_KEY": "sk-1234"})
+    assert config.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    assert ("Authorization", "Bearer sk-1234") in config.headers
+    settings = '{"agent": {"think": {"provider": {"type": "open_ai", "model": "gpt-4o-mini"}}}}'
+    config = dialect(
+        "--protocol",
+        "deepgram-agent",
+        "--session",
+        settings,
+        environ={"DEEPGRAM_API_KEY": "dg-1234"},
+    )
+    assert config.url == "wss://agent.deepgram.com/v1/agent/converse"
+    assert ("Authorization", "Token dg-1234") in config.headers
+    # A header of the user's wins over the environment.
+    config = dialect(
+        "--protocol",
+        "openai-realtime",
+        "--header",
+        "Authorization: Bearer mine",
+        environ={"OPENAI_API_KEY": "sk-1234"},
+    )
+    assert [v for k, v in config.headers if k == "Authorization"] == ["Bearer mine"]

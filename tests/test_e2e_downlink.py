@@ -38,6 +38,8 @@ from support import (
 
 from sidecar import events, messages
 from sidecar.config import Config, Endpoint
+from sidecar.dialects.attendee import AttendeeSession
+from sidecar.dialects.base import Control
 from sidecar.downlink import SLICE_MS, WRITE_QUEUE_FRAMES, Downlink
 from sidecar.gate import HOLD_S, PauseGate
 from sidecar.playout import Tick
@@ -387,6 +389,7 @@ async def test_audio_out_on_an_inherited_fd(tmp_path: Path) -> None:
 def in_process_downlink(
     gate: PauseGate | None = None, log: events.EventLog | None = None
 ) -> tuple[Downlink, list[messages.SidecarMessage], io.BytesIO]:
+    """A Downlink speaking Attendee's dialect; its replies decoded back into messages."""
     config = Config(
         url="ws://127.0.0.1:9/a",
         audio_in=Endpoint(path=Path("in.sock")),
@@ -394,13 +397,25 @@ def in_process_downlink(
         bot_id="bot_test",
     )
     replies: list[messages.SidecarMessage] = []
+
+    def reply(item: Control) -> None:
+        for wire in ATTENDEE.encode(item):
+            decoded = messages.decode_sidecar_message(wire)
+            assert not isinstance(decoded, messages.MessageError)
+            replies.append(decoded)
+
     out = io.BytesIO()
-    downlink = Downlink(config, log or events.EventLog(out), replies.append, gate)
+    downlink = Downlink(config, log or events.EventLog(out), reply, gate)
     return downlink, replies, out
 
 
+# Attendee's sessions hold no state beyond these two settings: one serves every test.
+ATTENDEE = AttendeeSession("bot_test", messages.MAX_MESSAGE_BYTES)
+
+
 async def server_says(downlink: Downlink, message: Json) -> None:
-    await downlink.on_message(json.dumps(message))
+    for incoming in ATTENDEE.receive(json.dumps(message)):
+        await downlink.on_incoming(incoming)
 
 
 def mark_echoes(replies: list[messages.SidecarMessage]) -> list[tuple[str, str]]:
@@ -441,7 +456,10 @@ async def test_the_clock_holds_playback_while_the_gate_is_shut(
 ) -> None:
     gate = PauseGate(1000)
     downlink, replies, _ = in_process_downlink(gate)
-    played = downlink.statistics().dropped_frames  # no bot: what played counts as no_bot
+
+    def played() -> int:  # no bot: what played counts as no_bot
+        return downlink.statistics().dropped_frames["no_bot"]
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(downlink.serve_clock)
         loud = tone(300, 0.02, level=0.5)
@@ -449,12 +467,12 @@ async def test_the_clock_holds_playback_while_the_gate_is_shut(
         await server_says(downlink, bot_output(tone(1000, 0.2, 16000), 16000))
         await server_says(downlink, mark("end"))
         await trio.sleep(HOLD_S - 0.01)
-        assert played["no_bot"] == 0
+        assert played() == 0
         assert mark_echoes(replies) == []
         await trio.sleep(0.5)
         nursery.cancel_scope.cancel()
     # All of it, after the pause, and the mark once its audio had played.
-    assert played["no_bot"] == 10
+    assert played() == 10
     assert downlink.statistics().dropped_samples["no_bot"] == round(0.2 * OUT_RATE)
     assert mark_echoes(replies) == [("end", "played")]
 
@@ -539,7 +557,7 @@ async def test_clear_also_drops_frames_queued_for_a_slow_bot(
         assert len(downlink._queue) == WRITE_QUEUE_FRAMES
         await server_says(downlink, CLEAR)
         assert not downlink._queue
-        assert stats.dropped_frames["cleared"] == WRITE_QUEUE_FRAMES
+        assert downlink.statistics().dropped_frames["cleared"] == WRITE_QUEUE_FRAMES
         assert mark_echoes(replies) == [("end", "cleared")]
         # What the bot gets now is at most the frame that was being written.
         received = b""
@@ -597,7 +615,6 @@ async def test_a_bot_that_stops_reading_and_then_leaves_is_counted_not_fatal(
 ) -> None:
     downlink, replies, log = recorded_downlink()
     stream, bot = bot_socketpair(sndbuf=4096)
-    stats = downlink.statistics()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(downlink.serve_clock)
         ended = trio.Event()
@@ -612,17 +629,19 @@ async def test_a_bot_that_stops_reading_and_then_leaves_is_counted_not_fatal(
         await server_says(downlink, mark("end"))
         # The bot never reads: the socket fills, then the writer's queue.
         await trio.sleep(0.5)
-        assert stats.dropped_frames["bot_not_reading"] > 0
+        assert downlink.statistics().dropped_frames["bot_not_reading"] > 0
         assert len(downlink._queue) == WRITE_QUEUE_FRAMES
         bot.close()
         with trio.fail_after(5):
             await ended.wait()
         # What was queued for it is counted; the frame being written too.
+        stats = downlink.statistics()
         assert stats.dropped_frames["bot_disconnected"] == WRITE_QUEUE_FRAMES + 1
         assert out_disconnects(log) == ["bot closed the connection"]
         # The clock goes on without it, and every sample is accounted for.
         await trio.sleep(3)
         assert mark_echoes(replies) == [("end", "played")]
+        stats = downlink.statistics()
         accounted = stats.samples_written + sum(stats.dropped_samples.values())
         assert accounted == round(2.0 * OUT_RATE)
         # The next bot is served.

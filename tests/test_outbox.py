@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.outbox import Outbox, Outgoing
+from sidecar.dialects.base import AudioOut, DtmfOut, MarkOut, Outgoing
+from sidecar.outbox import Outbox
 
 
-def audio(n: int, ms: float = 20.0, stream: str = "mixed") -> Outgoing:
-    """The n-th 20 ms message of 16 kHz audio (320 samples)."""
-    return Outgoing(f"audio {n}", samples=int(ms * 16), ms=ms, stream=stream)
+def audio(n: int, ms: float = 20.0, stream: str = "mixed") -> AudioOut:
+    """The n-th 20 ms message of 16 kHz audio (320 samples); its timestamp is n."""
+    return AudioOut(bytes(2 * int(ms * 16)), 16000, n, stream=stream)
+
+
+def control(text: str) -> MarkOut:
+    return MarkOut(text, True)
+
+
+def label(item: Outgoing) -> str:
+    if isinstance(item, AudioOut):
+        return f"audio {item.timestamp_ms}"
+    assert isinstance(item, MarkOut)
+    return item.name
 
 
 def drain(box: Outbox) -> list[str]:
     out = []
     while (item := box.get()) is not None:
-        out.append(item.text)
+        out.append(label(item))
     return out
 
 
@@ -68,24 +80,33 @@ def test_control_messages_go_ahead_of_audio() -> None:
     box = Outbox(replay_ms=1000)
     box.put_audio(audio(0), connected=True)
     box.put_audio(audio(1), connected=True)
-    box.put_control("mark echo")
+    box.put_control(control("mark echo"))
     first = box.get()
-    assert first is not None and first.text == "mark echo" and first.samples == 0
-    box.put_control("error reply")
+    assert first == MarkOut("mark echo", True)
+    box.put_control(control("error reply"))
     assert drain(box) == ["error reply", "audio 0", "audio 1"]
+
+
+def test_without_audio_only_control_comes_out() -> None:
+    box = Outbox(replay_ms=1000)
+    box.put_audio(audio(0), connected=True)
+    box.put_control(DtmfOut("5"))
+    assert box.get(audio=False) == DtmfOut("5")
+    assert box.get(audio=False) is None
+    assert drain(box) == ["audio 0"]
 
 
 def test_control_lane_is_bounded_and_counts_its_drops() -> None:
     box = Outbox(replay_ms=1000, max_control=2)
     for n in range(4):
-        box.put_control(f"c{n}")
+        box.put_control(control(f"c{n}"))
     assert box.statistics().dropped_messages == {"control_overflow": 2}
     assert drain(box) == ["c2", "c3"]
 
 
 def test_control_messages_survive_a_disconnect() -> None:
     box = Outbox(replay_ms=0)
-    box.put_control("mark echo")
+    box.put_control(control("mark echo"))
     box.disconnected()
     assert drain(box) == ["mark echo"]
 
@@ -94,7 +115,7 @@ def test_lost_in_flight_is_counted_per_reason_and_stream() -> None:
     box = Outbox(replay_ms=1000)
     box.put_audio(audio(0, stream="p1"), connected=True)
     item = box.get()
-    assert item is not None
+    assert isinstance(item, AudioOut)
     box.count_lost(item, "in_flight")
     stats = box.statistics()
     assert stats.dropped_samples == {"in_flight": 320}
@@ -103,8 +124,8 @@ def test_lost_in_flight_is_counted_per_reason_and_stream() -> None:
 
 def test_depth_tracks_queued_audio_and_returns_to_zero() -> None:
     box = Outbox(replay_ms=1000)
-    for n in range(1000):
-        box.put_audio(audio(n, ms=0.1), connected=True)
+    for n in range(800):
+        box.put_audio(audio(n, ms=0.125), connected=True)
     assert box.depth_ms == pytest.approx(100)
     drain(box)
     assert box.depth_ms == 0.0
@@ -126,7 +147,7 @@ def test_discard_counts_everything_left() -> None:
     box = Outbox(replay_ms=1000)
     for n in range(3):
         box.put_audio(audio(n), connected=False)
-    box.put_control("mark echo")
+    box.put_control(control("mark echo"))
     box.discard("stopped")
     assert not box
     assert box.depth_ms == 0
@@ -146,10 +167,10 @@ def test_released_streams_report_their_drops_and_leave_nothing_behind() -> None:
         assert box.release(who) == 2 * 320
         box.disconnected()
         item = box.get()
-        assert item is not None
+        assert isinstance(item, AudioOut)
         box.count_lost(item, "in_flight")
         drain(box)
-        item_after = Outgoing("late", samples=320, ms=20.0, stream=who)
+        item_after = audio(-1, stream=who)
         box.count_lost(item_after, "in_flight")
     stats = box.statistics()
     assert stats.dropped_by_stream == {}
