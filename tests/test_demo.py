@@ -6,6 +6,7 @@ import json
 import wave
 from pathlib import Path
 
+import pytest
 from test_tools_harness import run_tool
 
 from sidecar.tools.demo import DemoReport, render
@@ -38,6 +39,36 @@ async def test_demo_runs_the_loop_and_writes_the_echo(tmp_path: Path) -> None:
     assert 1.5 <= seconds <= 1.5 + report["latency_ms"] / 1000 + 0.1
 
 
+@pytest.mark.parametrize("protocol", ["twilio", "vonage"])
+async def test_demo_runs_the_loop_in_a_dialect(protocol: str, tmp_path: Path) -> None:
+    out = tmp_path / "echo.wav"
+    result = await run_tool(
+        "demo", "--protocol", protocol, "--seconds", "1", "--out", str(out), "--json", limit=60
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["protocol"] == protocol
+    assert 0 < report["latency_ms"] < 1000
+    assert report["correlation"] > 0.95
+    # Twilio's 8 kHz mu-law is telephone quality: G.711 keeps some 35 dB.
+    assert report["snr_db"] > (25 if protocol == "twilio" else 20)
+    assert abs(report["returned_level_dbfs"] - report["sent_level_dbfs"]) < 1.0
+    assert abs(report["received_seconds"] - 1.0) < 0.05
+    assert report["violations"] == 0
+    assert report["messages_checked"] >= 50
+    assert report["sidecar_exit"] == 0
+    progress = result.stderr.decode()
+    assert f"serve --protocol {protocol} --echo" in progress
+    wire = "8000 Hz mu-law twilio" if protocol == "twilio" else "16000 Hz vonage"
+    assert f"48 kHz bot sockets <-> {wire} websocket" in progress
+
+
+async def test_demo_usage_error_for_a_rate_the_dialect_does_not_take() -> None:
+    result = await run_tool("demo", "--protocol", "twilio", "--sample-rate", "16000")
+    assert result.returncode == 2
+    assert "--protocol twilio sends audio at 8000 Hz" in result.stderr.decode()
+
+
 def test_demo_report_in_words() -> None:
     ok = DemoReport(
         ok=True,
@@ -60,6 +91,10 @@ def test_demo_report_in_words() -> None:
     assert "drops         none; 0 playout underrun(s), 0 playout clock stall(s)" in text
     assert "recording     demo-echo.wav (5.06 s, 48000 Hz mono)" in text
     assert text.rstrip().splitlines()[-1].startswith("OK: the loop works.")
+    assert "`audio-sidecar check wss://your-server/`" in text
+    assert "`audio-sidecar check --protocol vonage wss://" in render(
+        DemoReport(ok=True, protocol="vonage")
+    )
     failed = DemoReport(problem="no audio came back from the echo server", dropped={"a": 960})
     text = render(failed)
     assert "round trip" not in text

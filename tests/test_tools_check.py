@@ -1,20 +1,36 @@
-"""`check URL` against compliant, broken, silent, refusing and TLS servers."""
+"""`check URL` against compliant, broken, silent, refusing and TLS servers, in every dialect."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import ssl
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 import trustme
-from support import Connection, Json, WsServer, bot_output
+from agent_servers import AgentServer, RealtimeServer
+from dialect_servers import TwilioServer, VonageServer
+from support import Connection, Json, WsServer, bot_output, tone, wait_until
 from test_tools_harness import run_tool
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
-from sidecar.tools.check import CheckOptions, CheckReport, render, run_check
+from sidecar.tools import synth
+from sidecar.tools.check import (
+    CheckOptions,
+    CheckReport,
+    add_parser,
+    options_from_args,
+    render,
+    run_check,
+)
+from sidecar.tools.report import Report
+from sidecar.tools.serve import ServeOptions, Server
+from sidecar.tools.wavio import to_s16le, write_wav
 
 
 def findings(report: CheckReport) -> dict[str, tuple[str, str]]:
@@ -213,3 +229,207 @@ async def test_check_answers_marks_like_the_sidecar_including_after_a_clear() ->
         {"name": "short", "status": "played"},
     ]
     assert findings(report)["marks"] == ("info", "2 mark(s) answered (1 played), 1 clear(s)")
+
+
+# -- other dialects --------------------------------------------------------------------------
+
+
+def speech_wav(path: Path, seconds: float = 0.5, rate: int = 16000) -> Path:
+    write_wav(path, to_s16le(synth.speech_like(seconds, rate)), rate)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["echo", "play"])
+@pytest.mark.parametrize("protocol", ["attendee", "twilio", "vonage"])
+async def test_check_passes_serve_in_every_dialect(
+    protocol: str, mode: str, tmp_path: Path
+) -> None:
+    options = ServeOptions(protocol=protocol, port=0, stats_interval=0, play_after=0.1)
+    if mode == "echo":
+        options = replace(options, echo=True)
+    else:
+        options = replace(options, play=speech_wav(tmp_path / "answer.wav"), mark="answer-done")
+    server = Server(options, Report.silent())
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(server.run)
+            report = await run_check(
+                CheckOptions(url, protocol=protocol, seconds=0.6, quiet_after=0.3)
+            )
+            server.finished.set()
+    assert report.ok, render(report)
+    assert report.protocol == protocol
+    assert server.violations == 0
+    (client,) = server.clients
+    rate = 8000 if protocol == "twilio" else 16000
+    assert report.bot_output_rates == [rate]
+    if mode == "echo":
+        assert report.bot_output_seconds == pytest.approx(0.6, abs=0.021)
+        assert client.echoed == 30
+    else:
+        assert report.bot_output_seconds == pytest.approx(0.5, abs=0.021)
+        # Vonage's mark is a notify: the sidecar sees its payload, a JSON string.
+        seen = '"answer-done"' if protocol == "vonage" else "answer-done"
+        assert report.marks == [{"name": seen, "status": "played"}]
+        played = "played" if protocol == "attendee" else "answered"
+        assert client.marks == [("answer-done", played)]
+    sent = {"attendee": "realtime_audio.mixed", "twilio": "media", "vonage": "binary"}[protocol]
+    wire = "8000 Hz mu-law" if protocol == "twilio" else "16000 Hz"
+    assert findings(report)["audio"] == (
+        "ok",
+        f"sent 0.60 s of speech-like audio as 30 {sent} messages at {wire}",
+    )
+
+
+async def test_check_speaks_twilio_to_a_server_written_from_twilios_docs() -> None:
+    with TwilioServer(echo=True) as server, trio.fail_after(20):
+
+        async def barge_in() -> None:
+            await wait_until(lambda: bool(server.events("media")))
+            await trio.to_thread.run_sync(server.send_pcm, tone(300, 1.0, rate=8000))
+            await trio.to_thread.run_sync(server.send_mark, "reply-1")
+            await trio.to_thread.run_sync(server.send_clear)
+            await trio.to_thread.run_sync(server.send_mark, "after-clear")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(barge_in)
+            report = await run_check(
+                CheckOptions(server.url, protocol="twilio", seconds=0.6, quiet_after=0.3)
+            )
+        await wait_until(lambda: server.current.closed.is_set())
+    assert report.ok, render(report)
+    # Everything check sent was Twilio to the letter: counters, ids, marks in order, stop last.
+    assert server.violations() == []
+    assert server.marks_pending() == []
+    assert len(server.events("stop")) == 1
+    assert report.clears == 1
+    assert report.marks == [
+        {"name": "reply-1", "status": "cleared"},
+        {"name": "after-clear", "status": "played"},
+    ]
+    assert report.bot_output_messages == 31  # 30 echoes and the 1 s reply
+    assert report.error_replies == 0  # Twilio has no error reply
+
+
+async def test_check_speaks_vonage_to_a_server_written_from_vonages_docs() -> None:
+    with VonageServer(echo=True) as server, trio.fail_after(20):
+
+        async def barge_in() -> None:
+            await wait_until(lambda: bool(server.connections) and len(server.inbound_pcm()) > 1000)
+            await trio.to_thread.run_sync(server.send_audio, tone(300, 1.0, rate=8000))
+            await trio.to_thread.run_sync(server.send_notify, {"reply": 1})
+            await trio.to_thread.run_sync(server.send_clear)
+            await trio.to_thread.run_sync(server.send_notify, "after-clear")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(barge_in)
+            report = await run_check(
+                CheckOptions(
+                    server.url, protocol="vonage", sample_rate=8000, seconds=0.6, quiet_after=0.3
+                )
+            )
+    assert report.ok, render(report)
+    assert server.violations() == []
+    assert server.notifies_pending() == []
+    assert len(server.events("websocket:cleared")) == 1
+    assert server.rate() == 8000
+    assert report.marks == [
+        {"name": '{"reply": 1}', "status": "cleared"},
+        {"name": '"after-clear"', "status": "played"},
+    ]
+
+
+async def test_check_names_what_breaks_twilios_rules() -> None:
+    def broken(server: WsServer, conn: Connection, message: Json) -> None:
+        sid = message.get("streamSid")
+        if message.get("event") == "start":
+            server.send({"event": "playAudio", "streamSid": sid, "text": "hello"})
+        elif message.get("event") == "media":
+            server.send({"event": "media", "streamSid": sid, "media": {"payload": "no base64!"}})
+
+    with WsServer(on_message=broken) as server, trio.fail_after(20):
+        result = await run_tool(
+            "check", "--protocol", "twilio", server.url, "--seconds", "0.4", "--quiet-after", "0.3"
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 1, out
+    assert (
+        "ok    audio: sent 0.40 s of speech-like audio as 20 media messages at 8000 Hz mu-law"
+        in out
+    )
+    assert "WARN  bot_output: no media came back: the bot would stay silent" in out
+    assert "FAIL  contract: 21 of 21 messages from the server break the contract (0 valid):" in out
+    assert "message #1: unknown event 'playAudio'" in out
+    assert (
+        "message #2 (media) (and 19 more like it): `media.payload` is not valid base64 "
+        "[invalid_base64]"
+    ) in out
+    # Twilio has no error reply: nothing went back but what Twilio sends.
+    events = [m["event"] for m in server.messages()]
+    assert set(events) == {"connected", "start", "media", "stop"}
+
+
+async def test_check_usage_errors_per_dialect() -> None:
+    rate = await run_tool(
+        "check", "--protocol", "twilio", "ws://127.0.0.1:9/", "--sample-rate", "16000"
+    )
+    assert rate.returncode == 2
+    assert "--protocol twilio sends audio at 8000 Hz; --sample-rate 16000 does not apply" in (
+        rate.stderr.decode()
+    )
+    vonage = await run_tool(
+        "check", "--protocol", "vonage", "ws://127.0.0.1:9/", "--sample-rate", "24000"
+    )
+    assert vonage.returncode == 2
+    assert "Vonage streams 16-bit PCM at 8000 or 16000 Hz" in vonage.stderr.decode()
+    bad = await run_tool("check", "ws://127.0.0.1:9/", "--session", '{"a": 1}')
+    assert bad.returncode == 2
+    assert "--session means nothing to --protocol attendee" in bad.stderr.decode()
+    nourl = await run_tool("check", "--protocol", "twilio")
+    assert nourl.returncode == 2
+    assert "give the server's URL (--protocol twilio has no default)" in nourl.stderr.decode()
+
+
+def check_options(*argv: str) -> CheckOptions:
+    """`audio-sidecar check ARGV` as the command line turns it into options."""
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    return options_from_args(parser.parse_args(["check", *argv]))
+
+
+DEEPGRAM_AGENT = {
+    "listen": {"provider": {"type": "deepgram", "model": "nova-3"}},
+    "think": {"provider": {"type": "open_ai", "model": "gpt-4o-mini"}, "prompt": "Be brief."},
+    "speak": {"provider": {"type": "deepgram", "model": "aura-2-thalia-en"}},
+}
+
+
+@pytest.mark.parametrize("protocol", ["openai-realtime", "deepgram-agent"])
+async def test_check_drives_any_dialect_session_even_an_agent_services(
+    protocol: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nothing in check knows these dialects: their sessions say what to send and
+    when (Deepgram's go-ahead, its keepalive), their keys come from the environment,
+    --session reaches them."""
+    server: RealtimeServer | AgentServer
+    session: dict[str, object]
+    if protocol == "openai-realtime":
+        server, variable, key = RealtimeServer(), "OPENAI_API_KEY", "sk-test"
+        session = {"instructions": "Be brief."}
+    else:
+        server, variable, key = AgentServer(), "DEEPGRAM_API_KEY", "dg-test"
+        session = {"agent": DEEPGRAM_AGENT}
+    monkeypatch.setenv(variable, key)
+    (tmp_path / "session.json").write_text(json.dumps(session))
+    with server, trio.fail_after(30):
+        options = check_options(
+            "--protocol", protocol, server.url, "--seconds", "2",
+            "--session", f"@{tmp_path / 'session.json'}",
+        )  # fmt: skip
+        assert options.session == session
+        report = await run_check(replace(options, quiet_after=0.5))
+    assert report.ok, render(report)
+    assert findings(report)["handshake"][1].endswith("(sent headers: Authorization)")
+    assert [v for conn in server.connections for v in conn.violations] == []
+    assert report.bot_output_messages > 0
+    assert report.notices

@@ -8,10 +8,12 @@ import trio
 import trio.testing
 
 from sidecar import frames, messages
+from sidecar.dialects.base import Wire
+from sidecar.dialects.server import server_session
 from sidecar.tools import analysis, synth
 from sidecar.tools.pacing import Pacer
 from sidecar.tools.record import GAP_TOLERANCE_S, RecordResult, Timeline, capture
-from sidecar.tools.traffic import Traffic
+from sidecar.tools.traffic import Traffic, kind_of
 from sidecar.tools.wavio import convert, from_s16le
 
 RATE = 48000
@@ -58,16 +60,28 @@ def test_snr_and_correlation_see_noise() -> None:
     assert analysis.align(sent, np.zeros(0, np.float32)).correlation == 0
 
 
-def _mixed(ts_ms: int, samples: int = 320, rate: int = 16000) -> messages.MixedAudio:
+def _mixed(ts_ms: int, samples: int = 320, rate: int = 16000) -> str:
     data = messages.MixedData(chunk=b"\0" * 2 * samples, sample_rate=rate, timestamp_ms=ts_ms)  # type: ignore[arg-type]
-    return messages.MixedAudio(bot_id="b", data=data)
+    return messages.encode(messages.MixedAudio(bot_id="b", data=data)).decode()
+
+
+class _Heard:
+    """Messages into a Traffic, decoded by a dialect's server session as serve does."""
+
+    def __init__(self, protocol: str = "attendee") -> None:
+        self.traffic = Traffic()
+        self.session = server_session(protocol)
+
+    def __call__(self, arrival_s: float, message: Wire) -> None:
+        self.traffic.received(arrival_s, message, self.session.receive(message))
 
 
 def test_traffic_counts_rate_gaps_overlaps_and_jitter() -> None:
-    traffic = Traffic()
+    heard = _Heard()
+    traffic = heard.traffic
     # 50 chunks of 20 ms, arriving exactly on time: no gaps, no jitter.
     for n in range(50):
-        traffic.received(10.0 + n * 0.02, _mixed(1_000_000 + n * 20))
+        heard(10.0 + n * 0.02, _mixed(1_000_000 + n * 20))
     snap = traffic.snapshot(11.0)
     assert (snap.messages, snap.gaps, snap.overlaps) == (50, 0, 0)
     assert snap.jitter_ms == pytest.approx(0, abs=1e-6)
@@ -75,11 +89,11 @@ def test_traffic_counts_rate_gaps_overlaps_and_jitter() -> None:
     assert snap.realtime_factor == pytest.approx(1.0, abs=0.01)
     assert snap.messages_per_s == pytest.approx(50, rel=0.05)
     # A 100 ms hole in the timestamps, then a chunk that starts 10 ms too early.
-    traffic.received(11.1, _mixed(1_000_000 + 50 * 20 + 100))
-    traffic.received(11.12, _mixed(1_000_000 + 51 * 20 + 100 - 10))
+    heard(11.1, _mixed(1_000_000 + 50 * 20 + 100))
+    heard(11.12, _mixed(1_000_000 + 51 * 20 + 100 - 10))
     # Arrivals 30 ms late then on time again: jitter grows.
-    traffic.received(11.17, _mixed(1_000_000 + 52 * 20 + 90))
-    traffic.received(11.16, _mixed(1_000_000 + 53 * 20 + 90))
+    heard(11.17, _mixed(1_000_000 + 52 * 20 + 90))
+    heard(11.16, _mixed(1_000_000 + 53 * 20 + 90))
     snap = traffic.snapshot(12.0)
     assert snap.gaps == 1
     assert snap.max_gap_ms == pytest.approx(100)
@@ -89,16 +103,42 @@ def test_traffic_counts_rate_gaps_overlaps_and_jitter() -> None:
 
 
 def test_traffic_counts_violations_and_other_messages() -> None:
-    traffic = Traffic()
-    bad = messages.decode_sidecar_message(b'{"trigger": "realtime_audio.mixed"}')
-    assert isinstance(bad, messages.MessageError)
-    traffic.received(1.0, bad)
-    traffic.received(1.0, messages.MarkEcho(bot_id="b", data=messages.MarkEchoData("m", "played")))
-    snap = traffic.snapshot(2.0)
+    heard = _Heard()
+    heard.session.mark("m")
+    heard(1.0, '{"trigger": "realtime_audio.mixed"}')
+    echo = messages.MarkEcho(bot_id="b", data=messages.MarkEchoData("m", "played"))
+    heard(1.0, messages.encode(echo).decode())
+    snap = heard.traffic.snapshot(2.0)
     assert snap.violations == 1
     assert snap.violations_by_code == {"invalid_field": 1}
     assert snap.by_trigger == {"realtime_audio.mixed": 1, "realtime_audio.mark": 1}
     assert "violations 1" in snap.describe()
+
+
+def test_traffic_without_timestamps_uses_the_audios_own_time() -> None:
+    """Vonage's binary frames carry no timestamp: no gap can show, jitter still does."""
+    heard = _Heard("vonage")
+    heard(0.0, '{"event":"websocket:connected","content-type":"audio/l16;rate=16000"}')
+    for n in range(50):
+        heard(1.0 + n * 0.02, bytes(640))
+    snap = heard.traffic.snapshot(2.0)
+    assert (snap.gaps, snap.overlaps, snap.violations) == (0, 0, 0)
+    assert snap.jitter_ms == pytest.approx(0, abs=1e-6)
+    # Only the audio's span counts for the real-time factor, not the opening before it.
+    assert snap.realtime_factor == pytest.approx(1.0, abs=0.01)
+    heard(2.5, bytes(640))  # 480 ms late
+    assert heard.traffic.snapshot(3.0).jitter_ms > 10
+    assert heard.traffic.by_trigger == {"websocket:connected": 1, "(binary)": 51}
+
+
+def test_kind_of_names_what_a_message_calls_itself() -> None:
+    assert kind_of('{"trigger": "realtime_audio.mixed", "data": {}}') == "realtime_audio.mixed"
+    assert kind_of('{"event": "media", "media": {}}') == "media"
+    assert kind_of('{"action": "notify"}') == "notify"
+    assert kind_of('{"type": "Welcome"}') == "Welcome"
+    assert kind_of(b"\0\0") == "(binary)"
+    for unnamed in ('{"trigger": 5}', "[1]", "not json", '{"event": "\ud800"', "\ud800"):
+        assert kind_of(unnamed) == "(invalid)", unnamed
 
 
 def _frame(value: int, samples: int = 960, rate: int = RATE) -> frames.Audio:

@@ -1,13 +1,15 @@
 """`audio-sidecar check URL`: does a websocket server work with the sidecar?
 
 Connects the way the sidecar does (same headers, same TLS rules), one step at
-a time so a failure names the step: TCP, TLS, websocket handshake. Then it
-streams a few seconds of speech-like test audio as `realtime_audio.mixed`,
-behaves like the sidecar towards whatever comes back (echoes marks once the
-audio before them would have played, answers invalid messages with
-`realtime_audio.error`), and reports in plain words: did bot_output come
-back, how soon, and is every message the server sent valid under the
-contract. Exit status 0 when everything is right, 1 when anything is wrong.
+a time so a failure names the step: TCP, TLS, websocket handshake. Then,
+driven by the dialect's own client `Session` (--protocol; the very code the
+sidecar runs), it sends the dialect's opening, streams a few seconds of
+speech-like test audio, behaves like the sidecar towards whatever comes back
+(answers marks once the audio before them would have played, and a clear at
+once; answers invalid messages where the dialect has an error reply), sends
+the dialect's closing, and reports in plain words: did audio come back, how
+soon, and is every message the server sent valid in the dialect. Exit status
+0 when everything is right, 1 when anything is wrong.
 """
 
 from __future__ import annotations
@@ -20,21 +22,41 @@ import ssl
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 import trio
 import trio_websocket as tw
 
-from sidecar import messages
-from sidecar.config import ConfigError, check_url, parse_header, redact_url
+from sidecar import dialects, messages
+from sidecar.config import ConfigError, check_url, parse_header_arg, parse_session, redact_url
+from sidecar.dialects.base import (
+    AudioOut,
+    ClearedOut,
+    ClearPlayout,
+    Dialect,
+    ErrorOut,
+    Invalid,
+    MarkIn,
+    MarkOut,
+    Notice,
+    Options,
+    Outgoing,
+    PlayAudio,
+    Session,
+    Wire,
+)
+from sidecar.dialects.twilio import tag_of
+from sidecar.link import tls_context
 from sidecar.ratelimit import TokenBucket
-from sidecar.tools import synth
+from sidecar.tools import protocols, synth
 from sidecar.tools.helpformat import HelpFormatter
 from sidecar.tools.pacing import Pacer
+from sidecar.tools.traffic import BINARY, kind_of
 from sidecar.tools.wavio import to_s16le
 
 EXIT_OK = 0
@@ -49,10 +71,20 @@ MAX_DRAIN_S = 30.0
 HARD_MAX_MESSAGE = 8 * messages.MAX_MESSAGE_BYTES
 CLOSE_TIMEOUT_S = 2.0
 
+SERVER_AUDIO: Final = {
+    "attendee": "realtime_audio.bot_output",
+    "twilio": "media",
+    "vonage": "binary audio",
+    "openai-realtime": "response.output_audio.delta",
+    "deepgram-agent": "binary audio",
+}
+"""What each dialect calls the server's audio, for the report (default: "audio")."""
+
 
 @dataclass(frozen=True, slots=True)
 class CheckOptions:
     url: str
+    protocol: str = dialects.DEFAULT
     seconds: float = 3.0
     sample_rate: int = 16000
     chunk_ms: int = 20
@@ -63,6 +95,20 @@ class CheckOptions:
     quiet_after: float = 2.0
     require_output: bool = False
     max_message_bytes: int = messages.MAX_MESSAGE_BYTES
+    session: dict[str, object] = field(default_factory=dict)
+    """The dialect's session object (--session), for dialects that take one."""
+
+    def dialect(self) -> Dialect:
+        return dialects.make(
+            self.protocol,
+            Options(
+                bot_id=self.bot_id,
+                sample_rate=self.sample_rate,
+                chunk_ms=self.chunk_ms,
+                max_message_bytes=self.max_message_bytes,
+                session=self.session,
+            ),
+        )
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -83,6 +129,7 @@ class Violation(msgspec.Struct):
 
 class CheckReport(msgspec.Struct):
     url: str
+    protocol: str = dialects.DEFAULT
     ok: bool = False
     findings: list[Finding] = []
     tls: dict[str, Any] | None = None
@@ -98,6 +145,8 @@ class CheckReport(msgspec.Struct):
     first_output_ms: float | None = None
     marks: list[dict[str, str]] = []
     clears: int = 0
+    notices: dict[str, int] = {}
+    """What the server told the bot besides audio (transcripts, agent events), by event."""
     violations: int = 0
     violation_list: list[Violation] = []
     error_replies: int = 0
@@ -118,29 +167,49 @@ class _Abort(Exception):
 
 
 @dataclass(slots=True)
-class _Session:
+class _Run:
+    """One check's connection: the dialect's client session, and the sidecar's
+    behaviour around it."""
+
     options: CheckOptions
     report: CheckReport
     ws: tw.WebSocketConnection
+    session: Session
+    rate: int
+    """Of the audio sent: the dialect's."""
+    error_replies: bool
     first_sent: float | None = None
     last_heard: float = 0.0
+    last_audio: float = 0.0
     audio_done: bool = False
+    audio_kind: str = ""
     play_until: float = 0.0
     pending_marks: list[tuple[float, str]] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)
+    ready: trio.Event = field(default_factory=trio.Event)
     triggers: Counter[str] = field(default_factory=Counter)
+    notices: Counter[str] = field(default_factory=Counter)
     rates: set[int] = field(default_factory=set)
     bucket: TokenBucket = field(default_factory=lambda: TokenBucket(5.0, 5.0))
-    replies: list[messages.SidecarMessage] = field(default_factory=list)
+    replies: list[Outgoing] = field(default_factory=list)
     replies_ready: trio.Event = field(default_factory=trio.Event)
+    sending: trio.Lock = field(default_factory=trio.Lock)
 
-    async def send(self, message: messages.SidecarMessage) -> None:
-        await self.ws.send_message(messages.encode(message).decode())
+    async def send(self, item: Outgoing) -> Sequence[Wire]:
+        """Encode at send time, one sender at a time, as the sidecar does: a
+        dialect's counters (Twilio's sequenceNumber) follow the order on the wire."""
+        async with self.sending:
+            return await self.send_wires(self.session.encode(item))
 
-    def reply(self, message: messages.SidecarMessage) -> None:
+    async def send_wires(self, wires: Sequence[Wire]) -> Sequence[Wire]:
+        for wire in wires:
+            await self.ws.send_message(wire)
+        return wires
+
+    def reply(self, item: Outgoing) -> None:
         """Queue an answer; the reader never waits on a send (a full receive
         queue would stop trio-websocket answering pings)."""
-        self.replies.append(message)
+        self.replies.append(item)
         self.replies_ready.set()
 
     async def serve_replies(self) -> None:
@@ -150,28 +219,54 @@ class _Session:
             while self.replies:
                 await self.send(self.replies.pop(0))
 
+    async def open(self) -> None:
+        async with self.sending:
+            await self.send_wires(self.session.opening())
+        self.note_ready()
+
+    async def close(self) -> None:
+        async with self.sending:
+            await self.send_wires(self.session.closing())
+
+    def note_ready(self) -> None:
+        if self.session.audio_ready:
+            self.ready.set()
+
     async def stream_audio(self) -> None:
         opts = self.options
-        rate = opts.sample_rate
+        rate = self.rate
         pcm = to_s16le(synth.speech_like(opts.seconds, rate, level_dbfs=-20.0))
         chunk_bytes = rate * opts.chunk_ms // 1000 * 2
         pacer = Pacer()
+        with trio.move_on_after(opts.connect_timeout):
+            await self.ready.wait()
+        if not self.ready.is_set():
+            return
         start_ms = time.time() * 1000.0
         for offset in range(0, len(pcm), chunk_bytes):
             piece = pcm[offset : offset + chunk_bytes]
             await pacer.wait(len(piece) / 2 / rate)
             if self.first_sent is None:
                 self.first_sent = trio.current_time()
-            data = messages.MixedData(
-                chunk=piece,
-                sample_rate=rate,  # type: ignore[arg-type]
-                timestamp_ms=int(start_ms + offset / 2 * 1000 / rate),
-            )
-            await self.send(messages.MixedAudio(bot_id=opts.bot_id, data=data))
-            self.report.sent_messages += 1
+            wires = await self.send(AudioOut(piece, rate, int(start_ms + offset * 500 / rate)))
+            if wires and not self.audio_kind:
+                self.audio_kind = kind_of(wires[0])
+            self.report.sent_messages += len(wires)
             self.report.sent_seconds += len(piece) / 2 / rate
+            self.last_audio = trio.current_time()
         self.audio_done = True
         self.last_heard = max(self.last_heard, trio.current_time())
+
+    async def keepalive(self, period: float) -> None:
+        """The dialect's keepalive, whenever no audio went for `period` (before
+        and after the test audio)."""
+        self.last_audio = trio.current_time()
+        while True:
+            await trio.sleep_until(self.last_audio + period)
+            if trio.current_time() >= self.last_audio + period:
+                async with self.sending:
+                    await self.send_wires(self.session.keepalive())
+                self.last_audio = trio.current_time()
 
     async def read(self) -> None:
         while True:
@@ -180,42 +275,42 @@ class _Session:
             self.last_heard = now
             self.received(raw, now)
 
-    def received(self, raw: str | bytes, now: float) -> None:
+    def received(self, raw: Wire, now: float) -> None:
         report = self.report
         report.server_messages += 1
-        message = messages.decode_server_message(raw, self.options.max_message_bytes)
-        if isinstance(message, messages.MessageError):
-            self.triggers[message.trigger or "(invalid)"] += 1
+        self.triggers[kind_of(raw)] += 1
+        incoming = self.session.receive(raw)
+        self.note_ready()
+        if any(isinstance(item, Invalid) for item in incoming):
             report.violations += 1
-            self.note_violation(message)
-            if self.bucket.take(now):
-                # What the sidecar does, so the server's error handling is exercised too.
-                report.error_replies += 1
-                data = messages.ErrorData(
-                    code=message.code, message=message.message, trigger=message.trigger
-                )
-                self.reply(messages.Error(bot_id=self.options.bot_id, data=data))
-            return
-        if isinstance(message, messages.BotOutput):
-            self.triggers[messages.BOT_OUTPUT] += 1
-            report.bot_output_messages += 1
-            seconds = len(message.data.chunk) / 2 / message.data.sample_rate
-            report.bot_output_seconds += seconds
-            self.rates.add(message.data.sample_rate)
-            if report.first_output_ms is None and self.first_sent is not None:
-                report.first_output_ms = round((now - self.first_sent) * 1000, 1)
-            self.play_until = max(now, self.play_until) + seconds
-        elif isinstance(message, messages.Clear):
-            self.triggers[messages.CLEAR] += 1
-            report.clears += 1
-            self.play_until = now
-            cleared, self.pending_marks = self.pending_marks, []
-            for _, name in cleared:
-                self.echo_mark(name, "cleared")
-        else:
-            self.triggers[messages.MARK] += 1
-            self.pending_marks.append((max(now, self.play_until), message.data.name))
-            self.wake.set()
+        for item in incoming:
+            match item:
+                case Invalid(error=error):
+                    self.note_violation(error)
+                    # What the sidecar does, so the server's error handling is exercised too.
+                    if self.error_replies and self.bucket.take(now):
+                        report.error_replies += 1
+                        self.reply(ErrorOut(error))
+                case PlayAudio(pcm=pcm, rate=rate):
+                    report.bot_output_messages += 1
+                    seconds = len(pcm) / 2 / rate
+                    report.bot_output_seconds += seconds
+                    self.rates.add(rate)
+                    if report.first_output_ms is None and self.first_sent is not None:
+                        report.first_output_ms = round((now - self.first_sent) * 1000, 1)
+                    self.play_until = max(now, self.play_until) + seconds
+                case ClearPlayout():
+                    report.clears += 1
+                    self.play_until = now
+                    cleared, self.pending_marks = self.pending_marks, []
+                    for _, name in cleared:
+                        self.answer_mark(name, played=False)
+                    self.reply(ClearedOut())
+                case MarkIn(name=name):
+                    self.pending_marks.append((max(now, self.play_until), name))
+                    self.wake.set()
+                case Notice(event=event):
+                    self.notices[tag_of(event)] += 1
 
     def note_violation(self, error: messages.MessageError) -> None:
         for known in self.report.violation_list:
@@ -231,10 +326,10 @@ class _Session:
                 Violation(self.report.server_messages, error.code, error.message, error.trigger)
             )
 
-    def echo_mark(self, name: str, status: messages.MarkStatus) -> None:
+    def answer_mark(self, name: str, played: bool) -> None:
+        status: messages.MarkStatus = "played" if played else "cleared"
         self.report.marks.append({"name": name, "status": status})
-        data = messages.MarkEchoData(name=name, status=status)
-        self.reply(messages.MarkEcho(bot_id=self.options.bot_id, data=data))
+        self.reply(MarkOut(name, played))
 
     async def serve_marks(self) -> None:
         """Answer marks when the audio queued before them would have finished playing."""
@@ -250,7 +345,7 @@ class _Session:
                 continue
             if self.pending_marks and self.pending_marks[0] == (due, name):
                 self.pending_marks.pop(0)
-                self.echo_mark(name, "played")
+                self.answer_mark(name, played=True)
 
     async def drain(self) -> None:
         """After the audio: wait until the server has said all it will say."""
@@ -263,7 +358,7 @@ class _Session:
 
 
 async def run_check(options: CheckOptions) -> CheckReport:
-    report = CheckReport(url=redact_url(options.url))
+    report = CheckReport(url=redact_url(options.url), protocol=options.protocol)
     with contextlib.suppress(_Abort):
         await _check(options, report)
     report.ok = report.problems == 0
@@ -347,18 +442,12 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _tls_context(options: CheckOptions) -> ssl.SSLContext:
-    # The same rules as the sidecar (link.ssl_context): system trust, plus --ca-file.
-    context = ssl.create_default_context()
-    if options.ca_file is not None:
-        context.load_verify_locations(cafile=str(options.ca_file))
-    return context
-
-
 async def _start_tls(
     options: CheckOptions, report: CheckReport, tcp: trio.SocketStream, host: str
 ) -> trio.SSLStream[trio.SocketStream]:
-    stream = trio.SSLStream(tcp, _tls_context(options), server_hostname=host, https_compatible=True)
+    stream = trio.SSLStream(
+        tcp, tls_context(options.ca_file), server_hostname=host, https_compatible=True
+    )
     try:
         with trio.fail_after(options.connect_timeout):
             await stream.do_handshake()
@@ -483,15 +572,20 @@ def _rejected(report: CheckReport, exc: tw.ConnectionRejected) -> None:
 
 
 async def _session(options: CheckOptions, report: CheckReport, ws: tw.WebSocketConnection) -> None:
-    session = _Session(options, report, ws)
+    dialect = options.dialect()
+    wire = dialect.uplink_audio()
+    run = _Run(options, report, ws, dialect.session(), wire.rate, dialect.error_replies)
     closed: tw.CloseReason | None = None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.read)
-            nursery.start_soon(session.serve_marks)
-            nursery.start_soon(session.serve_replies)
-            await session.stream_audio()
-            await session.drain()
+            nursery.start_soon(run.read)
+            await run.open()
+            nursery.start_soon(run.serve_marks)
+            nursery.start_soon(run.serve_replies)
+            if run.session.keepalive_s is not None:
+                nursery.start_soon(run.keepalive, run.session.keepalive_s)
+            await run.stream_audio()
+            await run.drain()
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         leaf = _leaf(group)
@@ -503,26 +597,37 @@ async def _session(options: CheckOptions, report: CheckReport, ws: tw.WebSocketC
     if closed is None:
         with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
-            await ws.aclose(code=1000, reason="check finished")
+            with contextlib.suppress(tw.ConnectionClosed):
+                await run.close()
+                await ws.aclose(code=1000, reason="check finished")
         report.closed_by = "check"
     else:
         report.closed_by = "server"
         report.close_code = closed.code
         report.close_reason = closed.reason
-    _summarise_session(options, report, session)
+    _summarise_session(options, report, run, protocols.describe(wire))
 
 
-def _summarise_session(options: CheckOptions, report: CheckReport, session: _Session) -> None:
-    report.by_trigger = dict(session.triggers)
-    report.bot_output_rates = sorted(session.rates)
+def _summarise_session(
+    options: CheckOptions, report: CheckReport, run: _Run, audio_format: str
+) -> None:
+    report.by_trigger = dict(run.triggers)
+    report.bot_output_rates = sorted(run.rates)
     report.bot_output_seconds = round(report.bot_output_seconds, 3)
     report.sent_seconds = round(report.sent_seconds, 3)
+    kind = "binary" if run.audio_kind == BINARY else run.audio_kind or "audio"
     sent = (
         f"sent {report.sent_seconds:.2f} s of speech-like audio as {report.sent_messages} "
-        f"realtime_audio.mixed messages at {options.sample_rate} Hz"
+        f"{kind} messages at {audio_format}"
     )
-    if session.audio_done:
+    if run.audio_done:
         report.add("audio", "ok", sent)
+    elif not run.ready.is_set():
+        report.add(
+            "audio",
+            "fail",
+            f"the server gave no go-ahead for audio within {options.connect_timeout:g} s",
+        )
     else:
         report.add("audio", "fail", f"{sent}; the connection ended before all of it was sent")
     if report.bot_output_messages:
@@ -542,7 +647,8 @@ def _summarise_session(options: CheckOptions, report: CheckReport, session: _Ses
         report.add(
             "bot_output",
             "fail" if options.require_output else "warn",
-            "no realtime_audio.bot_output came back: the bot would stay silent",
+            f"no {SERVER_AUDIO.get(options.protocol, 'audio')} came back: "
+            "the bot would stay silent",
         )
     if report.marks or report.clears:
         played = sum(m["status"] == "played" for m in report.marks)
@@ -551,6 +657,10 @@ def _summarise_session(options: CheckOptions, report: CheckReport, session: _Ses
             "info",
             f"{len(report.marks)} mark(s) answered ({played} played), {report.clears} clear(s)",
         )
+    if run.notices:
+        report.notices = dict(run.notices)
+        kinds = ", ".join(f"{n} {kind}" for kind, n in run.notices.most_common())
+        report.add("notices", "info", f"the server also told the bot: {kinds}")
     valid = report.server_messages - report.violations
     if not report.server_messages:
         report.add("contract", "info", "the server sent no messages to validate")
@@ -573,7 +683,7 @@ def _summarise_session(options: CheckOptions, report: CheckReport, session: _Ses
         report.add("contract", "fail", "\n".join(lines))
     if report.closed_by == "check":
         report.add("close", "ok", "the connection closed cleanly (code 1000)")
-    elif report.close_code in (1000, 1001) and session.audio_done:
+    elif report.close_code in (1000, 1001) and run.audio_done:
         report.add("close", "warn", f"the server closed the connection: {_close_fields(report)}")
     else:
         report.add(
@@ -631,22 +741,37 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "check",
         help="check that a websocket server works with the sidecar",
         description=(
-            "Connect to URL as the sidecar would, stream a few seconds of test audio and report "
-            "in plain words: handshake and TLS, whether bot_output came back and how soon, and "
-            "whether every message the server sent is valid. Exit status 0 when all is well, 1 "
-            "when anything is wrong, 2 for a usage error."
+            "Connect to URL as the sidecar would, in the dialect of --protocol, stream a few "
+            "seconds of test audio and report in plain words: handshake and TLS, whether audio "
+            "came back and how soon, and whether every message the server sent is valid. Exit "
+            "status 0 when all is well, 1 when anything is wrong, 2 for a usage error."
         ),
         formatter_class=HelpFormatter,
     )
-    p.add_argument("url", help="ws:// or wss:// URL of the server")
+    p.add_argument(
+        "url",
+        nargs="?",
+        help="ws:// or wss:// URL of the server [default: the dialect's own, where it has one]",
+    )
+    protocols.add_flag(p, dialects.DIALECTS, "client (the sidecar)")
     p.add_argument("--seconds", type=float, default=3.0, help="test audio to stream")
-    p.add_argument("--sample-rate", type=int, choices=messages.SAMPLE_RATES, default=16000)
+    p.add_argument(
+        "--sample-rate",
+        type=int,
+        choices=messages.SAMPLE_RATES,
+        help="rate of the audio sent, where the dialect lets it be chosen [default: 16000]",
+    )
     p.add_argument(
         "--header",
         action="append",
         default=[],
-        metavar="'NAME: VALUE'",
-        help="extra handshake header, e.g. Authorization (repeatable)",
+        metavar="'NAME: VALUE'|@FILE",
+        help="extra handshake header, e.g. Authorization, or @FILE of such lines (repeatable)",
+    )
+    p.add_argument(
+        "--session",
+        metavar="JSON|@FILE",
+        help="the dialect's session object, for dialects that take one",
     )
     p.add_argument("--ca-file", type=Path, help="PEM bundle of a private CA to trust")
     p.add_argument("--bot-id", default="bot_check", help="bot_id sent in every message")
@@ -660,7 +785,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--require-output",
         action="store_true",
-        help="fail (not just warn) when no bot_output comes back",
+        help="fail (not just warn) when no audio comes back",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(handler=main)
@@ -668,33 +793,48 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     try:
-        check_url(args.url, "URL")
-        headers = tuple(parse_header(h) for h in args.header)
+        options = options_from_args(args)
     except ConfigError as exc:
         print(f"audio-sidecar check: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not 0 < args.seconds <= 600:
-        print("audio-sidecar check: error: --seconds must be between 0 and 600", file=sys.stderr)
-        return EXIT_USAGE
-    if args.ca_file is not None and not args.ca_file.is_file():
-        print(
-            f"audio-sidecar check: error: --ca-file {args.ca_file} is not a file", file=sys.stderr
-        )
-        return EXIT_USAGE
-    options = CheckOptions(
-        url=args.url,
-        seconds=args.seconds,
-        sample_rate=args.sample_rate,
-        headers=headers,
-        ca_file=args.ca_file,
-        bot_id=args.bot_id,
-        connect_timeout=args.connect_timeout,
-        quiet_after=args.quiet_after,
-        require_output=args.require_output,
-    )
     report = trio.run(run_check, options)
     if args.json:
         print(msgspec.json.encode(report).decode())
     else:
         print(render(report))
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def options_from_args(args: argparse.Namespace) -> CheckOptions:
+    url = args.url or dialects.DIALECTS[args.protocol].default_url
+    if url is None:
+        raise ConfigError(f"give the server's URL (--protocol {args.protocol} has no default)")
+    check_url(url, "URL")
+    headers = tuple(pair for arg in args.header for pair in parse_header_arg(arg))
+    if not 0 < args.seconds <= 600:
+        raise ConfigError("--seconds must be between 0 and 600")
+    if args.ca_file is not None and not args.ca_file.is_file():
+        raise ConfigError(f"--ca-file {args.ca_file} is not a file")
+    config = protocols.resolve(
+        args.protocol,
+        url,
+        sample_rate=args.sample_rate,
+        headers=headers,
+        session=parse_session(args.session) if args.session is not None else None,
+        bot_id=args.bot_id,
+    )
+    for warning in config.warnings:
+        print(f"audio-sidecar check: warning: {warning}", file=sys.stderr)
+    return CheckOptions(
+        url=url,
+        protocol=args.protocol,
+        seconds=args.seconds,
+        sample_rate=config.sample_rate,
+        headers=config.headers,
+        ca_file=args.ca_file,
+        bot_id=args.bot_id,
+        connect_timeout=args.connect_timeout,
+        quiet_after=args.quiet_after,
+        require_output=args.require_output,
+        session=config.session or {},
+    )

@@ -1,7 +1,8 @@
 """`audio-sidecar demo`: the whole loop on one machine, with nothing external.
 
 An echo server (`serve --echo`, in this process, on a free localhost port), a
-real sidecar subprocess, and a synthetic bot that speaks generated
+real sidecar subprocess (`run`), both speaking the dialect of --protocol, and
+a synthetic bot that speaks generated
 speech-like audio into audio-in while recording audio-out. The report
 compares what came back with what was sent: round-trip latency (found by
 cross-correlation), level, SNR, drops and reconnects (from the sidecar's own
@@ -23,8 +24,10 @@ from typing import Any
 import msgspec
 import trio
 
-from sidecar import messages
-from sidecar.tools import analysis, synth
+from sidecar import dialects, messages
+from sidecar.config import ConfigError, dialect_options
+from sidecar.dialects.server import SERVER_SESSIONS
+from sidecar.tools import analysis, protocols, synth
 from sidecar.tools.botsocket import connect
 from sidecar.tools.feed import FeedOptions, FeedResult, MemorySource, stream_source
 from sidecar.tools.helpformat import HelpFormatter
@@ -50,12 +53,22 @@ MIN_CORRELATION = 0.5
 class DemoOptions:
     seconds: float = 5.0
     out: Path = Path("demo-echo.wav")
-    sample_rate: int = 16000
+    sample_rate: int | None = None
+    """On the websocket, where the dialect lets it be chosen; None: the sidecar's default."""
     delay_ms: int = 0
+    protocol: str = dialects.DEFAULT
+
+    def wire(self) -> str:
+        """How the audio travels on the websocket, in words; ConfigError for a
+        rate the dialect does not take."""
+        config = protocols.resolve(self.protocol, "ws://127.0.0.1/", sample_rate=self.sample_rate)
+        wire = dialects.make(self.protocol, dialect_options(config)).uplink_audio()
+        return f"{protocols.describe(wire)} {self.protocol} websocket"
 
 
 class DemoReport(msgspec.Struct):
     ok: bool = False
+    protocol: str = dialects.DEFAULT
     problem: str | None = None
     url: str = ""
     sidecar_pid: int = 0
@@ -139,32 +152,44 @@ async def run_demo(options: DemoOptions, say: Report) -> DemoReport:
 
 
 async def _run_demo(options: DemoOptions, say: Report) -> DemoReport:
-    report = DemoReport()
+    report = DemoReport(protocol=options.protocol)
+    wire = options.wire()
     sent = synth.speech_like(options.seconds, RATE)
     received = bytearray()
     server = Server(
-        ServeOptions(port=0, echo=True, delay_ms=options.delay_ms, stats_interval=0),
+        ServeOptions(
+            protocol=options.protocol,
+            port=0,
+            echo=True,
+            delay_ms=options.delay_ms,
+            stats_interval=0,
+        ),
         Report.silent(),
     )
+    rate = [] if options.sample_rate is None else ["--sample-rate", str(options.sample_rate)]
     with tempfile.TemporaryDirectory(prefix="audio-sidecar-demo-") as tmp:
         sock_in, sock_out = Path(tmp) / "in.sock", Path(tmp) / "out.sock"
         async with trio.open_nursery() as nursery:
             report.url = await nursery.start(server.run)
-            say.say(f"  echo server   {report.url} (audio-sidecar serve --echo, in this process)")
+            say.say(
+                f"  echo server   {report.url} (audio-sidecar serve --protocol "
+                f"{options.protocol} --echo, in this process)"
+            )
             process = await trio.lowlevel.open_process(
                 [
                     sys.executable,
                     "-m",
                     "sidecar",
                     "run",
+                    "--protocol",
+                    options.protocol,
                     "--url",
                     report.url + "demo",
                     "--audio-in",
                     str(sock_in),
                     "--audio-out",
                     str(sock_out),
-                    "--sample-rate",
-                    str(options.sample_rate),
+                    *rate,
                     "--bot-id",
                     "demo-bot",
                     "--stats-interval",
@@ -184,10 +209,7 @@ async def _run_demo(options: DemoOptions, say: Report) -> DemoReport:
                 with trio.fail_after(START_TIMEOUT_S):
                     await sidecar.wait_for("ready")
                     await sidecar.wait_for("connected")
-                say.say(
-                    f"  sidecar       pid {process.pid}: 48 kHz bot sockets <-> "
-                    f"{options.sample_rate} Hz websocket"
-                )
+                say.say(f"  sidecar       pid {process.pid}: 48 kHz bot sockets <-> {wire}")
                 say.say(
                     f"  bot           speaking {options.seconds:g} s of generated speech-like "
                     "audio, recording what comes back ..."
@@ -313,11 +335,15 @@ def render(report: DemoReport) -> str:
     if report.ok:
         lines.append(
             "OK: the loop works. Next: `make test`; to debug your own server, "
-            "`audio-sidecar check wss://your-server/`."
+            f"`audio-sidecar check{_protocol_flag(report)} wss://your-server/`."
         )
     else:
         lines.append(f"FAILED: {report.problem}")
     return "\n".join(lines)
+
+
+def _protocol_flag(report: DemoReport) -> str:
+    return "" if report.protocol == dialects.DEFAULT else f" --protocol {report.protocol}"
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -336,12 +362,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--seconds", type=float, default=5.0, help="length of the spoken sample")
     p.add_argument("--out", type=Path, default=Path("demo-echo.wav"), help="the recording")
+    protocols.add_flag(p, SERVER_SESSIONS, "sidecar and echo server")
     p.add_argument(
         "--sample-rate",
         type=int,
         choices=messages.SAMPLE_RATES,
-        default=16000,
-        help="rate on the websocket",
+        help="rate on the websocket, where the dialect lets it be chosen [default: 16000]",
     )
     p.add_argument("--delay-ms", type=int, default=0, help="extra delay in the echo server")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -355,7 +381,12 @@ def main(args: argparse.Namespace) -> int:
     if args.delay_ms < 0:
         print("audio-sidecar demo: error: --delay-ms must not be negative", file=sys.stderr)
         return EXIT_USAGE
-    options = DemoOptions(args.seconds, args.out, args.sample_rate, args.delay_ms)
+    options = DemoOptions(args.seconds, args.out, args.sample_rate, args.delay_ms, args.protocol)
+    try:
+        options.wire()
+    except ConfigError as exc:
+        print(f"audio-sidecar demo: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     say = Report(None, sys.stderr if args.json else sys.stdout)
     say.say("audio-sidecar demo: the whole loop on this machine")
     try:

@@ -1,9 +1,12 @@
-"""`audio-sidecar serve`: a local websocket server speaking the server's side of the contract.
+"""`audio-sidecar serve`: a local websocket server speaking the server's side of a dialect.
 
-Point a sidecar (or any bot speaking the protocol) at it to see what it sends:
-every message is validated against the contract, violations are reported with
-the exact reason, and live statistics go to stderr. It can record the audio it
-receives, echo it back as bot output, or speak a WAV file.
+Point a sidecar (or any client of the dialect: Attendee's realtime audio,
+Twilio Media Streams, Vonage websockets) at it to see what it sends: every
+message is validated against the dialect's rules by its server session
+(sidecar/dialects/server.py), violations are reported with the exact reason,
+and live statistics go to stderr. It can record the audio it receives, echo
+it back, or speak a WAV file, in the dialect's own shapes (Twilio: mu-law
+media in 20 ms pieces; Vonage: 20 ms binary frames).
 
 stdout carries JSON lines for scripts (the first is always
 `{"event": "listening", "url": ...}`); stderr carries the same news in words.
@@ -22,11 +25,28 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import trio
 import trio_websocket as tw
 
-from sidecar import messages
+from sidecar import dialects, messages
+from sidecar.dialects.base import MIXED, Invalid, Wire
+from sidecar.dialects.server import (
+    SERVER_SESSIONS,
+    AudioIn,
+    ClearAnswer,
+    Closed,
+    DtmfIn,
+    ErrorReplyIn,
+    MarkAnswer,
+    Opened,
+    ServerIncoming,
+    ServerOptions,
+    ServerSession,
+    server_session,
+)
 from sidecar.resample import Resampler
+from sidecar.tools import protocols
 from sidecar.tools.helpformat import HelpFormatter
 from sidecar.tools.pacing import Pacer
 from sidecar.tools.report import Report
@@ -47,6 +67,7 @@ HARD_MAX_MESSAGE = 8 * messages.MAX_MESSAGE_BYTES
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
+    protocol: str = dialects.DEFAULT
     host: str = "127.0.0.1"
     port: int = 8765
     echo: bool = False
@@ -65,18 +86,33 @@ class ServeOptions:
     max_message_bytes: int = messages.MAX_MESSAGE_BYTES
 
 
+Queued = tuple[float, Wire]
+"""A message to send, and when."""
+
+
 @dataclass(slots=True)
 class ClientState:
     """One websocket client, as the server sees it."""
 
     number: int
+    session: ServerSession
     traffic: Traffic = field(default_factory=Traffic)
+    opened: trio.Event = field(default_factory=trio.Event)
+    """The client's opening arrived: the server may speak."""
+    violations: int = 0
     echoed: int = 0
     played_s: float = 0.0
     marks_sent: dict[str, float] = field(default_factory=dict)
     marks: list[tuple[str, str]] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.note_opening()
+
+    def note_opening(self) -> None:
+        if self.session.ready:
+            self.opened.set()
 
 
 class Server:
@@ -116,7 +152,12 @@ class Server:
                 scheme = "wss" if context is not None else "ws"
                 host = f"[{opts.host}]" if ":" in opts.host else opts.host
                 self.url = f"{scheme}://{host}:{port}/"
-                self.report.event("listening", f"listening on {self.url}", url=self.url)
+                self.report.event(
+                    "listening",
+                    f"listening on {self.url} ({opts.protocol})",
+                    url=self.url,
+                    protocol=opts.protocol,
+                )
                 task_status.started(self.url)
                 await self.finished.wait()
                 nursery.cancel_scope.cancel()
@@ -133,7 +174,11 @@ class Server:
                 )
 
     async def _handle(self, request: tw.WebSocketRequest) -> None:
-        client = ClientState(next(self._numbers))
+        opts = self.options
+        session = server_session(
+            opts.protocol, ServerOptions(opts.max_message_bytes, opts.chunk_ms)
+        )
+        client = ClientState(next(self._numbers), session)
         self.clients.append(client)
         tag = f"[client {client.number}]"
         remote = _describe_endpoint(request.remote)
@@ -148,7 +193,7 @@ class Server:
             path=request.path,
             headers=header_names,
         )
-        send, receive = trio.open_memory_channel[tuple[float, str]](math.inf)
+        send, receive = trio.open_memory_channel[Queued](math.inf)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, ws, client, send, nursery.cancel_scope)
             nursery.start_soon(self._send, ws, receive)
@@ -175,7 +220,7 @@ class Server:
         self,
         ws: tw.WebSocketConnection,
         client: ClientState,
-        send: trio.MemorySendChannel[tuple[float, str]],
+        send: trio.MemorySendChannel[Queued],
         scope: trio.CancelScope,
     ) -> None:
         # Drain without pause: trio-websocket stops answering pings when its
@@ -194,51 +239,83 @@ class Server:
     def _received(
         self,
         client: ClientState,
-        raw: str | bytes,
+        raw: Wire,
         now: float,
-        send: trio.MemorySendChannel[tuple[float, str]],
+        send: trio.MemorySendChannel[Queued],
     ) -> None:
-        message = messages.decode_sidecar_message(raw, self.options.max_message_bytes)
-        client.traffic.received(now, message)
-        if isinstance(message, messages.MessageError):
-            self._violation(client, message)
-        elif isinstance(message, messages.MixedAudio):
-            self._record(message.data.chunk, message.data.sample_rate)
-            if self.options.echo:
-                out = messages.BotOutput(
-                    data=messages.BotOutputData(
-                        chunk=message.data.chunk, sample_rate=message.data.sample_rate
-                    )
+        heard = client.session.receive(raw)
+        client.traffic.received(now, raw, heard)
+        for item in heard:
+            self._heard(client, item, now, send)
+        client.note_opening()
+
+    def _heard(
+        self,
+        client: ClientState,
+        item: ServerIncoming,
+        now: float,
+        send: trio.MemorySendChannel[Queued],
+    ) -> None:
+        tag = f"[client {client.number}]"
+        match item:
+            case Invalid(error=error):
+                self._violation(client, error)
+            case AudioIn(stream=stream) if stream == MIXED:
+                self._record(item.pcm, item.rate)
+                if self.options.echo:
+                    client.echoed += 1
+                    due = now + self.options.delay_ms / 1000
+                    for wire in client.session.audio(item.pcm, item.rate):
+                        send.send_nowait((due, wire))
+            case AudioIn():
+                pass  # one participant's audio: counted, not recorded nor echoed
+            case Opened(info=info):
+                about = ", ".join(f"{k} {_short(v)}" for k, v in info.items())
+                self.report.event(
+                    "opened",
+                    f"{tag} stream opened" + (f": {about}" if about else ""),
+                    client=client.number,
+                    info=dict(info),
+                    sample_rate=item.rate,
                 )
-                client.echoed += 1
-                send.send_nowait((now + self.options.delay_ms / 1000, _text(out)))
-        elif isinstance(message, messages.MarkEcho):
-            name, status = message.data.name, message.data.status
-            client.marks.append((name, status))
-            sent = client.marks_sent.pop(name, None)
-            after = f" {(now - sent) * 1000:.0f} ms after it was sent" if sent else ""
-            self.report.event(
-                "mark",
-                f"[client {client.number}] mark {name!r} {status}{after}",
-                client=client.number,
-                name=name,
-                status=status,
-                after_ms=round((now - sent) * 1000) if sent else None,
-            )
-        elif isinstance(message, messages.Error):
-            # The sidecar refused something we sent: a bug in this tool, or a
-            # contract change. Worth saying loudly either way.
-            self.report.event(
-                "error_reply",
-                f"[client {client.number}] the client rejected a message we sent: "
-                f"{message.data.code}: {message.data.message}",
-                client=client.number,
-                code=str(message.data.code),
-                message=message.data.message,
-            )
+            case MarkAnswer(name=name, played=played):
+                status = {True: "played", False: "cleared", None: "answered"}[played]
+                client.marks.append((name, status))
+                sent = client.marks_sent.pop(name, None)
+                after = f" {(now - sent) * 1000:.0f} ms after it was sent" if sent else ""
+                self.report.event(
+                    "mark",
+                    f"{tag} mark {name!r} {status}{after}",
+                    client=client.number,
+                    name=name,
+                    status=status,
+                    after_ms=round((now - sent) * 1000) if sent else None,
+                )
+            case ErrorReplyIn(code=code, message=message):
+                # The client refused something we sent: a bug in this tool, or a
+                # contract change. Worth saying loudly either way.
+                self.report.event(
+                    "error_reply",
+                    f"{tag} the client rejected a message we sent: {code}: {message}",
+                    client=client.number,
+                    code=str(code),
+                    message=message,
+                )
+            case DtmfIn(digit=digit):
+                self.report.event("dtmf", f"{tag} DTMF {digit}", client=client.number, digit=digit)
+            case ClearAnswer():
+                self.report.event("cleared", f"{tag} clear confirmed", client=client.number)
+            case Closed(info=info):
+                self.report.event(
+                    "closed",
+                    f"{tag} the client ended the stream",
+                    client=client.number,
+                    info=dict(info),
+                )
 
     def _violation(self, client: ClientState, error: messages.MessageError) -> None:
-        count = client.traffic.violations
+        client.violations += 1
+        count = client.violations
         text: str | None = None
         if count <= MAX_VIOLATION_LINES:
             text = (
@@ -274,13 +351,13 @@ class Server:
         self._writer.write(chunk)
 
     async def _send(
-        self, ws: tw.WebSocketConnection, receive: trio.MemoryReceiveChannel[tuple[float, str]]
+        self, ws: tw.WebSocketConnection, receive: trio.MemoryReceiveChannel[Queued]
     ) -> None:
         async with receive:
-            async for due, text in receive:
+            async for due, wire in receive:
                 await trio.sleep_until(due)
                 try:
-                    await ws.send_message(text)
+                    await ws.send_message(wire)
                 except tw.ConnectionClosed:
                     return
 
@@ -300,24 +377,28 @@ class Server:
                 stats=snap,
             )
 
-    async def _play(
-        self, client: ClientState, send: trio.MemorySendChannel[tuple[float, str]]
-    ) -> None:
+    async def _play(self, client: ClientState, send: trio.MemorySendChannel[Queued]) -> None:
         opts = self.options
         assert opts.play is not None
         await trio.sleep(opts.play_after)
+        await client.opened.wait()
+        session = client.session
         async with send:
             with WavReader(opts.play) as reader:
-                rate = opts.play_rate or nearest_rate(reader.rate)
+                rate = opts.play_rate
+                if rate not in session.output_rates:
+                    rate = nearest_rate(reader.rate, session.output_rates)
                 resampler = Resampler(reader.rate, rate)
                 per_chunk = reader.rate * opts.chunk_ms // 1000
                 pacer = Pacer()
                 pending = b""
                 chunk_bytes = rate * opts.chunk_ms // 1000 * 2
+                refused = opts.play_rate not in (None, rate)
                 self.report.event(
                     "playing",
                     f"[client {client.number}] playing {opts.play} "
-                    f"({reader.format.describe()}) as bot_output at {rate} Hz",
+                    f"({reader.format.describe()}) to the client at {rate} Hz"
+                    + (f" (this stream takes no --play-rate {opts.play_rate})" if refused else ""),
                     client=client.number,
                     path=str(opts.play),
                     sample_rate=rate,
@@ -336,12 +417,12 @@ class Server:
                         await self._speak(client, send, pacer, piece, rate)
                 if pending:
                     await self._speak(client, send, pacer, pending, rate)
-            mark = messages.Mark(data=messages.MarkData(name=opts.mark))
             client.marks_sent[opts.mark] = trio.current_time()
-            send.send_nowait((trio.current_time(), _text(mark)))
+            for wire in session.mark(opts.mark):
+                send.send_nowait((trio.current_time(), wire))
             self.report.event(
                 "played",
-                f"[client {client.number}] sent {client.played_s:.2f} s of bot_output, "
+                f"[client {client.number}] sent {client.played_s:.2f} s of audio, "
                 f"then mark {opts.mark!r}",
                 client=client.number,
                 seconds=round(client.played_s, 3),
@@ -351,22 +432,27 @@ class Server:
     async def _speak(
         self,
         client: ClientState,
-        send: trio.MemorySendChannel[tuple[float, str]],
+        send: trio.MemorySendChannel[Queued],
         pacer: Pacer,
         pcm: bytes,
         rate: int,
     ) -> None:
         seconds = len(pcm) / 2 / rate
         await pacer.wait(seconds)
-        out = messages.BotOutput(data=messages.BotOutputData(chunk=pcm, sample_rate=rate))  # type: ignore[arg-type]
-        send.send_nowait((trio.current_time(), _text(out)))
+        for wire in client.session.audio(pcm, rate):
+            send.send_nowait((trio.current_time(), wire))
         client.played_s += seconds
 
 
-def nearest_rate(rate: int) -> int:
-    """The highest contract rate not above `rate` (upsampling adds nothing)."""
-    fitting = [r for r in messages.SAMPLE_RATES if r <= rate]
-    return max(fitting) if fitting else min(messages.SAMPLE_RATES)
+def nearest_rate(rate: int, rates: tuple[int, ...] = messages.SAMPLE_RATES) -> int:
+    """The highest of `rates` not above `rate` (upsampling adds nothing)."""
+    fitting = [r for r in rates if r <= rate]
+    return max(fitting) if fitting else min(rates)
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _describe_endpoint(endpoint: tw.Endpoint | str) -> str:
@@ -374,10 +460,6 @@ def _describe_endpoint(endpoint: tw.Endpoint | str) -> str:
         host = f"[{endpoint.address}]" if ":" in str(endpoint.address) else endpoint.address
         return f"{host}:{endpoint.port}"
     return str(endpoint)
-
-
-def _text(message: messages.ServerMessage) -> str:
-    return messages.encode(message).decode()
 
 
 def _tls_context(opts: ServeOptions) -> ssl.SSLContext | None:
@@ -424,26 +506,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="a local test server: validate, record, echo or play",
         description=(
-            "A local websocket server speaking the server side of the contract. It validates "
-            "every message it receives and prints live statistics to stderr. stdout carries "
-            'JSON lines; the first is {"event": "listening", "url": ...}. Exit status 1 if any '
-            "message broke the contract."
+            "A local websocket server speaking the server side of a dialect (--protocol). It "
+            "validates every message it receives against the dialect's rules and prints live "
+            "statistics to stderr. stdout carries JSON lines; the first is "
+            '{"event": "listening", "url": ...}. Exit status 1 if any message broke the rules.'
         ),
         formatter_class=HelpFormatter,
     )
+    protocols.add_flag(p, SERVER_SESSIONS, "server")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--echo", action="store_true", help="send received audio back as bot_output")
-    mode.add_argument(
-        "--play", type=Path, metavar="FILE.wav", help="speak a WAV file as bot_output"
-    )
+    mode.add_argument("--echo", action="store_true", help="send received audio back to play")
+    mode.add_argument("--play", type=Path, metavar="FILE.wav", help="speak a WAV file")
     p.add_argument("--delay-ms", type=int, default=0, help="with --echo: hold each echo this long")
     p.add_argument(
         "--play-rate",
         type=int,
         choices=messages.SAMPLE_RATES,
-        help="with --play: bot_output sample rate [default: highest not above the file's]",
+        help="with --play: the rate to send at, where the dialect takes it "
+        "[default: the highest it takes not above the file's]",
     )
     p.add_argument(
         "--play-after",
@@ -455,8 +537,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--mark", default="play-end", help="with --play: name of the mark sent at the end"
     )
-    p.add_argument("--chunk-ms", type=int, default=20, help="with --play: audio per message")
-    p.add_argument("--record", type=Path, metavar="FILE.wav", help="save received mixed audio")
+    p.add_argument(
+        "--chunk-ms",
+        type=int,
+        default=20,
+        help="audio per message with --play, and per Twilio media message",
+    )
+    p.add_argument("--record", type=Path, metavar="FILE.wav", help="save the received audio")
     p.add_argument("--stats-interval", type=float, default=2.0, help="seconds; 0 = off")
     p.add_argument("--once", action="store_true", help="exit when the first client disconnects")
     p.add_argument(
@@ -476,6 +563,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     options = ServeOptions(
+        protocol=args.protocol,
         host=args.host,
         port=args.port,
         echo=args.echo,

@@ -1,28 +1,25 @@
 """Live statistics of the audio messages a server receives (sans-I/O).
 
-Fed each message with its arrival time; reports message counts and rate, how
-much audio arrived versus wall time, gaps and overlaps in `timestamp_ms`
-(each chunk should start where the previous one ended), and RFC 3550
-interarrival jitter: how irregularly messages arrive relative to their
-timestamps.
+Fed each message with its arrival time and what the dialect's server session
+made of it; reports message counts and rate, how much audio arrived versus
+wall time, gaps and overlaps in the timestamps (each chunk should start where
+the previous one ended), and RFC 3550 interarrival jitter: how irregularly
+messages arrive relative to their timestamps. Where the wire carries no
+timestamp (Vonage), the audio's own time stands in: no gaps can show, jitter
+still does.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sidecar.messages import (
-    ERROR,
-    MARK,
-    MIXED,
-    PER_PARTICIPANT,
-    MarkEcho,
-    MessageError,
-    MixedAudio,
-    ParticipantAudio,
-    SidecarMessage,
-)
+import msgspec
+
+from sidecar.dialects.base import MIXED, Invalid, Wire
+from sidecar.dialects.server import AudioIn, ServerIncoming
 
 # `timestamp_ms` is whole milliseconds, so consecutive chunks may look 1 ms off.
 DEFAULT_GAP_TOLERANCE_MS = 2.0
@@ -48,7 +45,7 @@ class Snapshot:
     """Over the interval since the previous snapshot."""
     audio_s: float
     realtime_factor: float
-    """Audio seconds per wall second over the span the messages arrived in (1.0 = live)."""
+    """Audio seconds per wall second over the span the audio arrived in (1.0 = live)."""
     sample_rates: list[int]
     gaps: int
     max_gap_ms: float
@@ -79,47 +76,39 @@ class Traffic:
     max_gap_ms: float = 0.0
     overlaps: int = 0
     first_arrival_s: float | None = None
-    last_arrival_s: float | None = None
     first_audio_s: float = 0.0
+    """The first chunk's duration: it was captured before it arrived."""
+    audio_span_s: tuple[float, float] | None = None
+    """When the first and the latest audio arrived."""
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _last_snapshot: tuple[float, int] | None = None
 
-    def received(
-        self,
-        arrival_s: float,
-        message: SidecarMessage | MessageError,
-    ) -> None:
-        """Count one message; `arrival_s` is any monotonic clock in seconds."""
+    def received(self, arrival_s: float, message: Wire, heard: Sequence[ServerIncoming]) -> None:
+        """Count one message and what it meant; `arrival_s` is any monotonic clock in seconds."""
         self.messages += 1
         if self.first_arrival_s is None:
             self.first_arrival_s = arrival_s
-        self.last_arrival_s = arrival_s
-        if isinstance(message, MessageError):
-            self.violations += 1
-            self.violations_by_code[message.code] += 1
-            self.by_trigger[message.trigger or "(invalid)"] += 1
-            return
-        if isinstance(message, MixedAudio):
-            self.by_trigger[MIXED] += 1
-            data = message.data
-            self._audio("mixed", arrival_s, data.chunk, data.sample_rate, data.timestamp_ms)
-        elif isinstance(message, ParticipantAudio):
-            self.by_trigger[PER_PARTICIPANT] += 1
-            pdata = message.data
-            key = f"participant:{pdata.participant_uuid}"
-            self._audio(key, arrival_s, pdata.chunk, pdata.sample_rate, pdata.timestamp_ms)
-        elif isinstance(message, MarkEcho):
-            self.by_trigger[MARK] += 1
-        else:
-            self.by_trigger[ERROR] += 1
+        self.by_trigger[kind_of(message)] += 1
+        for item in heard:
+            if isinstance(item, Invalid):
+                self.violations += 1
+                self.violations_by_code[item.error.code] += 1
+            elif isinstance(item, AudioIn):
+                key = "mixed" if item.stream == MIXED else f"participant:{item.stream}"
+                self._audio(key, arrival_s, item.pcm, item.rate, item.timestamp_ms)
 
-    def _audio(self, key: str, arrival_s: float, chunk: bytes, rate: int, ts_ms: int) -> None:
+    def _audio(
+        self, key: str, arrival_s: float, chunk: bytes, rate: int, stamp: int | None
+    ) -> None:
         duration_ms = len(chunk) / 2 * 1000.0 / rate
-        if not self.audio_s:
+        if self.audio_span_s is None:
             self.first_audio_s = duration_ms / 1000.0
+            self.audio_span_s = (arrival_s, arrival_s)
+        self.audio_span_s = (self.audio_span_s[0], arrival_s)
         self.audio_s += duration_ms / 1000.0
         self.sample_rates.add(rate)
         stream = self._streams.setdefault(key, _Stream())
+        ts_ms = (stream.next_ts_ms or 0.0) if stamp is None else float(stamp)
         if stream.next_ts_ms is not None:
             gap = ts_ms - stream.next_ts_ms
             if gap > self.gap_tolerance_ms:
@@ -147,9 +136,8 @@ class Traffic:
         self._last_snapshot = (now_s, self.messages)
         interval = now_s - since
         rate = (self.messages - count) / interval if interval > 0 else 0.0
-        # The first chunk was captured before it arrived: count its duration too.
-        last = self.last_arrival_s if self.last_arrival_s is not None else now_s
-        wall = last - (self.first_arrival_s or last) + self.first_audio_s
+        first, last = self.audio_span_s or (now_s, now_s)
+        wall = last - first + self.first_audio_s
         return Snapshot(
             messages=self.messages,
             by_trigger=dict(self.by_trigger),
@@ -164,3 +152,31 @@ class Traffic:
             overlaps=self.overlaps,
             jitter_ms=round(self.jitter_ms, 2),
         )
+
+
+class _Names(msgspec.Struct):
+    trigger: Any = None
+    event: Any = None
+    action: Any = None
+    type: Any = None
+
+
+_names = msgspec.json.Decoder(_Names)
+BINARY = "(binary)"
+UNNAMED = "(invalid)"
+
+
+def kind_of(message: Wire) -> str:
+    """What a message calls itself, for counting: the field that names a JSON
+    message in the dialects (`trigger`, `event`, `action`, `type`), `(binary)`
+    for a binary one, `(invalid)` for text that names nothing."""
+    if isinstance(message, bytes):
+        return BINARY
+    try:
+        names = _names.decode(message)
+    except (msgspec.MsgspecError, RecursionError, UnicodeError):
+        return UNNAMED
+    for name in (names.trigger, names.event, names.action, names.type):
+        if isinstance(name, str):
+            return name
+    return UNNAMED
