@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all demo test lint proto bench bench-quick fuzz soak clean
+.PHONY: all demo test interop lint proto bench bench-quick fuzz soak clean
 
 all: test
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Pipecat (numpy, numba, onnxruntime: a minute or two the first time).
+$(VENV)/.interop: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,interop]'
+	touch $(VENV)/.interop
+
 $(VENV)/.bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(VENV)/.bench
@@ -22,10 +27,16 @@ $(VENV)/.bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/audio-sidecar demo
 
-test: $(STAMP)
-	$(BIN)/pytest -q
+# Every test, the Pipecat interop ones included: none may skip for a missing extra.
+test: $(VENV)/.interop
+	SIDECAR_REQUIRE_INTEROP=1 $(BIN)/pytest -q
 
-lint: $(STAMP)
+# Only the dialects against a real Pipecat server.
+interop: $(VENV)/.interop
+	SIDECAR_REQUIRE_INTEROP=1 $(BIN)/pytest -q tests/test_interop_pipecat.py
+
+# mypy reads the Pipecat server of the interop tests, so lint needs Pipecat's types.
+lint: $(VENV)/.interop
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
