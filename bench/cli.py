@@ -24,6 +24,9 @@ SECTIONS: Final = (
     "floor",
     "startup",
     "trials",
+    "counts",
+    "before",
+    "chunks",
     "scale",
     "participants",
     "profile",
@@ -31,9 +34,21 @@ SECTIONS: Final = (
 DEFAULT_SECTIONS: Final = SECTIONS[:-1]
 STARTUP_IMPLS: Final = ("sidecar-medium", "naive", "soxr-stream")
 # The default configuration runs first: its duplex phase is the soak.
-TRIAL_ORDER: Final = ("sidecar-medium", "naive", "soxr-stream", "sidecar-fastest", "sidecar-best")
+TRIAL_ORDER: Final = (
+    "sidecar-medium",
+    "naive",
+    "soxr-stream",
+    "sidecar-fastest",
+    "sidecar-best",
+    "sidecar-twilio",
+)
+# Other dialects: the default's uplink and duplex phases, no idle or flat-out phase.
+DIALECT_TRIALS: Final = ("sidecar-twilio",)
 DEFAULT: Final = "sidecar-medium"
 PROFILE_S: Final = 30.0
+# Issue #12's "before": the CPU of the last full run before the fast path, pinned here
+# (bench/before.json) so that neither a quick run nor the next full run moves it.
+BEFORE_FILE: Final = REPO / "bench" / "before.json"
 
 T = TypeVar("T")
 
@@ -43,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark audio-sidecar against the naive and soxr-stream baselines.",
     )
-    p.add_argument("--quick", action="store_true", help="short phases: under two minutes")
+    p.add_argument("--quick", action="store_true", help="short phases: about three minutes")
     p.add_argument("--soak", type=float, metavar="S", help="seconds of the default's duplex soak")
     p.add_argument(
         "--only",
@@ -160,7 +175,8 @@ async def _async_sections(run: Run, wanted: set[str]) -> None:
                 run.results["trials"] = {}
                 for key in TRIAL_ORDER:
                     impl = IMPLS[key]
-                    other_quality = key.startswith("sidecar-") and key != DEFAULT
+                    dialect = key in DIALECT_TRIALS
+                    other_quality = key.startswith("sidecar-") and key != DEFAULT and not dialect
                     phase = plan.other_qualities_s if other_quality else plan.uplink_s
                     duplex = (
                         plan.soak_s
@@ -169,12 +185,51 @@ async def _async_sections(run: Run, wanted: set[str]) -> None:
                     )
                     work = scenarios.trial(
                         server, workdir, impl, plan, phase_s=phase, duplex_s=duplex,
-                        idle=not other_quality, flat=not (plan.quick and other_quality),
+                        idle=not (other_quality or dialect),
+                        flat=not (dialect or (plan.quick and other_quality)),
                         progress=run.progress,
                     )  # fmt: skip
                     result = await _guarded(run, f"{key}: trial", work)
                     if result is not None:
                         run.results["trials"][key] = result.to_json()
+                    run.save()
+            if "counts" in wanted:
+                from bench import hotpath
+
+                run.results["counts"] = []
+                for i in range(plan.count_runs):
+                    counted_run = await _guarded(
+                        run,
+                        f"counts #{i + 1}",
+                        hotpath.counts(server, workdir, plan, i, run.progress),
+                    )
+                    if counted_run is not None:
+                        run.results["counts"].append(counted_run.to_json())
+                    run.save()
+            before = run.results.get("before") or {}
+            if "before" in wanted and before.get("commit"):
+                from bench import hotpath
+
+                compared = await _guarded(
+                    run,
+                    f"before/now ({before['commit']})",
+                    hotpath.before_and_now(server, workdir, plan, before["commit"], run.progress),
+                )
+                if compared is not None:
+                    run.results["before_now"] = compared
+                run.save()
+            if "chunks" in wanted:
+                from bench import hotpath
+
+                run.results["chunks"] = []
+                for ms in hotpath.CHUNK_MS:
+                    row = await _guarded(
+                        run,
+                        f"--chunk-ms {ms}",
+                        hotpath.chunk(server, workdir, plan, ms, run.progress),
+                    )
+                    if row is not None:
+                        run.results["chunks"].append(row.to_json())
                     run.save()
             if "scale" in wanted:
                 run.results["scale"] = []
@@ -209,6 +264,32 @@ async def _async_sections(run: Run, wanted: set[str]) -> None:
                 run.save()
 
 
+def read_before(results_dir: Path) -> dict[str, Any] | None:
+    """Issue #12's reference CPU figures: bench/before.json; without it, what the
+    results directory's latest.json carries or, a full run itself, is."""
+    if BEFORE_FILE.exists():
+        pinned: dict[str, Any] = json.loads(BEFORE_FILE.read_text())
+        return pinned
+    latest = results_dir / "latest.json"
+    try:
+        last: dict[str, Any] = json.loads(latest.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(last.get("before"), dict):
+        carried: dict[str, Any] = last["before"]
+        return carried
+    trials = last.get("trials") or {}
+    if not last.get("complete") or last.get("plan", {}).get("quick") or DEFAULT not in trials:
+        return None
+    return {
+        "source": f"{latest.name} at the start of this run",
+        "date": last["meta"]["date"],
+        "commit": last["meta"]["commit"],
+        "sidecar_uplink_cpu_pct": trials[DEFAULT]["uplink"]["cpu_pct"],
+        "sidecar_duplex_cpu_pct": trials[DEFAULT]["duplex"]["cpu_pct"],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -221,7 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = wanted - set(SECTIONS)
     if unknown:
         parser().error(f"unknown sections: {', '.join(sorted(unknown))}")
+    before = read_before(args.results)
     run = Run(plan, args.results, "partial.tmp" if partial else "latest.json")
+    if before is not None:
+        run.results["before"] = before
     run.progress(
         f"{'quick' if plan.quick else 'full'} run on {machine.summary_line(run.results['meta'])}"
     )

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -30,7 +31,7 @@ import numpy as np
 import psutil
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from bench import baseline
+from bench import baseline, twilio
 from bench.converters import ConverterName
 from sidecar.resample import Quality, Resampler
 
@@ -133,10 +134,17 @@ def _chunk_samples(message: Json) -> int:
 
 class Lane:
     def __init__(
-        self, name: str, workdir: Path, sample_rate: int = 16000, keep_audio: bool = False
+        self,
+        name: str,
+        workdir: Path,
+        sample_rate: int = 16000,
+        keep_audio: bool = False,
+        protocol: str = "attendee",
     ) -> None:
         self.name = name
         self.keep_audio = keep_audio
+        self.protocol = protocol
+        """The dialect the server speaks: `attendee`, or `twilio` (bench.twilio)."""
         self.audio_in = workdir / f"{name}.in.sock"
         self.audio_out = workdir / f"{name}.out.sock"
         self.sample_rate = sample_rate
@@ -186,28 +194,37 @@ class Lane:
         self.connections += 1
         self.connected.set()
         loop = asyncio.get_running_loop()
+        parse = self._twilio if self.protocol == "twilio" else self._attendee
         with contextlib.suppress(Exception):
             async for raw in ws:
                 t = loop.time()
                 try:
-                    message = json.loads(raw)
-                    trigger = message.get("trigger")
-                    if trigger == "realtime_audio.mixed":
-                        self.mixed.add(t, _chunk_samples(message))
-                        self._message.set()
-                    elif trigger == "realtime_audio.per_participant":
-                        who = str(message["data"]["participant_uuid"])
-                        self.participants.setdefault(who, Arrivals()).add(
-                            t, _chunk_samples(message)
-                        )
-                        self._message.set()
-                    else:
-                        self.other_messages[str(trigger)] += 1
+                    parse(json.loads(raw), t)
                 except (ValueError, KeyError, TypeError):
                     self.bad_messages += 1
         if self.ws is ws:
             self.ws = None
             self.connected.clear()
+
+    def _attendee(self, message: Json, t: float) -> None:
+        trigger = message.get("trigger")
+        if trigger == "realtime_audio.mixed":
+            self.mixed.add(t, _chunk_samples(message))
+            self._message.set()
+        elif trigger == "realtime_audio.per_participant":
+            who = str(message["data"]["participant_uuid"])
+            self.participants.setdefault(who, Arrivals()).add(t, _chunk_samples(message))
+            self._message.set()
+        else:
+            self.other_messages[str(trigger)] += 1
+
+    def _twilio(self, message: Json, t: float) -> None:
+        samples = twilio.media_samples(message)
+        if samples is None:
+            self.other_messages[str(message.get("event"))] += 1
+        else:
+            self.mixed.add(t, samples)
+            self._message.set()
 
     async def quiet(self, quiet_s: float, give_up_s: float) -> float:
         """Wait until no message has arrived for `quiet_s`; returns the last arrival."""
@@ -233,7 +250,7 @@ class Lane:
 
     async def talk(self, stop: asyncio.Event, script: Script, offset: float = 0.0) -> None:
         """Utterances every `period_s` until `stop`; an utterance started is finished."""
-        burst, stream = script.texts()
+        burst, stream = twilio.texts(script) if self.protocol == "twilio" else script.texts()
         start = now() + offset
         k = 0
         while not stop.is_set():
@@ -432,6 +449,16 @@ class Impl:
     stats_underruns: bool
     """Its stats count playout underruns the way the sidecar defines them."""
     converter: ConverterName
+    protocol: str = "attendee"
+    """`--protocol`; the bench's server speaks attendee and twilio (bench.twilio)."""
+    sample_rate: int = 16000
+    """Of the audio sent to the server (twilio: 8000, G.711 mu-law)."""
+    extra: tuple[str, ...] = ()
+    """More `audio-sidecar run` flags (`--chunk-ms 40`, say)."""
+    cwd: Path | None = None
+    """Where the process starts, so `-m sidecar` finds the code there (another
+    commit's, bench.before); the bench's own modules stay on PYTHONPATH. Default:
+    this repository."""
 
     def holdback_samples(self, rate: int) -> int:
         """Output its converter may still hold while input pauses (not a drop)."""
@@ -439,7 +466,17 @@ class Impl:
             return 0
         if self.quality is None:
             return rate // 10  # soxr's stream works in blocks of up to ~70 ms
-        return math.ceil(Resampler(BOT_RATE, rate, self.quality).delay_ms * rate / 1000) + 1
+        held = math.ceil(Resampler(BOT_RATE, rate, self.quality).delay_ms * rate / 1000) + 1
+        if self.protocol == "twilio":
+            held += twilio.PACKET_SAMPLES  # the dialect cuts exact 20 ms packets
+        return held
+
+    def lane(self, name: str, workdir: Path, keep_audio: bool = False) -> Lane:
+        """A lane whose server speaks this contender's dialect at its rate."""
+        return Lane(
+            name, workdir, sample_rate=self.sample_rate, keep_audio=keep_audio,
+            protocol=self.protocol,
+        )  # fmt: skip
 
     def argv(self, url: str, lane: Lane, stats_interval: float) -> list[str]:
         args = [
@@ -459,10 +496,13 @@ class Impl:
         ]
         if self.quality is not None:
             args += ["--quality", self.quality]
-        return args
+        if self.protocol != "attendee":
+            args += ["--protocol", self.protocol]
+        return args + list(self.extra)
 
 
 SIDECAR: Final = ("-m", "sidecar", "run")
+COUNTED: Final = ("-m", "bench.counted", "run")
 IMPLS: Final[dict[str, Impl]] = {
     impl.key: impl
     for impl in (
@@ -481,6 +521,27 @@ IMPLS: Final[dict[str, Impl]] = {
             False,
             "soxr",
         ),
+        Impl(
+            "sidecar-twilio",
+            "sidecar, medium, --protocol twilio",
+            SIDECAR,
+            "medium",
+            True,
+            True,
+            "medium",
+            protocol="twilio",
+            sample_rate=twilio.RATE,
+        ),
+        # The default sidecar under bench.counted's scheduler counters (not timed).
+        Impl(
+            "sidecar-counted",
+            "sidecar, medium (counted)",
+            COUNTED,
+            "medium",
+            True,
+            True,
+            "medium",
+        ),
     )
 }
 
@@ -489,6 +550,8 @@ IMPLS: Final[dict[str, Impl]] = {
 class Proc:
     impl: Impl
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to this process's environment."""
     events: list[Json] = field(default_factory=list)
     stderr: bytearray = field(default_factory=bytearray)
     spawned: float = 0.0
@@ -501,13 +564,20 @@ class Proc:
 
     async def start(self) -> Proc:
         self.spawned = now()
+        env = dict(self.env)
+        if self.impl.cwd is not None:
+            # Its cwd comes first on sys.path, so its `sidecar` wins; `bench` is ours.
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+            )
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             *self.argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
+            cwd=self.impl.cwd or REPO,
+            env={**os.environ, **env} if env else None,
         )
         self._ps = psutil.Process(self._process.pid)
         self._readers = [
@@ -555,8 +625,8 @@ class Proc:
         return self.stderr[-2000:].decode(errors="replace")
 
     def cpu_seconds(self) -> float:
-        times = self._ps.cpu_times()
-        return float(times.user + times.system)
+        """On-CPU time of all its threads (`cpu_seconds_of`)."""
+        return cpu_seconds_of(self.pid, self._ps)
 
     def rss(self) -> int:
         return int(self._ps.memory_info().rss)
@@ -616,6 +686,33 @@ async def running(procs: Sequence[Proc]) -> AsyncIterator[None]:
                     proc.returncode = await asyncio.wait_for(proc._process.wait(), 5)
 
 
+def cpu_seconds_of(pid: int, ps: Any) -> float:
+    """The kernel's exact on-CPU time of a process's live threads, in seconds.
+
+    Each thread's sum_exec_runtime (the first field of /proc/PID/task/TID/schedstat,
+    in ns): the same time psutil's user + system report, which the kernel rounds to
+    10 ms ticks, too coarse for a 3 s phase of a process using 5% of a core (one tick
+    is 0.33%). A thread that exits between two readings takes its time with it (the
+    sidecar's only short-lived threads write events, a few ms a minute); where there
+    is no schedstat, psutil's figure.
+    """
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tasks = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread is gone
+    if tasks and total:
+        return total / 1e9
+    times = ps.cpu_times()
+    return float(times.user + times.system)
+
+
 class CpuMeter:
     """CPU seconds per wall second of a set of processes (this one included on request)."""
 
@@ -629,8 +726,7 @@ class CpuMeter:
     def _self_seconds(self) -> float:
         if self._self is None:
             return 0.0
-        times = self._self.cpu_times()
-        return float(times.user + times.system)
+        return cpu_seconds_of(self._self.pid, self._self)
 
     def start(self) -> None:
         self._start = now()

@@ -26,6 +26,10 @@ class Plan:
     participants_n: int
     participants_s: float
     """One sidecar: `participants_n` participant streams plus the mixed one, this long."""
+    count_runs: int = 2
+    """Processes counted (bench.counted), each through uplink and duplex phases."""
+    compare_s: float = 10.0
+    """Each phase of the chunk sweep (uplink) and of before/now (uplink, duplex)."""
     stats_interval_s: float = 5.0
 
     def to_json(self) -> dict[str, Any]:
@@ -69,4 +73,6 @@ QUICK = Plan(
     scale_s=5.0,
     participants_n=16,
     participants_s=5.0,
+    count_runs=1,
+    compare_s=3.0,
 )

@@ -17,6 +17,7 @@ COLORS: Final = {
     "sidecar-best": "#08306b",
     "naive": "#d94801",
     "soxr-stream": "#41ab5d",
+    "sidecar-twilio": "#6a51a3",
     "fastest": "#9ecae1",
     "medium": "#2171b5",
     "best": "#08306b",
@@ -202,6 +203,35 @@ def scale(results: dict[str, Any], path: Path) -> str:
     return _save(fig, path)
 
 
+def chunks(results: dict[str, Any], path: Path) -> str:
+    """Uplink-only CPU against --chunk-ms, beside soxr-stream's and the code before's, all
+    from this run."""
+    rows = sorted(results.get("chunks", []), key=lambda r: r["chunk_ms"])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ms = [r["chunk_ms"] for r in rows]
+    ax.plot(ms, [r["cpu_pct"] for r in rows], "o-", color=COLORS["sidecar-medium"], label="sidecar")
+    soxr = (results.get("trials", {}).get("soxr-stream") or {}).get("uplink", {}).get("cpu_pct")
+    if soxr is not None:
+        ax.axhline(soxr, color=COLORS["soxr-stream"], ls="--", lw=1, label="soxr-stream, 20 ms")
+    compared = results.get("before_now") or {}
+    before = [p["uplink_cpu_pct"] for p in compared.get("pairs", []) if p["code"] == "before"]
+    if before:
+        ax.axhline(
+            sum(before) / len(before), color="grey", ls=":", lw=1,
+            label=f"sidecar at {compared['commit']}, 20 ms",
+        )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xticks(ms, [str(m) for m in ms])
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("--chunk-ms (audio per message; the bot still writes 20 ms frames)")
+    ax.set_ylabel("uplink-only CPU, % of one core")
+    ax.set_title("CPU against message size")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def draw_all(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
     # Files only, never a window, whatever the environment says.
     matplotlib.use("Agg")
@@ -217,4 +247,6 @@ def draw_all(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
         figures["response_up"] = response(results, "up", out_dir / "response-up.png")
     if results.get("scale"):
         figures["scale"] = scale(results, out_dir / "scale.png")
+    if results.get("chunks"):
+        figures["chunks"] = chunks(results, out_dir / "chunks.png")
     return figures

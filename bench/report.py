@@ -17,6 +17,14 @@ CONVERTER_OF: Final = {
     "soxr-stream": "soxr",
 }
 PAIR: Final = "48k->16k"
+DEFAULT: Final = "sidecar-medium"
+DIALECT: Final = "sidecar-twilio"
+NAIVE_NOTE: Final = (
+    "The naive baseline stays cheaper than the sidecar, by design: its blocking threads "
+    "wake for about a fifth of what a trio wake-up costs, and it does no filtering "
+    "(stateless `audioop.ratecv`: 0 dB alias rejection). Its CPU is the cost of the wrong "
+    "answer, not a target."
+)
 # Shorter phases than this give an RSS slope that is mostly allocator noise.
 MIN_GROWTH_S: Final = 120.0
 
@@ -151,6 +159,45 @@ def summary_text(results: dict[str, Any]) -> str:
             f"{fmt(s['downlink']['jitter_ms']['p99'], '.1f')} ms, underruns {s['underruns']}, "
             f"drops {s['dropped_samples'] + s['uplink_samples_missing']} samples"
         )
+    for i, r in enumerate(results.get("counts") or []):
+        up, dx = r["uplink"], r["duplex"]
+        parts.append(
+            f"counts #{i + 1}: scheduler passes per frame uplink "
+            f"{fmt(up['passes_per_frame'], '.3f')} (task steps {fmt(up['steps_per_frame'], '.3f')}"
+            f"), duplex {fmt(dx['passes_per_frame'], '.3f')} (task steps "
+            f"{fmt(dx['steps_per_frame'], '.3f')}); per frame in duplex: trio.Event "
+            f"{fmt(dx['events_per_frame'], '.2f')}, CancelScope "
+            f"{fmt(dx['cancel_scopes_per_frame'], '.2f')} (uplink "
+            f"{fmt(up['events_per_frame'], '.2f')}, {fmt(up['cancel_scopes_per_frame'], '.2f')})"
+        )
+    compared = results.get("before_now")
+    if compared:
+        c = compared.get("counts") or {}
+        parts.append(
+            f"before ({compared['commit']}) vs now, same run: uplink CPU "
+            f"{fmt(compared['uplink_ratio'], '.2f')}x, duplex "
+            f"{fmt(compared['duplex_ratio'], '.2f')}x"
+            + (
+                f"; before's passes per frame uplink "
+                f"{fmt(c['uplink']['passes_per_frame'], '.3f')}, duplex "
+                f"{fmt(c['duplex']['passes_per_frame'], '.3f')}"
+                if c
+                else ""
+            )
+        )
+    if results.get("chunks"):
+        parts.append(
+            "uplink-only CPU by --chunk-ms: "
+            + ", ".join(
+                f"{r['chunk_ms']} ms {fmt(r['cpu_pct'], '.2f')}%"
+                for r in sorted(results["chunks"], key=lambda r: r["chunk_ms"])
+            )
+        )
+    if "naive" in results.get("trials", {}):
+        parts.append(
+            "naive: cheaper by design (blocking threads wake for about a fifth of a trio "
+            "wake-up's cost; no filtering, 0 dB alias rejection)"
+        )
     streams = results.get("participants")
     if streams:
         parts.append(
@@ -263,6 +310,9 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
     add("")
     add(_table(SUMMARY_HEADERS, summary_rows(results), "l"))
     add("")
+    if "naive" in results.get("trials", {}):
+        add(f"{NAIVE_NOTE}")
+        add("")
     add(
         "up = uplink only at real time; dx = during duplex; down = server sends -> bot "
         "reads the first frame (burst: one 700 ms message; stream: 35 x 20 ms messages at "
@@ -451,8 +501,9 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
     add("## 4. CPU per stream")
     add("")
     add(
-        "psutil user + system time of the process (all its threads) over each phase, "
-        "divided by wall time: % of one core. One process per stream, as a bot spawns it. "
+        "The kernel's on-CPU time of the process's threads (sum_exec_runtime, "
+        "/proc/PID/task/*/schedstat, in ns) over each phase, divided by wall time: % of one "
+        "core. One process per stream, as a bot spawns it. "
         "Idle: bot and server connected, no audio (the process's wake-up cost). Duplex: the "
         "server talks 70% of the time. Floor: the same per-frame work as the sidecar "
         "(AudioSocket decode, resample, chunk, JSON + base64 encode; downlink: JSON decode, "
@@ -508,9 +559,22 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
     )
     add("")
     add(_figure(figures, "cpu", "CPU per stream"))
+    add("")
+    add(_cpu_ratios_markdown(results))
+    counts = results.get("counts")
+    if counts:
+        add("")
+        add(_counts_markdown(counts, results))
+    chunk_rows = results.get("chunks")
+    if chunk_rows:
+        add("")
+        add(_chunks_markdown(chunk_rows, results, figures))
+    if DIALECT in trials and DEFAULT in trials:
+        add("")
+        add(_dialects_markdown(trials))
 
     add("")
-    add("## 5. Memory")
+    add("## 8. Memory")
     add("")
     rows = []
     for t in trials.values():
@@ -559,7 +623,7 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
     add(_figure(figures, "memory", "RSS over the duplex phase"))
 
     add("")
-    add("## 6. Start-up")
+    add("## 9. Start-up")
     add("")
     rows = [
         [
@@ -578,7 +642,7 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
     scale = sorted(results.get("scale", []), key=lambda s: s["n"])
     if scale:
         add("")
-        add("## 7. Scale")
+        add("## 10. Scale")
         add("")
         add(
             f"N default sidecars on this {meta['cores']}-core machine, each with its own bot "
@@ -652,6 +716,288 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
     return "\n".join(out)
 
 
+def _cpu_ratios_markdown(results: dict[str, Any]) -> str:
+    trials = results.get("trials", {})
+    lines = [
+        "Issue #12's CPU goals, each a ratio of this run's default sidecar "
+        "(uplink only at real time, and duplex) to the figure beside it:",
+        "",
+    ]
+    by_key = {v["key"]: v for v in results.get("targets", [])}
+    for key in (
+        "cpu_uplink_vs_soxr",
+        "cpu_duplex_vs_soxr",
+        "cpu_vs_before",
+        "cpu_vs_before_same_run",
+    ):
+        v = by_key.get(key)
+        if v is not None:
+            note = f" ({v['note']})" if v["note"] else ""
+            lines.append(f"- {v['target']}: {v['measured']}{note}: **{_mark(v['met'])}**.")
+    before = results.get("before")
+    if before:
+        lines.append(
+            f"- Before: {fmt(before.get('sidecar_uplink_cpu_pct'), '.2f')}% uplink, "
+            f"{fmt(before.get('sidecar_duplex_cpu_pct'), '.2f')}% duplex, from "
+            f"{before.get('source', 'an earlier run')} (`bench/before.json`)."
+        )
+    compared = results.get("before_now")
+    if compared:
+        rows = [
+            [
+                f"{p['code']}{' (' + compared['commit'] + ')' if p['code'] == 'before' else ''}",
+                fmt(p["uplink_cpu_pct"], ".2f"),
+                fmt(p["duplex_cpu_pct"], ".2f"),
+                fmt(p["uplink_latency_ms"]["p50"]),
+                fmt(p["uplink_latency_ms"]["p99"]),
+            ]
+            for p in compared["pairs"]
+        ]
+        lines += [
+            "",
+            "Before and now in this run: the default sidecar as it was at "
+            f"`{compared['commit']}` (its `sidecar/` from `git archive`, no checkout) and as it "
+            "is, one fresh process at a time, alternated, each through "
+            f"{fmt(compared['seconds'], 'g')} s of uplink only and {fmt(compared['seconds'], 'g')}"
+            " s of duplex at real time: the machine's speed on the day (other tenants, the "
+            "clock) cancels out of the ratio, which a figure from another day cannot promise.",
+            "",
+            _table(("code", "uplink %", "duplex %", "uplink p50 ms", "uplink p99 ms"), rows, "l"),
+            "",
+        ]
+    naive = trials.get("naive")
+    if naive:
+        lines.append(
+            f"- naive: {fmt(naive['uplink']['cpu_pct'], '.2f')}% uplink, "
+            f"{fmt(naive['duplex']['cpu_pct'], '.2f')}% duplex. {NAIVE_NOTE}"
+        )
+    return "\n".join(lines)
+
+
+def _counts_markdown(runs: list[dict[str, Any]], results: dict[str, Any]) -> str:
+    by_key = {v["key"]: v for v in results.get("targets", [])}
+    lines = [
+        "## 5. Scheduler passes per frame",
+        "",
+        "The default sidecar, counted: `python -m bench.counted` is `audio-sidecar run` (the "
+        "same config from `sidecar.cli`, the same `service.Sidecar`) under a trio "
+        "Instrument, driven like a trial: uplink only at real time, then duplex (the "
+        "server talking 70% of the time). A *pass* is one turn of trio's run loop (one "
+        "epoll wait: `after_io_wait`); a *task step* is one task resumed "
+        "(`before_task_step`); trio.Event and CancelScope objects are counted as they are "
+        "constructed. Every figure is per 20 ms frame the sidecar read from the bot in the "
+        "phase; stats every "
+        f"{fmt(results['plan']['stats_interval_s'], 'g')} s and the 10 s ping are included, "
+        "as in the trials. The counts are exact; runs differ only by a phase's edges. CPU "
+        "here has the instrument on: the trials' figures are the ones to quote.",
+        "",
+    ]
+    for key in ("passes_uplink", "passes_duplex"):
+        v = by_key.get(key)
+        if v is not None:
+            lines.append(f"- {v['target']}: {v['measured']}: **{_mark(v['met'])}**.")
+    lines.append("")
+    rows = []
+    labelled = [(f"#{i + 1}", r) for i, r in enumerate(runs)]
+    compared = results.get("before_now") or {}
+    if compared.get("counts"):
+        labelled.append((f"before ({compared['commit']})", compared["counts"]))
+    for label, r in labelled:
+        for name in ("uplink", "duplex"):
+            ph = r[name]
+            rows.append(
+                [
+                    label,
+                    name,
+                    fmt(ph["frames_in"]),
+                    fmt(ph["passes_per_frame"], ".3f"),
+                    fmt(ph["steps_per_frame"], ".3f"),
+                    fmt(ph["empty_passes_per_frame"], ".3f"),
+                    fmt(ph["events_per_frame"], ".3f"),
+                    fmt(ph["cancel_scopes_per_frame"], ".3f"),
+                    fmt(ph["messages_out_per_frame"], ".2f"),
+                    fmt(ph["messages_in_per_frame"], ".2f"),
+                    fmt(ph["played_per_frame"], ".2f"),
+                    fmt(ph["cpu_pct"], ".2f"),
+                ]
+            )
+    lines.append(
+        _table(
+            (
+                "run",
+                "phase",
+                "frames",
+                "passes/frame",
+                "task steps/frame",
+                "empty passes/frame",
+                "trio.Event/frame",
+                "CancelScope/frame",
+                "messages out/frame",
+                "messages in/frame",
+                "frames played/frame",
+                "CPU % (instrumented)",
+            ),
+            rows,
+            "ll",
+        )
+    )
+    first = runs[0]
+    for name in ("uplink", "duplex"):
+        ph = first[name]
+        lines += [
+            "",
+            f"Where the passes go, {name} (run #1): each pass by the tasks it stepped, per frame.",
+            "",
+            _table(
+                ("tasks stepped in the pass", "per frame"),
+                [(f"`{k}`", f"{v:.3f}") for k, v in ph["top_passes"]],
+                "l",
+            ),
+        ]
+    if compared.get("counts"):
+        ph = compared["counts"]["uplink"]
+        lines += [
+            "",
+            f"Before ({compared['commit']}), uplink: each pass by the tasks it stepped, per frame.",
+            "",
+            _table(
+                ("tasks stepped in the pass", "per frame"),
+                [(f"`{k}`", f"{v:.3f}") for k, v in ph["top_passes"]],
+                "l",
+            ),
+        ]
+    lines += [
+        "",
+        "Task steps in duplex (run #1) by task and where it resumed (its own innermost "
+        "frame > the awaitable trio woke), per frame:",
+        "",
+        _table(
+            ("task @ resumes in", "per frame"),
+            [(f"`{k}`", f"{v:.3f}") for k, v in first["duplex"]["top_steps"]],
+            "l",
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _chunks_markdown(
+    rows: list[dict[str, Any]], results: dict[str, Any], figures: dict[str, str]
+) -> str:
+    ordered = sorted(rows, key=lambda r: r["chunk_ms"])
+    base = next((r["cpu_pct"] for r in ordered if r["chunk_ms"] == 20), None)
+    table_rows = []
+    for r in ordered:
+        per_s = r["messages"] / r["seconds"] if r["seconds"] else math.nan
+        table_rows.append(
+            [
+                fmt(r["chunk_ms"]),
+                fmt(per_s, ".1f"),
+                fmt(r["cpu_pct"], ".2f"),
+                fmt(r["cpu_pct"] / base if base else None, ".2f", "x"),
+                fmt(r["uplink_latency_ms"]["p50"]),
+                fmt(r["uplink_latency_ms"]["p99"]),
+            ]
+        )
+    lines = [
+        "## 6. CPU and message size",
+        "",
+        "The default sidecar with `--chunk-ms` 20, 40 and 100, uplink only at real time for "
+        f"{fmt(results['plan']['compare_s'], 'g')} s each, one fresh process each; the bot "
+        "still writes 20 ms frames, so every frame still wakes the sidecar once, and what "
+        "falls is the per-message work (encode, websocket frame, send). Latency: a frame's "
+        "first sample waits for the rest of its message.",
+        "",
+        _table(
+            (
+                "--chunk-ms",
+                "messages/s",
+                "uplink CPU %",
+                "vs 20 ms",
+                "uplink p50 ms",
+                "uplink p99 ms",
+            ),
+            table_rows,
+        ),
+    ]
+    figure = _figure(figures, "chunks", "CPU against --chunk-ms")
+    if figure:
+        lines += ["", figure]
+    return "\n".join(lines)
+
+
+def _dialects_markdown(trials: dict[str, Any]) -> str:
+    rows = []
+    for key, wire in (
+        (DEFAULT, "JSON + base64 s16le, 16 kHz"),
+        (DIALECT, "JSON + base64 G.711 mu-law, 8 kHz"),
+    ):
+        t = trials[key]
+        up, dx, down = t["uplink"], t["duplex"], t["downlink"]
+        rows.append(
+            [
+                t["label"],
+                wire,
+                fmt(up["uplink_latency_ms"]["n"]),
+                fmt(up["uplink_latency_ms"]["p50"]),
+                fmt(up["uplink_latency_ms"]["p99"]),
+                fmt(dx["uplink_latency_ms"]["p99"]),
+                fmt(up["cpu_pct"], ".2f"),
+                fmt(dx["cpu_pct"], ".2f"),
+                fmt(down["jitter_ms"]["p99"]),
+                fmt(down["snr_db"]["min"], ".1f"),
+                fmt(t.get("underruns")),
+            ]
+        )
+    ours, theirs = trials[DEFAULT], trials[DIALECT]
+    gap = _num(theirs["uplink"]["uplink_latency_ms"]["p50"]) - _num(
+        ours["uplink"]["uplink_latency_ms"]["p50"]
+    )
+    lines = [
+        "## 7. Dialects: Twilio beside Attendee",
+        "",
+        "The default sidecar with `--protocol twilio` against the bench's Twilio side "
+        "(`bench/twilio.py`: it takes `connected` and `start`, times each `media` "
+        "message's arrival, and talks back in `media` messages of mu-law), beside the "
+        "Attendee default of the trials above; same bot, same phases (uplink only, then "
+        "duplex), no idle or flat-out phase. SNR: what the bot heard against the "
+        "utterance's mu-law decoded and resampled offline.",
+        "",
+        _table(
+            (
+                "contender",
+                "wire",
+                "n",
+                "up p50 ms",
+                "up p99 ms",
+                "dx up p99 ms",
+                "CPU up %",
+                "CPU duplex %",
+                "jitter p99 ms",
+                "SNR min dB",
+                "underruns",
+            ),
+            rows,
+            "ll",
+        ),
+    ]
+    if gap > 10:
+        lines += [
+            "",
+            f"The Twilio uplink is {gap:.1f} ms later at the median: the dialect sends exact "
+            "160-byte (20 ms) packets, and the resampler's look-ahead leaves each frame's "
+            "output a few samples short of a packet, so a frame's first sample waits in the "
+            "packetizer for the next frame's audio.",
+        ]
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _participants_markdown(streams: dict[str, Any], results: dict[str, Any]) -> str:
     n = streams["participants"]
     single = (results.get("trials", {}).get("sidecar-medium") or {}).get("uplink") or {}
@@ -673,7 +1019,7 @@ def _participants_markdown(streams: dict[str, Any], results: dict[str, Any]) -> 
         ],
     ]
     lines = [
-        "## 8. Per-participant streams",
+        "## 11. Per-participant streams",
         "",
         f"One default sidecar with `--per-participant`: {n} participant connections (each "
         "its UUID frame, then 48 kHz frames at real time, phases staggered) plus the mixed "
@@ -765,7 +1111,18 @@ CAVEATS: Final = (
     "soxr dithers its 16-bit output, and the dither falls differently when the input is "
     "cut into 20 ms chunks than when it comes in one piece: about 1 LSB of noise, which "
     "bounds soxr-stream's SNR figure near 80 dB. That is not a streaming artefact.",
-    "CPU figures use psutil's user + system times, which tick at 10 ms: a 12 s phase "
-    "resolves about 0.1% of a core, a quick run's 4 s phase about 0.25%.",
+    "CPU figures are the kernel's exact on-CPU time of each process's threads "
+    "(sum_exec_runtime, in ns). Until 2026-12-01 they were psutil's user + system times: "
+    "the same time, rounded to 10 ms ticks, so a quick run's 3 s phase resolved only 0.33% "
+    "of a core. A thread that exits inside a phase takes its share with it (the sidecar's "
+    "only short-lived threads write events).",
+    "Figures from different runs compare only as far as the machine ran at the same speed: "
+    "on this shared 2-core machine the same in-process work (the floor) has taken from 143 "
+    "to over 300 us a frame on different days. Ratios within one run (against "
+    "soxr-stream, and against the code before, re-run beside this code) do not have that "
+    "problem.",
+    "Scheduler counts come from `bench.counted`, a separate process of the same sidecar "
+    "with an Instrument and wrapped `trio.Event`/`trio.CancelScope` constructors; it is "
+    "never the process whose CPU or latency is reported elsewhere.",
     "Numbers from a busy machine are noisy; the load average at start is recorded above.",
 )

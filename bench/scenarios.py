@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from bench import twilio
 from bench.analysis import Dist, downlink, growth_mib_per_hour, uplink_latencies_ms
 from bench.converters import offline
 from bench.harness import (
@@ -135,7 +136,7 @@ async def trial(
     flat: bool,
     progress: Progress,
 ) -> TrialResult:
-    lane = server.add(Lane(impl.key, workdir, keep_audio=True))
+    lane = server.add(impl.lane(impl.key, workdir, keep_audio=True))
     proc = Proc(impl, impl.argv(server.url(lane), lane, plan.stats_interval_s))
     async with running([proc]):
         await proc.start()
@@ -230,7 +231,10 @@ async def trial(
     )  # fmt: skip
     result.uplink.uplink_latency_ms = Dist.of(up)
     result.duplex.uplink_latency_ms = Dist.of(dx_up)
-    reference = offline(impl.converter, SCRIPT.pcm(), SCRIPT.rate, BOT_RATE)
+    if impl.protocol == "twilio":
+        reference = offline(impl.converter, twilio.heard(SCRIPT), twilio.RATE, BOT_RATE)
+    else:
+        reference = offline(impl.converter, SCRIPT.pcm(), SCRIPT.rate, BOT_RATE)
     down, down_latency, jitter = downlink(
         lane.utterances, lane.arrival_t, lane.arrival_n, dx_window,
         audio=lane.arrival_pcm, reference=reference,

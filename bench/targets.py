@@ -16,6 +16,12 @@ DEFAULT_PAIR: Final = "48k->16k"
 FLOOR_MARGIN_DB: Final = 1.0
 # A growth figure needs at least this long a soak to mean anything.
 MIN_SOAK_S: Final = 600.0
+# Issue #12's goals.
+PASSES_UPLINK_MAX: Final = 1.05
+PASSES_DUPLEX_MAX: Final = 2.6
+CPU_VS_BEFORE_MAX: Final = 0.70
+SCALE_40_P99_MS: Final = 5.0
+SOXR: Final = "soxr-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,8 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
             )
         )
 
+    out += _hot_path(results)
+
     startup = results.get("startup", {}).get(DEFAULT)
     if startup is not None:
         median = _num(startup["median_ms"])
@@ -192,6 +200,33 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
                 "the full run measures N = 10, 20, 40",
             )
         )
+    if 40 in scale:
+        s = scale[40]
+        p99 = _num(s["uplink_latency_ms"]["p99"])
+        drops = s["dropped_samples"] + s["uplink_samples_missing"]
+        out.append(
+            Verdict(
+                "scale_40",
+                "40 duplex sidecars on this machine at real time: no drops, no underruns, "
+                f"uplink p99 < {SCALE_40_P99_MS:g} ms",
+                f"drops {drops} samples, underruns (stats) {s['underruns']} for "
+                f"{s.get('utterances_sent', 0)} utterances sent, uplink p99 {p99:.1f} ms, "
+                f"frames the bots got over 20 ms late {s['downlink']['late_frames']}, "
+                f"CPU {_num(s['cpu_total_pct']):.0f}% of one core",
+                _ok(drops == 0 and s["underruns"] == 0 and p99 < SCALE_40_P99_MS, p99),
+            )
+        )
+    elif scale:
+        out.append(
+            Verdict(
+                "scale_40",
+                "40 duplex sidecars on this machine at real time: no drops, no underruns, "
+                f"uplink p99 < {SCALE_40_P99_MS:g} ms",
+                f"N=40 not measured in this run (N = {', '.join(str(n) for n in sorted(scale))})",
+                None,
+                "the full run measures N = 10, 20, 40",
+            )
+        )
     streams = results.get("participants")
     if streams is not None:
         n = streams["participants"]
@@ -209,3 +244,112 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
             )
         )
     return out
+
+
+def passes_summary(runs: list[dict[str, Any]], phase: str) -> tuple[float, str]:
+    """(the worst run's passes per frame, a description of every run's)."""
+    phases = [r[phase] for r in runs if r.get(phase) and r[phase].get("frames_in")]
+    if not phases:
+        return math.nan, "not counted"
+    worst = max(_num(p["passes_per_frame"]) for p in phases)
+    each = ", ".join(
+        f"{_num(p['passes_per_frame']):.3f} ({p['passes']}/{p['frames_in']})" for p in phases
+    )
+    steps = ", ".join(f"{_num(p['steps_per_frame']):.3f}" for p in phases)
+    runs_text = "1 run" if len(phases) == 1 else f"{len(phases)} runs"
+    return worst, f"{each} passes per frame ({runs_text}); task steps per frame {steps}"
+
+
+def _hot_path(results: dict[str, Any]) -> list[Verdict]:
+    """Issue #12: scheduler passes per frame, and CPU against soxr-stream and before."""
+    out: list[Verdict] = []
+    runs = results.get("counts") or []
+    if runs:
+        for phase, bound, what in (
+            ("uplink", PASSES_UPLINK_MAX, "uplink"),
+            ("duplex", PASSES_DUPLEX_MAX, "duplex"),
+        ):
+            worst, text = passes_summary(runs, phase)
+            out.append(
+                Verdict(
+                    f"passes_{phase}",
+                    f"scheduler passes per frame: {what} <= {bound:g}",
+                    text,
+                    _ok(worst <= bound, worst),
+                    "judged on the worst run; bench.counted, frames the sidecar read",
+                )
+            )
+    trials = results.get("trials", {})
+    ours, soxr = trials.get(DEFAULT), trials.get(SOXR)
+    if ours is not None and soxr is not None:
+        for phase in ("uplink", "duplex"):
+            mine, theirs = _num(ours[phase]["cpu_pct"]), _num(soxr[phase]["cpu_pct"])
+            ratio = mine / theirs if theirs > 0 else math.nan
+            out.append(
+                Verdict(
+                    f"cpu_{phase}_vs_soxr",
+                    f"{'uplink-only' if phase == 'uplink' else 'duplex'} CPU below soxr-stream's",
+                    f"{mine:.2f}% vs {theirs:.2f}%: {ratio:.2f}x",
+                    _ok(ratio < 1.0, ratio),
+                )
+            )
+    before = results.get("before")
+    if ours is not None and before:
+        up, dx = _num(ours["uplink"]["cpu_pct"]), _num(ours["duplex"]["cpu_pct"])
+        b_up = _num(before.get("sidecar_uplink_cpu_pct"))
+        b_dx = _num(before.get("sidecar_duplex_cpu_pct"))
+        ratio = up / b_up if b_up > 0 else math.nan
+        dx_ratio = dx / b_dx if b_dx > 0 else math.nan
+        out.append(
+            Verdict(
+                "cpu_vs_before",
+                f"uplink-only CPU <= {CPU_VS_BEFORE_MAX:.2f} x before",
+                f"{up:.2f}% vs {b_up:.2f}% before: {ratio:.2f}x (duplex {dx:.2f}% vs "
+                f"{b_dx:.2f}%: {dx_ratio:.2f}x)" + _yardsticks(results, before),
+                _ok(ratio <= CPU_VS_BEFORE_MAX, ratio),
+                f"before = the full run of {before.get('date')} at {before.get('commit')}",
+            )
+        )
+    compared = results.get("before_now")
+    if compared:
+        means = {}
+        for code in ("before", "now"):
+            for phase in ("uplink", "duplex"):
+                values = [
+                    _num(p[f"{phase}_cpu_pct"]) for p in compared["pairs"] if p["code"] == code
+                ]
+                means[code, phase] = sum(values) / len(values) if values else math.nan
+        ratio, dx_ratio = _num(compared["uplink_ratio"]), _num(compared["duplex_ratio"])
+        n = sum(1 for p in compared["pairs"] if p["code"] == "now")
+        out.append(
+            Verdict(
+                "cpu_vs_before_same_run",
+                f"uplink-only CPU <= {CPU_VS_BEFORE_MAX:.2f} x before, both measured in this run",
+                f"{means['now', 'uplink']:.2f}% vs {means['before', 'uplink']:.2f}% for "
+                f"{compared['commit']}'s code: {ratio:.2f}x (duplex {means['now', 'duplex']:.2f}%"
+                f" vs {means['before', 'duplex']:.2f}%: {dx_ratio:.2f}x)",
+                _ok(ratio <= CPU_VS_BEFORE_MAX, ratio),
+                f"{n} {'process' if n == 1 else 'processes'} of each, alternated, "
+                f"{_num(compared['seconds']):g} s a phase",
+            )
+        )
+    return out
+
+
+def _yardsticks(results: dict[str, Any], before: dict[str, Any]) -> str:
+    """How fast the machine ran then and now, by work that did not change: the floor
+    (our resample + encode in-process) and the soxr-stream baseline."""
+    parts: list[str] = []
+    floor = {f["quality"]: f for f in results.get("floor", [])}.get("medium")
+    then = _num(before.get("floor_medium_uplink_us_per_frame"))
+    if floor is not None and then > 0:
+        now = _num(floor["uplink_us_per_frame"])
+        parts.append(f"floor {now:.0f} vs {then:.0f} us/frame ({now / then:.2f}x)")
+    soxr = results.get("trials", {}).get(SOXR)
+    soxr_then = _num(before.get("soxr_uplink_cpu_pct"))
+    if soxr is not None and soxr_then > 0:
+        now = _num(soxr["uplink"]["cpu_pct"])
+        parts.append(f"soxr-stream {now:.2f}% vs {soxr_then:.2f}% ({now / soxr_then:.2f}x)")
+    if not parts:
+        return ""
+    return "; the machine, by work that did not change: " + ", ".join(parts)
