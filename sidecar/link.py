@@ -250,7 +250,9 @@ class Link:
             wires = session.encode(item)
             try:
                 stream.try_send(b"".join(_frame(ws, wire) for wire in wires))
-            except (OSError, LocalProtocolError) as exc:
+            except (OSError, trio.BrokenResourceError, LocalProtocolError) as exc:
+                # Raised in the caller's task (the uplink's, the clock's): the
+                # sender raises it in the link's own, where it ends the connection.
                 if isinstance(item, AudioOut):
                     outbox.count_lost(item, "in_flight")
                 conn.broken = exc
