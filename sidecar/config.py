@@ -142,16 +142,21 @@ def dialect_options(config: Config) -> Options:
     )
 
 
+def inline_or_file(text: str, flag: str) -> str:
+    """A JSON flag's value as given, or `@path`'s file contents."""
+    if not text.startswith("@"):
+        return text
+    path = Path(text[1:])
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+
+
 def parse_settings(text: str) -> WebsocketSettings:
     """Decode Attendee's object; `@path` reads it from a file."""
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"--settings: cannot read {path}: {exc.strerror}") from None
     try:
-        return _settings_decoder.decode(text)
+        return _settings_decoder.decode(inline_or_file(text, "--settings"))
     except msgspec.ValidationError as exc:
         fieldname, reason = _settings_error(str(exc))
         raise ConfigError(f"--settings: `{fieldname}`: {reason}") from None
@@ -184,14 +189,8 @@ _object_decoder = msgspec.json.Decoder(dict[str, object])
 
 def parse_session(text: str) -> dict[str, object]:
     """--session: a JSON object, inline or `@path`."""
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"--session: cannot read {path}: {exc.strerror}") from None
     try:
-        return _object_decoder.decode(text)
+        return _object_decoder.decode(inline_or_file(text, "--session"))
     except msgspec.ValidationError:
         raise ConfigError("--session must be a JSON object ({...})") from None
     except msgspec.DecodeError as exc:
