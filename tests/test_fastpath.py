@@ -176,3 +176,21 @@ async def test_delivery_hands_each_message_to_the_handler_until_closed() -> None
     assert delivery.closed.is_set()
     await delivery.send("after the close")
     assert got == ["a", b"b"]
+
+
+async def test_a_tls_failure_in_a_synchronous_write_is_a_broken_resource(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What link.py hands to its sender: the producing task must not meet an ssl.SSLError.
+    with trio.fail_after(10):
+        async with connected(tls=True) as (client, _):
+            tls = client._tls
+            assert tls is not None
+
+            def refuse(data: object) -> int:
+                raise ssl.SSLError("bad record mac")
+
+            monkeypatch.setattr(tls, "write", refuse)
+            with pytest.raises(trio.BrokenResourceError) as info:
+                client.try_send(b"x")
+            assert isinstance(info.value.__cause__, ssl.SSLError)
