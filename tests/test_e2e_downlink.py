@@ -678,18 +678,7 @@ async def test_a_bot_that_stops_reading_and_leaves_does_not_stop_the_sidecar(
             assert gone["reason"] == "bot closed the connection"
             # The frames that were waiting for it are counted (and the process lives on).
             await sidecar.stats(lambda e: e["dropped"].get("downlink_bot_disconnected", 0) > 0)
-            await wait_until(lambda: ("end", "played") in echoes(server), timeout=15)
-            stats = await sidecar.stats(lambda e: e["playout_depth_ms"] == 0)
-            # Nothing else is missing.
-            downlink_drops = sum(n for k, n in stats["dropped"].items() if k.startswith("downlink"))
-            assert stats["samples_played"] + downlink_drops == expected
-            # The next bot is served as if nothing had happened.
-            async with trio.open_nursery() as nursery:
-                speaker = await open_speaker(nursery, path)
-                await nth_out_connected(sidecar, 2)
-                again = send_tone(server, 16000, 0.4)
-                await wait_until(lambda: len(speaker.audio_frames) >= again // FRAME)
-                nursery.cancel_scope.cancel()
+            await all_accounted_and_the_next_bot_served(sidecar, server, path, expected)
             assert await sidecar.stop() == 0
 
 
@@ -711,17 +700,25 @@ async def test_a_bot_that_shuts_its_reading_side_mid_stream_is_let_go(tmp_path: 
                 gone = await sidecar.wait_event("bot_disconnected", lambda e: e["socket"] == "out")
                 assert gone["reason"].startswith("connection broken")
                 nursery.cancel_scope.cancel()
-            await wait_until(lambda: ("end", "played") in echoes(server), timeout=15)
-            stats = await sidecar.stats(lambda e: e["playout_depth_ms"] == 0)
-            downlink_drops = sum(n for k, n in stats["dropped"].items() if k.startswith("downlink"))
-            assert stats["samples_played"] + downlink_drops == expected
-            async with trio.open_nursery() as nursery:
-                speaker = await open_speaker(nursery, path)
-                await nth_out_connected(sidecar, 2)
-                again = send_tone(server, 16000, 0.4)
-                await wait_until(lambda: len(speaker.audio_frames) >= again // FRAME)
-                nursery.cancel_scope.cancel()
+            await all_accounted_and_the_next_bot_served(sidecar, server, path, expected)
             assert await sidecar.stop() == 0
+
+
+async def all_accounted_and_the_next_bot_served(
+    sidecar: SidecarProcess, server: WsServer, path: str, expected: int
+) -> None:
+    """After a bot left: its mark answered, every sample played or counted, and
+    the next bot served as if nothing had happened."""
+    await wait_until(lambda: ("end", "played") in echoes(server), timeout=15)
+    stats = await sidecar.stats(lambda e: e["playout_depth_ms"] == 0)
+    downlink_drops = sum(n for k, n in stats["dropped"].items() if k.startswith("downlink"))
+    assert stats["samples_played"] + downlink_drops == expected
+    async with trio.open_nursery() as nursery:
+        speaker = await open_speaker(nursery, path)
+        await nth_out_connected(sidecar, 2)
+        again = send_tone(server, 16000, 0.4)
+        await wait_until(lambda: len(speaker.audio_frames) >= again // FRAME)
+        nursery.cancel_scope.cancel()
 
 
 async def nth_out_connected(sidecar: SidecarProcess, n: int) -> None:
