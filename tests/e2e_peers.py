@@ -95,16 +95,10 @@ def server_frame(opcode: int, payload: bytes, *, rsv: int = 0) -> bytes:
 Script = Callable[[trio.SocketStream, bytes], Awaitable[None]]
 
 
-class ScriptedServer:
-    """Reads each upgrade request, then runs `script(stream, key)`: the test
-    writes the answer byte for byte, which no real websocket server would let
-    it get wrong. The connection closes when the script returns."""
+class _TcpPeer:
+    """A raw TCP server on 127.0.0.1 (port 0) that each peer below answers its own way."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.port = 0
-        self.accepted = 0
-        self.finished = 0
+    port = 0
 
     @property
     def url(self) -> str:
@@ -115,6 +109,21 @@ class ScriptedServer:
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started()
         await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        raise NotImplementedError
+
+
+class ScriptedServer(_TcpPeer):
+    """Reads each upgrade request, then runs `script(stream, key)`: the test
+    writes the answer byte for byte, which no real websocket server would let
+    it get wrong. The connection closes when the script returns."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.port = 0
+        self.accepted = 0
+        self.finished = 0
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
@@ -134,23 +143,13 @@ async def drain(stream: trio.abc.ReceiveStream) -> None:
         pass
 
 
-class SilentServer:
+class SilentServer(_TcpPeer):
     """Completes the websocket handshake, then never answers anything."""
 
     def __init__(self) -> None:
         self.port = 0
         self.handshakes = 0
         self.bytes_received = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/audio"
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         async with stream:
@@ -181,22 +180,12 @@ class SilentServer:
             self.bytes_received += len(data)
 
 
-class HangUpServer:
+class HangUpServer(_TcpPeer):
     """Accepts TCP, reads the upgrade request, and hangs up without an answer."""
 
     def __init__(self) -> None:
         self.port = 0
         self.accepted = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/audio"
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
