@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import dominant_frequency, tone, wait_until
 
+from sidecar.capture import CaptureStream
 from sidecar.dialects import DIALECTS, make
 from sidecar.dialects.base import (
     MIXED,
@@ -47,7 +48,8 @@ from sidecar.dialects.base import (
     WireAudio,
 )
 from sidecar.dialects.g711 import Packetizer, pcm16_from_ulaw, ulaw_from_pcm16
-from sidecar.dialects.twilio import Twilio, TwilioSession
+from sidecar.dialects.twilio import RATE, Twilio, TwilioSession
+from sidecar.frames import Audio
 from sidecar.messages import ErrorCode, MessageError
 
 VECTORS = Path(__file__).resolve().parent.parent / "proto" / "vectors"
@@ -343,8 +345,9 @@ def test_counters_strings_and_media_time() -> None:
 @given(st.lists(st.integers(0, 500), max_size=40), st.sampled_from([10, 20, 30, 40, 60]))
 def test_recut_keeps_every_sample_in_exact_pieces(sizes: list[int], chunk_ms: int) -> None:
     """Whatever sizes the capture delivers: every message holds exactly
-    chunk_ms of audio, in order, nothing lost or added before closing, the
-    tail padded with silence at closing, timestamps the media time."""
+    chunk_ms of audio, in order, nothing lost or added but the lead before
+    the first chunk and the tail padded with silence at closing, timestamps
+    the media time."""
     s = session(chunk_ms=chunk_ms)
     s.opening()
     piece = 8 * chunk_ms
@@ -359,8 +362,10 @@ def test_recut_keeps_every_sample_in_exact_pieces(sizes: list[int], chunk_ms: in
     media = [m["media"] for m in sent[:-1]]
     payloads = [base64.b64decode(m["payload"]) for m in media]
     assert all(len(p) == piece for p in payloads)
-    tail = (len(pcm) // 2) % piece
-    assert b"".join(payloads) == ulaw_from_pcm16(pcm) + (b"\xff" * (piece - tail) if tail else b"")
+    lead = b"\xff" * (-sizes[0] % piece if sizes else 0)
+    tail = (len(lead) + len(pcm) // 2) % piece
+    expected = lead + ulaw_from_pcm16(pcm) + (b"\xff" * (piece - tail) if tail else b"")
+    assert b"".join(payloads) == expected
     assert [int(m["timestamp"]) for m in media] == [n * chunk_ms for n in range(len(media))]
     assert [m["chunk"] for m in media] == [str(n + 1) for n in range(len(media))]
 
@@ -520,16 +525,50 @@ def test_packetizer() -> None:
         odd.flush(b"\0\0")
 
 
+def test_packetizer_lead_pads_only_the_first_feed_to_whole_packets() -> None:
+    cutter = Packetizer(4, lead=b"_")
+    assert cutter.feed(b"abc") == [b"_abc"]
+    assert cutter.feed(b"defg") == [b"defg"]
+    assert cutter.feed(b"hi") == []  # later feeds are never padded: no re-timing mid-stream
+    assert cutter.pending == 2
+    whole = Packetizer(4, lead=b"_")
+    assert whole.feed(b"abcd") == [b"abcd"]  # a whole first feed needs no lead
+    with pytest.raises(ValueError, match="lead"):
+        Packetizer(3, lead=b"__")
+    with pytest.raises(ValueError, match="whole number"):
+        Packetizer(4, lead=b"__").feed(b"abc")
+
+
+@pytest.mark.parametrize("in_rate", [48000, 44100, 16000])
+def test_the_capture_s_chunks_each_leave_as_one_packet_at_once(in_rate: int) -> None:
+    """The first chunk is short by the resampler's hold-back; the lead makes up
+    for it, so no packet waits for the next chunk (the 20 ms it used to cost)."""
+    capture = CaptureStream(RATE)
+    cutter = Packetizer(RATE // 50, lead=b"\xff")
+    frame = Audio(in_rate, tone(440, 0.02, rate=in_rate))
+    for n in range(1, 51):
+        chunks = capture.push(frame, arrival_ms=20.0 * n)
+        packets = [p for c in chunks for p in cutter.feed(ulaw_from_pcm16(c.pcm))]
+        assert len(packets) == len(chunks) == 1, f"frame {n}"
+        assert cutter.pending == 0
+
+
 # -- against a server written from Twilio's docs -----------------------------------------
 
 
+FIRST_CHUNK = 115
+LEAD = RATE // 50 - FIRST_CHUNK
+"""The first chunk at 8 kHz, short by the resampler's hold-back, and its lead."""
+
+
 def tone_chunks(seconds: float, freq: float = 440.0) -> list[AudioOut]:
-    """8 kHz audio cut the way the capture cuts it: sizes off by a sample."""
+    """8 kHz audio cut the way the capture cuts it (its first chunk short by
+    the resampler's hold-back), then off by a sample, as from odd input rates."""
     pcm = tone(freq, seconds, rate=8000)
     out: list[AudioOut] = []
     at, sizes = 0, [159, 161, 160, 162, 158]
     while at < len(pcm):
-        size = sizes[len(out) % len(sizes)] * 2
+        size = (sizes[len(out) % len(sizes)] if out else FIRST_CHUNK) * 2
         out.append(AudioOut(pcm[at : at + size], 8000, 0))
         at += size
     return out
@@ -552,8 +591,9 @@ async def test_a_twilio_server_accepts_the_stream_and_its_echo_plays() -> None:
         assert start["callSid"] == dialect.call_sid
         sent = b"".join(item.pcm for item in chunks)
         heard = server.inbound_pcm()
-        assert len(heard) == -(-len(sent) // 320) * 320  # whole 20 ms messages
-        assert heard[:2000] == pcm16_from_ulaw(ulaw_from_pcm16(sent[:2000]))
+        assert len(heard) == -(-(2 * LEAD + len(sent)) // 320) * 320  # whole 20 ms messages
+        assert heard[: 2 * LEAD] == bytes(2 * LEAD)
+        assert heard[2 * LEAD : 2 * LEAD + 2000] == pcm16_from_ulaw(ulaw_from_pcm16(sent[:2000]))
         assert abs(dominant_frequency(heard, 8000) - 440) < 10
         assert abs(dominant_frequency(client.played(), 8000) - 440) < 10
         assert server.events("dtmf")[0]["dtmf"]["digit"] == "5"

@@ -51,6 +51,7 @@ from sidecar.dialects.base import (
 from sidecar.dialects.g711 import pcm16_from_ulaw, ulaw_from_pcm16
 from sidecar.dialects.twilio import Twilio
 from sidecar.dialects.vonage import Vonage
+from sidecar.resample import Resampler
 
 if not os.environ.get("SIDECAR_REQUIRE_INTEROP"):
     pytest.importorskip("pipecat", reason="needs the interop extra: pip install -e '.[interop]'")
@@ -126,14 +127,22 @@ async def open_pipecat(serializer: str, mode: str, *extra: str) -> AsyncIterator
         stderr.unlink(missing_ok=True)
 
 
+def first_short(rate: int) -> int:
+    """Samples the capture's first chunk lacks at `rate`: the resampler's hold-back,
+    which the dialects' packet cutters lead with silence."""
+    return round(Resampler(48000, rate).delay_ms * rate / 1000)
+
+
 async def stream_audio(client: DialectClient, pcm: bytes, rate: int, frame_ms: int = 20) -> None:
-    """Like the capture: chunks of frame_ms of input, off by a sample now and
-    then, at real-time pace on an absolute schedule."""
+    """Like the capture: chunks of frame_ms of input, the first short by
+    `first_short(rate)` (the resampler's hold-back), later ones off by a sample
+    now and then, at real-time pace on an absolute schedule."""
     start = trio.current_time()
     nominal = rate * frame_ms // 1000
     at, n = 0, 0
     while at < len(pcm):
-        size = (nominal + (0, 1, -1, 0)[n % 4]) * 2
+        jitter = (0, 1, -1, 0)[n % 4] if n else -first_short(rate)
+        size = (nominal + jitter) * 2
         await trio.sleep_until(start + n * frame_ms / 1000)
         await client.send(AudioOut(pcm[at : at + size], rate, 0))
         at, n = at + size, n + 1
@@ -179,8 +188,11 @@ async def test_pipecat_twilio_echo() -> None:
             assert_all_understood(client)
             played = client.played()
             # The very first media message was not swallowed by the handshake, and
-            # nothing was resampled: the echo is the mu-law round trip of the input.
-            assert played[:3200] == pcm16_from_ulaw(ulaw_from_pcm16(sent[:3200]))
+            # nothing was resampled: the echo is the lead, then the mu-law round
+            # trip of the input.
+            lead = 2 * first_short(8000)
+            assert played[:lead] == bytes(lead)
+            assert played[lead : lead + 3200] == pcm16_from_ulaw(ulaw_from_pcm16(sent[:3200]))
             assert abs(dominant_frequency(played, 8000) - 440) < 10
             # Pipecat sends 40 ms (320-byte) pieces at 8 kHz.
             sizes = {len(i.pcm) for i in client.of(PlayAudio)}
@@ -228,7 +240,9 @@ async def test_pipecat_vonage_echo(rate: int) -> None:
             await server.wait_event("hangup", timeout=5)
             assert_all_understood(client)
             played = client.played()
-            assert played[: 5 * frame] == sent[: 5 * frame]  # nothing lost, nothing changed
+            lead = 2 * first_short(rate)
+            assert played[:lead] == bytes(lead)
+            assert played[lead : 5 * frame] == sent[: 5 * frame - lead]  # nothing lost or changed
             assert abs(dominant_frequency(played, rate) - 440) < 10
             assert {len(i.pcm) for i in client.of(PlayAudio)} == {frame}
 

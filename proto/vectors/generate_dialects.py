@@ -241,6 +241,8 @@ def twilio_session_cases() -> list[Case]:
     opts = TWILIO_OPTIONS
     sids = {"sids": TWILIO_SIDS}
     whole = ramp(640)
+    recut = ramp(755)
+    led = b"\xff" * 45 + ulaw(recut)
     return [
         session_case(
             "opening",
@@ -281,32 +283,37 @@ def twilio_session_cases() -> list[Case]:
         ),
         session_case(
             "media_recut",
-            "chunks of 159, 162, 161 and 158 samples are re-cut into four exact 160-byte "
-            "messages; the remainder waits for the next chunk; timestamps are media time",
+            "the first chunk, 115 samples (short by the resampler's hold-back), is led by 45 "
+            "samples of mu-law silence (0xff) and leaves at once; later chunks of 159, 162, 161 "
+            "and 158 samples are re-cut into exact 160-byte messages, the remainder waiting for "
+            "the next chunk; timestamps are media time, the lead included",
             opts,
             [
                 step("opening", connected(), start()),
-                send(audio(whole[: 159 * 2], 8000)),
+                send(audio(recut[: 115 * 2], 8000), media(2, 1, 0, led[:160])),
+                send(audio(recut[115 * 2 : 274 * 2], 8000)),
                 send(
-                    audio(whole[159 * 2 : 321 * 2], 8000),
-                    media(2, 1, 0, ulaw(whole[:320])),
-                    media(3, 2, 20, ulaw(whole[320:640])),
+                    audio(recut[274 * 2 : 436 * 2], 8000),
+                    media(3, 2, 20, led[160:320]),
+                    media(4, 3, 40, led[320:480]),
                 ),
-                send(audio(whole[321 * 2 : 482 * 2], 8000), media(4, 3, 40, ulaw(whole[640:960]))),
-                send(audio(whole[482 * 2 :], 8000), media(5, 4, 60, ulaw(whole[960:1280]))),
+                send(audio(recut[436 * 2 : 597 * 2], 8000), media(5, 4, 60, led[480:640])),
+                send(audio(recut[597 * 2 :], 8000), media(6, 5, 80, led[640:800])),
             ],
             **sids,
         ),
         session_case(
             "media_long_chunk",
-            "a 50 ms chunk gives two 20 ms messages now and keeps 10 ms for the next",
+            "a 50 ms chunk after a whole one gives two 20 ms messages now and keeps 10 ms for "
+            "the next (only a stream's first chunk is led)",
             opts,
             [
                 step("opening", connected(), start()),
+                send(audio(whole[:320], 8000), media(2, 1, 0, ulaw(whole[:320]))),
                 send(
-                    audio(whole[:800], 8000),
-                    media(2, 1, 0, ulaw(whole[:320])),
+                    audio(whole[320:1120], 8000),
                     media(3, 2, 20, ulaw(whole[320:640])),
+                    media(4, 3, 40, ulaw(whole[640:960])),
                 ),
             ],
             **sids,
@@ -386,15 +393,17 @@ def twilio_session_cases() -> list[Case]:
             opts,
             [
                 step("opening", connected(), start()),
-                send(audio(whole[:200], 8000)),
-                step("closing", media(2, 1, 0, ulaw(whole[:200]) + b"\xff" * 60), stop(3)),
+                send(audio(whole[:320], 8000), media(2, 1, 0, ulaw(whole[:320]))),
+                send(audio(whole[320:400], 8000)),
+                step("closing", media(3, 2, 20, ulaw(whole[320:400]) + b"\xff" * 120), stop(4)),
             ],
             **sids,
         ),
         session_case(
             "reconnect_new_stream",
             "a reconnect is a new stream of the same call: new streamSid, counters from 1, "
-            "same callSid (generated once per run); the 5 ms the old stream held back is gone",
+            "same callSid (generated once per run); the 5 ms the old stream held back is gone, "
+            "and the new stream's whole first chunk needs no lead",
             {},
             [
                 step(
@@ -402,7 +411,8 @@ def twilio_session_cases() -> list[Case]:
                     connected(),
                     start(call="CA" + "1" * 32, account="AC" + "2" * 32),
                 ),
-                send(audio(whole[:400], 8000), media(2, 1, 0, ulaw(whole[:320]))),
+                send(audio(whole[:320], 8000), media(2, 1, 0, ulaw(whole[:320]))),
+                send(audio(whole[320:400], 8000)),
                 step(
                     "reconnect",
                     connected(),
@@ -614,6 +624,7 @@ def connected_event(rate: int, headers: dict[str, str] | None = None) -> Wire:
 
 def vonage_session_cases() -> list[Case]:
     whole = ramp(1600)
+    led = bytes(2 * 46) + whole
     frame16 = 640
     return [
         session_case(
@@ -645,17 +656,20 @@ def vonage_session_cases() -> list[Case]:
         ),
         session_case(
             "audio_recut",
-            "chunks of 319, 322 and 319 samples become three exact 20 ms frames",
+            "the first chunk, 274 samples (short by the resampler's hold-back), is led by 46 "
+            "samples of silence and leaves at once; chunks of 319, 322 and 319 samples after it "
+            "become exact 20 ms frames, the remainder waiting for the next chunk",
             {"sample_rate": 16000},
             [
                 step("opening", connected_event(16000)),
-                send(audio(whole[: 319 * 2], 16000)),
+                send(audio(whole[: 274 * 2], 16000), binary(led[:640])),
+                send(audio(whole[274 * 2 : 593 * 2], 16000)),
                 send(
-                    audio(whole[319 * 2 : 641 * 2], 16000),
-                    binary(whole[:640]),
-                    binary(whole[640:1280]),
+                    audio(whole[593 * 2 : 915 * 2], 16000),
+                    binary(led[640:1280]),
+                    binary(led[1280:1920]),
                 ),
-                send(audio(whole[641 * 2 : 960 * 2], 16000), binary(whole[1280:1920])),
+                send(audio(whole[915 * 2 : 1234 * 2], 16000), binary(led[1920:2560])),
             ],
         ),
         session_case(
@@ -673,8 +687,9 @@ def vonage_session_cases() -> list[Case]:
             {"sample_rate": 16000},
             [
                 step("opening", connected_event(16000)),
-                send(audio(whole[:200], 16000)),
-                step("closing", binary(whole[:200] + bytes(440))),
+                send(audio(whole[:frame16], 16000), binary(whole[:frame16])),
+                send(audio(whole[frame16 : frame16 + 200], 16000)),
+                step("closing", binary(whole[frame16 : frame16 + 200] + bytes(440))),
             ],
         ),
         session_case(

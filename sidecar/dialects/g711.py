@@ -47,13 +47,24 @@ class Packetizer:
 
     What does not fill a packet waits for the next `feed`, so the stream is
     never re-timed: no sample is dropped, duplicated or padded in the middle.
-    Only `flush` pads, at the very end.
+    Only `flush` pads, at the very end, and `lead` at the very start.
+
+    `lead` (one sample's bytes of silence) pads the *first* feed at its front
+    to a whole number of packets. A stream's first chunk comes short by the
+    resampler's hold-back (115 of 160 samples at 8 kHz, 274 of 320 at 16 kHz)
+    and every later chunk is whole; without the lead, each packet would lack
+    those samples and wait for the next chunk, 20 ms later. With it, every
+    chunk goes out the moment it comes, and the stream's media time starts
+    less than one packet earlier than its first real sample.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, lead: bytes | None = None) -> None:
         if size <= 0:
             raise ValueError(f"packet size must be positive, got {size}")
+        if lead is not None and (not lead or size % len(lead)):
+            raise ValueError(f"a lead of {lead!r} cannot fill packets of {size} bytes")
         self.size = size
+        self._lead = lead
         self._pending = bytearray()
 
     @property
@@ -62,6 +73,12 @@ class Packetizer:
         return len(self._pending)
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._lead is not None:
+            short = -len(data) % self.size
+            if short % len(self._lead):
+                raise ValueError(f"{len(data)} bytes is not a whole number of {self._lead!r}")
+            self._pending += self._lead * (short // len(self._lead))
+            self._lead = None
         self._pending += data
         whole = len(self._pending) - len(self._pending) % self.size
         packets = [bytes(self._pending[i : i + self.size]) for i in range(0, whole, self.size)]

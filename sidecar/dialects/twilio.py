@@ -281,8 +281,9 @@ class TwilioSession(Session):
         # 8 kHz varies by a sample or so around the nominal one (resampler
         # look-ahead); Twilio's never do. Cutting exact pieces here, with the
         # remainder kept for the next chunk, gives the server Twilio's sizes
-        # without re-timing the audio.
-        self._packets = Packetizer(RATE * chunk_ms // 1000)
+        # without re-timing the audio; the lead keeps the first chunk, short by
+        # the resampler's hold-back, from delaying every packet after it.
+        self._packets = Packetizer(RATE * chunk_ms // 1000, lead=ULAW_SILENCE)
         self._sequence = 0
         self._chunks = 0
         self._samples = 0

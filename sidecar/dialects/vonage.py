@@ -128,8 +128,9 @@ class VonageSession(Session):
         self._max_bytes = max_message_bytes
         # Vonage wants exactly 20 ms per frame, and the capture's chunks vary by
         # a sample or so (and follow --chunk-ms): cut exact frames here and keep
-        # the remainder for the next chunk, so the audio is never re-timed.
-        self._frames = Packetizer(frame_bytes(rate))
+        # the remainder for the next chunk, so the audio is never re-timed (the
+        # lead: see Packetizer).
+        self._frames = Packetizer(frame_bytes(rate), lead=PCM_SILENCE)
 
     def opening(self) -> Sequence[Wire]:
         head = _encoder.encode(ConnectedEvent(content_type=f"audio/l16;rate={self.rate}"))
