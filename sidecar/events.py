@@ -186,6 +186,9 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     bot_output_resampled: int
     invalid_messages: int
     invalid_frames: int
+    # DTMF frames (kind 0x03) from the bot, all passed to the dialect, which
+    # may have no message for them (Attendee's has none).
+    dtmf_in: int
     frames_out: int
     samples_played: int
     underruns: int

@@ -83,6 +83,7 @@ def stats_event(
         bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // BYTES_PER_SAMPLE,
         invalid_messages=downlink.invalid_messages,
         invalid_frames=uplink.invalid_frames,
+        dtmf_in=uplink.dtmf,
         frames_out=downlink.frames_written,
         samples_played=downlink.samples_written,
         underruns=play.underruns,

@@ -113,6 +113,7 @@ async def test_twilio_dtmf_and_a_reconnect_as_a_new_stream_of_the_same_call(
             first = server.current
             await loop.bot.send_all(frames.encode_dtmf("7"))
             await wait_until(lambda: bool(server.events("dtmf", first)), what="dtmf")
+            await loop.sidecar.stats(lambda e: e["dtmf_in"] == 1)
             first.ws.close()
             await wait_until(lambda: len(server.connections) == 2, what="a second connection")
             await wait_until(lambda: bool(server.events("start")), what="the second start")

@@ -154,7 +154,7 @@ def test_pauses_and_the_remaining_counters() -> None:
             clock_restarts=1,
         ),
         voice=voice(underruns=2, depth_ms=59.6),
-        uplink=UplinkStatistics(frames_in=7, bytes_in=14, samples_in=7, invalid_frames=1),
+        uplink=UplinkStatistics(frames_in=7, bytes_in=14, samples_in=7, invalid_frames=1, dtmf=3),
     )
     assert (stats.pauses, stats.paused_ms) == (2, 1235)
     assert stats.events_dropped == 5
@@ -167,3 +167,4 @@ def test_pauses_and_the_remaining_counters() -> None:
         7,
         1,
     )
+    assert stats.dtmf_in == 3
