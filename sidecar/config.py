@@ -227,16 +227,17 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
     if problems:
         raise ConfigError("; ".join(problems))
     headers = config.headers
-    if not any(name.lower() == "authorization" for name, _ in headers):
-        headers += dialect.auth_headers(environ)
-        if (
-            config.url == dialect.default_url
-            and dialect.auth_env is not None
-            and not any(name.lower() == "authorization" for name, _ in headers)
-        ):
+    auth = dialect.auth_header
+
+    def authorized() -> bool:
+        return any(name.lower() == auth.lower() for name, _ in headers)
+
+    if not authorized():
+        headers += dialect.auth_headers(environ, config.url)
+        if config.url == dialect.default_url and dialect.auth_env is not None and not authorized():
             raise ConfigError(
                 f"--protocol {config.protocol} needs credentials: set {dialect.auth_env} "
-                "or give --header 'Authorization: ...'"
+                f"or give --header '{auth}: ...'"
             )
     return replace(
         config,

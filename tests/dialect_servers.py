@@ -22,8 +22,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from twilio.request_validator import RequestValidator
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
 with warnings.catch_warnings():
@@ -73,7 +75,9 @@ class _DocServer:
         return f"ws://127.0.0.1:{port}{self.path}"
 
     def start(self) -> Self:
-        self._server = serve(self._handle, "127.0.0.1", 0, max_size=None)
+        self._server = serve(
+            self._handle, "127.0.0.1", 0, max_size=None, process_request=self._request
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -110,6 +114,10 @@ class _DocServer:
     def violations(self) -> list[str]:
         with self._lock:
             return [v for c in self.connections for v in c.violations]
+
+    def _request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """The upgrade request, judged before it is accepted (None: accept)."""
+        return None
 
     def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -192,9 +200,25 @@ class TwilioServer(_DocServer):
     ids, last.
     """
 
-    def __init__(self, echo: bool = False, media_bytes: int | None = 160) -> None:
+    def __init__(
+        self, echo: bool = False, media_bytes: int | None = 160, auth_token: str | None = None
+    ) -> None:
         super().__init__(echo)
         self.media_bytes = media_bytes
+        # As Twilio's docs tell a Media Streams server to: the upgrade must
+        # carry X-Twilio-Signature, checked with Twilio's own validator.
+        self._validator = None if auth_token is None else RequestValidator(auth_token)
+        self.refused = 0
+
+    def _request(self, ws: ServerConnection, request: Request) -> Response | None:
+        if self._validator is None:
+            return None
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if self._validator.validate(self.url, {}, signature):
+            return None
+        with self._lock:
+            self.refused += 1
+        return ws.respond(403, "X-Twilio-Signature does not match\n")
 
     def new_state(self) -> _TwilioState:
         return _TwilioState()

@@ -186,9 +186,12 @@ def bot_output(pcm: bytes, rate: int) -> Json:
 class SidecarProcess:
     """`python -m sidecar run ...` with its events parsed as they arrive."""
 
-    def __init__(self, args: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, args: list[str], pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         self.args = args
         self.pass_fds = pass_fds
+        self.env = env or {}
         self.events: list[Json] = []
         self.stderr = b""
         self.stdout = b""
@@ -196,7 +199,7 @@ class SidecarProcess:
         self._changed = trio.Event()
 
     async def start(self, nursery: trio.Nursery, wait_ready: bool = True) -> SidecarProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "sidecar", "run", *self.args],
             stdin=subprocess.PIPE,
@@ -302,10 +305,12 @@ class BotLoop:
 
 
 @asynccontextmanager
-async def open_bot_loop(url: str, tmp: Path, *extra: str) -> AsyncIterator[BotLoop]:
+async def open_bot_loop(
+    url: str, tmp: Path, *extra: str, env: dict[str, str] | None = None
+) -> AsyncIterator[BotLoop]:
     """The real sidecar on `url`, its speaker read from the start; SIGTERM after."""
     async with trio.open_nursery() as nursery:
-        sidecar = await SidecarProcess(sidecar_args(url, tmp, *extra)).start(nursery)
+        sidecar = await SidecarProcess(sidecar_args(url, tmp, *extra), env=env).start(nursery)
         await sidecar.wait_event("connected", timeout=20)
         speaker = Speaker(await trio.open_unix_socket(str(tmp / "out.sock")))
         nursery.start_soon(speaker.serve)

@@ -22,6 +22,7 @@ from sidecar.config import (
     redact_url,
     secrets,
 )
+from sidecar.dialects.twilio import request_signature
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
 from sidecar.retry import RetryConfig
 
@@ -488,3 +489,25 @@ def test_the_vendors_url_and_key_are_defaults_and_a_missing_key_is_a_usage_error
         environ={"OPENAI_API_KEY": "sk-1234"},
     )
     assert [v for k, v in config.headers if k == "Authorization"] == ["Bearer mine"]
+
+
+def test_twilio_signs_the_url_from_the_environment_unless_given_a_signature() -> None:
+    url = "wss://bot.example.com/stream?tenant=7"
+    config = dialect("--url", url, "--protocol", "twilio", environ={"TWILIO_AUTH_TOKEN": "tok"})
+    (signature,) = [v for k, v in config.headers if k == "X-Twilio-Signature"]
+    assert signature == request_signature("tok", url)
+    assert signature in secrets(config)  # a credential: never printed
+    mine = dialect(
+        "--url",
+        url,
+        "--protocol",
+        "twilio",
+        "--header",
+        "x-twilio-signature: given",
+        environ={"TWILIO_AUTH_TOKEN": "tok"},
+    )
+    assert [v for k, v in mine.headers if k.lower() == "x-twilio-signature"] == ["given"]
+    # No token, no signature, and no error: most Twilio-dialect servers check none.
+    assert not any(
+        k == "X-Twilio-Signature" for k, _ in dialect("--url", url, "--protocol", "twilio").headers
+    )

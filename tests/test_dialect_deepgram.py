@@ -81,8 +81,10 @@ def test_registered_with_its_defaults() -> None:
 
 
 def test_auth_header_comes_from_the_environment() -> None:
-    assert dialect().auth_headers({"DEEPGRAM_API_KEY": "dg1"}) == (("Authorization", "Token dg1"),)
-    assert dialect().auth_headers({}) == ()
+    assert dialect().auth_headers({"DEEPGRAM_API_KEY": "dg1"}, "wss://x") == (
+        ("Authorization", "Token dg1"),
+    )
+    assert dialect().auth_headers({}, "wss://x") == ()
 
 
 def test_opening_is_settings_with_our_audio_section() -> None:

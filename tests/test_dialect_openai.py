@@ -94,11 +94,11 @@ def test_registered_with_its_defaults() -> None:
 
 
 def test_auth_header_comes_from_the_environment() -> None:
-    assert dialect().auth_headers({"OPENAI_API_KEY": "sk-1 "}) == (
+    assert dialect().auth_headers({"OPENAI_API_KEY": "sk-1 "}, "wss://x") == (
         ("Authorization", "Bearer sk-1"),
     )
-    assert dialect().auth_headers({}) == ()
-    assert dialect().auth_headers({"OPENAI_API_KEY": "  "}) == ()
+    assert dialect().auth_headers({}, "wss://x") == ()
+    assert dialect().auth_headers({"OPENAI_API_KEY": "  "}, "wss://x") == ()
 
 
 def test_opening_is_the_users_session_with_our_formats() -> None:

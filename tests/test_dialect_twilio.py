@@ -24,6 +24,7 @@ from dialect_servers import TwilioServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import dominant_frequency, tone, wait_until
+from twilio.request_validator import RequestValidator
 
 from sidecar.capture import CaptureStream
 from sidecar.dialects import DIALECTS, make
@@ -523,6 +524,24 @@ def test_packetizer() -> None:
     odd.feed(b"a")
     with pytest.raises(ValueError, match="padding"):
         odd.flush(b"\0\0")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "wss://bot.example.com/media",
+        "wss://bot.example.com:8443/media?tenant=7&lang=fr",
+        "ws://127.0.0.1:8765/stream",
+        "wss://bot.example.com/média?name=Zo%C3%AB",
+    ],
+)
+def test_the_signature_is_what_twilios_own_validator_accepts(url: str) -> None:
+    token = "12345678901234567890123456789012"
+    (header,) = Twilio(Options()).auth_headers({"TWILIO_AUTH_TOKEN": f" {token}\n"}, url)
+    assert header[0] == "X-Twilio-Signature"
+    assert RequestValidator(token).validate(url, {}, header[1])
+    assert not RequestValidator(token[::-1]).validate(url, {}, header[1])
+    assert Twilio(Options()).auth_headers({}, url) == ()
 
 
 def test_packetizer_lead_pads_only_the_first_feed_to_whole_packets() -> None:

@@ -128,6 +128,30 @@ async def test_twilio_dtmf_and_a_reconnect_as_a_new_stream_of_the_same_call(
     assert server.violations() == []
 
 
+async def test_twilio_signs_its_upgrade_as_twilio_does(tmp_path: Path) -> None:
+    token = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+    with trio.fail_after(40), TwilioServer(auth_token=token) as server:
+        env = {"TWILIO_AUTH_TOKEN": token}
+        async with open_bot_loop(server.url, tmp_path, "--protocol", "twilio", env=env) as loop:
+            await play(loop.bot, tone(1000, 0.2))
+            await wait_until(lambda: bool(server.events("media")), what="media")
+        assert (server.refused, server.violations()) == (0, [])
+        assert token not in (loop.sidecar.stdout + loop.sidecar.stderr).decode()
+
+
+async def test_twilio_with_the_wrong_token_is_refused_and_fatal(tmp_path: Path) -> None:
+    with trio.fail_after(40), TwilioServer(auth_token="a" * 32) as server:
+        args = [*sidecar_args(server.url, tmp_path), "--protocol", "twilio"]
+        async with trio.open_nursery() as nursery:
+            env = {"TWILIO_AUTH_TOKEN": "b" * 32}
+            sidecar = await SidecarProcess(args, env=env).start(nursery)
+            assert await sidecar.wait(timeout=20) == 4
+    gave_up = sidecar.named("gave_up")[0]
+    assert gave_up["status"] == 403
+    assert "X-Twilio-Signature does not match" in gave_up["reason"]
+    assert server.refused == 1 and server.connections == []
+
+
 async def test_twilio_refuses_a_sample_rate_it_cannot_send(tmp_path: Path) -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:

@@ -214,6 +214,8 @@ class Dialect(abc.ABC):
     default_url: ClassVar[str | None] = None
     auth_env: ClassVar[str | None] = None
     """The environment variable holding the vendor's key, for `auth_headers`."""
+    auth_header: ClassVar[str] = "Authorization"
+    """The handshake header `auth_headers` makes; one the user gives wins."""
     uses_stream_params: ClassVar[bool] = False
     uses_call_sid: ClassVar[bool] = False
     uses_session: ClassVar[bool] = False
@@ -226,8 +228,9 @@ class Dialect(abc.ABC):
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         """The format the capture must produce for `stream`."""
 
-    def auth_headers(self, environ: dict[str, str]) -> tuple[tuple[str, str], ...]:
-        """Handshake headers taken from the environment when the user gave none."""
+    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
+        """Handshake headers made from the environment when the user gave none;
+        `url` is the one the connection requests (some schemes sign it)."""
         return ()
 
     def problems(self) -> Sequence[str]:

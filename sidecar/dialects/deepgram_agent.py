@@ -384,7 +384,7 @@ class DeepgramAgent(Dialect):
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(self.options.sample_rate)
 
-    def auth_headers(self, environ: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
         key = environ.get("DEEPGRAM_API_KEY", "").strip()
         return (("Authorization", f"Token {key}"),) if key else ()
 

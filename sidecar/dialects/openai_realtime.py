@@ -494,7 +494,7 @@ class OpenAIRealtime(Dialect):
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(RATE)
 
-    def auth_headers(self, environ: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
         key = environ.get("OPENAI_API_KEY", "").strip()
         return (("Authorization", f"Bearer {key}"),) if key else ()
 
