@@ -637,7 +637,11 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
     ]
     add(_table(("contender", "starts", "median ms", "max ms", "RSS at ready MiB"), rows, "l"))
     add("")
-    add("From spawning `python -m ...` to reading its `ready` line on stdout.")
+    add(
+        "From spawning `python -m ...` to reading its `ready` line on stdout, with every"
+        " contender's modules compiled to bytecode first, as `pip install` does"
+        " (`bench.cli.compile_bytecode`)."
+    )
 
     scale = sorted(results.get("scale", []), key=lambda s: s["n"])
     if scale:
