@@ -984,14 +984,23 @@ def _dialects_markdown(trials: dict[str, Any]) -> str:
             "ll",
         ),
     ]
-    if gap > 10:
-        lines += [
-            "",
-            f"The Twilio uplink is {gap:.1f} ms later at the median: the dialect sends exact "
-            "160-byte (20 ms) packets, and the resampler's look-ahead leaves each frame's "
-            "output a few samples short of a packet, so a frame's first sample waits in the "
-            "packetizer for the next frame's audio.",
-        ]
+    # Exact 160-byte packets: unless a stream's first chunk is led with silence
+    # (g711.Packetizer), every packet lacks the resampler's hold-back and waits
+    # a whole frame for it, which shows here as about 20 ms.
+    waits = gap > 10
+    lines += [
+        "",
+        f"The Twilio uplink is {gap:.1f} ms {'later' if gap >= 0 else 'earlier'} at the median "
+        "than Attendee's. Twilio's packets are exactly 160 bytes (20 ms): "
+        + (
+            "a frame's first sample waits in the packetizer for the next frame's audio, "
+            "which the first chunk's lead (`g711.Packetizer`) is there to prevent."
+            if waits
+            else "the first chunk of a stream, short by the resampler's hold-back, is led "
+            "with that much silence (`g711.Packetizer`), so each packet leaves with the "
+            "frame that completes it (before the lead: 20.3 ms later, on 2026-12-01)."
+        ),
+    ]
     return "\n".join(lines)
 
 
