@@ -363,7 +363,8 @@ def test_recut_keeps_every_sample_in_exact_pieces(sizes: list[int], chunk_ms: in
     media = [m["media"] for m in sent[:-1]]
     payloads = [base64.b64decode(m["payload"]) for m in media]
     assert all(len(p) == piece for p in payloads)
-    lead = b"\xff" * (-sizes[0] % piece if sizes else 0)
+    first = next((n for n in sizes if n), 0)  # the first chunk with audio is led
+    lead = b"\xff" * (-first % piece)
     tail = (len(lead) + len(pcm) // 2) % piece
     expected = lead + ulaw_from_pcm16(pcm) + (b"\xff" * (piece - tail) if tail else b"")
     assert b"".join(payloads) == expected
@@ -546,6 +547,7 @@ def test_the_signature_is_what_twilios_own_validator_accepts(url: str) -> None:
 
 def test_packetizer_lead_pads_only_the_first_feed_to_whole_packets() -> None:
     cutter = Packetizer(4, lead=b"_")
+    assert cutter.feed(b"") == []
     assert cutter.feed(b"abc") == [b"_abc"]
     assert cutter.feed(b"defg") == [b"defg"]
     assert cutter.feed(b"hi") == []  # later feeds are never padded: no re-timing mid-stream

@@ -73,7 +73,7 @@ class Packetizer:
         return len(self._pending)
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._lead is not None:
+        if self._lead is not None and data:  # an empty feed is no first chunk
             short = -len(data) % self.size
             if short % len(self._lead):
                 raise ValueError(f"{len(data)} bytes is not a whole number of {self._lead!r}")
