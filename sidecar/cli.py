@@ -63,6 +63,11 @@ EVENT_NAMES = textwrap.fill(
     subsequent_indent="  ",
 )
 VENDOR_DIALECTS = tuple(name for name, d in dialects.DIALECTS.items() if d.default_url)
+CREDENTIAL_ENVS = "\n".join(
+    f"  {d.auth_env}\n{'':19}--protocol {name}: {d.auth_header} (a --header wins)"
+    for name, d in dialects.DIALECTS.items()
+    if d.auth_env
+)
 
 RUN_EPILOG = f"""\
 Either --url or --settings names the server; with neither, {URL_ENV} is used.
@@ -75,6 +80,7 @@ may read (/proc/PID/cmdline):
   {HEADERS_ENV}  the same lines in an environment variable, sent before the
                    --header ones
   {URL_ENV}      the URL, for one with a token in its query
+{CREDENTIAL_ENVS}
 
 events (stdout, one JSON object per line, each with "event" and "ts_ms"):
 {EVENT_NAMES}.

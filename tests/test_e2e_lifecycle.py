@@ -402,3 +402,8 @@ async def test_run_help_documents_every_flag() -> None:
             assert action.help, f"{action.option_strings[0]} has no help text"
     for exit_code in ("0", "2", "3", "4"):
         assert f"{exit_code} " in text or f"{exit_code}:" in text
+    from sidecar.dialects import DIALECTS
+
+    for name, dialect in DIALECTS.items():  # where each dialect's credential comes from
+        if dialect.auth_env:
+            assert f"{dialect.auth_env}\n" in text and f"--protocol {name}: " in text
