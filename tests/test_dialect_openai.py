@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -481,22 +483,13 @@ async def test_a_turn_is_heard_and_answered(speech: bytes) -> None:
     config = RealtimeConfig(reply_ms=1200, speed=6.0)
     with RealtimeServer(config) as server, trio.fail_after(15):
         session = opened({"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}})
-        async with (
-            trio_websocket.open_websocket_url(
-                server.url, extra_headers=[(b"Authorization", b"Bearer sk-test")]
-            ) as ws,
-            trio.open_nursery() as nursery,
-        ):
-            client = AgentClient(session, ws)
-            nursery.start_soon(client.serve)
-            await client.open()
+        async with open_served(server, session) as client:
             await client.send_audio(speech, 24000)
             await client.wait(lambda: any(
                 isinstance(i, Notice) and isinstance(i.event, Transcript)
                 and i.event.role == "assistant" for i in client.incoming
             ))  # fmt: skip
             await _until(lambda: len(server.current.audio) == len(speech))
-            nursery.cancel_scope.cancel()
         conn = server.current
         assert conn.violations == []
         assert conn.path == "/v1/realtime?model=gpt-realtime"
@@ -516,20 +509,11 @@ async def test_a_barge_in_truncates_to_what_was_heard() -> None:
     config = RealtimeConfig(reply_ms=4000, speed=4.0, barge_in_at_ms=1600)
     with RealtimeServer(config) as server, trio.fail_after(15):
         session = opened()
-        async with (
-            trio_websocket.open_websocket_url(
-                server.url, extra_headers=[(b"Authorization", b"Bearer sk-test")]
-            ) as ws,
-            trio.open_nursery() as nursery,
-        ):
-            client = AgentClient(session, ws)
-            nursery.start_soon(client.serve)
-            await client.open()
+        async with open_served(server, session) as client:
             server_conn = await _wait_conn(server)
             server.respond(server_conn)
             await client.wait(lambda: len({p.segment for p in client.of(PlayAudio)}) >= 2)
             await _until(lambda: server.state(server_conn).truncations != [])
-            nursery.cancel_scope.cancel()
         assert server_conn.violations == []
         item, end, accepted = one(server.state(server_conn).truncations)
         assert accepted
@@ -547,15 +531,7 @@ async def test_the_api_rejects_a_truncate_beyond_its_audio_and_the_dialect_never
     config = RealtimeConfig(reply_ms=3000, speed=2.0)
     with RealtimeServer(config) as server, trio.fail_after(10):
         session = opened()
-        async with (
-            trio_websocket.open_websocket_url(
-                server.url, extra_headers=[(b"Authorization", b"Bearer sk-test")]
-            ) as ws,
-            trio.open_nursery() as nursery,
-        ):
-            client = AgentClient(session, ws)
-            nursery.start_soon(client.serve)
-            await client.open()
+        async with open_served(server, session) as client:
             server_conn = await _wait_conn(server)
             server.respond(server_conn)
             await client.wait(lambda: len(client.of(PlayAudio)) >= 3)
@@ -563,16 +539,15 @@ async def test_the_api_rejects_a_truncate_beyond_its_audio_and_the_dialect_never
             assert segment is not None
             item = segment.rpartition(":")[0]
             raw = {"type": "conversation.item.truncate", "item_id": item, "content_index": 0}
-            await ws.send_message(json.dumps(raw | {"audio_end_ms": 10_000}))
+            await client.ws.send_message(json.dumps(raw | {"audio_end_ms": 10_000}))
             await client.wait(lambda: any(
                 isinstance(i, Notice) and isinstance(i.event, AgentError) for i in client.incoming
             ))  # fmt: skip
             # Mid-reply, so not heard in full: the dialect truncates, to what it received.
             received = sum(len(p.pcm) for p in client.of(PlayAudio)) // 48
             for wire in session.encode(ClearedOut(Heard(segment, 10_000))):
-                await ws.send_message(wire)
+                await client.ws.send_message(wire)
             await _until(lambda: len(server.state(server_conn).truncations) == 2)
-            nursery.cancel_scope.cancel()
         error = one([i.event for i in client.of(Notice) if isinstance(i.event, AgentError)])
         assert re.fullmatch(
             r"Audio content of \d+ms is already shorter than 10000ms", error.message
@@ -625,6 +600,25 @@ async def test_the_fake_api_rejects_fields_it_does_not_know() -> None:
                     break
         assert "rate" in event["error"]["message"]
         assert server.current.violations == ["unknown field $.rate"]
+
+
+@asynccontextmanager
+async def open_served(
+    server: RealtimeServer, session: OpenAIRealtimeSession
+) -> AsyncIterator[AgentClient]:
+    """A client on the fake API with the right key, opened, its messages read
+    until the block ends."""
+    async with (
+        trio_websocket.open_websocket_url(
+            server.url, extra_headers=[(b"Authorization", b"Bearer sk-test")]
+        ) as ws,
+        trio.open_nursery() as nursery,
+    ):
+        client = AgentClient(session, ws)
+        nursery.start_soon(client.serve)
+        await client.open()
+        yield client
+        nursery.cancel_scope.cancel()
 
 
 async def _wait_conn(server: RealtimeServer) -> Any:
