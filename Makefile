@@ -1,19 +1,43 @@
 # Every target builds and uses its own virtual environment, so a fresh machine
-# needs nothing but python3 and make.
+# needs nothing but python3 (3.11 or newer) and make.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# What running needs (`make demo`), and the development toolchain on top of it.
+RUNTIME := $(VENV)/.runtime
+STAMP   := $(VENV)/.installed
+# The oldest Python we run on, read from pyproject's requires-python.
+PY_MIN  := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"$$/\1/p' pyproject.toml)
+
+# A recipe that fails leaves no half-made stamp behind.
+.DELETE_ON_ERROR:
 
 .PHONY: all demo test interop lint proto bench bench-quick fuzz soak clean
 
 all: test
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# $(call need_python,INTERPRETER,ADVICE): stop unless it is Python $(PY_MIN)+.
+define need_python
+@$(1) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(int(n) for n in "$(PY_MIN)".split(".")))' 2>/dev/null \
+	|| { echo "audio-sidecar needs Python $(PY_MIN) or newer; $(1) is $$($(1) --version 2>&1 || echo missing). $(2)" >&2; exit 1; }
+endef
+
+# Checked before .venv exists: a venv an older Python made would be reused,
+# broken, by every later run.
+$(VENV)/pyvenv.cfg:
+	$(call need_python,$(PYTHON),Name a newer one: make $(or $(MAKECMDGOALS),test) PYTHON=python3.11)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUNTIME): $(VENV)/pyvenv.cfg pyproject.toml
+	$(call need_python,$(BIN)/python,$(VENV) was made by it: make clean first.)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(VENV)/pyvenv.cfg pyproject.toml
+	$(call need_python,$(BIN)/python,$(VENV) was made by it: make clean first.)
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $@
 
 # Pipecat (numpy, numba, onnxruntime: a minute or two the first time).
 $(VENV)/.interop: $(STAMP)
@@ -24,7 +48,8 @@ $(VENV)/.bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(VENV)/.bench
 
-demo: $(STAMP)
+# Only what running needs: the demo is a user's first run, not a developer's.
+demo: $(RUNTIME)
 	$(BIN)/audio-sidecar demo
 
 # Every test, the Pipecat interop ones included: none may skip for a missing extra.
