@@ -13,6 +13,11 @@ a phone bot on Pipecat runs. The first stdout line is the websocket URL
   call ids, custom parameters); for Vonage, the rate and the headers of
   `websocket:connected`;
 - `{"event": "interrupted"}` when the interrupt mode cuts its reply;
+- `{"event": "reply_after_clear", "samples": N, "rate": R}` for each piece of
+  the cut reply (440 Hz) that Pipecat still sends *after* its own `clear`:
+  its output task races its interruption, and under load one or two 20 ms
+  pieces lose, so a client can only judge its clear against what really came
+  after it on the wire;
 - `{"event": "hangup"}` when the client goes away.
 
 Modes:
@@ -40,7 +45,12 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from loguru import logger
-from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+)
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -65,6 +75,55 @@ def emit(event: dict[str, Any]) -> None:
 def tone(freq: float, seconds: float, rate: int, level: float = 0.3) -> bytes:
     t = np.arange(round(seconds * rate)) / rate
     return (np.sin(2 * np.pi * freq * t) * level * 32767).round().astype("<i2").tobytes()
+
+
+REPLY_HZ = 440.0
+AFTER_HZ = 880.0
+
+
+class LateReplyWatch:
+    """Reports audio of the cut reply serialized after the `clear`: the order
+    the serializer sees is the order on the wire."""
+
+    def __init__(self) -> None:
+        self._cleared = False
+
+    def saw(self, frame: Frame) -> None:
+        if isinstance(frame, InterruptionFrame):
+            self._cleared = True
+        elif self._cleared and isinstance(frame, OutputAudioRawFrame) and frame.audio:
+            x = np.frombuffer(frame.audio, dtype="<i2").astype(np.float64)
+            spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+            spectrum[0] = 0
+            hz = float(np.argmax(spectrum)) * frame.sample_rate / len(x)
+            if abs(hz - REPLY_HZ) < abs(hz - AFTER_HZ):
+                emit(
+                    {
+                        "event": "reply_after_clear",
+                        "samples": len(x),
+                        "rate": frame.sample_rate,
+                    }
+                )
+
+
+class WatchedTwilio(TwilioFrameSerializer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watch = LateReplyWatch()
+
+    async def serialize(self, frame: Frame) -> str | bytes | None:
+        self._watch.saw(frame)
+        return await super().serialize(frame)
+
+
+class WatchedVonage(VonageFrameSerializer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watch = LateReplyWatch()
+
+    async def serialize(self, frame: Frame) -> str | bytes | None:
+        self._watch.saw(frame)
+        return await super().serialize(frame)
 
 
 class Echo(FrameProcessor):
@@ -104,13 +163,13 @@ class SelfInterruptingReply(FrameProcessor):
 
     async def _speak(self) -> None:
         await self.push_frame(
-            OutputAudioRawFrame(tone(440, self._reply_s, self._rate), self._rate, 1)
+            OutputAudioRawFrame(tone(REPLY_HZ, self._reply_s, self._rate), self._rate, 1)
         )
         await asyncio.sleep(self._interrupt_after_s)
         await self.broadcast_interruption()  # type: ignore[no-untyped-call]  # Pipecat's hint gap
         emit({"event": "interrupted"})
         await self.push_frame(
-            OutputAudioRawFrame(tone(880, self._after_s, self._rate), self._rate, 1)
+            OutputAudioRawFrame(tone(AFTER_HZ, self._after_s, self._rate), self._rate, 1)
         )
 
 
@@ -129,7 +188,7 @@ async def twilio_handshake(websocket: WebSocket) -> tuple[FrameSerializer, int] 
             "custom_parameters": call_data.body,
         }
     )
-    serializer = TwilioFrameSerializer(
+    serializer = WatchedTwilio(
         stream_sid=call_data["stream_id"],
         call_sid=call_data["call_id"],
         # By default it wants Twilio credentials and hangs up through Twilio's
@@ -151,7 +210,7 @@ async def vonage_handshake(websocket: WebSocket) -> tuple[FrameSerializer, int] 
     headers = {k: v for k, v in first.items() if k not in ("event", "content-type")}
     emit({"event": "call", "serializer": "vonage", "rate": rate, "headers": headers})
     params = VonageFrameSerializer.InputParams(vonage_sample_rate=rate)
-    return VonageFrameSerializer(params), rate
+    return WatchedVonage(params), rate
 
 
 def make_app(args: argparse.Namespace) -> FastAPI:
