@@ -1,0 +1,146 @@
+"""The README's spawn snippet, run as it stands: the first code a bot builder copies.
+
+The snippet is taken from README.md itself, so the page cannot drift from what
+runs: against a real server it must hear the answer and stop cleanly, started
+either way the README offers; and when the sidecar dies under it, or never
+connects, it must say so and end instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from support import REPO, WsServer, wait_until
+from test_examples import echo
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection
+
+README = REPO / "README.md"
+SPAWN_HEADING = "### Spawning the sidecar"
+
+
+def spawn_snippet() -> str:
+    text = README.read_text()
+    assert SPAWN_HEADING in text, f"README.md lost its {SPAWN_HEADING!r} section"
+    section = text.split(SPAWN_HEADING, 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
+    assert len(blocks) == 1, f"{SPAWN_HEADING!r} should hold one Python block, not {len(blocks)}"
+    return str(blocks[0])
+
+
+def snippet_command(tmp_path: Path) -> list[str]:
+    path = tmp_path / "bot.py"
+    path.write_text(spawn_snippet())
+    return [sys.executable, str(path)]
+
+
+def snippet_env(url: str, sidecar_cmd: str | None = None) -> dict[str, str]:
+    # PYTHONPATH: this checkout's sidecar, whatever the venv was installed from.
+    env = dict(os.environ, SIDECAR_URL=url, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env.pop("SIDECAR_CMD", None)
+    if sidecar_cmd is not None:
+        env["SIDECAR_CMD"] = sidecar_cmd
+    return env
+
+
+def console_script() -> str:
+    """The `audio-sidecar` pip installed beside this interpreter."""
+    script = Path(sys.executable).parent / "audio-sidecar"
+    assert script.exists(), f"no console script at {script}: pip install -e . first"
+    return str(script)
+
+
+@pytest.mark.parametrize("started", ["python -m sidecar", "console script"])
+async def test_the_readme_snippet_hears_the_server_and_stops_cleanly(
+    tmp_path: Path, started: str
+) -> None:
+    sidecar_cmd = console_script() if started == "console script" else None
+    with WsServer(on_message=echo) as server, trio.fail_after(30):
+        result = await trio.run_process(
+            snippet_command(tmp_path),
+            env=snippet_env(server.url, sidecar_cmd),
+            cwd=tmp_path,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, (out, err[-2000:])
+    assert re.fullmatch(r"heard 960 samples of bot output \(kind 0x16\)\n", out), out
+    # The server heard the tone the snippet wrote: 0.5 s at 16 kHz, less what
+    # the resampler still held at the clean stop and flushed then.
+    assert len(server.audio()) >= 2 * 16000 * 0.4
+    assert "Traceback" not in err, err[-2000:]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+async def test_the_readme_snippet_ends_when_the_sidecar_dies_under_it(tmp_path: Path) -> None:
+    # A server that never answers: the snippet ends up blocked reading audio-out,
+    # where only end-of-file can wake it.
+    output: dict[str, bytes] = {}
+
+    async def drain(name: str, stream: trio.abc.ReceiveStream) -> None:
+        data = b""
+        async for chunk in stream:
+            data += chunk
+        output[name] = data
+
+    with WsServer() as server, trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            process = await trio.lowlevel.open_process(
+                snippet_command(tmp_path),
+                env=snippet_env(server.url),
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                assert process.stdout is not None and process.stderr is not None
+                nursery.start_soon(drain, "stdout", process.stdout)
+                nursery.start_soon(drain, "stderr", process.stderr)
+                await wait_until(lambda: len(server.audio()) >= 2 * 16000 * 0.3, 20)
+                (sidecar,) = _children(process.pid)
+                os.kill(sidecar, signal.SIGKILL)
+                code = await process.wait()
+            finally:
+                # A snippet that hangs must not outlive the test, nor its sidecar.
+                if process.returncode is None:
+                    for pid in _children(process.pid):
+                        os.kill(pid, signal.SIGKILL)
+                    process.kill()
+    err = output["stderr"].decode()
+    assert code == 1, (output, code)
+    assert "the sidecar died: exit -9" in err, err[-2000:]
+    assert not output["stdout"]
+
+
+async def test_the_readme_snippet_says_when_the_sidecar_never_connects(tmp_path: Path) -> None:
+    def refuse(ws: ServerConnection, request: Request) -> Response:
+        return ws.respond(401, "missing token\n")
+
+    with WsServer(process_request=refuse) as server, trio.fail_after(30):
+        result = await trio.run_process(
+            snippet_command(tmp_path),
+            env=snippet_env(server.url),
+            cwd=tmp_path,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    err = result.stderr.decode()
+    assert result.returncode == 1, err[-2000:]
+    # Exit 4: a fatal rejection, as the README's exit codes say.
+    assert "the sidecar stopped before connecting: exit 4" in err, err[-2000:]
