@@ -19,7 +19,7 @@ all: test
 # $(call need_python,INTERPRETER,ADVICE): stop unless it is Python $(PY_MIN)+.
 define need_python
 @$(1) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(int(n) for n in "$(PY_MIN)".split(".")))' 2>/dev/null \
-	|| { echo "audio-sidecar needs Python $(PY_MIN) or newer; $(1) is $$($(1) --version 2>&1 || echo missing). $(2)" >&2; exit 1; }
+	|| { echo "audio-sidecar needs Python $(PY_MIN) or newer; $(1) is $$($(1) --version 2>/dev/null || echo "not found"). $(2)" >&2; exit 1; }
 endef
 
 # Checked before .venv exists: a venv an older Python made would be reused,
