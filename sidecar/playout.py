@@ -47,7 +47,12 @@ Overflow
 Marks
     A mark resolves ``played=True`` once the frame holding the last byte queued before it has
     been returned by :meth:`Playout.tick`; immediately if nothing is buffered when it is queued.
-    :meth:`Playout.clear` resolves every pending mark ``played=False``. Order is preserved.
+    A mark may also lie ``ahead`` of what was queued: audio still inside the resampler, to be
+    pushed later. Such a mark *awaits* its audio; it starts playback like any pending mark, but
+    does not make a short remainder a tail (its audio is not all here yet). Should a push be
+    cut short by the cap, a mark beyond what was accepted moves back to the end of it: its
+    audio was refused. :meth:`Playout.clear` resolves every pending mark ``played=False``.
+    Order is preserved.
 """
 
 from __future__ import annotations
@@ -168,6 +173,11 @@ class Playout:
         return self._write_pos
 
     @property
+    def awaiting(self) -> bool:
+        """A pending mark lies beyond the audio pushed so far (see Marks)."""
+        return bool(self._marks) and self._marks[-1][0] > self._write_pos
+
+    @property
     def _size(self) -> int:
         """Bytes buffered: what was accepted and neither handed out nor cleared."""
         return self._write_pos - self._read_pos
@@ -196,17 +206,24 @@ class Playout:
         self._write_pos += accepted
         self._short_seen = False
         self._max_size = max(self._max_size, self._size)
+        if accepted < len(pcm) and self.awaiting:
+            # Their audio was refused: they end where the accepted audio does.
+            end = self._write_pos
+            self._marks = deque((min(pos, end), name) for pos, name in self._marks)
         return accepted
 
-    def mark(self, name: str) -> tuple[MarkResolved, ...]:
-        if self._size == 0:
+    def mark(self, name: str, ahead: int = 0) -> tuple[MarkResolved, ...]:
+        """Queue a mark after what was pushed and `ahead` samples still to come."""
+        if ahead < 0:
+            raise ValueError(f"ahead must not be negative, got {ahead}.")
+        if self._size == 0 and ahead == 0:
             # Everything before the mark is already out; the server declared the end of the
             # utterance, so an empty tick next is not an underrun.
             self._playing = False
             self._dry_ticks = None
             self._marks_played += 1
             return (MarkResolved(name, True),)
-        self._marks.append((self._write_pos, name))
+        self._marks.append((self._write_pos + ahead * _SAMPLE_BYTES, name))
         return ()
 
     def clear(self) -> tuple[MarkResolved, ...]:
@@ -251,7 +268,7 @@ class Playout:
         if self._size >= self._frame_bytes:
             frame = self._take(self._frame_bytes)
             padded = 0
-        elif self._marks or self._short_seen:
+        elif (self._marks and self._marks[0][0] <= self._write_pos) or self._short_seen:
             size = self._size
             pad = self._frame_bytes - size
             frame = self._take(size) + bytes(pad)

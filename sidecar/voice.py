@@ -6,6 +6,13 @@ flushed when the playout is playing, about to run dry, and nothing new arrived
 since the last tick, so the end of an utterance is heard on time rather than
 stuck inside the filter; never while the jitter buffer fills, where a flush
 would restart the filter mid-utterance (a click).
+
+A mark never touches the audio: servers copied from the widely used bridge
+samples send one after every piece, and flushing the filter at each made a
+click every 20 ms (31.7 dB SNR instead of 89.5). The mark is placed where
+its last sample will come out of the filter (`Resampler.owed` samples past
+what the playout holds), and the audio flows on through it. Should no more
+audio follow, the tick flushes the tail as at any utterance's end.
 """
 
 from __future__ import annotations
@@ -58,9 +65,8 @@ class Voice:
         return refused + self._push(out)
 
     def mark(self, name: str) -> tuple[MarkResolved, ...]:
-        # A mark ends what came before it: the filter's tail belongs before it.
-        self._flush()
-        return self.playout.mark(name)
+        owed = 0 if self._resampler is None else self._resampler.owed
+        return self.playout.mark(name, owed)
 
     def clear(self) -> tuple[MarkResolved, ...]:
         if self._resampler is not None:
@@ -72,11 +78,12 @@ class Voice:
     def tick(self) -> Tick:
         # While the jitter buffer fills, less than a frame may sit in the
         # playout only because the filter holds a few samples back: flushing
-        # then would restart the filter mid-utterance (a click).
+        # then would restart the filter mid-utterance (a click). Unless a mark
+        # waits for those samples: the server said that audio is complete.
         if (
             self._pending
             and not self._fresh
-            and self.playout.playing
+            and (self.playout.playing or self.playout.awaiting)
             and self.playout.buffered_ms < self._frame_ms
         ):
             self._flush()

@@ -324,6 +324,46 @@ def test_marks_resolve_in_order_including_same_position() -> None:
     assert t[1].marks == (MarkResolved("c", True),)
 
 
+def test_a_mark_ahead_waits_for_its_audio_without_padding_a_tail() -> None:
+    # 30 ms here and 5 ms still in the resampler: the 10 ms left after the
+    # first frame is no tail, the mark's audio is not all here yet.
+    p = make(jitter_ms=0)
+    p.push(ms(30))
+    assert p.mark("m", ahead=5 * RATE // 1000) == ()
+    awaiting = [p.awaiting]
+    first = p.tick()
+    assert first.frame is not None and first.marks == ()
+    assert p.tick().frame is None  # a short remainder: the grace, no silence spliced in
+    p.push(ms(5, fill=2))
+    awaiting.append(p.awaiting)
+    assert awaiting == [True, False]
+    last = p.tick()
+    assert last.frame == ms(10) + ms(5, fill=2) + bytes(5 * BPMS)
+    assert last.marks == (MarkResolved("m", True),)
+
+
+def test_a_mark_ahead_on_an_empty_buffer_is_not_answered_before_its_audio() -> None:
+    p = make(jitter_ms=0)
+    assert p.mark("m", ahead=8) == ()
+    assert p.tick() == Tick(None, (), False)
+    p.push(ms(1))
+    assert p.tick().marks == (MarkResolved("m", True),)
+
+
+def test_a_mark_whose_audio_the_cap_refused_ends_with_the_accepted_audio() -> None:
+    p = make(jitter_ms=0, max_ms=40)
+    p.push(ms(30))
+    p.mark("m", ahead=20 * RATE // 1000)
+    p.push(ms(20))  # only 10 ms of it fit
+    assert not p.awaiting
+    assert [t.marks for t in run(p, 2)] == [(), (MarkResolved("m", True),)]
+
+
+def test_a_negative_ahead_is_refused() -> None:
+    with pytest.raises(ValueError, match="ahead"):
+        make().mark("m", ahead=-1)
+
+
 def test_clear_resolves_pending_marks_unplayed_in_order() -> None:
     p = make(jitter_ms=0)
     p.push(ms(50))
