@@ -32,12 +32,14 @@ from sidecar.dialects.base import (
     ClearPlayout,
     DtmfOut,
     ErrorOut,
+    Invalid,
     MarkIn,
     MarkOut,
     Options,
     PlayAudio,
     WireAudio,
 )
+from sidecar.dialects.server import server_session
 from sidecar.dialects.vonage import Vonage, VonageSession
 from sidecar.messages import ErrorCode, MessageError
 
@@ -187,6 +189,20 @@ def test_notify_payload_round_trips_exactly(payload: Any) -> None:
             assert json.loads(answer)["payload"] == payload
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["1e99999", "-1e-99999", "1" * 5000, '{"n": 12345678901234567890123, "x": [1E400]}'],
+)
+def test_a_notify_payload_no_decoder_can_hold_comes_back_byte_for_byte(body: str) -> None:
+    # Numbers past float or 64-bit range are still JSON: echoed, not re-parsed
+    # (they once came back as JSON strings).
+    s = session()
+    (mark,) = s.receive('{"action":"notify","payload":' + body + "}")
+    assert isinstance(mark, MarkIn)
+    (answer,) = s.encode(MarkOut(mark.name, True))
+    assert answer == '{"event":"websocket:notify","payload":' + body + "}"
+
+
 @FUZZ
 @given(st.text(max_size=40))
 def test_any_mark_name_gives_valid_json(name: str) -> None:
@@ -302,3 +318,12 @@ async def test_a_vonage_servers_notify_and_clear() -> None:
             {"reply": 1, "words": ["a", "b"]},
             "second",
         ]
+
+
+def test_the_server_role_reads_a_notify_answer_no_decoder_can_hold() -> None:
+    # Not one it sent (its own are strings): refused by name, not a traceback.
+    server = server_session("vonage")
+    server.receive('{"event":"websocket:connected","content-type":"audio/l16;rate=16000"}')
+    (refused,) = server.receive('{"event":"websocket:notify","payload":1e99999}')
+    assert isinstance(refused, Invalid)
+    assert "'1e99999'" in refused.error.message

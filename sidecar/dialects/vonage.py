@@ -114,6 +114,7 @@ class Notify(_Command, frozen=True, tag="notify"):
 Command = Clear | Notify
 
 _encoder: Final = msgspec.json.Encoder()
+_raw: Final = msgspec.json.Decoder(msgspec.Raw)
 _wire: JsonWire[Command] = JsonWire(Command, "action")
 RESERVED: Final = ("event", "content-type")
 """Top-level fields of `websocket:connected` a stream parameter must not replace."""
@@ -210,7 +211,9 @@ def _payload(name: str) -> msgspec.Raw:
     """The mark's payload as raw JSON; a name that is no JSON text (a mark the
     sidecar made itself) is sent as a JSON string instead of as broken JSON."""
     try:
-        msgspec.json.decode(name)
+        # Checked as JSON text only, never converted: a number past float or
+        # 64-bit range (`1e99999`) is JSON all the same, and comes back as sent.
+        _raw.decode(name)
         return msgspec.Raw(name.encode())
     except (msgspec.DecodeError, RecursionError):
         return msgspec.Raw(_encoder.encode(name))
@@ -358,7 +361,10 @@ class VonageServerSession(ServerSession):
 def _mark_name(payload: msgspec.Raw) -> str:
     """A notify's payload as a mark's name: the JSON string this server sent, or
     (a payload it did not make) the JSON text itself."""
-    value = _any.decode(payload)
+    try:
+        value = _any.decode(payload)
+    except msgspec.ValidationError:  # `1e99999`: JSON, but past what Python holds
+        return bytes(payload).decode()
     return value if isinstance(value, str) else bytes(payload).decode()
 
 
