@@ -26,6 +26,7 @@ from sidecar.dialects.base import (
     ClearedOut,
     ClearPlayout,
     Control,
+    CutAudio,
     ErrorOut,
     Heard,
     Incoming,
@@ -80,6 +81,11 @@ class DownlinkStatistics:
     # The clock woke more than MAX_LATE_PERIODS late (the process stalled) and
     # restarted its grid: the audio after it is late, not lost.
     clock_restarts: int = 0
+    # Audio the server sent for a reply a barge-in had already cut (never
+    # played): at the rate it came in, and as output-rate samples, the unit of
+    # the drops, where it is a `cleared` one.
+    cut_samples: int = 0
+    cut_resampled: int = 0
 
 
 class Downlink:
@@ -139,6 +145,11 @@ class Downlink:
                 self._stats.marks += 1
                 self._resolved(self.voice.mark(name))
                 self._wake.set()
+            case CutAudio(samples=samples, rate=rate):
+                resampled = round(samples * self._config.output_rate / rate)
+                self._stats.cut_samples += samples
+                self._stats.cut_resampled += resampled
+                self._stats.dropped_samples["cleared"] += resampled
             case Invalid(error=error):
                 self._invalid(error)
             case Notice(event=event):

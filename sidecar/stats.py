@@ -78,9 +78,12 @@ def stats_event(
         samples_out=sum(s.samples_out for s in links),
         unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
         messages_in=sum(s.messages_in for s in links),
-        bot_output_samples=voice.samples_received,
+        # Audio of a reply already cut counts too: the server sent it, and it
+        # is among the drops (downlink_cleared), so the identity holds.
+        bot_output_samples=voice.samples_received + downlink.cut_samples,
         # Refused samples count too: accepted from the server, then capped.
-        bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // BYTES_PER_SAMPLE,
+        bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // BYTES_PER_SAMPLE
+        + downlink.cut_resampled,
         invalid_messages=downlink.invalid_messages,
         invalid_frames=uplink.invalid_frames,
         dtmf_in=uplink.dtmf,
