@@ -52,23 +52,34 @@ Marks
     does not make a short remainder a tail (its audio is not all here yet). Should a push be
     cut short by the cap, a mark beyond what was accepted moves back to the end of it: its
     audio was refused. :meth:`Playout.clear` resolves every pending mark ``played=False``.
-    Order is preserved.
+    Order is preserved. At most ``MAX_PENDING_MARKS`` marks, with names of at most
+    ``MAX_PENDING_MARK_CHARS`` characters in all, wait at once: a mark beyond either is
+    refused, resolved at once ``played=False, refused=True`` and counted (``marks_refused``).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["MarkResolved", "Playout", "PlayoutStatistics", "Tick"]
 
 _SAMPLE_BYTES = 2
+
+MAX_PENDING_MARKS: Final = 8192
+"""Marks waiting for their audio at once: far beyond one per 20 ms piece of a
+full 60 s playout (3000), far below what would weigh on memory."""
+MAX_PENDING_MARK_CHARS: Final = 1 << 20
+"""Their names together: a server's 1 MB names once held 341 MiB in 300 marks."""
 
 
 @dataclass(frozen=True, slots=True)
 class MarkResolved:
     name: str
     played: bool
+    refused: bool = False
+    """Never held: the pending marks were at their limit (see Marks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,7 @@ class PlayoutStatistics:
     underruns: int
     marks_played: int
     marks_cleared: int
+    marks_refused: int
     depth_ms: float
     max_depth_ms: float
 
@@ -134,6 +146,7 @@ class Playout:
         self._read_pos = 0
         self._write_pos = 0
         self._marks: deque[tuple[int, str]] = deque()
+        self._mark_chars = 0
 
         self._playing = False
         self._held_ticks = 0
@@ -146,6 +159,7 @@ class Playout:
         self._underruns = 0
         self._marks_played = 0
         self._marks_cleared = 0
+        self._marks_refused = 0
         self._max_size = 0
 
     @property
@@ -223,7 +237,14 @@ class Playout:
             self._dry_ticks = None
             self._marks_played += 1
             return (MarkResolved(name, True),)
+        if (
+            len(self._marks) >= MAX_PENDING_MARKS
+            or self._mark_chars + len(name) > MAX_PENDING_MARK_CHARS
+        ):
+            self._marks_refused += 1
+            return (MarkResolved(name, False, refused=True),)
         self._marks.append((self._write_pos + ahead * _SAMPLE_BYTES, name))
+        self._mark_chars += len(name)
         return ()
 
     def clear(self) -> tuple[MarkResolved, ...]:
@@ -237,6 +258,7 @@ class Playout:
         self._short_seen = False
         resolved = tuple(MarkResolved(name, False) for _, name in self._marks)
         self._marks.clear()
+        self._mark_chars = 0
         self._marks_cleared += len(resolved)
         return resolved
 
@@ -283,6 +305,7 @@ class Playout:
         ended_at_mark = False
         while self._marks and self._marks[0][0] <= self._read_pos:
             pos, name = self._marks.popleft()
+            self._mark_chars -= len(name)
             ended_at_mark = pos == self._read_pos
             resolved.append(MarkResolved(name, True))
         self._marks_played += len(resolved)
@@ -319,6 +342,7 @@ class Playout:
             underruns=self._underruns,
             marks_played=self._marks_played,
             marks_cleared=self._marks_cleared,
+            marks_refused=self._marks_refused,
             depth_ms=self._bytes_to_ms(self._size),
             max_depth_ms=self._bytes_to_ms(self._max_size),
         )

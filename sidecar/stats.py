@@ -97,6 +97,7 @@ def stats_event(
         error_replies_suppressed=downlink.error_replies_suppressed,
         events_dropped=events_dropped,
         control_dropped=control_dropped,
+        marks_refused=play.marks_refused,
         clock_restarts=downlink.clock_restarts,
         pauses=0 if gate is None else gate.pauses,
         paused_ms=0 if gate is None else round(gate.paused_s * 1000),

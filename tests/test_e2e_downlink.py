@@ -45,7 +45,7 @@ from sidecar.dialects.openai_realtime import OpenAIRealtimeSession
 from sidecar.downlink import SLICE_MS, WRITE_QUEUE_FRAMES, Downlink
 from sidecar.gate import HOLD_S, PauseGate
 from sidecar.link import LinkStatistics
-from sidecar.playout import Tick
+from sidecar.playout import MAX_PENDING_MARKS, Tick
 from sidecar.stats import stats_event
 from sidecar.uplink import UplinkStatistics
 from sidecar.voice import Voice
@@ -567,6 +567,28 @@ async def test_audio_of_a_reply_already_cut_is_counted_as_cleared() -> None:
     downlink_drops = sum(n for k, n in stats.dropped.items() if k.startswith("downlink_"))
     assert stats.bot_output_resampled == downlink_drops == stats.dropped["downlink_cleared"]
     assert 2 * 4800 - stats.bot_output_resampled < 48000 * 0.01  # the filter's hold-back
+
+
+async def test_a_mark_beyond_the_pending_limit_is_refused_answered_and_counted() -> None:
+    downlink, replies, _ = in_process_downlink()
+    await server_says(downlink, bot_output(tone(440, 0.1, 16000), 16000))
+    for n in range(MAX_PENDING_MARKS + 1):
+        await server_says(downlink, mark(f"m{n}"))
+    # Held: none answered yet, but the one beyond the limit, at once.
+    assert mark_echoes(replies) == [(f"m{MAX_PENDING_MARKS}", "cleared")]
+    errors = [r.data for r in replies if isinstance(r, messages.Error)]
+    assert [e.code for e in errors] == [messages.ErrorCode.TOO_MANY_MARKS]
+    assert "8192 marks" in errors[0].message
+    stats = stats_event(
+        [LinkStatistics()],
+        UplinkStatistics(),
+        downlink.statistics(),
+        downlink.voice.statistics(),
+        [],
+        None,
+        0,
+    )
+    assert stats.marks_refused == 1 and stats.invalid_messages == 1
 
 
 async def test_clear_also_drops_frames_queued_for_a_slow_bot(

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.playout import MarkResolved, Playout, PlayoutStatistics, Tick
+from sidecar.playout import (
+    MAX_PENDING_MARK_CHARS,
+    MAX_PENDING_MARKS,
+    MarkResolved,
+    Playout,
+    PlayoutStatistics,
+    Tick,
+)
 
 # 8 kHz keeps the numbers small: 16 bytes per ms, 320 bytes per 20 ms frame.
 RATE = 8000
@@ -63,7 +70,7 @@ def test_odd_push_rejected() -> None:
 def test_idle_tick_returns_nothing() -> None:
     p = make()
     assert p.tick() == Tick(None, (), False)
-    assert p.statistics() == PlayoutStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+    assert p.statistics() == PlayoutStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
 
 
 # --- jitter start -----------------------------------------------------------------------------
@@ -362,6 +369,32 @@ def test_a_mark_whose_audio_the_cap_refused_ends_with_the_accepted_audio() -> No
 def test_a_negative_ahead_is_refused() -> None:
     with pytest.raises(ValueError, match="ahead"):
         make().mark("m", ahead=-1)
+
+
+def test_pending_marks_are_capped_in_number_refused_and_counted() -> None:
+    p = make()
+    p.push(ms(20))
+    for n in range(MAX_PENDING_MARKS):
+        assert p.mark(f"m{n}") == ()
+    assert p.mark("one too many") == (MarkResolved("one too many", False, refused=True),)
+    assert p.statistics().marks_refused == 1
+    # Room again once marks are answered: the first frame answers them all.
+    assert len(run(p, 1)[0].marks) == MAX_PENDING_MARKS
+    p.push(ms(20))
+    assert p.mark("fits") == ()
+
+
+def test_pending_marks_are_capped_by_their_names_length_too() -> None:
+    p = make()
+    p.push(ms(20))
+    half = "x" * (MAX_PENDING_MARK_CHARS // 2)
+    assert p.mark(half) == () and p.mark(half) == ()
+    assert p.mark("y") == (MarkResolved("y", False, refused=True),)
+    assert [m.name for m in p.clear()] == [half, half]
+    # A clear frees their room.
+    p.push(ms(20))
+    assert p.mark(half + half) == ()
+    assert p.statistics().marks_refused == 1
 
 
 def test_clear_resolves_pending_marks_unplayed_in_order() -> None:
