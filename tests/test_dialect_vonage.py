@@ -40,7 +40,7 @@ from sidecar.dialects.base import (
     WireAudio,
 )
 from sidecar.dialects.server import server_session
-from sidecar.dialects.vonage import Vonage, VonageSession
+from sidecar.dialects.vonage import MAX_NOTIFY_PAYLOAD, Vonage, VonageSession
 from sidecar.messages import ErrorCode, MessageError
 
 # -- the vectors -----------------------------------------------------------------------------
@@ -323,6 +323,18 @@ async def test_a_vonage_servers_notify_and_clear() -> None:
             {"reply": 1, "words": ["a", "b"]},
             "second",
         ]
+
+
+def test_a_notify_payload_is_capped_so_pending_marks_stay_small() -> None:
+    s = session()
+    fits = json.dumps("x" * (MAX_NOTIFY_PAYLOAD - 2))
+    (mark,) = s.receive('{"action":"notify","payload":' + fits + "}")
+    assert mark == MarkIn(fits)
+    (refused,) = s.receive('{"action":"notify","payload":' + fits[:-1] + 'x"}')
+    assert isinstance(refused, Invalid)
+    assert refused.error.code == ErrorCode.INVALID_FIELD
+    assert refused.error.trigger == "notify"
+    assert f"8193 bytes of JSON; at most {MAX_NOTIFY_PAYLOAD}" in refused.error.message
 
 
 def test_the_server_role_reads_a_notify_answer_no_decoder_can_hold() -> None:

@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Generic, TypeVar
 
 import msgspec
 
@@ -132,8 +132,13 @@ class Dtmf(_Up, frozen=True, tag="dtmf"):
     dtmf: DtmfData
 
 
+MAX_MARK_NAME: Final = 1024
+"""Characters in a mark's name: Twilio documents none, and every pending name is
+held until its audio has played (Attendee's limit is 256)."""
+
+
 class MarkData(msgspec.Struct, frozen=True):
-    name: str
+    name: Annotated[str, msgspec.Meta(max_length=MAX_MARK_NAME)]
 
 
 class MarkEcho(_Up, frozen=True, tag="mark"):

@@ -63,6 +63,9 @@ RATES: Final = (8000, 16000)
 FRAME_MS: Final = 20
 """Vonage's frame duration, both ways, whatever --chunk-ms the capture uses."""
 PCM_SILENCE: Final = b"\x00\x00"
+MAX_NOTIFY_PAYLOAD: Final = 8192
+"""Bytes of a notify's payload: Vonage documents no limit, and every pending one
+is held until the audio before it has played."""
 
 
 def frame_bytes(rate: int) -> int:
@@ -179,6 +182,9 @@ class VonageSession(Session):
                 return (Invalid(decoded),)
             case Clear():
                 return (ClearPlayout(),)
+            case Notify(payload=payload) if len(payload) > MAX_NOTIFY_PAYLOAD:
+                text = f"`payload` is {len(payload)} bytes of JSON; at most {MAX_NOTIFY_PAYLOAD}"
+                return (Invalid(MessageError(ErrorCode.INVALID_FIELD, text, "notify")),)
             case Notify(payload=payload):
                 # The mark is the payload's JSON text: opaque to the rest of the
                 # sidecar, and exactly what the answer must carry.
