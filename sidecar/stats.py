@@ -52,6 +52,7 @@ def stats_event(
             dropped[f"uplink_{reason}"] += n
         by_stream.update(box.dropped_by_stream)
         control_dropped += box.dropped_messages.get("control_overflow", 0)
+        control_dropped += box.dropped_messages.get("control_bytes", 0)
     dropped["downlink_overflow"] += play.bytes_dropped_overflow // BYTES_PER_SAMPLE
     dropped["downlink_cleared"] += play.bytes_cleared // BYTES_PER_SAMPLE
     for reason, n in downlink.dropped_samples.items():
