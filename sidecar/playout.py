@@ -208,6 +208,10 @@ class Playout:
             raise ValueError(f"pcm must be whole s16le samples (even length), got {len(pcm)}.")
         accepted = min(len(pcm), self._max_bytes - self._size)
         self._bytes_dropped += len(pcm) - accepted
+        if accepted < len(pcm) and self.awaiting:
+            # Their audio was refused: they end where the accepted audio does.
+            end = self._write_pos + accepted
+            self._marks = deque((min(pos, end), name) for pos, name in self._marks)
         if accepted == 0:
             return 0
         if self._dry_ticks is not None:
@@ -220,10 +224,6 @@ class Playout:
         self._write_pos += accepted
         self._short_seen = False
         self._max_size = max(self._max_size, self._size)
-        if accepted < len(pcm) and self.awaiting:
-            # Their audio was refused: they end where the accepted audio does.
-            end = self._write_pos
-            self._marks = deque((min(pos, end), name) for pos, name in self._marks)
         return accepted
 
     def mark(self, name: str, ahead: int = 0) -> tuple[MarkResolved, ...]:

@@ -366,6 +366,14 @@ def test_a_mark_whose_audio_the_cap_refused_ends_with_the_accepted_audio() -> No
     assert [t.marks for t in run(p, 2)] == [(), (MarkResolved("m", True),)]
 
 
+def test_a_mark_whose_audio_the_cap_refused_entirely_is_answered_with_what_was_accepted() -> None:
+    p = make(jitter_ms=0, max_ms=40)
+    p.push(ms(40))
+    p.mark("m", ahead=20 * RATE // 1000)
+    assert p.push(ms(20)) == 0  # none of it fit
+    assert [t.marks for t in run(p, 2)] == [(), (MarkResolved("m", True),)]
+
+
 def test_a_negative_ahead_is_refused() -> None:
     with pytest.raises(ValueError, match="ahead"):
         make().mark("m", ahead=-1)
