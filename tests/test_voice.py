@@ -236,11 +236,19 @@ def _play_through(protocol: str, rate: int, *, marks: bool, burst: bool) -> tupl
     out: list[bytes] = []
     answered: list[str] = []
     sent: list[str] = []
+    played = 0  # audio samples handed out, padding not counted
 
     def play(tick_result: Tick) -> None:
+        nonlocal played
         if tick_result.frame is not None:
             out.append(tick_result.frame)
-        answered.extend(m.name for m in tick_result.marks if m.played)
+            played += len(tick_result.frame) // 2 - tick_result.padding
+        for m in tick_result.marks:
+            assert m.played
+            # Answered with the frame holding its piece's last sample: not before, not later.
+            end = (len(answered) + 1) * FRAME
+            assert end <= played < end + FRAME, (m.name, played)
+            answered.append(m.name)
 
     for n, i in enumerate(range(0, len(src), step)):
         wires = list(server.audio(src[i : i + step], rate))
@@ -253,7 +261,7 @@ def _play_through(protocol: str, rate: int, *, marks: bool, burst: bool) -> tupl
                         voice.audio(pcm, r)
                     case MarkIn(name=name):
                         sent.append(name)
-                        answered.extend(m.name for m in voice.mark(name) if m.played)
+                        assert voice.mark(name) == ()  # its audio is still to play
                     case _:
                         raise AssertionError(f"unexpected {incoming}")
         if not burst:
