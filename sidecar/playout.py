@@ -22,7 +22,8 @@ Jitter start
 
 Tail
     A remainder shorter than a frame is the *tail* of an utterance, and is padded with silence
-    and handed out, when a mark is pending (every pending mark lies within that remainder), or
+    and handed out, when a mark is pending whose audio is all here (it lies within that
+    remainder; one still awaiting its audio does not count, see Marks), or
     when an earlier tick since the last accepted push already found less than a frame
     buffered. The first tick to find a short remainder therefore hands out nothing (a one-tick
     grace): a server streaming 30 ms pieces against 20 ms frames keeps up within the grace, and
