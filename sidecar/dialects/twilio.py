@@ -627,6 +627,10 @@ class TwilioServerSession(ServerSession):
         return _text(SendMedia(MediaPayload(data), self._stream_sid))
 
     def _encode_mark(self, name: str) -> Wire:
+        if len(name) > MAX_MARK_NAME:
+            raise ValueError(
+                f"a mark's name is at most {MAX_MARK_NAME} characters, got {len(name)}"
+            )
         return _text(SendMark(MarkData(name), self._stream_sid))
 
     def _encode_clear(self) -> Wire:

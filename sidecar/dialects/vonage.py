@@ -358,7 +358,13 @@ class VonageServerSession(ServerSession):
         return data
 
     def _encode_mark(self, name: str) -> Wire:
-        return _encoder.encode(Notify(msgspec.Raw(_encoder.encode(name)))).decode()
+        payload = _encoder.encode(name)
+        if len(payload) > MAX_NOTIFY_PAYLOAD:
+            raise ValueError(
+                f"a notify's payload is at most {MAX_NOTIFY_PAYLOAD} bytes of JSON, "
+                f"got {len(payload)}"
+            )
+        return _encoder.encode(Notify(msgspec.Raw(payload))).decode()
 
     def _encode_clear(self) -> Wire:
         return _encoder.encode(Clear()).decode()
