@@ -231,7 +231,7 @@ class Playout:
         """Queue a mark after what was pushed and `ahead` samples still to come."""
         if ahead < 0:
             raise ValueError(f"ahead must not be negative, got {ahead}.")
-        if self._size == 0 and ahead == 0:
+        if self._size == 0 and ahead == 0 and not self._marks:
             # Everything before the mark is already out; the server declared the end of the
             # utterance, so an empty tick next is not an underrun.
             self._playing = False
@@ -244,7 +244,11 @@ class Playout:
         ):
             self._marks_refused += 1
             return (MarkResolved(name, False, refused=True),)
-        self._marks.append((self._write_pos + ahead * _SAMPLE_BYTES, name))
+        pos = self._write_pos + ahead * _SAMPLE_BYTES
+        if self._marks:
+            # Never before an earlier mark: marks are answered in order.
+            pos = max(pos, self._marks[-1][0])
+        self._marks.append((pos, name))
         self._mark_chars += len(name)
         return ()
 

@@ -374,6 +374,14 @@ def test_a_mark_whose_audio_the_cap_refused_entirely_is_answered_with_what_was_a
     assert [t.marks for t in run(p, 2)] == [(), (MarkResolved("m", True),)]
 
 
+def test_a_mark_never_overtakes_one_still_awaiting_its_audio() -> None:
+    p = make(jitter_ms=0)
+    p.mark("first", ahead=8)
+    assert p.mark("second") == ()  # nothing buffered, but "first" is still owed audio
+    p.push(ms(1))
+    assert p.tick().marks == (MarkResolved("first", True), MarkResolved("second", True))
+
+
 def test_a_negative_ahead_is_refused() -> None:
     with pytest.raises(ValueError, match="ahead"):
         make().mark("m", ahead=-1)
