@@ -46,6 +46,8 @@ class Voice:
         self._resampler: Resampler | None = None
         self._pending = False
         self._fresh = False
+        self._quiet = 0  # ticks since audio last arrived
+        self._jitter_ticks = max(1, -(-jitter_ms // frame_ms))
         self._sounding = False
         self._received = 0
         self._rate_changes = 0
@@ -60,7 +62,9 @@ class Voice:
             self._resampler = Resampler(rate, self.out_rate, self.quality)
         self._received += len(pcm) // 2
         out = self._resampler.process(pcm)
-        self._pending = not self._resampler.passthrough
+        # Something to flush: the filter holds back what it owes (nothing, for
+        # an empty first message or a passthrough).
+        self._pending = self._resampler.owed > 0
         self._fresh = True
         return refused + self._push(out)
 
@@ -79,11 +83,14 @@ class Voice:
         # While the jitter buffer fills, less than a frame may sit in the
         # playout only because the filter holds a few samples back: flushing
         # then would restart the filter mid-utterance (a click). Unless a mark
-        # waits for those samples: the server said that audio is complete.
+        # waits for those samples (the server said that audio is complete),
+        # or nothing came for as long as the jitter buffer waits: an utterance
+        # shorter than the filter's hold-back must not stay inside it.
+        self._quiet = 0 if self._fresh else self._quiet + 1
         if (
             self._pending
-            and not self._fresh
-            and (self.playout.playing or self.playout.awaiting)
+            and self._quiet
+            and (self.playout.playing or self.playout.awaiting or self._quiet >= self._jitter_ticks)
             and self.playout.buffered_ms < self._frame_ms
         ):
             self._flush()

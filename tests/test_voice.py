@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import dominant_frequency, tone
 
 from sidecar.dialects import Options, make
@@ -320,3 +322,70 @@ def test_a_mark_waiting_on_the_filter_is_answered_without_more_audio() -> None:
         answered += voice.tick().marks
     assert answered == [MarkResolved("m", True)]
     assert voice.idle
+
+
+def test_an_utterance_shorter_than_the_filters_hold_back_is_played_without_a_mark() -> None:
+    voice = Voice(OUT, jitter_ms=40)
+    voice.audio(tone(440, 0.001, 16000), 16000)  # 16 samples: all still in the filter
+    frames = run_until_idle(voice)
+    assert sum(len(f) // 2 for f in frames) == FRAME  # its 48 samples, padded to a frame
+    assert voice.statistics().playout.pad_bytes == (FRAME - 48) * 2
+
+
+def test_an_empty_first_message_leaves_the_voice_idle() -> None:
+    voice = Voice(OUT)
+    voice.audio(b"", 16000)
+    assert voice.idle
+
+
+_voice_op = st.one_of(
+    st.tuples(st.just("audio"), st.integers(0, 500)),
+    st.tuples(st.just("mark"), st.just(0)),
+    st.tuples(st.just("tick"), st.just(0)),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(ops=st.lists(_voice_op, max_size=60))
+def test_every_mark_is_answered_in_order_with_the_frame_holding_its_last_sample(
+    ops: list[tuple[str, int]],
+) -> None:
+    # 16 -> 48 kHz: a mark after n input samples ends at output sample 3n exactly.
+    voice = Voice(OUT)
+    src = tone(440, 0.5, 16000)
+    taken = 0
+    played = 0
+    ends: dict[str, int] = {}
+    answered: list[str] = []
+
+    def answer(marks: tuple[MarkResolved, ...]) -> None:
+        for m in marks:
+            assert m.played
+            assert ends[m.name] <= played < ends[m.name] + FRAME, (m.name, played)
+            answered.append(m.name)
+
+    def tick() -> None:
+        nonlocal played
+        result = voice.tick()
+        if result.frame is not None:
+            played += len(result.frame) // 2 - result.padding
+        answer(result.marks)
+
+    for op, n in ops:
+        if op == "audio":
+            n = min(n, len(src) // 2 - taken)
+            voice.audio(src[taken * 2 : (taken + n) * 2], 16000)
+            taken += n
+        elif op == "mark":
+            name = f"m{len(ends)}"
+            ends[name] = 3 * taken
+            answer(voice.mark(name))
+        else:
+            tick()
+    for _ in range(1000):
+        if voice.idle:
+            break
+        tick()
+    assert voice.idle
+    assert answered == sorted(ends, key=lambda name: int(name[1:]))
+    assert played == 3 * taken
