@@ -26,6 +26,7 @@ from sidecar.dialects.base import (
     ClearedOut,
     ClearPlayout,
     Control,
+    CutAudio,
     ErrorOut,
     Heard,
     Incoming,
@@ -36,7 +37,7 @@ from sidecar.dialects.base import (
     PlayAudio,
 )
 from sidecar.gate import PauseGate
-from sidecar.playout import MarkResolved
+from sidecar.playout import MAX_PENDING_MARK_CHARS, MAX_PENDING_MARKS, MarkResolved
 from sidecar.ratelimit import TokenBucket
 from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
 from sidecar.voice import Voice
@@ -51,6 +52,11 @@ MAX_LATE_PERIODS = 3
 # a 700 ms message done at once held the loop for ~5 ms, the pacing jitter's p99.
 SLICE_MS = 50
 BOT_CLOSED = "bot closed the connection"
+TOO_MANY_MARKS = messages.MessageError(
+    messages.ErrorCode.TOO_MANY_MARKS,
+    f"a mark was refused: {MAX_PENDING_MARKS} marks, or names of {MAX_PENDING_MARK_CHARS} "
+    "characters in all, already wait for their audio; it is answered as cleared",
+)
 
 
 @dataclass(slots=True)
@@ -80,6 +86,11 @@ class DownlinkStatistics:
     # The clock woke more than MAX_LATE_PERIODS late (the process stalled) and
     # restarted its grid: the audio after it is late, not lost.
     clock_restarts: int = 0
+    # Audio the server sent for a reply a barge-in had already cut (never
+    # played): at the rate it came in, and as output-rate samples, the unit of
+    # the drops, where it is a `cleared` one.
+    cut_samples: int = 0
+    cut_resampled: int = 0
 
 
 class Downlink:
@@ -137,8 +148,16 @@ class Downlink:
                 self._clear()
             case MarkIn(name=name):
                 self._stats.marks += 1
-                self._resolved(self.voice.mark(name))
+                resolved = self.voice.mark(name)
+                if any(mark.refused for mark in resolved):
+                    self._invalid(TOO_MANY_MARKS)
+                self._resolved(resolved)
                 self._wake.set()
+            case CutAudio(samples=samples, rate=rate):
+                resampled = round(samples * self._config.output_rate / rate)
+                self._stats.cut_samples += samples
+                self._stats.cut_resampled += resampled
+                self._stats.dropped_samples["cleared"] += resampled
             case Invalid(error=error):
                 self._invalid(error)
             case Notice(event=event):

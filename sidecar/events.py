@@ -197,8 +197,11 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     dropped: dict[str, int]
     error_replies_suppressed: int
     events_dropped: int
-    # Mark echoes and error replies beyond the control lane's limit, in messages.
+    # Mark echoes and error replies beyond the control lane's limits (256
+    # messages, 1 MiB), in messages.
     control_dropped: int
+    # Valid marks refused because too many (or too long) were pending; answered as cleared.
+    marks_refused: int
     # Stalls of the playout clock (over 3 frames late): playback resumed late, not lost.
     clock_restarts: int
     # --pause-threshold: times the bot's playback paused for a loud meeting, and for how long.

@@ -133,6 +133,8 @@ class ErrorCode(enum.StrEnum):
     INVALID_BASE64 = "invalid_base64"
     ODD_LENGTH = "odd_length"
     UNSUPPORTED_SAMPLE_RATE = "unsupported_sample_rate"
+    # Not a decoding error: a valid mark the playout had no room to hold.
+    TOO_MANY_MARKS = "too_many_marks"
 
 
 class ErrorData(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -5,7 +5,10 @@ link is up the queue absorbs a slow server for `live_ms`; while it is down it
 keeps only the newest `replay_ms`, which is sent first on reconnect with its
 original timestamps. Either way the oldest audio goes first and every dropped
 sample is counted under a reason. Control messages (mark echoes, error
-replies, DTMF) travel in their own small lane ahead of audio.
+replies, DTMF) travel in their own small lane ahead of audio, bounded in
+count and in bytes (a mark's name can be long, and a server that stopped
+reading must not make 400 answers of 1 MB pile up): past either limit the
+oldest goes, counted as `control_overflow` or `control_bytes`.
 
 What waits here is the dialect's neutral vocabulary, not wire bytes: the link
 encodes each item when it sends it, with the connection's session, so audio
@@ -16,8 +19,23 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
+from typing import Final
 
-from sidecar.dialects.base import AudioOut, Control, Outgoing
+from sidecar.dialects.base import (
+    AudioOut,
+    ClearedOut,
+    Control,
+    DtmfOut,
+    ErrorOut,
+    MarkOut,
+    Outgoing,
+)
+
+MAX_CONTROL: Final = 256
+MAX_CONTROL_BYTES: Final = 1 << 20
+# What a control message costs beyond its own text: its object, and the
+# envelope the dialect wraps it in on the wire.
+_CONTROL_OVERHEAD: Final = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +63,13 @@ class Outbox:
     order they were put, whichever stream they belong to.
     """
 
-    def __init__(self, replay_ms: float, live_ms: float = 2000.0, max_control: int = 256) -> None:
+    def __init__(
+        self,
+        replay_ms: float,
+        live_ms: float = 2000.0,
+        max_control: int = MAX_CONTROL,
+        max_control_bytes: int = MAX_CONTROL_BYTES,
+    ) -> None:
         if replay_ms < 0 or live_ms < 0:
             raise ValueError("outbox limits must not be negative")
         self.replay_ms = replay_ms
@@ -53,7 +77,10 @@ class Outbox:
         self._streams: dict[str, collections.deque[tuple[int, AudioOut]]] = {}
         self._depth: dict[str, float] = {}
         self._seq = 0
-        self._control: collections.deque[Control] = collections.deque(maxlen=max_control)
+        self._control: collections.deque[Control] = collections.deque()
+        self._max_control = max_control
+        self._max_control_bytes = max_control_bytes
+        self._control_bytes = 0
         self._dropped = _Counters()
         self._open: set[str] = set()
         """Streams that have put audio and not been released."""
@@ -73,9 +100,19 @@ class Outbox:
             self._trim(item.stream, self.replay_ms, "disconnected")
 
     def put_control(self, item: Control) -> None:
-        if len(self._control) == self._control.maxlen:
+        weight = control_bytes(item)
+        if weight > self._max_control_bytes:
+            # It could never fit: it alone goes, not what waits before it.
+            self._dropped.messages["control_bytes"] += 1
+            return
+        if len(self._control) == self._max_control:
+            self._pop_control()
             self._dropped.messages["control_overflow"] += 1
         self._control.append(item)
+        self._control_bytes += weight
+        while self._control_bytes > self._max_control_bytes:
+            self._pop_control()
+            self._dropped.messages["control_bytes"] += 1
 
     def release(self, stream: str) -> int:
         """The stream has ended: returns the samples of it dropped so far.
@@ -105,12 +142,13 @@ class Outbox:
             del self._dropped.by_stream[stream]
         self._dropped.messages[reason] += len(self._control)
         self._control.clear()
+        self._control_bytes = 0
 
     def get(self, audio: bool = True) -> Outgoing | None:
         """The next item to send; with `audio` False only control (the
         connection is not ready for audio yet)."""
         if self._control:
-            return self._control.popleft()
+            return self._pop_control()
         if not self._streams or not audio:
             return None
         # A scan of the heads: there are at most a few dozen streams.
@@ -141,6 +179,11 @@ class Outbox:
             dropped_by_stream=dict(self._dropped.by_stream),
         )
 
+    def _pop_control(self) -> Control:
+        item = self._control.popleft()
+        self._control_bytes -= control_bytes(item)
+        return item
+
     def _trim(self, stream: str, limit_ms: float, reason: str) -> None:
         # Keep the newest audio: a listener wants what was just said.
         queue = self._streams[stream]
@@ -164,3 +207,18 @@ class Outbox:
         # A released stream's audio lost in flight counts in the totals only.
         if item.stream in self._open or item.stream in self._streams:
             self._dropped.by_stream[item.stream] += item.samples
+
+
+def control_bytes(item: Control) -> int:
+    """What a control message weighs against the lane's byte limit: its text
+    (a character as a byte, as most are on the wire) and a fixed overhead."""
+    match item:
+        case MarkOut(name=name):
+            text = len(name)
+        case ErrorOut(error=error):
+            text = len(error.message) + len(error.trigger or "")
+        case ClearedOut(heard=heard):
+            text = 0 if heard is None else len(heard.segment)
+        case DtmfOut():
+            text = 1
+    return _CONTROL_OVERHEAD + text

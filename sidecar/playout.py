@@ -22,7 +22,8 @@ Jitter start
 
 Tail
     A remainder shorter than a frame is the *tail* of an utterance, and is padded with silence
-    and handed out, when a mark is pending (every pending mark lies within that remainder), or
+    and handed out, when a mark is pending whose audio is all here (it lies within that
+    remainder; one still awaiting its audio does not count, see Marks), or
     when an earlier tick since the last accepted push already found less than a frame
     buffered. The first tick to find a short remainder therefore hands out nothing (a one-tick
     grace): a server streaming 30 ms pieces against 20 ms frames keeps up within the grace, and
@@ -47,23 +48,39 @@ Overflow
 Marks
     A mark resolves ``played=True`` once the frame holding the last byte queued before it has
     been returned by :meth:`Playout.tick`; immediately if nothing is buffered when it is queued.
-    :meth:`Playout.clear` resolves every pending mark ``played=False``. Order is preserved.
+    A mark may also lie ``ahead`` of what was queued: audio still inside the resampler, to be
+    pushed later. Such a mark *awaits* its audio; it starts playback like any pending mark, but
+    does not make a short remainder a tail (its audio is not all here yet). Should a push be
+    cut short by the cap, a mark beyond what was accepted moves back to the end of it: its
+    audio was refused. :meth:`Playout.clear` resolves every pending mark ``played=False``.
+    Order is preserved. At most ``MAX_PENDING_MARKS`` marks, with names of at most
+    ``MAX_PENDING_MARK_CHARS`` characters in all, wait at once: a mark beyond either is
+    refused, resolved at once ``played=False, refused=True`` and counted (``marks_refused``).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["MarkResolved", "Playout", "PlayoutStatistics", "Tick"]
 
 _SAMPLE_BYTES = 2
+
+MAX_PENDING_MARKS: Final = 8192
+"""Marks waiting for their audio at once: far beyond one per 20 ms piece of a
+full 60 s playout (3000), far below what would weigh on memory."""
+MAX_PENDING_MARK_CHARS: Final = 1 << 20
+"""Their names together: a server's 1 MB names once held 341 MiB in 300 marks."""
 
 
 @dataclass(frozen=True, slots=True)
 class MarkResolved:
     name: str
     played: bool
+    refused: bool = False
+    """Never held: the pending marks were at their limit (see Marks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,7 @@ class PlayoutStatistics:
     underruns: int
     marks_played: int
     marks_cleared: int
+    marks_refused: int
     depth_ms: float
     max_depth_ms: float
 
@@ -129,6 +147,7 @@ class Playout:
         self._read_pos = 0
         self._write_pos = 0
         self._marks: deque[tuple[int, str]] = deque()
+        self._mark_chars = 0
 
         self._playing = False
         self._held_ticks = 0
@@ -141,6 +160,7 @@ class Playout:
         self._underruns = 0
         self._marks_played = 0
         self._marks_cleared = 0
+        self._marks_refused = 0
         self._max_size = 0
 
     @property
@@ -168,6 +188,11 @@ class Playout:
         return self._write_pos
 
     @property
+    def awaiting(self) -> bool:
+        """A pending mark lies beyond the audio pushed so far (see Marks)."""
+        return bool(self._marks) and self._marks[-1][0] > self._write_pos
+
+    @property
     def _size(self) -> int:
         """Bytes buffered: what was accepted and neither handed out nor cleared."""
         return self._write_pos - self._read_pos
@@ -184,6 +209,10 @@ class Playout:
             raise ValueError(f"pcm must be whole s16le samples (even length), got {len(pcm)}.")
         accepted = min(len(pcm), self._max_bytes - self._size)
         self._bytes_dropped += len(pcm) - accepted
+        if accepted < len(pcm) and self.awaiting:
+            # Their audio was refused: they end where the accepted audio does.
+            end = self._write_pos + accepted
+            self._marks = deque((min(pos, end), name) for pos, name in self._marks)
         if accepted == 0:
             return 0
         if self._dry_ticks is not None:
@@ -198,15 +227,29 @@ class Playout:
         self._max_size = max(self._max_size, self._size)
         return accepted
 
-    def mark(self, name: str) -> tuple[MarkResolved, ...]:
-        if self._size == 0:
+    def mark(self, name: str, ahead: int = 0) -> tuple[MarkResolved, ...]:
+        """Queue a mark after what was pushed and `ahead` samples still to come."""
+        if ahead < 0:
+            raise ValueError(f"ahead must not be negative, got {ahead}.")
+        if self._size == 0 and ahead == 0 and not self._marks:
             # Everything before the mark is already out; the server declared the end of the
             # utterance, so an empty tick next is not an underrun.
             self._playing = False
             self._dry_ticks = None
             self._marks_played += 1
             return (MarkResolved(name, True),)
-        self._marks.append((self._write_pos, name))
+        if (
+            len(self._marks) >= MAX_PENDING_MARKS
+            or self._mark_chars + len(name) > MAX_PENDING_MARK_CHARS
+        ):
+            self._marks_refused += 1
+            return (MarkResolved(name, False, refused=True),)
+        pos = self._write_pos + ahead * _SAMPLE_BYTES
+        if self._marks:
+            # Never before an earlier mark: marks are answered in order.
+            pos = max(pos, self._marks[-1][0])
+        self._marks.append((pos, name))
+        self._mark_chars += len(name)
         return ()
 
     def clear(self) -> tuple[MarkResolved, ...]:
@@ -220,6 +263,7 @@ class Playout:
         self._short_seen = False
         resolved = tuple(MarkResolved(name, False) for _, name in self._marks)
         self._marks.clear()
+        self._mark_chars = 0
         self._marks_cleared += len(resolved)
         return resolved
 
@@ -251,7 +295,7 @@ class Playout:
         if self._size >= self._frame_bytes:
             frame = self._take(self._frame_bytes)
             padded = 0
-        elif self._marks or self._short_seen:
+        elif (self._marks and self._marks[0][0] <= self._write_pos) or self._short_seen:
             size = self._size
             pad = self._frame_bytes - size
             frame = self._take(size) + bytes(pad)
@@ -266,6 +310,7 @@ class Playout:
         ended_at_mark = False
         while self._marks and self._marks[0][0] <= self._read_pos:
             pos, name = self._marks.popleft()
+            self._mark_chars -= len(name)
             ended_at_mark = pos == self._read_pos
             resolved.append(MarkResolved(name, True))
         self._marks_played += len(resolved)
@@ -302,6 +347,7 @@ class Playout:
             underruns=self._underruns,
             marks_played=self._marks_played,
             marks_cleared=self._marks_cleared,
+            marks_refused=self._marks_refused,
             depth_ms=self._bytes_to_ms(self._size),
             max_depth_ms=self._bytes_to_ms(self._max_size),
         )

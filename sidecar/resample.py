@@ -131,6 +131,12 @@ class Resampler:
         return self._state is None
 
     @property
+    def owed(self) -> int:
+        """Output samples this stream still owes for the input it consumed: what
+        `flush` would return now. Where the last sample taken in will come out."""
+        return round(self._stream_in * self._ratio) - self._stream_out
+
+    @property
     def delay_ms(self) -> float:
         """Real-time latency added by the converter (0 for passthrough)."""
         if self._state is None:
@@ -159,7 +165,7 @@ class Resampler:
 
     def flush_float(self) -> FloatArray:
         """End the stream: return what is still owed, then start a fresh stream."""
-        owed = round(self._stream_in * self._ratio) - self._stream_out
+        owed = self.owed
         parts: list[FloatArray] = []
         if self._state is not None and owed > 0:
             # python-samplerate returns nothing for an empty end_of_input call, so push real

@@ -52,6 +52,7 @@ def stats_event(
             dropped[f"uplink_{reason}"] += n
         by_stream.update(box.dropped_by_stream)
         control_dropped += box.dropped_messages.get("control_overflow", 0)
+        control_dropped += box.dropped_messages.get("control_bytes", 0)
     dropped["downlink_overflow"] += play.bytes_dropped_overflow // BYTES_PER_SAMPLE
     dropped["downlink_cleared"] += play.bytes_cleared // BYTES_PER_SAMPLE
     for reason, n in downlink.dropped_samples.items():
@@ -78,9 +79,12 @@ def stats_event(
         samples_out=sum(s.samples_out for s in links),
         unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
         messages_in=sum(s.messages_in for s in links),
-        bot_output_samples=voice.samples_received,
+        # Audio of a reply already cut counts too: the server sent it, and it
+        # is among the drops (downlink_cleared), so the identity holds.
+        bot_output_samples=voice.samples_received + downlink.cut_samples,
         # Refused samples count too: accepted from the server, then capped.
-        bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // BYTES_PER_SAMPLE,
+        bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // BYTES_PER_SAMPLE
+        + downlink.cut_resampled,
         invalid_messages=downlink.invalid_messages,
         invalid_frames=uplink.invalid_frames,
         dtmf_in=uplink.dtmf,
@@ -94,6 +98,7 @@ def stats_event(
         error_replies_suppressed=downlink.error_replies_suppressed,
         events_dropped=events_dropped,
         control_dropped=control_dropped,
+        marks_refused=play.marks_refused,
         clock_restarts=downlink.clock_restarts,
         pauses=0 if gate is None else gate.pauses,
         paused_ms=0 if gate is None else round(gate.paused_s * 1000),

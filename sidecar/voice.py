@@ -6,6 +6,13 @@ flushed when the playout is playing, about to run dry, and nothing new arrived
 since the last tick, so the end of an utterance is heard on time rather than
 stuck inside the filter; never while the jitter buffer fills, where a flush
 would restart the filter mid-utterance (a click).
+
+A mark never touches the audio: servers copied from the widely used bridge
+samples send one after every piece, and flushing the filter at each made a
+click every 20 ms (31.7 dB SNR instead of 89.5). The mark is placed where
+its last sample will come out of the filter (`Resampler.owed` samples past
+what the playout holds), and the audio flows on through it. Should no more
+audio follow, the tick flushes the tail as at any utterance's end.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class Voice:
         self._resampler: Resampler | None = None
         self._pending = False
         self._fresh = False
+        self._quiet = 0  # ticks since audio last arrived
+        self._jitter_ticks = max(1, -(-jitter_ms // frame_ms))
         self._sounding = False
         self._received = 0
         self._rate_changes = 0
@@ -53,14 +62,15 @@ class Voice:
             self._resampler = Resampler(rate, self.out_rate, self.quality)
         self._received += len(pcm) // 2
         out = self._resampler.process(pcm)
-        self._pending = not self._resampler.passthrough
+        # Something to flush: the filter holds back what it owes (nothing, for
+        # an empty first message or a passthrough).
+        self._pending = self._resampler.owed > 0
         self._fresh = True
         return refused + self._push(out)
 
     def mark(self, name: str) -> tuple[MarkResolved, ...]:
-        # A mark ends what came before it: the filter's tail belongs before it.
-        self._flush()
-        return self.playout.mark(name)
+        owed = 0 if self._resampler is None else self._resampler.owed
+        return self.playout.mark(name, owed)
 
     def clear(self) -> tuple[MarkResolved, ...]:
         if self._resampler is not None:
@@ -72,11 +82,15 @@ class Voice:
     def tick(self) -> Tick:
         # While the jitter buffer fills, less than a frame may sit in the
         # playout only because the filter holds a few samples back: flushing
-        # then would restart the filter mid-utterance (a click).
+        # then would restart the filter mid-utterance (a click). Unless a mark
+        # waits for those samples (the server said that audio is complete),
+        # or nothing came for as long as the jitter buffer waits: an utterance
+        # shorter than the filter's hold-back must not stay inside it.
+        self._quiet = 0 if self._fresh else self._quiet + 1
         if (
             self._pending
-            and not self._fresh
-            and self.playout.playing
+            and self._quiet
+            and (self.playout.playing or self.playout.awaiting or self._quiet >= self._jitter_ticks)
             and self.playout.buffered_ms < self._frame_ms
         ):
             self._flush()

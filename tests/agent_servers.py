@@ -92,6 +92,7 @@ from sidecar.dialects.base import (
     AudioOut,
     ClearedOut,
     ClearPlayout,
+    CutAudio,
     Dialect,
     DtmfOut,
     ErrorOut,
@@ -1190,6 +1191,8 @@ def _incoming_json(item: Incoming) -> Json:
             return out if segment is None else out | {"segment": segment}
         case ClearPlayout():
             return {"kind": "clear"}
+        case CutAudio(samples=samples, rate=rate):
+            return {"kind": "cut_audio", "samples": samples, "rate": rate}
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract

@@ -493,6 +493,15 @@ def test_attendee_rules() -> None:
         pair.server.mark("m" * 257)
 
 
+@pytest.mark.parametrize(("dialect", "longest"), [("twilio", 1024), ("vonage", 8190)])
+def test_a_server_says_only_mark_names_its_client_takes(dialect: str, longest: int) -> None:
+    pair = Pair(dialect)
+    (answer,) = pair.down(pair.server.mark("m" * longest))
+    assert isinstance(answer, MarkIn)
+    with pytest.raises(ValueError, match="at most"):
+        pair.server.mark("m" * (longest + 1))
+
+
 # -- fuzzing ----------------------------------------------------------------------------------
 
 

@@ -49,7 +49,7 @@ from sidecar.dialects.base import (
     WireAudio,
 )
 from sidecar.dialects.g711 import Packetizer, pcm16_from_ulaw, ulaw_from_pcm16
-from sidecar.dialects.twilio import RATE, Twilio, TwilioSession
+from sidecar.dialects.twilio import MAX_MARK_NAME, RATE, Twilio, TwilioSession
 from sidecar.frames import Audio
 from sidecar.messages import ErrorCode, MessageError
 
@@ -245,7 +245,12 @@ def test_every_error_code_twilio_can_give_has_a_vector() -> None:
         for c in load("twilio.json")
         if c["kind"] == "receive" and isinstance(c["expect"], dict)
     }
-    possible = set(ErrorCode) - {ErrorCode.ODD_LENGTH, ErrorCode.UNSUPPORTED_SAMPLE_RATE}
+    # too_many_marks is the downlink's, not the dialect's.
+    possible = set(ErrorCode) - {
+        ErrorCode.ODD_LENGTH,
+        ErrorCode.UNSUPPORTED_SAMPLE_RATE,
+        ErrorCode.TOO_MANY_MARKS,
+    }
     assert {code.value for code in possible} <= seen
 
 
@@ -419,6 +424,20 @@ def test_played_audio_is_the_decoded_payload() -> None:
     (play,) = session().receive(text)
     assert play == PlayAudio(pcm16_from_ulaw(mulaw), 8000)
     assert len(play.pcm) == 512
+
+
+def test_a_mark_name_is_capped_so_pending_marks_stay_small() -> None:
+    # Each pending name is held until its audio has played: 1 MB names once
+    # held 341 MiB in 300 marks.
+    s = session()
+    for name, ok in [("é" * MAX_MARK_NAME, True), ("x" * (MAX_MARK_NAME + 1), False)]:
+        (result,) = s.receive(json.dumps({"event": "mark", "mark": {"name": name}}))
+        if ok:
+            assert result == MarkIn(name)
+        else:
+            assert isinstance(result, Invalid)
+            assert result.error.code == ErrorCode.INVALID_FIELD
+            assert "`mark.name`" in result.error.message and "1024" in result.error.message
 
 
 @FUZZ

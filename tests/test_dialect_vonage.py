@@ -32,13 +32,15 @@ from sidecar.dialects.base import (
     ClearPlayout,
     DtmfOut,
     ErrorOut,
+    Invalid,
     MarkIn,
     MarkOut,
     Options,
     PlayAudio,
     WireAudio,
 )
-from sidecar.dialects.vonage import Vonage, VonageSession
+from sidecar.dialects.server import server_session
+from sidecar.dialects.vonage import MAX_NOTIFY_PAYLOAD, Vonage, VonageSession
 from sidecar.messages import ErrorCode, MessageError
 
 # -- the vectors -----------------------------------------------------------------------------
@@ -60,7 +62,12 @@ def test_every_error_code_vonage_can_give_has_a_vector() -> None:
         for c in load("vonage.json")
         if c["kind"] == "receive" and isinstance(c["expect"], dict)
     }
-    possible = set(ErrorCode) - {ErrorCode.INVALID_BASE64, ErrorCode.UNSUPPORTED_SAMPLE_RATE}
+    # too_many_marks is the downlink's, not the dialect's.
+    possible = set(ErrorCode) - {
+        ErrorCode.INVALID_BASE64,
+        ErrorCode.UNSUPPORTED_SAMPLE_RATE,
+        ErrorCode.TOO_MANY_MARKS,
+    }
     # invalid_field: a notify without payload; the others name themselves.
     assert {code.value for code in possible} <= seen
 
@@ -187,6 +194,20 @@ def test_notify_payload_round_trips_exactly(payload: Any) -> None:
             assert json.loads(answer)["payload"] == payload
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["1e99999", "-1e-99999", "1" * 5000, '{"n": 12345678901234567890123, "x": [1E400]}'],
+)
+def test_a_notify_payload_no_decoder_can_hold_comes_back_byte_for_byte(body: str) -> None:
+    # Numbers past float or 64-bit range are still JSON: echoed, not re-parsed
+    # (they once came back as JSON strings).
+    s = session()
+    (mark,) = s.receive('{"action":"notify","payload":' + body + "}")
+    assert isinstance(mark, MarkIn)
+    (answer,) = s.encode(MarkOut(mark.name, True))
+    assert answer == '{"event":"websocket:notify","payload":' + body + "}"
+
+
 @FUZZ
 @given(st.text(max_size=40))
 def test_any_mark_name_gives_valid_json(name: str) -> None:
@@ -302,3 +323,24 @@ async def test_a_vonage_servers_notify_and_clear() -> None:
             {"reply": 1, "words": ["a", "b"]},
             "second",
         ]
+
+
+def test_a_notify_payload_is_capped_so_pending_marks_stay_small() -> None:
+    s = session()
+    fits = json.dumps("x" * (MAX_NOTIFY_PAYLOAD - 2))
+    (mark,) = s.receive('{"action":"notify","payload":' + fits + "}")
+    assert mark == MarkIn(fits)
+    (refused,) = s.receive('{"action":"notify","payload":' + fits[:-1] + 'x"}')
+    assert isinstance(refused, Invalid)
+    assert refused.error.code == ErrorCode.INVALID_FIELD
+    assert refused.error.trigger == "notify"
+    assert f"8193 bytes of JSON; at most {MAX_NOTIFY_PAYLOAD}" in refused.error.message
+
+
+def test_the_server_role_reads_a_notify_answer_no_decoder_can_hold() -> None:
+    # Not one it sent (its own are strings): refused by name, not a traceback.
+    server = server_session("vonage")
+    server.receive('{"event":"websocket:connected","content-type":"audio/l16;rate=16000"}')
+    (refused,) = server.receive('{"event":"websocket:notify","payload":1e99999}')
+    assert isinstance(refused, Invalid)
+    assert "'1e99999'" in refused.error.message

@@ -6,6 +6,7 @@ assertions are ratios with slack: other tests share the machine.
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import json
@@ -40,9 +41,13 @@ from sidecar import events, messages
 from sidecar.config import Config, Endpoint
 from sidecar.dialects.attendee import AttendeeSession
 from sidecar.dialects.base import Control
+from sidecar.dialects.openai_realtime import OpenAIRealtimeSession
 from sidecar.downlink import SLICE_MS, WRITE_QUEUE_FRAMES, Downlink
 from sidecar.gate import HOLD_S, PauseGate
-from sidecar.playout import Tick
+from sidecar.link import LinkStatistics
+from sidecar.playout import MAX_PENDING_MARKS, Tick
+from sidecar.stats import stats_event
+from sidecar.uplink import UplinkStatistics
 from sidecar.voice import Voice
 
 OUT_RATE = 48000
@@ -534,6 +539,56 @@ async def test_a_long_message_is_resampled_in_slices_the_clock_can_run_between()
     whole = Voice()
     whole.audio(tone(440, 1.0, 16000), 16000)
     assert downlink.voice.playout.statistics() == whole.playout.statistics()
+
+
+async def test_audio_of_a_reply_already_cut_is_counted_as_cleared() -> None:
+    # An OpenAI reply's deltas still in flight at a barge-in are never played:
+    # they must still add up in stats, with every other dialect's audio.
+    downlink, _, _ = in_process_downlink()
+    agent = OpenAIRealtimeSession({})
+    piece = base64.b64encode(tone(440, 0.1, 24000)).decode()
+    delta = {"type": "response.output_audio.delta", "item_id": "item_a", "content_index": 0}
+    wires = [
+        json.dumps({**delta, "delta": piece}),
+        json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1}),
+        json.dumps({**delta, "delta": piece}),
+    ]
+    for wire in wires:
+        for incoming in agent.receive(wire):
+            await downlink.on_incoming(incoming)
+    down = downlink.statistics()
+    stats = stats_event(
+        [LinkStatistics()], UplinkStatistics(), down, downlink.voice.statistics(), [], None, 0
+    )
+    assert stats.bot_output_samples == 2 * 2400
+    assert down.cut_samples == 2400 and down.cut_resampled == 4800
+    # Nothing played yet (no clock ran): all of it was dropped by the clear.
+    assert stats.samples_played == 0 and stats.playout_depth_ms == 0
+    downlink_drops = sum(n for k, n in stats.dropped.items() if k.startswith("downlink_"))
+    assert stats.bot_output_resampled == downlink_drops == stats.dropped["downlink_cleared"]
+    assert 2 * 4800 - stats.bot_output_resampled < 48000 * 0.01  # the filter's hold-back
+
+
+async def test_a_mark_beyond_the_pending_limit_is_refused_answered_and_counted() -> None:
+    downlink, replies, _ = in_process_downlink()
+    await server_says(downlink, bot_output(tone(440, 0.1, 16000), 16000))
+    for n in range(MAX_PENDING_MARKS + 1):
+        await server_says(downlink, mark(f"m{n}"))
+    # Held: none answered yet, but the one beyond the limit, at once.
+    assert mark_echoes(replies) == [(f"m{MAX_PENDING_MARKS}", "cleared")]
+    errors = [r.data for r in replies if isinstance(r, messages.Error)]
+    assert [e.code for e in errors] == [messages.ErrorCode.TOO_MANY_MARKS]
+    assert "8192 marks" in errors[0].message
+    stats = stats_event(
+        [LinkStatistics()],
+        UplinkStatistics(),
+        downlink.statistics(),
+        downlink.voice.statistics(),
+        [],
+        None,
+        0,
+    )
+    assert stats.marks_refused == 1 and stats.invalid_messages == 1
 
 
 async def test_clear_also_drops_frames_queued_for_a_slow_bot(

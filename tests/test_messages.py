@@ -262,7 +262,8 @@ def test_each_error_code_names_the_field(
 
 
 def test_every_error_code_is_tested() -> None:
-    assert {case[1] for case in ERROR_CASES} == set(ErrorCode)
+    # too_many_marks: a valid mark the playout had no room for (test_e2e_downlink).
+    assert {case[1] for case in ERROR_CASES} == set(ErrorCode) - {ErrorCode.TOO_MANY_MARKS}
 
 
 def test_unsupported_rate_lists_the_rates_of_that_message() -> None:

@@ -104,6 +104,30 @@ def test_control_lane_is_bounded_and_counts_its_drops() -> None:
     assert drain(box) == ["c2", "c3"]
 
 
+def test_control_lane_is_bounded_in_bytes_too() -> None:
+    # 400 notify answers of 1 MB to a server that stopped reading held 490 MiB.
+    box = Outbox(replay_ms=1000)
+    big = "x" * 300_000
+    for n in range(5):
+        box.put_control(control(f"{n}{big}"))
+    stats = box.statistics()
+    assert stats.control_messages == 3
+    assert stats.dropped_messages == {"control_bytes": 2}
+    assert [name[0] for name in drain(box)] == ["2", "3", "4"]
+    # Room again once sent.
+    box.put_control(control(big))
+    box.put_control(control(big))
+    assert box.statistics().dropped_messages == {"control_bytes": 2}
+
+
+def test_a_control_message_larger_than_the_lane_is_dropped_alone() -> None:
+    box = Outbox(replay_ms=1000, max_control_bytes=1000)
+    box.put_control(control("kept"))
+    box.put_control(control("x" * 2000))
+    assert drain(box) == ["kept"]
+    assert box.statistics().dropped_messages == {"control_bytes": 1}
+
+
 def test_control_messages_survive_a_disconnect() -> None:
     box = Outbox(replay_ms=0)
     box.put_control(control("mark echo"))

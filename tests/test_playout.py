@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.playout import MarkResolved, Playout, PlayoutStatistics, Tick
+from sidecar.playout import (
+    MAX_PENDING_MARK_CHARS,
+    MAX_PENDING_MARKS,
+    MarkResolved,
+    Playout,
+    PlayoutStatistics,
+    Tick,
+)
 
 # 8 kHz keeps the numbers small: 16 bytes per ms, 320 bytes per 20 ms frame.
 RATE = 8000
@@ -63,7 +70,7 @@ def test_odd_push_rejected() -> None:
 def test_idle_tick_returns_nothing() -> None:
     p = make()
     assert p.tick() == Tick(None, (), False)
-    assert p.statistics() == PlayoutStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+    assert p.statistics() == PlayoutStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
 
 
 # --- jitter start -----------------------------------------------------------------------------
@@ -322,6 +329,88 @@ def test_marks_resolve_in_order_including_same_position() -> None:
     t = run(p, 2)
     assert t[0].marks == (MarkResolved("a", True), MarkResolved("b", True))
     assert t[1].marks == (MarkResolved("c", True),)
+
+
+def test_a_mark_ahead_waits_for_its_audio_without_padding_a_tail() -> None:
+    # 30 ms here and 5 ms still in the resampler: the 10 ms left after the
+    # first frame is no tail, the mark's audio is not all here yet.
+    p = make(jitter_ms=0)
+    p.push(ms(30))
+    assert p.mark("m", ahead=5 * RATE // 1000) == ()
+    awaiting = [p.awaiting]
+    first = p.tick()
+    assert first.frame is not None and first.marks == ()
+    assert p.tick().frame is None  # a short remainder: the grace, no silence spliced in
+    p.push(ms(5, fill=2))
+    awaiting.append(p.awaiting)
+    assert awaiting == [True, False]
+    last = p.tick()
+    assert last.frame == ms(10) + ms(5, fill=2) + bytes(5 * BPMS)
+    assert last.marks == (MarkResolved("m", True),)
+
+
+def test_a_mark_ahead_on_an_empty_buffer_is_not_answered_before_its_audio() -> None:
+    p = make(jitter_ms=0)
+    assert p.mark("m", ahead=8) == ()
+    assert p.tick() == Tick(None, (), False)
+    p.push(ms(1))
+    assert p.tick().marks == (MarkResolved("m", True),)
+
+
+def test_a_mark_whose_audio_the_cap_refused_ends_with_the_accepted_audio() -> None:
+    p = make(jitter_ms=0, max_ms=40)
+    p.push(ms(30))
+    p.mark("m", ahead=20 * RATE // 1000)
+    p.push(ms(20))  # only 10 ms of it fit
+    assert not p.awaiting
+    assert [t.marks for t in run(p, 2)] == [(), (MarkResolved("m", True),)]
+
+
+def test_a_mark_whose_audio_the_cap_refused_entirely_is_answered_with_what_was_accepted() -> None:
+    p = make(jitter_ms=0, max_ms=40)
+    p.push(ms(40))
+    p.mark("m", ahead=20 * RATE // 1000)
+    assert p.push(ms(20)) == 0  # none of it fit
+    assert [t.marks for t in run(p, 2)] == [(), (MarkResolved("m", True),)]
+
+
+def test_a_mark_never_overtakes_one_still_awaiting_its_audio() -> None:
+    p = make(jitter_ms=0)
+    p.mark("first", ahead=8)
+    assert p.mark("second") == ()  # nothing buffered, but "first" is still owed audio
+    p.push(ms(1))
+    assert p.tick().marks == (MarkResolved("first", True), MarkResolved("second", True))
+
+
+def test_a_negative_ahead_is_refused() -> None:
+    with pytest.raises(ValueError, match="ahead"):
+        make().mark("m", ahead=-1)
+
+
+def test_pending_marks_are_capped_in_number_refused_and_counted() -> None:
+    p = make()
+    p.push(ms(20))
+    for n in range(MAX_PENDING_MARKS):
+        assert p.mark(f"m{n}") == ()
+    assert p.mark("one too many") == (MarkResolved("one too many", False, refused=True),)
+    assert p.statistics().marks_refused == 1
+    # Room again once marks are answered: the first frame answers them all.
+    assert len(run(p, 1)[0].marks) == MAX_PENDING_MARKS
+    p.push(ms(20))
+    assert p.mark("fits") == ()
+
+
+def test_pending_marks_are_capped_by_their_names_length_too() -> None:
+    p = make()
+    p.push(ms(20))
+    half = "x" * (MAX_PENDING_MARK_CHARS // 2)
+    assert p.mark(half) == () and p.mark(half) == ()
+    assert p.mark("y") == (MarkResolved("y", False, refused=True),)
+    assert [m.name for m in p.clear()] == [half, half]
+    # A clear frees their room.
+    p.push(ms(20))
+    assert p.mark(half + half) == ()
+    assert p.statistics().marks_refused == 1
 
 
 def test_clear_resolves_pending_marks_unplayed_in_order() -> None:

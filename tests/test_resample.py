@@ -269,3 +269,18 @@ def test_attributes() -> None:
         "medium": "sinc_medium",
         "best": "sinc_best",
     }
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(16000, 48000), (8000, 48000), (24000, 16000)])
+def test_owed_is_what_a_flush_would_give_now(in_rate: int, out_rate: int) -> None:
+    # Where a mark after this input ends: what the filter still holds, in output samples.
+    r = Resampler(in_rate, out_rate)
+    pcm = (np.sin(np.arange(in_rate // 50) * 0.05) * 8000).astype("<i2").tobytes()
+    for _ in range(3):
+        r.process(pcm)
+        owed = r.owed
+        assert owed > 0
+        assert r.samples_out + owed == round(r.samples_in * out_rate / in_rate)
+    assert len(r.flush()) // 2 == owed
+    assert r.owed == 0
+    assert Resampler(16000, 16000).owed == 0

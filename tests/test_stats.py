@@ -168,3 +168,8 @@ def test_pauses_and_the_remaining_counters() -> None:
         1,
     )
     assert stats.dtmf_in == 3
+
+
+def test_control_messages_dropped_for_either_limit_are_control_dropped() -> None:
+    stats = idle(outboxes=[outbox(dropped_messages={"control_overflow": 2, "control_bytes": 3})])
+    assert stats.control_dropped == 5

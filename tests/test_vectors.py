@@ -168,7 +168,9 @@ def test_message_encode(case: dict[str, Any]) -> None:
 
 def test_every_error_code_has_a_vector() -> None:
     seen = {case["expect"].get("error") for case in load("messages.json")}
-    assert {code.value for code in messages.ErrorCode} <= seen
+    # too_many_marks answers a valid mark (test_e2e_downlink), not a message's bytes.
+    decoding = set(messages.ErrorCode) - {messages.ErrorCode.TOO_MANY_MARKS}
+    assert {code.value for code in decoding} <= seen
 
 
 def test_every_frame_error_code_from_the_codec_has_a_vector() -> None:

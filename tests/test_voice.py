@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import dominant_frequency, tone
 
-from sidecar.playout import MarkResolved
+from sidecar.dialects import Options, make
+from sidecar.dialects.base import MarkIn, PlayAudio
+from sidecar.dialects.server import SERVER_SESSIONS, ServerSession, server_session
+from sidecar.playout import MarkResolved, Tick
 from sidecar.resample import Resampler
 from sidecar.voice import Voice
 
@@ -193,3 +198,194 @@ def test_a_slightly_late_server_never_gets_its_filter_flushed_mid_utterance() ->
     reference = Resampler(16000, OUT).process(src)
     played = b"".join(out)
     assert played[: len(reference)] == reference
+
+
+# -- marks never touch the audio ------------------------------------------------------------
+
+
+def _tone_snr_db(pcm: bytes, rate: int, freq: float, edge_s: float = 0.04) -> float:
+    """The SNR of a steady tone: the best-fitting sinusoid at `freq` is the
+    signal, everything else (clicks, gaps, filter restarts) the noise. The
+    first and last `edge_s` are left out: a stream's own start and end."""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    edge = int(edge_s * rate)
+    x = x[edge : len(x) - edge]
+    t = (np.arange(len(x)) + edge) / rate
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
+    fit, *_ = np.linalg.lstsq(basis, x, rcond=None)
+    signal = basis @ fit
+    noise = x - signal
+    return float(10 * np.log10(np.dot(signal, signal) / np.dot(noise, noise)))
+
+
+def _served(protocol: str, rate: int) -> ServerSession:
+    """A server of `protocol`, past the client's opening, so it may speak."""
+    server = server_session(protocol)
+    for wire in make(protocol, Options(sample_rate=rate)).session().opening():
+        server.receive(wire)
+    return server
+
+
+def _play_through(protocol: str, rate: int, *, marks: bool, burst: bool) -> tuple[bytes, list[str]]:
+    """2 s of 440 Hz from a server of `protocol` in 20 ms pieces, a mark after
+    each piece if `marks`; decoded by the dialect, played by a Voice. Paced one
+    piece per tick, or (`burst`) all at once as agents send faster than real time."""
+    server = _served(protocol, rate)
+    client = make(protocol, Options(sample_rate=rate)).session()
+    voice = Voice(OUT)
+    src = tone(440, 2.0, rate)
+    step = rate // 50 * 2
+    out: list[bytes] = []
+    answered: list[str] = []
+    sent: list[str] = []
+    played = 0  # audio samples handed out, padding not counted
+
+    def play(tick_result: Tick) -> None:
+        nonlocal played
+        if tick_result.frame is not None:
+            out.append(tick_result.frame)
+            played += len(tick_result.frame) // 2 - tick_result.padding
+        for m in tick_result.marks:
+            assert m.played
+            # Answered with the frame holding its piece's last sample: not before, not later.
+            end = (len(answered) + 1) * FRAME
+            assert end <= played < end + FRAME, (m.name, played)
+            answered.append(m.name)
+
+    for n, i in enumerate(range(0, len(src), step)):
+        wires = list(server.audio(src[i : i + step], rate))
+        if marks:
+            wires += server.mark(f"m{n}")
+        for wire in wires:
+            for incoming in client.receive(wire):
+                match incoming:
+                    case PlayAudio(pcm=pcm, rate=r):
+                        voice.audio(pcm, r)
+                    case MarkIn(name=name):
+                        sent.append(name)
+                        assert voice.mark(name) == ()  # its audio is still to play
+                    case _:
+                        raise AssertionError(f"unexpected {incoming}")
+        if not burst:
+            play(voice.tick())
+    for wire in server.flush():
+        for incoming in client.receive(wire):
+            assert isinstance(incoming, PlayAudio)
+            voice.audio(incoming.pcm, incoming.rate)
+    while not voice.idle:
+        play(voice.tick())
+    assert len(sent) == (100 if marks else 0)
+    assert answered == sent  # every mark answered, in order, as played
+    return b"".join(out), sent
+
+
+@pytest.mark.parametrize("burst", [False, True], ids=["paced", "burst"])
+@pytest.mark.parametrize(
+    ("protocol", "rate"),
+    [(p, 8000 if p == "twilio" else 16000) for p in sorted(SERVER_SESSIONS)],
+)
+def test_a_mark_after_every_piece_does_not_touch_the_audio(
+    protocol: str, rate: int, burst: bool
+) -> None:
+    plain, _ = _play_through(protocol, rate, marks=False, burst=burst)
+    marked, _ = _play_through(protocol, rate, marks=True, burst=burst)
+    assert len(marked) == len(plain)
+    clean = _tone_snr_db(plain, OUT, 440)
+    assert clean > 30  # mu-law (Twilio) limits it; the others are far above
+    assert _tone_snr_db(marked, OUT, 440) > clean - 1
+
+
+def test_a_mark_is_answered_only_once_its_last_sample_was_played() -> None:
+    # A mark waits for what the filter still holds: the frame that answers it
+    # holds the mark's last sample, and no frame before it does.
+    voice = Voice(OUT)
+    src = tone(440, 0.1, 16000)
+    voice.audio(src, 16000)
+    assert voice.mark("m") == ()
+    played = 0
+    while True:
+        tick = voice.tick()
+        if tick.frame is not None:
+            played += len(tick.frame) // 2 - tick.padding
+        if tick.marks:
+            assert tick.marks == (MarkResolved("m", True),)
+            break
+    assert played >= 0.1 * OUT > played - FRAME
+
+
+def test_a_mark_waiting_on_the_filter_is_answered_without_more_audio() -> None:
+    voice = Voice(OUT)
+    voice.audio(tone(440, 0.001, 16000), 16000)  # shorter than the filter's hold-back
+    assert voice.mark("m") == ()
+    answered: list[MarkResolved] = []
+    for _ in range(10):
+        answered += voice.tick().marks
+    assert answered == [MarkResolved("m", True)]
+    assert voice.idle
+
+
+def test_an_utterance_shorter_than_the_filters_hold_back_is_played_without_a_mark() -> None:
+    voice = Voice(OUT, jitter_ms=40)
+    voice.audio(tone(440, 0.001, 16000), 16000)  # 16 samples: all still in the filter
+    frames = run_until_idle(voice)
+    assert sum(len(f) // 2 for f in frames) == FRAME  # its 48 samples, padded to a frame
+    assert voice.statistics().playout.pad_bytes == (FRAME - 48) * 2
+
+
+def test_an_empty_first_message_leaves_the_voice_idle() -> None:
+    voice = Voice(OUT)
+    voice.audio(b"", 16000)
+    assert voice.idle
+
+
+_voice_op = st.one_of(
+    st.tuples(st.just("audio"), st.integers(0, 500)),
+    st.tuples(st.just("mark"), st.just(0)),
+    st.tuples(st.just("tick"), st.just(0)),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(ops=st.lists(_voice_op, max_size=60))
+def test_every_mark_is_answered_in_order_with_the_frame_holding_its_last_sample(
+    ops: list[tuple[str, int]],
+) -> None:
+    # 16 -> 48 kHz: a mark after n input samples ends at output sample 3n exactly.
+    voice = Voice(OUT)
+    src = tone(440, 0.5, 16000)
+    taken = 0
+    played = 0
+    ends: dict[str, int] = {}
+    answered: list[str] = []
+
+    def answer(marks: tuple[MarkResolved, ...]) -> None:
+        for m in marks:
+            assert m.played
+            assert ends[m.name] <= played < ends[m.name] + FRAME, (m.name, played)
+            answered.append(m.name)
+
+    def tick() -> None:
+        nonlocal played
+        result = voice.tick()
+        if result.frame is not None:
+            played += len(result.frame) // 2 - result.padding
+        answer(result.marks)
+
+    for op, n in ops:
+        if op == "audio":
+            n = min(n, len(src) // 2 - taken)
+            voice.audio(src[taken * 2 : (taken + n) * 2], 16000)
+            taken += n
+        elif op == "mark":
+            name = f"m{len(ends)}"
+            ends[name] = 3 * taken
+            answer(voice.mark(name))
+        else:
+            tick()
+    for _ in range(1000):
+        if voice.idle:
+            break
+        tick()
+    assert voice.idle
+    assert answered == sorted(ends, key=lambda name: int(name[1:]))
+    assert played == 3 * taken

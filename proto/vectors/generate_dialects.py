@@ -593,6 +593,18 @@ def twilio_receive_cases() -> list[Case]:
             error("invalid_field", "mark", "mark.name"),
         ),
         receive_case(
+            "mark_name_longest",
+            "a mark's name is at most 1024 characters (each is held until its audio played)",
+            text({"event": "mark", "mark": {"name": "m" * 1024}}),
+            [{"kind": "mark", "name": "m" * 1024}],
+        ),
+        receive_case(
+            "mark_name_too_long",
+            "a mark's name of 1025 characters is refused",
+            text({"event": "mark", "mark": {"name": "m" * 1025}}),
+            error("invalid_field", "mark", "mark.name"),
+        ),
+        receive_case(
             "too_large",
             "a message over the size limit is refused before it is parsed",
             text({"event": "media", "media": {"payload": b64(bytes(100))}}),
@@ -719,6 +731,22 @@ def vonage_session_cases() -> list[Case]:
             ],
         ),
         session_case(
+            "notify_answer_numbers_beyond_any_decoder",
+            "a payload is answered as written, numbers past float or 64-bit range included",
+            {"sample_rate": 16000},
+            [
+                step("opening", connected_event(16000)),
+                send(
+                    {"kind": "mark", "name": "1e99999", "played": True},
+                    text('{"event":"websocket:notify","payload":1e99999}'),
+                ),
+                send(
+                    {"kind": "mark", "name": "9" * 5000, "played": True},
+                    text('{"event":"websocket:notify","payload":' + "9" * 5000 + "}"),
+                ),
+            ],
+        ),
+        session_case(
             "notify_answer_not_json",
             "a mark name that is no JSON text is sent as a JSON string",
             {"sample_rate": 16000},
@@ -825,6 +853,18 @@ def vonage_receive_cases() -> list[Case]:
             "any JSON value is a payload",
             text({"action": "notify", "payload": "end"}),
             [{"kind": "mark", "name": '"end"'}],
+        ),
+        receive_case(
+            "notify_numbers_beyond_any_decoder",
+            "numbers past float or 64-bit range are JSON too: the mark is their text",
+            text('{"action":"notify","payload":[1e99999,' + "9" * 40 + "]}"),
+            [{"kind": "mark", "name": "[1e99999," + "9" * 40 + "]"}],
+        ),
+        receive_case(
+            "notify_payload_too_long",
+            "a payload is at most 8192 bytes of JSON (each is held until its audio played)",
+            text('{"action":"notify","payload":"' + "x" * 8191 + '"}'),
+            error("invalid_field", "notify", "8193 bytes"),
         ),
         receive_case(
             "notify_without_payload",

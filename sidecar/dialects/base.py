@@ -7,7 +7,7 @@ uplink and the downlink only ever speak the neutral vocabulary below:
   (`AudioOut`, `DtmfOut`, and the replies `MarkOut`, `ErrorOut`,
   `ClearedOut`);
 - what comes down, decoded from one server message (`PlayAudio`,
-  `ClearPlayout`, `MarkIn`, `Invalid`, `Notice`).
+  `ClearPlayout`, `MarkIn`, `CutAudio`, `Invalid`, `Notice`).
 
 Encoding happens when a message is *sent*, not when it is queued, because
 what the bytes say can depend on the connection: a Twilio stream gets a new
@@ -124,6 +124,16 @@ class MarkIn:
 
 
 @dataclass(frozen=True, slots=True)
+class CutAudio:
+    """Audio the server sent for what a barge-in already cut (a reply still in
+    flight when it came): never played, but counted, so the server's audio
+    adds up in `stats` (a `downlink_cleared` drop)."""
+
+    samples: int
+    rate: int
+
+
+@dataclass(frozen=True, slots=True)
 class Invalid:
     """The message was not understood; it is ignored and the stream goes on."""
 
@@ -137,7 +147,7 @@ class Notice:
     event: events.Event
 
 
-Incoming = PlayAudio | ClearPlayout | MarkIn | Invalid | Notice
+Incoming = PlayAudio | ClearPlayout | MarkIn | CutAudio | Invalid | Notice
 
 
 # -- the dialect ---------------------------------------------------------------------

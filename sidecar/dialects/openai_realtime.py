@@ -31,6 +31,7 @@ from sidecar.dialects.base import (
     AudioOut,
     ClearedOut,
     ClearPlayout,
+    CutAudio,
     Dialect,
     DtmfOut,
     ErrorOut,
@@ -324,7 +325,7 @@ class OpenAIRealtimeSession(Session):
         self._stats.audio_bytes += len(pcm)
         if segment.cut:
             self._stats.dropped_deltas += 1
-            return ()
+            return (CutAudio(len(pcm) // 2, RATE),) if pcm else ()
         if not pcm:
             return ()
         return (PlayAudio(pcm, RATE, key),)

@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Generic, TypeVar
 
 import msgspec
 
@@ -132,8 +132,13 @@ class Dtmf(_Up, frozen=True, tag="dtmf"):
     dtmf: DtmfData
 
 
+MAX_MARK_NAME: Final = 1024
+"""Characters in a mark's name: Twilio documents none, and every pending name is
+held until its audio has played (Attendee's limit is 256)."""
+
+
 class MarkData(msgspec.Struct, frozen=True):
-    name: str
+    name: Annotated[str, msgspec.Meta(max_length=MAX_MARK_NAME)]
 
 
 class MarkEcho(_Up, frozen=True, tag="mark"):
@@ -622,6 +627,10 @@ class TwilioServerSession(ServerSession):
         return _text(SendMedia(MediaPayload(data), self._stream_sid))
 
     def _encode_mark(self, name: str) -> Wire:
+        if len(name) > MAX_MARK_NAME:
+            raise ValueError(
+                f"a mark's name is at most {MAX_MARK_NAME} characters, got {len(name)}"
+            )
         return _text(SendMark(MarkData(name), self._stream_sid))
 
     def _encode_clear(self) -> Wire:

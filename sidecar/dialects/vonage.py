@@ -63,6 +63,9 @@ RATES: Final = (8000, 16000)
 FRAME_MS: Final = 20
 """Vonage's frame duration, both ways, whatever --chunk-ms the capture uses."""
 PCM_SILENCE: Final = b"\x00\x00"
+MAX_NOTIFY_PAYLOAD: Final = 8192
+"""Bytes of a notify's payload: Vonage documents no limit, and every pending one
+is held until the audio before it has played."""
 
 
 def frame_bytes(rate: int) -> int:
@@ -114,6 +117,7 @@ class Notify(_Command, frozen=True, tag="notify"):
 Command = Clear | Notify
 
 _encoder: Final = msgspec.json.Encoder()
+_raw: Final = msgspec.json.Decoder(msgspec.Raw)
 _wire: JsonWire[Command] = JsonWire(Command, "action")
 RESERVED: Final = ("event", "content-type")
 """Top-level fields of `websocket:connected` a stream parameter must not replace."""
@@ -178,6 +182,9 @@ class VonageSession(Session):
                 return (Invalid(decoded),)
             case Clear():
                 return (ClearPlayout(),)
+            case Notify(payload=payload) if len(payload) > MAX_NOTIFY_PAYLOAD:
+                text = f"`payload` is {len(payload)} bytes of JSON; at most {MAX_NOTIFY_PAYLOAD}"
+                return (Invalid(MessageError(ErrorCode.INVALID_FIELD, text, "notify")),)
             case Notify(payload=payload):
                 # The mark is the payload's JSON text: opaque to the rest of the
                 # sidecar, and exactly what the answer must carry.
@@ -210,7 +217,9 @@ def _payload(name: str) -> msgspec.Raw:
     """The mark's payload as raw JSON; a name that is no JSON text (a mark the
     sidecar made itself) is sent as a JSON string instead of as broken JSON."""
     try:
-        msgspec.json.decode(name)
+        # Checked as JSON text only, never converted: a number past float or
+        # 64-bit range (`1e99999`) is JSON all the same, and comes back as sent.
+        _raw.decode(name)
         return msgspec.Raw(name.encode())
     except (msgspec.DecodeError, RecursionError):
         return msgspec.Raw(_encoder.encode(name))
@@ -349,7 +358,13 @@ class VonageServerSession(ServerSession):
         return data
 
     def _encode_mark(self, name: str) -> Wire:
-        return _encoder.encode(Notify(msgspec.Raw(_encoder.encode(name)))).decode()
+        payload = _encoder.encode(name)
+        if len(payload) > MAX_NOTIFY_PAYLOAD:
+            raise ValueError(
+                f"a notify's payload is at most {MAX_NOTIFY_PAYLOAD} bytes of JSON, "
+                f"got {len(payload)}"
+            )
+        return _encoder.encode(Notify(msgspec.Raw(payload))).decode()
 
     def _encode_clear(self) -> Wire:
         return _encoder.encode(Clear()).decode()
@@ -358,7 +373,10 @@ class VonageServerSession(ServerSession):
 def _mark_name(payload: msgspec.Raw) -> str:
     """A notify's payload as a mark's name: the JSON string this server sent, or
     (a payload it did not make) the JSON text itself."""
-    value = _any.decode(payload)
+    try:
+        value = _any.decode(payload)
+    except msgspec.ValidationError:  # `1e99999`: JSON, but past what Python holds
+        return bytes(payload).decode()
     return value if isinstance(value, str) else bytes(payload).decode()
 
 
