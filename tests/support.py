@@ -322,7 +322,11 @@ async def open_bot_loop(
 
 
 def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) -> list[str]:
+    """The flags of a test's sidecar. The silence fill is off unless the test
+    names it: most tests count exactly the audio their bot wrote."""
+    fill = () if "--fill-silence" in extra else ("--fill-silence", "off")
     return [
+        *fill,
         "--url",
         url,
         "--audio-in",
