@@ -326,7 +326,6 @@ def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) 
     names it: most tests count exactly the audio their bot wrote."""
     fill = () if "--fill-silence" in extra else ("--fill-silence", "off")
     return [
-        *fill,
         "--url",
         url,
         "--audio-in",
@@ -338,6 +337,7 @@ def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) 
         "--bot-id",
         "bot_test",
         *extra,
+        *fill,
     ]
 
 
