@@ -123,6 +123,25 @@ async def test_twilio_counters_run_on_through_a_quiet_bot(tmp_path: Path) -> Non
     assert len(server.inbound_mulaw()) >= final["samples_out"]
 
 
+async def test_twilio_nothing_is_filled_for_a_bot_that_writes_silent_frames(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(40), TwilioServer() as server:
+        async with open_bot_loop(server.url, tmp_path, *FILL_ON, "--protocol", "twilio") as loop:
+            start = time.monotonic()
+            await speak(loop.bot, SPEAK_S)
+            await speak(loop.bot, QUIET_S, freq=0)  # a tone of 0 Hz: zeros
+            await speak(loop.bot, SPEAK_S)
+            call_ms = (time.monotonic() - start) * 1000
+            sidecar = loop.sidecar
+        media = server.events("media")
+    final = sidecar.named("stats")[-1]
+    # The bot kept the line's clock itself: nothing filled (but perhaps a moment at the stop).
+    assert final["samples_filled"] <= 0.3 * 8000
+    assert final["samples_out"] == final["samples_in"] // 6 + final["samples_filled"]
+    assert len(media) * 20 >= 0.95 * call_ms
+
+
 # -- vonage --------------------------------------------------------------------------------
 
 
