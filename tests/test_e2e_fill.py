@@ -18,13 +18,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from accounting import uplink_dropped
 from agent_servers import AgentConfig, AgentServer, RealtimeConfig, RealtimeServer
 from dialect_servers import TwilioServer, VonageServer
-from support import SidecarProcess, WsServer, frame_stream, open_bot_loop, sidecar_args, tone
-from test_e2e_agents import deepgram_args, openai_args, tone_frames
+from support import (
+    SidecarProcess,
+    WsServer,
+    frame_stream,
+    level_db,
+    open_bot_loop,
+    sidecar_args,
+    tone,
+)
+from test_e2e_agents import audible_ms, deepgram_args, openai_args, tone_frames
 
+from sidecar.dialects.g711 import pcm16_from_ulaw
 from sidecar.fill import HOLD_MS
 
 IN_RATE = 48000
@@ -140,6 +150,47 @@ async def test_twilio_nothing_is_filled_for_a_bot_that_writes_silent_frames(
     assert final["samples_filled"] <= 0.3 * 8000
     assert final["samples_out"] == final["samples_in"] // 6 + final["samples_filled"]
     assert len(media) * 20 >= 0.95 * call_ms
+
+
+def loud_media_index(media: list[Json], after: int) -> int:
+    """The first `media` from `after` on that carries the bot's voice."""
+    for i in range(after, len(media)):
+        mulaw = base64.b64decode(media[i]["media"]["payload"])
+        if level_db(pcm16_from_ulaw(mulaw)) > -30:
+            return i
+    raise AssertionError("no loud media after the reply started")
+
+
+@pytest.mark.parametrize("fill", ["on", "off"])
+async def test_twilio_media_timestamps_time_a_reply_as_the_bot_heard_it(
+    tmp_path: Path, fill: str
+) -> None:
+    """Twilio samples time what the caller heard of a reply by `media.timestamp`
+    (the sample's truncate: the latest timestamp at the barge-in minus the one
+    when the reply began). A bot quiet while the reply plays stops that clock
+    unless the line keeps it."""
+    with trio.fail_after(40), TwilioServer() as server:
+        flags = ("--fill-silence", fill, "--protocol", "twilio")
+        async with open_bot_loop(server.url, tmp_path, *flags) as loop:
+            await speak(loop.bot, 0.5)
+            await trio.sleep(0.5)
+            # The agent answers: 3 s sent at once, as agents stream faster than real time.
+            begun = int(server.events("media")[-1]["media"]["timestamp"])
+            began_at = len(server.events("media"))
+            server.send_pcm(tone(440, 3.0, rate=8000, level=0.3))
+            await trio.sleep(1.2)
+            barge = trio.current_time()
+            await speak(loop.bot, 0.3)  # the caller speaks over it
+            await trio.sleep(0.2)
+            heard = audible_ms([(t, f) for t, f in tone_frames(loop.speaker, 440) if t <= barge])
+        media = server.events("media")
+    elapsed = int(media[loud_media_index(media, began_at)]["media"]["timestamp"]) - begun
+    assert heard >= 900
+    if fill == "on":
+        assert abs(elapsed - heard) <= 200, (elapsed, heard)
+    else:
+        # Without the fill the clock stood still while the bot was quiet.
+        assert elapsed < 100, (elapsed, heard)
 
 
 # -- vonage --------------------------------------------------------------------------------
