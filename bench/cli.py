@@ -28,6 +28,7 @@ SECTIONS: Final = (
     "counts",
     "before",
     "chunks",
+    "fill",
     "scale",
     "participants",
     "profile",
@@ -232,6 +233,21 @@ async def _async_sections(run: Run, wanted: set[str]) -> None:
                     if row is not None:
                         run.results["chunks"].append(row.to_json())
                     run.save()
+            if "fill" in wanted:
+                from bench import hotpath
+
+                run.results["fill"] = []
+                for _ in range(plan.count_runs):
+                    for on in (False, True):
+                        state = "on" if on else "off"
+                        got = await _guarded(
+                            run,
+                            f"--fill-silence {state}",
+                            hotpath.fill(server, workdir, plan, on, run.progress),
+                        )
+                        if got is not None:
+                            run.results["fill"].append(got)
+                        run.save()
             if "scale" in wanted:
                 run.results["scale"] = []
                 for n in plan.scale_ns:

@@ -17,6 +17,10 @@ from one run, which the machine's speed on the day cannot skew.
 
 `chunk`: the plain default sidecar with `--chunk-ms` 20, 40, 100, uplink only
 at real time: its CPU and latency (the bot still writes 20 ms frames).
+
+`fill`: the default sidecar with `--fill-silence` off and on, uplink only at
+real time (a bot that never pauses): the fill's timer runs only in gaps, so
+CPU and uplink latency must match.
 """
 
 from __future__ import annotations
@@ -28,17 +32,19 @@ import math
 import os
 import subprocess
 import tarfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from bench import counted
 from bench.analysis import Dist, uplink_latencies_ms
 from bench.harness import FRAME_MS, IMPLS, REPO, BenchServer, CpuMeter, Impl, Proc, now, running
 from bench.plan import Plan
 from bench.scenarios import SCRIPT, Progress
+from sidecar.config import Config
 
 CHUNK_MS: Final = (20, 40, 100)
+DEFAULT_CHUNK_MS: Final = cast(int, {f.name: f.default for f in fields(Config)}["chunk_ms"])
 TOP: Final = 12
 SNAPSHOT_TIMEOUT_S: Final = 5.0
 
@@ -214,9 +220,27 @@ async def chunk(
 ) -> ChunkRow:
     base = IMPLS["sidecar-medium"]
     impl = replace(base, key=f"chunk-{chunk_ms}", extra=("--chunk-ms", str(chunk_ms)))
-    lane = server.add(impl.lane(f"chunk-{chunk_ms}", workdir))
-    proc = Proc(impl, impl.argv(server.url(lane), lane, plan.stats_interval_s))
     progress(f"chunks: --chunk-ms {chunk_ms}, uplink at real time {plan.compare_s:g} s")
+    return await uplink_row(server, workdir, plan, impl, chunk_ms)
+
+
+async def fill(server: BenchServer, workdir: Path, plan: Plan, on: bool, progress: Progress) -> Any:
+    """The default sidecar with --fill-silence on or off, the bot writing without a
+    pause: the fill's timer must not run then, so CPU and uplink latency match."""
+    state = "on" if on else "off"
+    base = IMPLS["sidecar-medium"]
+    impl = replace(base, key=f"fill-{state}", extra=("--fill-silence", state))
+    progress(f"fill: --fill-silence {state}, uplink at real time {plan.compare_s:g} s")
+    row = await uplink_row(server, workdir, plan, impl, DEFAULT_CHUNK_MS)
+    return row.to_json() | {"fill": state}
+
+
+async def uplink_row(
+    server: BenchServer, workdir: Path, plan: Plan, impl: Impl, chunk_ms: int
+) -> ChunkRow:
+    """One process, the bot writing at real time for `plan.compare_s`: CPU, latency."""
+    lane = server.add(impl.lane(impl.key, workdir))
+    proc = Proc(impl, impl.argv(server.url(lane), lane, plan.stats_interval_s))
     async with running([proc]):
         await proc.start()
         await proc.ready(30)

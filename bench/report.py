@@ -193,6 +193,18 @@ def summary_text(results: dict[str, Any]) -> str:
                 for r in sorted(results["chunks"], key=lambda r: r["chunk_ms"])
             )
         )
+    if results.get("fill"):
+        by_state: dict[str, list[Any]] = {}
+        for r in results["fill"]:
+            by_state.setdefault(r["fill"], []).append(r)
+        parts.append(
+            "a bot writing without a pause, --fill-silence off/on: "
+            + ", ".join(
+                f"{state} CPU {fmt(sum(r['cpu_pct'] for r in rows) / len(rows), '.2f')}%, "
+                f"uplink p99 {fmt(max(r['uplink_latency_ms']['p99'] for r in rows), '.1f')} ms"
+                for state, rows in sorted(by_state.items(), reverse=True)
+            )
+        )
     if "naive" in results.get("trials", {}):
         parts.append(
             "naive: cheaper by design (blocking threads wake for about a fifth of a trio "

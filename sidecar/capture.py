@@ -20,6 +20,8 @@ Guarantees, whatever the bot sends:
 
 from __future__ import annotations
 
+import math
+
 from sidecar.chunker import Chunk, Chunker
 from sidecar.frames import Audio
 from sidecar.resample import Quality, Resampler
@@ -47,13 +49,53 @@ class CaptureStream:
         self._last_capture_ms = 0.0
         self.samples_in = 0
         self.samples_out = 0
+        # Silence added by `fill`, at the output rate.
+        self.samples_filled = 0
 
     @property
     def in_rate(self) -> int | None:
         return self._resampler.in_rate if self._resampler else None
 
+    @property
+    def input_end_ms(self) -> float | None:
+        """Where, on the stream clock, the input so far ends; None before any."""
+        return self._chunker.input_end_ms() if self._chunker else None
+
+    @property
+    def to_boundary_ms(self) -> float:
+        """Input time that completes the chunk being gathered."""
+        if self._chunker is None or self._resampler is None:
+            return float(self.chunk_ms)
+        return self._chunker.samples_to_boundary() * 1000.0 / self._resampler.in_rate
+
     def push(self, frame: Audio, arrival_ms: float) -> list[Chunk]:
         """`arrival_ms`: unix ms at which the frame's last sample was read."""
+        self.samples_in += frame.samples
+        return self._push(frame, arrival_ms)
+
+    def fill(self, spans: int, arrival_ms: float) -> list[Chunk]:
+        """Silence, as if the bot had written it: up to the next chunk boundary, and
+        `spans - 1` whole chunks after it, the last of it read at `arrival_ms`.
+
+        It takes the bot's own way (same resampler, chunker and clock), so the
+        bot's last samples held in the resampler come out in order, the
+        stream's clock runs on unbroken, and the bot's next frame continues it.
+        Nothing happens before the stream's first frame: there is no rate yet.
+        """
+        if self._resampler is None or self._chunker is None or spans <= 0:
+            return []
+        rate = self._resampler.in_rate
+        # Whole multiples of this give a whole number of output samples, so
+        # `samples_filled` is exact and the bot's own audio, resampled, is
+        # what remains of the output (the first piece runs past the boundary
+        # by less than it; the chunker's grid carries that over).
+        unit = rate // math.gcd(rate, self.out_rate)
+        span = self._chunker.samples_to_boundary() + (spans - 1) * rate * self.chunk_ms // 1000
+        n = -(-span // unit) * unit
+        self.samples_filled += n * self.out_rate // rate
+        return self._push(Audio(rate, bytes(2 * n)), arrival_ms)
+
+    def _push(self, frame: Audio, arrival_ms: float) -> list[Chunk]:
         chunks: list[Chunk] = []
         rate = frame.rate
         start_ms = arrival_ms - frame.samples * 1000.0 / rate
@@ -69,7 +111,6 @@ class CaptureStream:
                 start_ms = self._end_ms
         assert self._chunker is not None
         resampler, chunker = self._resampler, self._chunker
-        self.samples_in += frame.samples
         # The chunker never splits a frame and sends all it holds once a chunk's
         # worth of input is in, so input that straddles a chunk boundary would
         # make a long message (up to twice --chunk-ms; a 680 ms frame, one of

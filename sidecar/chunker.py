@@ -125,6 +125,13 @@ class Chunker:
         """
         return -(-(self._span - self._accumulated) // 1000)
 
+    def input_end_ms(self) -> float | None:
+        """Capture time, on the stream clock, just after the last input sample pushed."""
+        if not self._anchors:
+            return None
+        newest = self._anchors[-1]
+        return newest.capture_ms + (self._in_pos - newest.in_pos) * 1000 / self._in_rate
+
     def flush(self) -> Chunk | None:
         """Return whatever is held (end of stream). The stream clock keeps running, so the
         chunker can carry on if more audio follows."""

@@ -33,6 +33,7 @@ from sidecar.config import (
     secrets,
     validate,
 )
+from sidecar.fill import HOLD_RANGE_MS
 from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
 from sidecar.resample import Quality
@@ -341,6 +342,22 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "does not talk over people. Paused audio is held, not dropped (default: off)",
     )
     io.add_argument(
+        "--fill-silence",
+        choices=("on", "off"),
+        default="on" if DEFAULT["fill_silence"] else "off",
+        help="while the bot writes nothing for --fill-hold-ms, send silence on the 20 ms "
+        "grid, as a phone line does, so agents with server-side VAD hear a turn end "
+        "(default: %(default)s)",
+    )
+    io.add_argument(
+        "--fill-hold-ms",
+        type=int,
+        default=DEFAULT["fill_hold_ms"],
+        metavar="MS",
+        help=f"quiet time before the fill starts ({HOLD_RANGE_MS.start}-"
+        f"{HOLD_RANGE_MS.stop - 1}; default: %(default)s)",
+    )
+    io.add_argument(
         "--quality",
         choices=get_args(Quality),
         default=DEFAULT["quality"],
@@ -493,6 +510,8 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         per_participant=per_participant,
         per_participant_url=per_participant_url,
         pause_threshold=pause_threshold,
+        fill_silence=args.fill_silence == "on",
+        fill_hold_ms=args.fill_hold_ms,
         protocol=args.protocol,
         stream_params=tuple(parse_stream_param(p) for p in args.stream_param),
         call_sid=args.call_sid,

@@ -18,6 +18,7 @@ import msgspec
 
 from sidecar import dialects
 from sidecar.dialects.base import Options
+from sidecar.fill import HOLD_MS, HOLD_RANGE_MS
 from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import (
     MAX_MESSAGE_BYTES,
@@ -118,6 +119,9 @@ class Config:
     per_participant_sample_rate: int = DEFAULT_SAMPLE_RATE
     max_participants: int = 32
     pause_threshold: int | None = None
+    # Silence on the mixed stream while the bot writes nothing (sidecar/fill.py).
+    fill_silence: bool = True
+    fill_hold_ms: int = HOLD_MS
     protocol: str = dialects.DEFAULT
     stream_params: tuple[tuple[str, str], ...] = ()
     call_sid: str | None = None
@@ -404,6 +408,10 @@ def validate(config: Config) -> Config:
         (
             config.pause_threshold is None or 0 <= config.pause_threshold <= MAX_THRESHOLD,
             f"--pause-threshold must be 0-{MAX_THRESHOLD}",
+        ),
+        (
+            config.fill_hold_ms in HOLD_RANGE_MS,
+            f"--fill-hold-ms must be between {HOLD_RANGE_MS.start} and {HOLD_RANGE_MS.stop - 1}",
         ),
         (
             config.per_participant_sample_rate in PARTICIPANT_SAMPLE_RATES,

@@ -177,6 +177,9 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     messages_out: int
     bytes_out: int
     samples_out: int
+    # Silence the sidecar sent while the bot wrote nothing (--fill-silence),
+    # at the rate sent: included in samples_out.
+    samples_filled: int
     unconfirmed_samples: int
     messages_in: int
     # Bot output accepted from the server, at the rate each message declared.

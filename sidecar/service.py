@@ -107,6 +107,7 @@ class Sidecar:
                 for link in self.links:
                     nursery.start_soon(self._serve_link, link)
                 nursery.start_soon(self.downlink.serve_clock)
+                nursery.start_soon(self.uplink.serve_fill)
                 nursery.start_soon(
                     self._serve_endpoint,
                     audio_in,

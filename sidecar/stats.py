@@ -77,6 +77,7 @@ def stats_event(
         messages_out=sum(s.messages_out for s in links),
         bytes_out=sum(s.bytes_out for s in links),
         samples_out=sum(s.samples_out for s in links),
+        samples_filled=uplink.samples_filled,
         unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
         messages_in=sum(s.messages_in for s in links),
         # Audio of a reply already cut counts too: the server sent it, and it

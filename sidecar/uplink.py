@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import copy
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -30,6 +31,7 @@ from sidecar.capture import CaptureStream
 from sidecar.chunker import Chunk
 from sidecar.config import Config
 from sidecar.dialects.base import AudioOut, DtmfOut
+from sidecar.fill import Filler
 from sidecar.gate import PauseGate
 from sidecar.outbox import Outbox
 from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
@@ -73,6 +75,8 @@ class UplinkStatistics:
     samples_in: int = 0
     invalid_frames: int = 0
     dtmf: int = 0
+    # Silence the fill added to the mixed stream, at the rate sent.
+    samples_filled: int = 0
     # Connections refused, by reason (`busy`, `too_many_streams`,
     # `per_participant_disabled`).
     refused: Counter[str] = field(default_factory=Counter)
@@ -144,6 +148,10 @@ class Uplink:
         # order of arrival; each is judged only once those before it were. Only
         # the first is ever woken: the others' turn comes when it leaves.
         self._waiting: collections.deque[_Connection] = collections.deque()
+        # --fill-silence: only the mixed stream; a participant's is speech by nature.
+        self._filler = Filler(config.fill_hold_ms, config.chunk_ms) if config.fill_silence else None
+        # The fill's timer while it sleeps; a bot frame moves its deadline on.
+        self._fill_sleep: trio.CancelScope | None = None
 
     def statistics(self) -> UplinkStatistics:
         """A snapshot: counting goes on in the sidecar's own copy."""
@@ -174,8 +182,60 @@ class Uplink:
 
     def flush(self) -> None:
         """Shutdown: emit every stream's held audio."""
+        if self._filler is not None:
+            self._filler.stop()
         for stream in (self._mixed, *self._participants.values()):
             self._enqueue(stream, stream.capture.flush())
+
+    def mute(self, muted: bool) -> None:
+        """The agent must hear nothing: mute wins over the fill."""
+        if self._filler is not None:
+            self._filler.mute(muted)
+            self._wake_fill(0.0)
+
+    async def serve_fill(self) -> None:
+        """The fill's timer (--fill-silence): asleep while the bot writes (each
+        frame only moves its deadline), awake in gaps once per chunk."""
+        if self._filler is None:
+            return
+        while True:
+            with trio.CancelScope(deadline=self._fill_wake()) as self._fill_sleep:
+                await trio.sleep_forever()
+            self._fill_sleep = None
+            self._fill_now()
+
+    def _fill_wake(self) -> float:
+        """When (trio time) the fill must next look at the stream."""
+        assert self._filler is not None
+        capture = self._mixed.capture
+        end = capture.input_end_ms
+        due = None if end is None else self._filler.deadline(end, capture.to_boundary_ms)
+        if due is None:
+            return math.inf
+        delay = max(0.0, (due - self._clock_ms()) / 1000.0)
+        if not self._mixed.route.connected():
+            # Silence is for a listener; while the link is down it would only
+            # push the bot's last words out of the replay. Look again later.
+            delay = max(delay, self._config.chunk_ms / 1000.0)
+        return trio.current_time() + delay
+
+    def _wake_fill(self, delay_s: float) -> None:
+        if self._fill_sleep is not None:
+            self._fill_sleep.deadline = trio.current_time() + delay_s
+
+    def _fill_now(self) -> None:
+        assert self._filler is not None
+        stream = self._mixed
+        capture = stream.capture
+        end = capture.input_end_ms
+        if end is None or not stream.route.connected():
+            return
+        now = self._clock_ms()
+        spans = self._filler.due(now, end, capture.to_boundary_ms)
+        if spans:
+            chunks = capture.fill(spans, now)
+            self._stats.samples_filled = capture.samples_filled
+            self._enqueue(stream, chunks)
 
     async def make_way(self) -> None:
         """Give the sender a turn per queued message while a backlog exists.
@@ -263,7 +323,11 @@ class Uplink:
         if stream.gate is not None:
             # The meeting is loud: the bot's voice waits (a signal across to the downlink).
             stream.gate.observe(frame.pcm, trio.current_time())
-        self._enqueue(stream, stream.capture.push(frame, self._clock_ms()))
+        now = self._clock_ms()
+        if self._filler is not None and not stream.participant:
+            self._filler.heard(now)
+            self._wake_fill(self._filler.hold_ms / 1000.0)
+        self._enqueue(stream, stream.capture.push(frame, now))
 
     def end(self, stream: _Stream) -> None:
         """The bot declared the end of the stream: nothing more will complete it."""

@@ -18,6 +18,7 @@ import base64
 import json
 import re
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -42,6 +43,8 @@ class Connection:
     request_headers: Headers
     raw: list[str | bytes] = field(default_factory=list)
     """Every message received, as received."""
+    arrivals: list[float] = field(default_factory=list)
+    """time.monotonic() at which each of `raw` was read."""
     texts: list[Json] = field(default_factory=list)
     """The JSON text messages, parsed."""
     violations: list[str] = field(default_factory=list)
@@ -128,6 +131,7 @@ class _DocServer:
             self._states[id(conn)] = state
         try:
             for message in ws:
+                conn.arrivals.append(time.monotonic())
                 conn.raw.append(message)
                 try:
                     self.on_message(conn, state, message)

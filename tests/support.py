@@ -322,6 +322,9 @@ async def open_bot_loop(
 
 
 def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) -> list[str]:
+    """The flags of a test's sidecar. The silence fill is off unless the test
+    names it: most tests count exactly the audio their bot wrote."""
+    fill = () if "--fill-silence" in extra else ("--fill-silence", "off")
     return [
         "--url",
         url,
@@ -334,6 +337,7 @@ def sidecar_args(url: str, tmp: Path, *extra: str, stats_interval: float = 0.2) 
         "--bot-id",
         "bot_test",
         *extra,
+        *fill,
     ]
 
 

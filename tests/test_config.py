@@ -325,6 +325,15 @@ def test_settings_set_url_rate_and_pause_threshold() -> None:
     assert flag.pause_threshold == 1800
 
 
+def test_fill_is_on_by_default_and_both_its_flags_reach_the_config() -> None:
+    default = build("--url", "ws://127.0.0.1/a", *SOCKETS)
+    assert (default.fill_silence, default.fill_hold_ms) == (True, 100)
+    given = build(
+        "--url", "ws://127.0.0.1/a", *SOCKETS, "--fill-silence", "off", "--fill-hold-ms", "250"
+    )
+    assert (given.fill_silence, given.fill_hold_ms) == (False, 250)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -346,6 +355,10 @@ def test_settings_set_url_rate_and_pause_threshold() -> None:
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--max-retries", "-1"), "retry settings"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--ca-file", "/nonexistent.pem"), "--ca-file"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--pause-threshold", "40000"), "0-32767"),
+        (
+            ("--url", "ws://127.0.0.1/a", *SOCKETS, "--fill-hold-ms", "10"),
+            "^--fill-hold-ms must be between 20 and 5000$",
+        ),
         (
             (
                 *SOCKETS,

@@ -295,6 +295,8 @@ async def test_fd_mode(tmp_path: Path) -> None:
             "bot_fd",
             "--stats-interval",
             "0.2",
+            "--fill-silence",
+            "off",
         ]
         async with open_sidecar(args, pass_fds=(theirs.fileno(),)) as sidecar:
             theirs.close()

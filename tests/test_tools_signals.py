@@ -124,11 +124,17 @@ def test_traffic_without_timestamps_uses_the_audios_own_time() -> None:
     snap = heard.traffic.snapshot(2.0)
     assert (snap.gaps, snap.overlaps, snap.violations) == (0, 0, 0)
     assert snap.jitter_ms == pytest.approx(0, abs=1e-6)
+    # All of it zeros: silence, as the sidecar's fill sends for a quiet bot.
+    assert snap.silent_s == pytest.approx(1.0)
+    assert "1.00 s silent" in snap.describe()
     # Only the audio's span counts for the real-time factor, not the opening before it.
     assert snap.realtime_factor == pytest.approx(1.0, abs=0.01)
     heard(2.5, bytes(640))  # 480 ms late
     assert heard.traffic.snapshot(3.0).jitter_ms > 10
     assert heard.traffic.by_trigger == {"websocket:connected": 1, "(binary)": 51}
+    heard(2.52, b"\x01\x00" * 320)  # not silence
+    snap = heard.traffic.snapshot(3.0)
+    assert (snap.audio_s, snap.silent_s) == pytest.approx((1.04, 1.02))
 
 
 def test_kind_of_names_what_a_message_calls_itself() -> None:

@@ -195,6 +195,10 @@ async def _run_demo(options: DemoOptions, say: Report) -> DemoReport:
                     "--stats-interval",
                     "1",
                     "--exit-on-stdin-eof",
+                    # The echo would send the fill back without end, and the
+                    # demo waits for the echo to finish.
+                    "--fill-silence",
+                    "off",
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -4,7 +4,8 @@ Fed each message with its arrival time and what the dialect's server session
 made of it; reports message counts and rate, how much audio arrived versus
 wall time, gaps and overlaps in the timestamps (each chunk should start where
 the previous one ended), and RFC 3550 interarrival jitter: how irregularly
-messages arrive relative to their timestamps. Where the wire carries no
+messages arrive relative to their timestamps; and how much of the audio was
+digital silence (a quiet bot, the sidecar's fill on). Where the wire carries no
 timestamp (Vonage), the audio's own time stands in: no gaps can show, jitter
 still does.
 """
@@ -44,6 +45,8 @@ class Snapshot:
     messages_per_s: float
     """Over the interval since the previous snapshot."""
     audio_s: float
+    silent_s: float
+    """Of `audio_s`, the chunks that were all zeros (the sidecar's fill, say)."""
     realtime_factor: float
     """Audio seconds per wall second over the span the audio arrived in (1.0 = live)."""
     sample_rates: list[int]
@@ -56,7 +59,8 @@ class Snapshot:
         rates = "/".join(str(r) for r in self.sample_rates) or "-"
         return (
             f"{self.messages} msgs ({self.messages_per_s:.1f}/s), "
-            f"audio {self.audio_s:.2f} s at {rates} Hz ({self.realtime_factor:.2f}x real time), "
+            f"audio {self.audio_s:.2f} s at {rates} Hz ({self.realtime_factor:.2f}x real time, "
+            f"{self.silent_s:.2f} s silent), "
             f"timestamp gaps {self.gaps} (max {self.max_gap_ms:.0f} ms), "
             f"overlaps {self.overlaps}, jitter {self.jitter_ms:.1f} ms, "
             f"violations {self.violations}"
@@ -71,6 +75,7 @@ class Traffic:
     violations: int = 0
     violations_by_code: Counter[str] = field(default_factory=Counter)
     audio_s: float = 0.0
+    silent_s: float = 0.0
     sample_rates: set[int] = field(default_factory=set)
     gaps: int = 0
     max_gap_ms: float = 0.0
@@ -106,6 +111,8 @@ class Traffic:
             self.audio_span_s = (arrival_s, arrival_s)
         self.audio_span_s = (self.audio_span_s[0], arrival_s)
         self.audio_s += duration_ms / 1000.0
+        if not any(chunk):
+            self.silent_s += duration_ms / 1000.0
         self.sample_rates.add(rate)
         stream = self._streams.setdefault(key, _Stream())
         ts_ms = (stream.next_ts_ms or 0.0) if stamp is None else float(stamp)
@@ -145,6 +152,7 @@ class Traffic:
             violations_by_code={str(k): v for k, v in self.violations_by_code.items()},
             messages_per_s=round(rate, 2),
             audio_s=round(self.audio_s, 3),
+            silent_s=round(self.silent_s, 3),
             realtime_factor=round(self.audio_s / wall, 3) if wall > 0 else 0.0,
             sample_rates=sorted(self.sample_rates),
             gaps=self.gaps,
