@@ -35,6 +35,7 @@ from sidecar.config import (
 )
 from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
+from sidecar.redact import Redactor
 from sidecar.resample import Quality
 from sidecar.retry import Backoff, RetryConfig
 from sidecar.sockets import SocketPathError
@@ -508,18 +509,14 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
 
 
 class _RedactingFormatter(logging.Formatter):
-    """Our redaction covers what we print; this covers what libraries log."""
+    """The events' redactor, for every log line: ours and the libraries'."""
 
-    def __init__(self, fmt: str, secrets: tuple[str, ...]) -> None:
+    def __init__(self, fmt: str, redact: Redactor) -> None:
         super().__init__(fmt)
-        # Longest first, so a secret that contains another is hidden whole.
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
+        self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redact(super().format(record))
 
 
 log = logging.getLogger("sidecar")
@@ -533,7 +530,10 @@ def _run(args: argparse.Namespace) -> int:
         return service.EXIT_USAGE
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets(config))
+        _RedactingFormatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s",
+            Redactor.for_run(secrets(config), os.environ),
+        )
     )
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     parent = os.getppid()

@@ -13,10 +13,13 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from typing import BinaryIO, Final, Literal
+from typing import TYPE_CHECKING, BinaryIO, Final, Literal
 
 import msgspec
 import trio
+
+if TYPE_CHECKING:
+    from sidecar.redact import Redactor
 
 Socket = Literal["in", "out"]
 
@@ -236,8 +239,13 @@ _encoder: Final = msgspec.json.Encoder()
 class EventLog:
     """Bounded, non-blocking JSON-lines writer."""
 
-    def __init__(self, stream: BinaryIO | None = None, limit: int = 1000) -> None:
+    def __init__(
+        self, stream: BinaryIO | None = None, limit: int = 1000, redact: Redactor | None = None
+    ) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
+        self.redact = redact
+        """Every event passes through it: server text (a close reason, an
+        agent's error) may echo a secret."""
         self._lines: collections.deque[bytes] = collections.deque(maxlen=limit)
         self._wake = trio.Event()
         self._drained = trio.Event()
@@ -248,6 +256,8 @@ class EventLog:
     def emit(self, event: Event) -> None:
         if not event.ts_ms:
             event = msgspec.structs.replace(event, ts_ms=time.time_ns() // 1_000_000)
+        if self.redact is not None:
+            event = self.redact.event(event)
         if len(self._lines) == self._lines.maxlen:
             self.dropped += 1
         self._lines.append(_encoder.encode(event) + b"\n")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from sidecar.dialects.base import AudioOut, Dialect, Incoming, Outgoing, Session
 from sidecar.fastpath import RECEIVE_BYTES, Delivery, DirectStream
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.outbox import Outbox
+from sidecar.redact import Redactor
 from sidecar.retry import RetryPolicy
 
 # trio-websocket's own queue for messages; Delivery replaces its send side, so
@@ -193,6 +195,7 @@ class Link:
         log: events.EventLog,
         *,
         url: str | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._config = config
         self._url = url or config.url
@@ -205,7 +208,7 @@ class Link:
         self._policy = RetryPolicy(config.retry)
         self._ssl = tls_context(config.ca_file) if self._target.tls else None
         self._headers = [(k.encode(), v.encode()) for k, v in config.headers]
-        self._secrets = _secret_words(secrets(config))
+        self._redact = redactor or Redactor.for_run(secrets(config), os.environ)
         self._wake = trio.Event()
         self._stopping = trio.Event()
         self._stats = LinkStatistics()
@@ -362,12 +365,6 @@ class Link:
             return _End(f"{what}: {_describe(exc)}")
         raise exc
 
-    def _redact(self, text: str) -> str:
-        """Server-supplied text (a rejection's body, a close reason) may echo a secret."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
     async def _connection(self, redacted: str) -> _End:
         config = self._config
         conn: _Conn | None = None
@@ -404,7 +401,7 @@ class Link:
                     cast(trio.Nursery, reader),
                     # Annotated narrower than its documented "arbitrary stream":
                     # only the trio.abc.Stream methods are called on it.
-                    cast(trio.SocketStream, HandshakeStream(conn.stream)),
+                    cast(trio.SocketStream, HandshakeStream(conn.stream, redact=self._redact)),
                     self._target.host_header,
                     self._target.resource,
                     extra_headers=self._headers,
@@ -676,14 +673,6 @@ def _closed_by_us(ws: tw.WebSocketConnection) -> bool:
     (point 3 of the block above); unknown internals count as the server."""
     state = getattr(getattr(ws, "_wsproto", None), "state", None)
     return state is ConnectionState.OPEN or state is ConnectionState.LOCAL_CLOSING
-
-
-def _secret_words(found: tuple[str, ...]) -> list[str]:
-    """The secrets, and the long words inside them: a server that echoes a
-    token back ("token abc… expired") drops the "Bearer " before it."""
-    words = {w for secret in found for w in secret.split() if len(w) >= 8}
-    # Longest first, so a secret that contains another is hidden whole.
-    return sorted(set(found) | words, key=len, reverse=True)
 
 
 def _sendable(ws: tw.WebSocketConnection) -> bool:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import trio
 
 from sidecar import __version__, dialects, events, messages, stats
-from sidecar.config import Config, Endpoint, dialect_options, redact_url
+from sidecar.config import Config, Endpoint, dialect_options, redact_url, secrets
 from sidecar.dialects.base import Control
 from sidecar.downlink import Downlink
 from sidecar.gate import PauseGate
 from sidecar.link import Link, LinkGaveUp, LinkRejected
 from sidecar.outbox import Outbox
+from sidecar.redact import Redactor
 from sidecar.sockets import adopt_fd, open_unix_listener
 from sidecar.uplink import Route, Uplink
 
@@ -48,6 +49,9 @@ class Sidecar:
     def __init__(self, config: Config, log_sink: events.EventLog) -> None:
         self.config = config
         self.events = log_sink
+        self.redactor = Redactor.for_run(secrets(config), os.environ)
+        if log_sink.redact is None:
+            log_sink.redact = self.redactor
         self.outcome = _Outcome()
         live_ms = max(2000.0, config.replay_ms)
         self.outbox = Outbox(config.replay_ms, live_ms)
@@ -56,7 +60,14 @@ class Sidecar:
         self.downlink = Downlink(
             config, log_sink, self._reply, self.gate, error_replies=self.dialect.error_replies
         )
-        self.link = Link(config, self.outbox, self.dialect, self.downlink.on_incoming, log_sink)
+        self.link = Link(
+            config,
+            self.outbox,
+            self.dialect,
+            self.downlink.on_incoming,
+            log_sink,
+            redactor=self.redactor,
+        )
         mixed = Route(self.outbox, self.link.notify, lambda: self.link.accepting_audio)
         self.links = [self.link]
         participants: Route | None = None
@@ -73,6 +84,7 @@ class Sidecar:
                     self.downlink.on_incoming,
                     log_sink,
                     url=url,
+                    redactor=self.redactor,
                 )
                 self.links.append(plink)
                 participants = Route(
