@@ -286,28 +286,34 @@ class Link:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code))
             if self._stopping.is_set():
                 return
+            reason = end.reason
             if end.renew:
-                self._log.emit(
-                    events.Retrying(
-                        attempt=0,
-                        of=self._policy.max_retries,
-                        delay=0.0,
-                        reason=f"{end.reason} (the server's routine end of a session: "
-                        "reconnecting at once)",
+                min_age = self._dialect.renew_after_s
+                if min_age is not None and self._policy.renewed(trio.current_time(), min_age):
+                    self._log.emit(
+                        events.Retrying(
+                            attempt=0,
+                            of=self._policy.max_retries,
+                            delay=0.0,
+                            reason=f"{reason} (the server's routine end of a session: "
+                            "reconnecting at once)",
+                        )
                     )
-                )
-                continue
+                    continue
+                # A session's end, claimed by one that did not live a session:
+                # a failure like any other, or it would be an endless loop.
+                reason += " (a session's routine end, too soon to be one: retried as a failure)"
             delay = self._policy.failed(trio.current_time())
             if delay is None:
                 attempts = self._policy.attempt
-                self._log.emit(events.GaveUp(reason=end.reason, attempts=attempts))
-                raise LinkGaveUp(f"gave up after {attempts} retries: {end.reason}")
+                self._log.emit(events.GaveUp(reason=reason, attempts=attempts))
+                raise LinkGaveUp(f"gave up after {attempts} retries: {reason}")
             self._log.emit(
                 events.Retrying(
                     attempt=self._policy.attempt,
                     of=self._policy.max_retries,
                     delay=round(delay, 3),
-                    reason=end.reason,
+                    reason=reason,
                 )
             )
             with trio.move_on_after(delay):
