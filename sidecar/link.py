@@ -178,8 +178,14 @@ class _Target:
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """System trust plus --ca-file; verification is never turned off."""
+    """System trust plus --ca-file; verification is never turned off.
+
+    A TLS 1.2 renegotiation the server asks for is refused (an alert, and the
+    connection is replaced): a synchronous writer (fastpath.py) cannot stop
+    to read the handshake first.
+    """
     context = ssl.create_default_context()
+    context.options |= ssl.OP_NO_RENEGOTIATION
     if ca_file is not None:
         context.load_verify_locations(cafile=str(ca_file))
     return context
