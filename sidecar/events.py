@@ -181,6 +181,8 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     bytes_out: int
     samples_out: int
     unconfirmed_samples: int
+    # Outbox items the dialect could not encode, dropped (audio: uplink_unencodable).
+    encode_failures: int
     messages_in: int
     # Bot output accepted from the server, at the rate each message declared.
     bot_output_samples: int

@@ -28,6 +28,7 @@ message into neutral events for the downlink.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import ssl
@@ -37,11 +38,12 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
+import h11
 import trio
 import trio_websocket as tw
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, TextMessage
-from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import LocalProtocolError, ProtocolError
 
 from sidecar import events
 from sidecar.config import Config, redact_url, secrets
@@ -55,6 +57,8 @@ from sidecar.retry import RetryPolicy
 # trio-websocket's own queue for messages; Delivery replaces its send side, so
 # nothing waits in it.
 MESSAGE_QUEUE = 1
+
+log = logging.getLogger("sidecar.link")
 
 # What a connection that breaks under our feet raises (besides ConnectionClosed).
 # LocalProtocolError: trio-websocket can let a send reach a connection its reader
@@ -110,6 +114,11 @@ class LinkRejected(Exception):
     """The server refused us in a way retrying cannot fix (4xx, bad certificate)."""
 
 
+class LinkUnusable(Exception):
+    """What we would send cannot be sent at all (an upgrade request HTTP refuses,
+    an opening message the dialect cannot encode): a usage error, not a failure."""
+
+
 @dataclass(slots=True)
 class LinkStatistics:
     connected: bool = False
@@ -122,6 +131,9 @@ class LinkStatistics:
     unconfirmed_samples: int = 0
     messages_in: int = 0
     bytes_in: int = 0
+    # Outbox items the dialect could not encode (dropped; audio also counted
+    # as uplink_unencodable).
+    encode_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +268,12 @@ class Link:
             item = outbox.get(audio=session.audio_ready)
             if item is None:
                 return
-            wires = session.encode(item)
+            encoded = self._encode(session, ws, item)
+            if encoded is None:
+                continue
+            wires, data = encoded
             try:
-                stream.try_send(b"".join(_frame(ws, wire) for wire in wires))
+                stream.try_send(data)
             except (OSError, trio.BrokenResourceError, LocalProtocolError) as exc:
                 # Raised in the caller's task (the uplink's, the clock's): the
                 # sender raises it in the link's own, where it ends the connection.
@@ -267,6 +282,29 @@ class Link:
                 conn.broken = exc
                 return
             self._account(item, wires)
+
+    def _encode(
+        self, session: Session, ws: tw.WebSocketConnection, item: Outgoing
+    ) -> tuple[Sequence[Wire], bytes] | None:
+        """`item`'s messages and their frames; None, counted, where the dialect
+        cannot encode it. Whatever the dialect raises is contained here: this
+        runs in whichever task called notify() (the uplink's, the clock's)."""
+        try:
+            wires = session.encode(item)
+            return wires, b"".join(_frame(ws, wire) for wire in wires)
+        except Exception as exc:
+            self._stats.encode_failures += 1
+            if isinstance(item, AudioOut):
+                self._outbox.count_lost(item, "unencodable")
+            if self._stats.encode_failures == 1:
+                what = type(item).__name__
+                self._log.emit(
+                    events.WarningEvent(
+                        message=f"--protocol {self._dialect.name} cannot encode a {what} "
+                        f"({_describe(exc)}): dropped, and counted in stats.encode_failures"
+                    )
+                )
+            return None
 
     def _account(self, item: Outgoing, wires: Sequence[Wire]) -> None:
         self._stats.messages_out += len(wires)
@@ -352,6 +390,8 @@ class Link:
         """
         if isinstance(exc, _Ended):
             return exc.end
+        if isinstance(exc, LinkRejected | LinkUnusable):
+            raise exc
         if isinstance(exc, HandshakeFailed):
             reason = self._redact(exc.reason)
             if exc.status is not None and 400 <= exc.status < 500:
@@ -375,7 +415,22 @@ class Link:
         if isinstance(exc, _NETWORK_ERRORS):
             what = "cannot connect" if ws is None else "connection lost"
             return _End(f"{what}: {_describe(exc)}")
-        raise exc
+        if isinstance(exc, h11.LocalProtocolError) and ws is None:
+            # Our own upgrade request, refused by the HTTP library before it
+            # left (a header it will not send): every retry would be the same.
+            raise self._unusable(f"the upgrade request cannot be sent: {_describe(exc)}")
+        if isinstance(exc, h11.ProtocolError | ProtocolError):
+            return _End(self._redact(f"HTTP/websocket protocol error: {_describe(exc)}"))
+        # Nothing from a connection ends the process: what no branch above
+        # knows is a failure like any other, retried and bounded by
+        # --max-retries. The traceback is for --log-level debug.
+        log.debug("unexpected error on the connection", exc_info=exc)
+        return _End(self._redact(f"unexpected {type(exc).__name__}: {_describe(exc)}"))
+
+    def _unusable(self, reason: str) -> LinkUnusable:
+        reason = self._redact(reason)
+        self._log.emit(events.GaveUp(reason=reason, attempts=0))
+        return LinkUnusable(reason)
 
     async def _connection(self, redacted: str) -> _End:
         config = self._config
@@ -468,7 +523,7 @@ class Link:
         async def guard(fn: Callable[[_Conn, tw.WebSocketConnection], Awaitable[None]]) -> None:
             try:
                 await fn(conn, ws)
-            except (_Ended, tw.ConnectionClosed, *_NETWORK_ERRORS) as exc:
+            except Exception as exc:
                 ended.append(self._failure(exc, ws))
             nursery.cancel_scope.cancel()
 
@@ -482,7 +537,7 @@ class Link:
         end = ended[0] if ended else _End("connection ended")
         if self._stopping.is_set():
             with trio.move_on_after(self._config.close_timeout) as scope:
-                await self._write(conn, ws, conn.session.closing())
+                await self._write(conn, ws, self._closing(conn.session))
                 await ws.aclose(code=1000, reason="sidecar stopping")
             if not scope.cancelled_caught:
                 # The server answered our close: it has read everything before it.
@@ -526,6 +581,15 @@ class Link:
             either.cancel_scope.cancel()
         raise tw.ConnectionClosed(ws.closed)
 
+    def _closing(self, session: Session) -> Sequence[Wire]:
+        try:
+            return session.closing()
+        except Exception as exc:
+            # The close itself still goes out: the server learns we stopped.
+            self._stats.encode_failures += 1
+            log.warning("the closing message cannot be encoded: %s", _describe(exc))
+            return ()
+
     async def _write(self, conn: _Conn, ws: tw.WebSocketConnection, wires: Sequence[Wire]) -> None:
         """The awaited write, behind whatever waits in the stream already."""
         if wires:
@@ -539,8 +603,17 @@ class Link:
         # fail_after for each would be measurable scheduling overhead.
         with trio.CancelScope() as bound:
             bound.deadline = trio.current_time() + timeout
-            opening = session.opening()
-            await self._write(conn, ws, opening)
+            try:
+                opening = session.opening()
+                data = b"".join(_frame(ws, wire) for wire in opening)
+            except Exception as exc:
+                # The session cannot even start: no connection ever will.
+                raise self._unusable(
+                    f"--protocol {self._dialect.name}: the session's opening message "
+                    f"cannot be encoded ({_describe(exc)})"
+                ) from None
+            if data:
+                await stream.send_all(data)
             self._stats.messages_out += len(opening)
             self._stats.bytes_out += sum(len(wire) for wire in opening)
             bound.deadline = math.inf
@@ -568,10 +641,13 @@ class Link:
                     self._wake = trio.Event()
                     continue
                 samples = item.samples if isinstance(item, AudioOut) else 0
-                wires = session.encode(item)
+                encoded = self._encode(session, ws, item)
+                if encoded is None:
+                    continue
+                wires, data = encoded
                 bound.deadline = trio.current_time() + timeout
                 try:
-                    await self._write(conn, ws, wires)
+                    await stream.send_all(data)
                 except (tw.ConnectionClosed, *_NETWORK_ERRORS):
                     if isinstance(item, AudioOut):
                         outbox.count_lost(item, "in_flight")
@@ -616,7 +692,12 @@ class Link:
             if trio.current_time() < due:
                 await trio.sleep_until(due)
                 continue
-            wires = session.keepalive()
+            try:
+                wires = session.keepalive()
+            except Exception as exc:
+                self._stats.encode_failures += 1
+                log.warning("the keepalive cannot be encoded: %s", _describe(exc))
+                wires = ()
             try:
                 with trio.fail_after(timeout):
                     await self._write(conn, ws, wires)
@@ -724,4 +805,4 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return None
 
 
-__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "tls_context"]
+__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "LinkUnusable", "tls_context"]

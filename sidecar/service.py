@@ -17,7 +17,7 @@ from sidecar.config import Config, Endpoint, dialect_options, redact_url, secret
 from sidecar.dialects.base import Control
 from sidecar.downlink import Downlink
 from sidecar.gate import PauseGate
-from sidecar.link import Link, LinkGaveUp, LinkRejected
+from sidecar.link import Link, LinkGaveUp, LinkRejected, LinkUnusable
 from sidecar.outbox import Outbox
 from sidecar.redact import Redactor
 from sidecar.sockets import adopt_fd, open_unix_listener
@@ -188,6 +188,8 @@ class Sidecar:
             self._finish(EXIT_GAVE_UP, str(exc))
         except LinkRejected as exc:
             self._finish(EXIT_REJECTED, str(exc))
+        except LinkUnusable as exc:
+            self._finish(EXIT_USAGE, str(exc))
 
     def _finish(self, code: int, reason: str) -> None:
         if self.outcome.code == EXIT_OK:

@@ -77,6 +77,7 @@ def stats_event(
         bytes_out=sum(s.bytes_out for s in links),
         samples_out=sum(s.samples_out for s in links),
         unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
+        encode_failures=sum(s.encode_failures for s in links),
         messages_in=sum(s.messages_in for s in links),
         bot_output_samples=voice.samples_received,
         # Refused samples count too: accepted from the server, then capped.
