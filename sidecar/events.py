@@ -4,8 +4,8 @@ One object per line: `{"event": NAME, "ts_ms": unix ms, ...}`. Every field of
 an event is on every line, `null` where it has no value, so a reader in any
 language sees one shape (proto/schema/events.schema.json lists them all as
 required). The emitter never blocks the event loop on a parent that stops
-reading stdout: lines wait in a bounded buffer (drop oldest, counted) and a
-worker thread writes them.
+reading stdout: lines wait in a buffer bounded in lines and in bytes (drop
+oldest, counted in `stats.events_dropped`) and a worker thread writes them.
 """
 
 from __future__ import annotations
@@ -238,31 +238,59 @@ Event = (
 _encoder: Final = msgspec.json.Encoder()
 
 
+EVENT_LINES: Final = 1000
+EVENT_BYTES: Final = 8 * 1024 * 1024
+"""What waits for a parent that reads stdout slowly, in lines and in bytes
+(the line being written included): beyond either, the oldest are dropped."""
+
+
 class EventLog:
     """Bounded, non-blocking JSON-lines writer."""
 
     def __init__(
-        self, stream: BinaryIO | None = None, limit: int = 1000, redact: Redactor | None = None
+        self,
+        stream: BinaryIO | None = None,
+        limit: int = EVENT_LINES,
+        redact: Redactor | None = None,
+        limit_bytes: int = EVENT_BYTES,
     ) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self.redact = redact
         """Every event passes through it: server text (a close reason, an
         agent's error) may echo a secret."""
-        self._lines: collections.deque[bytes] = collections.deque(maxlen=limit)
+        self._limit = limit
+        self._limit_bytes = limit_bytes
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        # The batch the worker thread is writing: held until written, so it
+        # counts against the bounds too.
+        self._writing_lines = 0
+        self._writing_bytes = 0
         self._wake = trio.Event()
         self._drained = trio.Event()
         self._drained.set()
         self.dropped = 0
         self.broken = False
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of lines waiting or being written."""
+        return self._queued_bytes + self._writing_bytes
+
     def emit(self, event: Event) -> None:
         if not event.ts_ms:
             event = msgspec.structs.replace(event, ts_ms=time.time_ns() // 1_000_000)
         if self.redact is not None:
             event = self.redact.event(event)
-        if len(self._lines) == self._lines.maxlen:
+        line = _encoder.encode(event) + b"\n"
+        lines = self._lines
+        lines.append(line)
+        self._queued_bytes += len(line)
+        room_lines = self._limit - self._writing_lines
+        room_bytes = self._limit_bytes - self._writing_bytes
+        while lines and (len(lines) > room_lines or self._queued_bytes > room_bytes):
+            self._queued_bytes -= len(lines.popleft())
             self.dropped += 1
-        self._lines.append(_encoder.encode(event) + b"\n")
         if self._drained.is_set():
             self._drained = trio.Event()
         self._wake.set()
@@ -272,12 +300,18 @@ class EventLog:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            batch = b"".join(self._lines)
+            # The lines themselves, not one string joined from them: a batch
+            # of large events would be held twice.
+            batch = list(self._lines)
             self._lines.clear()
+            self._writing_lines, self._writing_bytes = len(batch), self._queued_bytes
+            self._queued_bytes = 0
             if batch:
                 # Abandoned on cancellation: a parent that stopped reading our
                 # stdout blocks the write for good, and must not block our exit.
                 await trio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+            del batch
+            self._writing_lines = self._writing_bytes = 0
             if not self._lines:
                 self._drained.set()
 
@@ -285,11 +319,11 @@ class EventLog:
         """Wait until every line emitted so far is written (callers bound the wait)."""
         await self._drained.wait()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, lines: list[bytes]) -> None:
         if self.broken:
             return
         try:
-            self._stream.write(data)
+            self._stream.writelines(lines)
             self._stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             # The parent went away or closed our stdout; events have nowhere to
