@@ -21,6 +21,7 @@ from sidecar.config import (
     Config,
     ConfigError,
     InputFormat,
+    ReconnectOnClose,
     check_url,
     endpoint,
     env_url,
@@ -213,6 +214,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=RETRY_DEFAULT["backoff"],
         help="fixed: always --retry-delay; exponential: doubling from --retry-delay "
         "up to --max-retry-delay, with full jitter (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--reconnect-on-close",
+        choices=get_args(ReconnectOnClose),
+        default="auto",
+        help="after the server closes cleanly (1000): reconnect, or stop with exit 0 "
+        "(the call ended); auto: stop for twilio and vonage, whose servers close "
+        "so at the end of the call, reconnect for the rest (default: %(default)s)",
     )
     retry.add_argument(
         "--max-retry-delay",
@@ -480,6 +489,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         jitter_ms=args.jitter_ms,
         quality=args.quality,
         retry=retry,
+        reconnect_on_close=args.reconnect_on_close,
         headers=headers_from(args.header, environ),
         ca_file=args.ca_file,
         ping_interval=args.ping_interval,

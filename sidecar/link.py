@@ -28,6 +28,7 @@ message into neutral events for the downlink.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -65,6 +66,7 @@ log = logging.getLogger("sidecar.link")
 # already gave up on after a protocol error from the server.
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError)
 _ABNORMAL_CLOSURE = 1006
+_NORMAL_CLOSURE = 1000
 
 # What we rely on in trio-websocket beyond its documented API, checked against
 # this version (tests/test_handshake.py fails on any other: re-check each point
@@ -114,6 +116,11 @@ class LinkRejected(Exception):
     """The server refused us in a way retrying cannot fix (4xx, bad certificate)."""
 
 
+class LinkEnded(Exception):
+    """The server ended the call: a clean close not to reconnect after
+    (--reconnect-on-close). Not a failure: the sidecar stops with exit 0."""
+
+
 class LinkUnusable(Exception):
     """What we would send cannot be sent at all (an upgrade request HTTP refuses,
     an opening message the dialect cannot encode): a usage error, not a failure."""
@@ -144,6 +151,10 @@ class _End:
     """The close frame's own reason text, for the dialect to judge."""
     renew: bool = False
     """The server's routine end of a session: reconnect without the retry delay."""
+    by_server: bool = False
+    """A close frame the server sent (not one our side made for it)."""
+    call_ended: bool = False
+    """A clean close from the server that ends the call (--reconnect-on-close)."""
 
 
 class _Ended(Exception):
@@ -224,6 +235,11 @@ class Link:
         self._on_incoming = on_incoming
         self._log = log
         self._policy = RetryPolicy(config.retry)
+        self._reconnect_on_clean_close = (
+            dialect.reconnect_on_clean_close
+            if config.reconnect_on_close == "auto"
+            else config.reconnect_on_close == "always"
+        )
         self._ssl = tls_context(config.ca_file) if self._target.tls else None
         self._headers = [(k.encode(), v.encode()) for k, v in config.headers]
         self._redact = redactor or Redactor.for_run(secrets(config), os.environ)
@@ -330,6 +346,8 @@ class Link:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code))
             if self._stopping.is_set():
                 return
+            if end.call_ended:
+                raise LinkEnded(f"the server ended the call: {end.reason}")
             reason = end.reason
             if end.renew:
                 min_age = self._dialect.renew_after_s
@@ -411,7 +429,7 @@ class Link:
             return _End(f"TLS handshake failed: {cause.reason or cause}")
         if isinstance(exc, tw.ConnectionClosed):
             end = _closed(exc.reason, ws)
-            return _End(self._redact(end.reason), end.code, end.detail)
+            return dataclasses.replace(end, reason=self._redact(end.reason))
         if isinstance(exc, _NETWORK_ERRORS):
             what = "cannot connect" if ws is None else "connection lost"
             return _End(f"{what}: {_describe(exc)}")
@@ -543,8 +561,10 @@ class Link:
                 # The server answered our close: it has read everything before it.
                 self._confirmed = self._sent
             end = _End("sidecar stopping", 1000)
+        elif end.code == _NORMAL_CLOSURE and end.by_server and not self._reconnect_on_clean_close:
+            end = dataclasses.replace(end, call_ended=True)
         elif end.code is not None and conn.session.reconnect_at_once(end.code, end.detail):
-            end = _End(end.reason, end.code, end.detail, renew=True)
+            end = dataclasses.replace(end, renew=True)
         self._stats.unconfirmed_samples += self._sent - self._confirmed
         return end
 
@@ -752,13 +772,14 @@ class _ReaderNursery:
 def _closed(reason: tw.CloseReason | None, ws: tw.WebSocketConnection | None) -> _End:
     if reason is None or reason.code == _ABNORMAL_CLOSURE:
         return _End("connection lost without a close frame", _ABNORMAL_CLOSURE)
-    if ws is not None and _closed_by_us(ws):
+    by_server = ws is None or not _closed_by_us(ws)
+    if not by_server:
         why = _LOCAL_CLOSES.get(reason.code, reason.name)
         text = f"the sidecar closed the connection with code {reason.code} ({why})"
     else:
         text = f"closed by server with code {reason.code} ({reason.name})"
     detail = reason.reason or ""
-    return _End(f"{text}: {detail}" if detail else text, reason.code, detail)
+    return _End(f"{text}: {detail}" if detail else text, reason.code, detail, by_server=by_server)
 
 
 def _closed_by_us(ws: tw.WebSocketConnection) -> bool:
@@ -805,4 +826,12 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return None
 
 
-__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "LinkUnusable", "tls_context"]
+__all__ = [
+    "Link",
+    "LinkEnded",
+    "LinkGaveUp",
+    "LinkRejected",
+    "LinkStatistics",
+    "LinkUnusable",
+    "tls_context",
+]

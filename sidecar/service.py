@@ -17,7 +17,7 @@ from sidecar.config import Config, Endpoint, dialect_options, redact_url, secret
 from sidecar.dialects.base import Control
 from sidecar.downlink import Downlink
 from sidecar.gate import PauseGate
-from sidecar.link import Link, LinkGaveUp, LinkRejected, LinkUnusable
+from sidecar.link import Link, LinkEnded, LinkGaveUp, LinkRejected, LinkUnusable
 from sidecar.outbox import Outbox
 from sidecar.redact import Redactor
 from sidecar.sockets import adopt_fd, open_unix_listener
@@ -181,15 +181,22 @@ class Sidecar:
     async def _serve_link(self, link: Link) -> None:
         try:
             await link.serve()
-            self._links_running -= 1
-            if not self._links_running:
-                self._links_done.set()
+            self._link_done()
+        except LinkEnded as exc:
+            # The call is over: a graceful stop, as for SIGTERM (exit 0).
+            self._link_done()
+            self.stop(str(exc))
         except LinkGaveUp as exc:
             self._finish(EXIT_GAVE_UP, str(exc))
         except LinkRejected as exc:
             self._finish(EXIT_REJECTED, str(exc))
         except LinkUnusable as exc:
             self._finish(EXIT_USAGE, str(exc))
+
+    def _link_done(self) -> None:
+        self._links_running -= 1
+        if not self._links_running:
+            self._links_done.set()
 
     def _finish(self, code: int, reason: str) -> None:
         if self.outcome.code == EXIT_OK:

@@ -222,6 +222,10 @@ class Dialect(abc.ABC):
     uses_call_sid: ClassVar[bool] = False
     uses_session: ClassVar[bool] = False
     """Which of the dialect flags mean something here: the rest are usage errors."""
+    reconnect_on_clean_close: ClassVar[bool] = True
+    """Is a clean close (1000) from the server a drop to reconnect after (True),
+    or the end of the call (False: the sidecar stops, exit 0)? The default of
+    --reconnect-on-close."""
     renew_after_s: ClassVar[float | None] = None
     """How long a session must have lived for its `reconnect_at_once` close to
     be believed (a plausible share of the vendor's session cap); None: never."""
