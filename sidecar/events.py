@@ -37,7 +37,8 @@ class Ready(_Event, frozen=True, kw_only=True, tag="ready"):
     sample_rate: int
     pid: int
     version: str
-    protocol: int
+    contract: int
+    """The version of the contract with the bot (frames, events): 1."""
     dialect: str = "attendee"
     """The wire protocol spoken (`--protocol`)."""
 
@@ -50,6 +51,8 @@ class Connected(_Event, frozen=True, kw_only=True, tag="connected"):
 class Disconnected(_Event, frozen=True, kw_only=True, tag="disconnected"):
     reason: str
     code: int | None = None
+    url: str
+    """The connection's URL, credentials and query values redacted."""
 
 
 class Retrying(_Event, frozen=True, kw_only=True, tag="retrying"):

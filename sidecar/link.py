@@ -343,7 +343,7 @@ class Link:
             was_up, self._stats.connected = self._stats.connected, False
             self._outbox.disconnected()
             if was_up:
-                self._log.emit(events.Disconnected(reason=end.reason, code=end.code))
+                self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
             if self._stopping.is_set():
                 return
             if end.call_ended:

@@ -149,7 +149,7 @@ class Sidecar:
                         sample_rate=config.sample_rate,
                         pid=os.getpid(),
                         version=__version__,
-                        protocol=messages.PROTOCOL_VERSION,
+                        contract=messages.PROTOCOL_VERSION,
                         dialect=self.dialect.name,
                     )
                 )
