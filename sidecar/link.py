@@ -138,8 +138,8 @@ class LinkStatistics:
     unconfirmed_samples: int = 0
     messages_in: int = 0
     bytes_in: int = 0
-    # Outbox items the dialect could not encode (dropped; audio also counted
-    # as uplink_unencodable).
+    # Messages the dialect could not encode, dropped (outbox audio among them
+    # also counted as uplink_unencodable).
     encode_failures: int = 0
 
 
@@ -399,12 +399,16 @@ class Link:
         """Why a connection (`ws`), or an attempt at one (no `ws`), ended.
 
         The one place that reads the errors of trio-websocket, wsproto and h11
-        (h11's, and every bad handshake answer, arrive as HandshakeFailed), and
-        decides: retry, or raise LinkRejected when retrying cannot help. A 4xx
-        is the server's considered answer to our request (a token, a path), so
-        it is fatal; a malformed answer, like a 5xx, is a fault of the server
-        or of something in between, which may be one bad instance or a deploy
-        in progress: retried, and bounded by --max-retries like any other.
+        (h11's about the server's answer, and every bad handshake answer,
+        arrive as HandshakeFailed), and decides: retry, or raise LinkRejected
+        when retrying cannot help. A 4xx is the server's considered answer to
+        our request (a token, a path), so it is fatal; a malformed answer, like
+        a 5xx, is a fault of the server or of something in between, which may
+        be one bad instance or a deploy in progress: retried, and bounded by
+        --max-retries like any other. What we cannot send at all (h11 refusing
+        our own request, an opening the dialect cannot encode) raises
+        LinkUnusable. Nothing else is raised: an error no branch knows is a
+        failure, retried, so nothing from a connection ends the process.
         """
         if isinstance(exc, _Ended):
             return exc.end
