@@ -284,11 +284,11 @@ class Link:
             item = outbox.get(audio=session.audio_ready)
             if item is None:
                 return
-            encoded = self._encode(session, ws, item)
-            if encoded is None:
-                continue
-            wires, data = encoded
             try:
+                encoded = self._encode(session, ws, item)
+                if encoded is None:
+                    continue
+                wires, data = encoded
                 stream.try_send(data)
             except (OSError, trio.BrokenResourceError, LocalProtocolError) as exc:
                 # Raised in the caller's task (the uplink's, the clock's): the
@@ -308,6 +308,9 @@ class Link:
         try:
             wires = session.encode(item)
             return wires, b"".join(_frame(ws, wire) for wire in wires)
+        except LocalProtocolError:
+            # Not the item: wsproto's connection closed under us (a drop).
+            raise
         except Exception as exc:
             self._stats.encode_failures += 1
             if isinstance(item, AudioOut):
@@ -335,8 +338,26 @@ class Link:
         self._stopping.set()
         self._wake.set()
 
+    def _check_request(self) -> None:
+        """Our upgrade request, as the HTTP library will judge it when
+        trio-websocket's reader sends it: refused (a header value with a
+        control character, a target with a space), every connection would
+        fail the same way, so none is tried."""
+        target = self._target
+        try:
+            h11.Request(
+                method="GET",
+                target=target.resource,
+                # h11 spells str as ASCII, as it does what trio-websocket gives it.
+                headers=[(b"Host", target.host_header.encode("ascii")), *self._headers],
+            )
+        except (h11.LocalProtocolError, UnicodeError) as exc:
+            raise self._unusable(f"the upgrade request cannot be sent: {_describe(exc)}") from None
+
     async def serve(self) -> None:
-        """Run until stopped or cancelled; raise LinkGaveUp or LinkRejected."""
+        """Run until stopped or cancelled; raise LinkGaveUp, LinkRejected,
+        LinkUnusable or LinkEnded."""
+        self._check_request()
         redacted = redact_url(self._url)
         while not self._stopping.is_set():
             end = await self._attempt(redacted)
@@ -437,10 +458,6 @@ class Link:
         if isinstance(exc, _NETWORK_ERRORS):
             what = "cannot connect" if ws is None else "connection lost"
             return _End(f"{what}: {_describe(exc)}")
-        if isinstance(exc, h11.LocalProtocolError) and ws is None:
-            # Our own upgrade request, refused by the HTTP library before it
-            # left (a header it will not send): every retry would be the same.
-            raise self._unusable(f"the upgrade request cannot be sent: {_describe(exc)}")
         if isinstance(exc, h11.ProtocolError | ProtocolError):
             return _End(self._redact(f"HTTP/websocket protocol error: {_describe(exc)}"))
         # Nothing from a connection ends the process: what no branch above
@@ -630,6 +647,8 @@ class Link:
             try:
                 opening = session.opening()
                 data = b"".join(_frame(ws, wire) for wire in opening)
+            except LocalProtocolError:
+                raise  # the server closed first: a drop like any other
             except Exception as exc:
                 # The session cannot even start: no connection ever will.
                 raise self._unusable(
@@ -665,7 +684,12 @@ class Link:
                     self._wake = trio.Event()
                     continue
                 samples = item.samples if isinstance(item, AudioOut) else 0
-                encoded = self._encode(session, ws, item)
+                try:
+                    encoded = self._encode(session, ws, item)
+                except LocalProtocolError:
+                    if isinstance(item, AudioOut):
+                        outbox.count_lost(item, "in_flight")
+                    raise
                 if encoded is None:
                     continue
                 wires, data = encoded

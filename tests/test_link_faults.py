@@ -106,13 +106,24 @@ async def test_an_opening_message_that_cannot_be_encoded_is_a_usage_error(
     assert server.handshakes == 1  # not retried
 
 
-@pytest.mark.parametrize("value", ["a\x0bb", "a\x00b", "line\r\nX-Injected: 1"])
-async def test_a_header_http_will_not_send_is_a_usage_error_not_a_crash(
-    tmp_path: Path, value: str
+@pytest.mark.parametrize(
+    ("header", "path"),
+    [
+        (("X-Team", "a\x0bb"), "/audio"),
+        (("X-Team", "a\x00b"), "/audio"),
+        (("X-Team", "line\r\nX-Injected: 1"), "/audio"),
+        (("X(Y", "1"), "/audio"),
+        (("X-Team", "blue"), "/au dio"),
+        (("X-Team", "blue"), "/aud\u00efo"),
+    ],
+)
+async def test_a_request_http_will_not_send_is_a_usage_error_not_a_crash(
+    tmp_path: Path, header: tuple[str, str], path: str
 ) -> None:
     with trio.fail_after(20), WsServer() as server:
         config = _config(server.url, tmp_path)
-        config = dataclasses.replace(config, headers=(("X-Team", value),))
+        url = server.url.replace("/audio", path)
+        config = dataclasses.replace(config, url=url, headers=(header,))
         out = io.BytesIO()
         log = events.EventLog(out)
         link = Link(config, Outbox(0, 2000.0), Attendee(dialect_options(config)), _ignore, log)

@@ -110,7 +110,8 @@ async def test_a_server_echoing_every_secret_gets_none_printed(tmp_path: Path) -
             sidecar = SidecarProcess(args, env=env)
             await sidecar.start(nursery)
             try:
-                assert await sidecar.wait(20) == 3
+                code = await sidecar.wait(20)
+                assert code == 3, sidecar.stderr.decode(errors="replace")[-3000:]
                 await trio.sleep(0.1)
             finally:
                 sidecar.kill()
