@@ -21,6 +21,7 @@ from sidecar.config import (
     Config,
     ConfigError,
     InputFormat,
+    ReconnectOnClose,
     check_url,
     endpoint,
     env_url,
@@ -36,6 +37,7 @@ from sidecar.config import (
 from sidecar.fill import HOLD_RANGE_MS
 from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
+from sidecar.redact import Redactor
 from sidecar.resample import Quality
 from sidecar.retry import Backoff, RetryConfig
 from sidecar.sockets import SocketPathError
@@ -213,6 +215,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=RETRY_DEFAULT["backoff"],
         help="fixed: always --retry-delay; exponential: doubling from --retry-delay "
         "up to --max-retry-delay, with full jitter (default: %(default)s)",
+    )
+    retry.add_argument(
+        "--reconnect-on-close",
+        choices=get_args(ReconnectOnClose),
+        default="auto",
+        help="after the server closes cleanly (1000): reconnect, or stop with exit 0 "
+        "(the call ended); auto: stop for twilio and vonage, whose servers close "
+        "so at the end of the call, reconnect for the rest (default: %(default)s)",
     )
     retry.add_argument(
         "--max-retry-delay",
@@ -496,6 +506,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         jitter_ms=args.jitter_ms,
         quality=args.quality,
         retry=retry,
+        reconnect_on_close=args.reconnect_on_close,
         headers=headers_from(args.header, environ),
         ca_file=args.ca_file,
         ping_interval=args.ping_interval,
@@ -527,18 +538,14 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
 
 
 class _RedactingFormatter(logging.Formatter):
-    """Our redaction covers what we print; this covers what libraries log."""
+    """The events' redactor, for every log line: ours and the libraries'."""
 
-    def __init__(self, fmt: str, secrets: tuple[str, ...]) -> None:
+    def __init__(self, fmt: str, redact: Redactor) -> None:
         super().__init__(fmt)
-        # Longest first, so a secret that contains another is hidden whole.
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
+        self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redact(super().format(record))
 
 
 log = logging.getLogger("sidecar")
@@ -552,7 +559,10 @@ def _run(args: argparse.Namespace) -> int:
         return service.EXIT_USAGE
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets(config))
+        _RedactingFormatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s",
+            Redactor.for_run(secrets(config), os.environ),
+        )
     )
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     parent = os.getppid()

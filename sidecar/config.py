@@ -73,6 +73,8 @@ class WebsocketSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
 _settings_decoder = msgspec.json.Decoder(WebsocketSettings)
 
 InputFormat = Literal["audiosocket", "raw"]
+ReconnectOnClose = Literal["auto", "always", "never"]
+"""After a clean close (1000) from the server: auto = as the dialect says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class Config:
     frame_ms: int = 20
     quality: Quality = "medium"
     retry: RetryConfig = field(default_factory=RetryConfig)
+    reconnect_on_close: ReconnectOnClose = "auto"
     headers: tuple[tuple[str, str], ...] = ()
     ca_file: Path | None = None
     ping_interval: float = 10.0

@@ -4,8 +4,8 @@ One object per line: `{"event": NAME, "ts_ms": unix ms, ...}`. Every field of
 an event is on every line, `null` where it has no value, so a reader in any
 language sees one shape (proto/schema/events.schema.json lists them all as
 required). The emitter never blocks the event loop on a parent that stops
-reading stdout: lines wait in a bounded buffer (drop oldest, counted) and a
-worker thread writes them.
+reading stdout: lines wait in a buffer bounded in lines and in bytes (drop
+oldest, counted in `stats.events_dropped`) and a worker thread writes them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from typing import BinaryIO, Final, Literal
+from typing import TYPE_CHECKING, BinaryIO, Final, Literal
 
 import msgspec
 import trio
+
+if TYPE_CHECKING:
+    from sidecar.redact import Redactor
 
 Socket = Literal["in", "out"]
 
@@ -34,7 +37,8 @@ class Ready(_Event, frozen=True, kw_only=True, tag="ready"):
     sample_rate: int
     pid: int
     version: str
-    protocol: int
+    contract: int
+    """The version of the contract with the bot (frames, events): 1."""
     dialect: str = "attendee"
     """The wire protocol spoken (`--protocol`)."""
 
@@ -47,6 +51,8 @@ class Connected(_Event, frozen=True, kw_only=True, tag="connected"):
 class Disconnected(_Event, frozen=True, kw_only=True, tag="disconnected"):
     reason: str
     code: int | None = None
+    url: str
+    """The connection's URL, credentials and query values redacted."""
 
 
 class Retrying(_Event, frozen=True, kw_only=True, tag="retrying"):
@@ -181,6 +187,8 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     # at the rate sent: included in samples_out.
     samples_filled: int
     unconfirmed_samples: int
+    # Outbox items the dialect could not encode, dropped (audio: uplink_unencodable).
+    encode_failures: int
     messages_in: int
     # Bot output accepted from the server, at the rate each message declared.
     bot_output_samples: int
@@ -239,24 +247,59 @@ Event = (
 _encoder: Final = msgspec.json.Encoder()
 
 
+EVENT_LINES: Final = 1000
+EVENT_BYTES: Final = 8 * 1024 * 1024
+"""What waits for a parent that reads stdout slowly, in lines and in bytes
+(the line being written included): beyond either, the oldest are dropped."""
+
+
 class EventLog:
     """Bounded, non-blocking JSON-lines writer."""
 
-    def __init__(self, stream: BinaryIO | None = None, limit: int = 1000) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO | None = None,
+        limit: int = EVENT_LINES,
+        redact: Redactor | None = None,
+        limit_bytes: int = EVENT_BYTES,
+    ) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
-        self._lines: collections.deque[bytes] = collections.deque(maxlen=limit)
+        self.redact = redact
+        """Every event passes through it: server text (a close reason, an
+        agent's error) may echo a secret."""
+        self._limit = limit
+        self._limit_bytes = limit_bytes
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        # The batch the worker thread is writing: held until written, so it
+        # counts against the bounds too.
+        self._writing_lines = 0
+        self._writing_bytes = 0
         self._wake = trio.Event()
         self._drained = trio.Event()
         self._drained.set()
         self.dropped = 0
         self.broken = False
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of lines waiting or being written."""
+        return self._queued_bytes + self._writing_bytes
+
     def emit(self, event: Event) -> None:
         if not event.ts_ms:
             event = msgspec.structs.replace(event, ts_ms=time.time_ns() // 1_000_000)
-        if len(self._lines) == self._lines.maxlen:
+        if self.redact is not None:
+            event = self.redact.event(event)
+        line = _encoder.encode(event) + b"\n"
+        lines = self._lines
+        lines.append(line)
+        self._queued_bytes += len(line)
+        room_lines = self._limit - self._writing_lines
+        room_bytes = self._limit_bytes - self._writing_bytes
+        while lines and (len(lines) > room_lines or self._queued_bytes > room_bytes):
+            self._queued_bytes -= len(lines.popleft())
             self.dropped += 1
-        self._lines.append(_encoder.encode(event) + b"\n")
         if self._drained.is_set():
             self._drained = trio.Event()
         self._wake.set()
@@ -266,12 +309,18 @@ class EventLog:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            batch = b"".join(self._lines)
+            # The lines themselves, not one string joined from them: a batch
+            # of large events would be held twice.
+            batch = list(self._lines)
             self._lines.clear()
+            self._writing_lines, self._writing_bytes = len(batch), self._queued_bytes
+            self._queued_bytes = 0
             if batch:
                 # Abandoned on cancellation: a parent that stopped reading our
                 # stdout blocks the write for good, and must not block our exit.
                 await trio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+            del batch
+            self._writing_lines = self._writing_bytes = 0
             if not self._lines:
                 self._drained.set()
 
@@ -279,11 +328,11 @@ class EventLog:
         """Wait until every line emitted so far is written (callers bound the wait)."""
         await self._drained.wait()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, lines: list[bytes]) -> None:
         if self.broken:
             return
         try:
-            self._stream.write(data)
+            self._stream.writelines(lines)
             self._stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             # The parent went away or closed our stdout; events have nowhere to

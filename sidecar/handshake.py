@@ -32,6 +32,8 @@ from collections.abc import Iterable
 import h11
 import trio
 
+from sidecar.redact import Redactor
+
 # An answer head larger than this is refused (h11's default bound, which
 # wsproto applies too, so the bytes we pass on are ones it accepts).
 HEAD_LIMIT = 16384
@@ -45,6 +47,7 @@ _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HANG_UP = "the server closed the connection during the handshake"
 _INVALID = "invalid handshake answer: "
 _SPACE = re.compile(r"[\s\x00-\x1f\x7f]+")
+_NOTHING = Redactor()
 
 
 class HandshakeFailed(Exception):
@@ -72,10 +75,13 @@ def accept_token(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
-def excerpt(data: bytes | bytearray, limit: int = SHOWN_CHARS) -> str:
-    """Server-supplied bytes as one short line fit for an event."""
+def excerpt(
+    data: bytes | bytearray, limit: int = SHOWN_CHARS, redact: Redactor | None = None
+) -> str:
+    """Server-supplied bytes as one short line fit for an event, redacted
+    before it is cut (so no secret straddles the cut)."""
     text = _SPACE.sub(" ", bytes(data).decode("utf-8", errors="replace")).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return (redact or _NOTHING).cut(text, limit)
 
 
 class UpgradeCheck:
@@ -89,7 +95,8 @@ class UpgradeCheck:
     none.
     """
 
-    def __init__(self, subprotocols: Iterable[str] = ()) -> None:
+    def __init__(self, subprotocols: Iterable[str] = (), redact: Redactor | None = None) -> None:
+        self._redact = redact or _NOTHING
         # Our own request is parsed as a server would, to learn the key ...
         self._request = h11.Connection(h11.SERVER)
         # ... and replayed into a client connection, which then parses the answer
@@ -151,7 +158,7 @@ class UpgradeCheck:
         """The rejection, with what we read of its body as the reason."""
         assert self._status, "no rejection"
         reason = f"handshake rejected with HTTP {self._status}"
-        shown = excerpt(self._body)
+        shown = excerpt(self._body, redact=self._redact)
         return HandshakeFailed(f"{reason}: {shown}" if shown else reason, self._status)
 
     def _on(self, event: h11.Event) -> None:
@@ -226,9 +233,14 @@ class HandshakeStream(trio.abc.Stream):
     the connection's every later read and write costs nothing extra.
     """
 
-    def __init__(self, stream: trio.abc.Stream, subprotocols: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        subprotocols: Iterable[str] = (),
+        redact: Redactor | None = None,
+    ) -> None:
         self._stream = stream
-        self._check = UpgradeCheck(subprotocols)
+        self._check = UpgradeCheck(subprotocols, redact)
         # The validated head and whatever websocket bytes came with it.
         self._ahead = bytearray()
 

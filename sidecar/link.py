@@ -28,7 +28,10 @@ message into neutral events for the downlink.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,11 +39,12 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
+import h11
 import trio
 import trio_websocket as tw
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, TextMessage
-from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import LocalProtocolError, ProtocolError
 
 from sidecar import events
 from sidecar.config import Config, redact_url, secrets
@@ -48,17 +52,21 @@ from sidecar.dialects.base import AudioOut, Dialect, Incoming, Outgoing, Session
 from sidecar.fastpath import RECEIVE_BYTES, Delivery, DirectStream
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.outbox import Outbox
+from sidecar.redact import Redactor
 from sidecar.retry import RetryPolicy
 
 # trio-websocket's own queue for messages; Delivery replaces its send side, so
 # nothing waits in it.
 MESSAGE_QUEUE = 1
 
+log = logging.getLogger("sidecar.link")
+
 # What a connection that breaks under our feet raises (besides ConnectionClosed).
 # LocalProtocolError: trio-websocket can let a send reach a connection its reader
 # already gave up on after a protocol error from the server.
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError)
 _ABNORMAL_CLOSURE = 1006
+_NORMAL_CLOSURE = 1000
 
 # What we rely on in trio-websocket beyond its documented API, checked against
 # this version (tests/test_handshake.py fails on any other: re-check each point
@@ -108,6 +116,16 @@ class LinkRejected(Exception):
     """The server refused us in a way retrying cannot fix (4xx, bad certificate)."""
 
 
+class LinkEnded(Exception):
+    """The server ended the call: a clean close not to reconnect after
+    (--reconnect-on-close). Not a failure: the sidecar stops with exit 0."""
+
+
+class LinkUnusable(Exception):
+    """What we would send cannot be sent at all (an upgrade request HTTP refuses,
+    an opening message the dialect cannot encode): a usage error, not a failure."""
+
+
 @dataclass(slots=True)
 class LinkStatistics:
     connected: bool = False
@@ -120,6 +138,9 @@ class LinkStatistics:
     unconfirmed_samples: int = 0
     messages_in: int = 0
     bytes_in: int = 0
+    # Messages the dialect could not encode, dropped (outbox audio among them
+    # also counted as uplink_unencodable).
+    encode_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +151,10 @@ class _End:
     """The close frame's own reason text, for the dialect to judge."""
     renew: bool = False
     """The server's routine end of a session: reconnect without the retry delay."""
+    by_server: bool = False
+    """A close frame the server sent (not one our side made for it)."""
+    call_ended: bool = False
+    """A clean close from the server that ends the call (--reconnect-on-close)."""
 
 
 class _Ended(Exception):
@@ -176,8 +201,14 @@ class _Target:
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """System trust plus --ca-file; verification is never turned off."""
+    """System trust plus --ca-file; verification is never turned off.
+
+    A TLS 1.2 renegotiation the server asks for is refused (an alert, and the
+    connection is replaced): a synchronous writer (fastpath.py) cannot stop
+    to read the handshake first.
+    """
     context = ssl.create_default_context()
+    context.options |= ssl.OP_NO_RENEGOTIATION
     if ca_file is not None:
         context.load_verify_locations(cafile=str(ca_file))
     return context
@@ -193,6 +224,7 @@ class Link:
         log: events.EventLog,
         *,
         url: str | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._config = config
         self._url = url or config.url
@@ -203,9 +235,14 @@ class Link:
         self._on_incoming = on_incoming
         self._log = log
         self._policy = RetryPolicy(config.retry)
+        self._reconnect_on_clean_close = (
+            dialect.reconnect_on_clean_close
+            if config.reconnect_on_close == "auto"
+            else config.reconnect_on_close == "always"
+        )
         self._ssl = tls_context(config.ca_file) if self._target.tls else None
         self._headers = [(k.encode(), v.encode()) for k, v in config.headers]
-        self._secrets = _secret_words(secrets(config))
+        self._redact = redactor or Redactor.for_run(secrets(config), os.environ)
         self._wake = trio.Event()
         self._stopping = trio.Event()
         self._stats = LinkStatistics()
@@ -247,9 +284,12 @@ class Link:
             item = outbox.get(audio=session.audio_ready)
             if item is None:
                 return
-            wires = session.encode(item)
             try:
-                stream.try_send(b"".join(_frame(ws, wire) for wire in wires))
+                encoded = self._encode(session, ws, item)
+                if encoded is None:
+                    continue
+                wires, data = encoded
+                stream.try_send(data)
             except (OSError, trio.BrokenResourceError, LocalProtocolError) as exc:
                 # Raised in the caller's task (the uplink's, the clock's): the
                 # sender raises it in the link's own, where it ends the connection.
@@ -258,6 +298,32 @@ class Link:
                 conn.broken = exc
                 return
             self._account(item, wires)
+
+    def _encode(
+        self, session: Session, ws: tw.WebSocketConnection, item: Outgoing
+    ) -> tuple[Sequence[Wire], bytes] | None:
+        """`item`'s messages and their frames; None, counted, where the dialect
+        cannot encode it. Whatever the dialect raises is contained here: this
+        runs in whichever task called notify() (the uplink's, the clock's)."""
+        try:
+            wires = session.encode(item)
+            return wires, b"".join(_frame(ws, wire) for wire in wires)
+        except LocalProtocolError:
+            # Not the item: wsproto's connection closed under us (a drop).
+            raise
+        except Exception as exc:
+            self._stats.encode_failures += 1
+            if isinstance(item, AudioOut):
+                self._outbox.count_lost(item, "unencodable")
+            if self._stats.encode_failures == 1:
+                what = type(item).__name__
+                self._log.emit(
+                    events.WarningEvent(
+                        message=f"--protocol {self._dialect.name} cannot encode a {what} "
+                        f"({_describe(exc)}): dropped, and counted in stats.encode_failures"
+                    )
+                )
+            return None
 
     def _account(self, item: Outgoing, wires: Sequence[Wire]) -> None:
         self._stats.messages_out += len(wires)
@@ -272,39 +338,65 @@ class Link:
         self._stopping.set()
         self._wake.set()
 
+    def _check_request(self) -> None:
+        """Our upgrade request, as the HTTP library will judge it when
+        trio-websocket's reader sends it: refused (a header value with a
+        control character, a target with a space), every connection would
+        fail the same way, so none is tried."""
+        target = self._target
+        try:
+            h11.Request(
+                method="GET",
+                target=target.resource,
+                # h11 spells str as ASCII, as it does what trio-websocket gives it.
+                headers=[(b"Host", target.host_header.encode("ascii")), *self._headers],
+            )
+        except (h11.LocalProtocolError, UnicodeError) as exc:
+            raise self._unusable(f"the upgrade request cannot be sent: {_describe(exc)}") from None
+
     async def serve(self) -> None:
-        """Run until stopped or cancelled; raise LinkGaveUp or LinkRejected."""
+        """Run until stopped or cancelled; raise LinkGaveUp, LinkRejected,
+        LinkUnusable or LinkEnded."""
+        self._check_request()
         redacted = redact_url(self._url)
         while not self._stopping.is_set():
             end = await self._attempt(redacted)
             was_up, self._stats.connected = self._stats.connected, False
             self._outbox.disconnected()
             if was_up:
-                self._log.emit(events.Disconnected(reason=end.reason, code=end.code))
+                self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
             if self._stopping.is_set():
                 return
+            if end.call_ended:
+                raise LinkEnded(f"the server ended the call: {end.reason}")
+            reason = end.reason
             if end.renew:
-                self._log.emit(
-                    events.Retrying(
-                        attempt=0,
-                        of=self._policy.max_retries,
-                        delay=0.0,
-                        reason=f"{end.reason} (the server's routine end of a session: "
-                        "reconnecting at once)",
+                min_age = self._dialect.renew_after_s
+                if min_age is not None and self._policy.renewed(trio.current_time(), min_age):
+                    self._log.emit(
+                        events.Retrying(
+                            attempt=0,
+                            of=self._policy.max_retries,
+                            delay=0.0,
+                            reason=f"{reason} (the server's routine end of a session: "
+                            "reconnecting at once)",
+                        )
                     )
-                )
-                continue
+                    continue
+                # A session's end, claimed by one that did not live a session:
+                # a failure like any other, or it would be an endless loop.
+                reason += " (a session's routine end, too soon to be one: retried as a failure)"
             delay = self._policy.failed(trio.current_time())
             if delay is None:
                 attempts = self._policy.attempt
-                self._log.emit(events.GaveUp(reason=end.reason, attempts=attempts))
-                raise LinkGaveUp(f"gave up after {attempts} retries: {end.reason}")
+                self._log.emit(events.GaveUp(reason=reason, attempts=attempts))
+                raise LinkGaveUp(f"gave up after {attempts} retries: {reason}")
             self._log.emit(
                 events.Retrying(
                     attempt=self._policy.attempt,
                     of=self._policy.max_retries,
                     delay=round(delay, 3),
-                    reason=end.reason,
+                    reason=reason,
                 )
             )
             with trio.move_on_after(delay):
@@ -328,15 +420,21 @@ class Link:
         """Why a connection (`ws`), or an attempt at one (no `ws`), ended.
 
         The one place that reads the errors of trio-websocket, wsproto and h11
-        (h11's, and every bad handshake answer, arrive as HandshakeFailed), and
-        decides: retry, or raise LinkRejected when retrying cannot help. A 4xx
-        is the server's considered answer to our request (a token, a path), so
-        it is fatal; a malformed answer, like a 5xx, is a fault of the server
-        or of something in between, which may be one bad instance or a deploy
-        in progress: retried, and bounded by --max-retries like any other.
+        (h11's about the server's answer, and every bad handshake answer,
+        arrive as HandshakeFailed), and decides: retry, or raise LinkRejected
+        when retrying cannot help. A 4xx is the server's considered answer to
+        our request (a token, a path), so it is fatal; a malformed answer, like
+        a 5xx, is a fault of the server or of something in between, which may
+        be one bad instance or a deploy in progress: retried, and bounded by
+        --max-retries like any other. What we cannot send at all (h11 refusing
+        our own request, an opening the dialect cannot encode) raises
+        LinkUnusable. Nothing else is raised: an error no branch knows is a
+        failure, retried, so nothing from a connection ends the process.
         """
         if isinstance(exc, _Ended):
             return exc.end
+        if isinstance(exc, LinkRejected | LinkUnusable):
+            raise exc
         if isinstance(exc, HandshakeFailed):
             reason = self._redact(exc.reason)
             if exc.status is not None and 400 <= exc.status < 500:
@@ -356,17 +454,22 @@ class Link:
             return _End(f"TLS handshake failed: {cause.reason or cause}")
         if isinstance(exc, tw.ConnectionClosed):
             end = _closed(exc.reason, ws)
-            return _End(self._redact(end.reason), end.code, end.detail)
+            return dataclasses.replace(end, reason=self._redact(end.reason))
         if isinstance(exc, _NETWORK_ERRORS):
             what = "cannot connect" if ws is None else "connection lost"
             return _End(f"{what}: {_describe(exc)}")
-        raise exc
+        if isinstance(exc, h11.ProtocolError | ProtocolError):
+            return _End(self._redact(f"HTTP/websocket protocol error: {_describe(exc)}"))
+        # Nothing from a connection ends the process: what no branch above
+        # knows is a failure like any other, retried and bounded by
+        # --max-retries. The traceback is for --log-level debug.
+        log.debug("unexpected error on the connection", exc_info=exc)
+        return _End(self._redact(f"unexpected {type(exc).__name__}: {_describe(exc)}"))
 
-    def _redact(self, text: str) -> str:
-        """Server-supplied text (a rejection's body, a close reason) may echo a secret."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+    def _unusable(self, reason: str) -> LinkUnusable:
+        reason = self._redact(reason)
+        self._log.emit(events.GaveUp(reason=reason, attempts=0))
+        return LinkUnusable(reason)
 
     async def _connection(self, redacted: str) -> _End:
         config = self._config
@@ -404,7 +507,7 @@ class Link:
                     cast(trio.Nursery, reader),
                     # Annotated narrower than its documented "arbitrary stream":
                     # only the trio.abc.Stream methods are called on it.
-                    cast(trio.SocketStream, HandshakeStream(conn.stream)),
+                    cast(trio.SocketStream, HandshakeStream(conn.stream, redact=self._redact)),
                     self._target.host_header,
                     self._target.resource,
                     extra_headers=self._headers,
@@ -459,7 +562,7 @@ class Link:
         async def guard(fn: Callable[[_Conn, tw.WebSocketConnection], Awaitable[None]]) -> None:
             try:
                 await fn(conn, ws)
-            except (_Ended, tw.ConnectionClosed, *_NETWORK_ERRORS) as exc:
+            except Exception as exc:
                 ended.append(self._failure(exc, ws))
             nursery.cancel_scope.cancel()
 
@@ -473,14 +576,16 @@ class Link:
         end = ended[0] if ended else _End("connection ended")
         if self._stopping.is_set():
             with trio.move_on_after(self._config.close_timeout) as scope:
-                await self._write(conn, ws, conn.session.closing())
+                await self._write(conn, ws, self._closing(conn.session))
                 await ws.aclose(code=1000, reason="sidecar stopping")
             if not scope.cancelled_caught:
                 # The server answered our close: it has read everything before it.
                 self._confirmed = self._sent
             end = _End("sidecar stopping", 1000)
+        elif end.code == _NORMAL_CLOSURE and end.by_server and not self._reconnect_on_clean_close:
+            end = dataclasses.replace(end, call_ended=True)
         elif end.code is not None and conn.session.reconnect_at_once(end.code, end.detail):
-            end = _End(end.reason, end.code, end.detail, renew=True)
+            end = dataclasses.replace(end, renew=True)
         self._stats.unconfirmed_samples += self._sent - self._confirmed
         return end
 
@@ -517,6 +622,15 @@ class Link:
             either.cancel_scope.cancel()
         raise tw.ConnectionClosed(ws.closed)
 
+    def _closing(self, session: Session) -> Sequence[Wire]:
+        try:
+            return session.closing()
+        except Exception as exc:
+            # The close itself still goes out: the server learns we stopped.
+            self._stats.encode_failures += 1
+            log.warning("the closing message cannot be encoded: %s", _describe(exc))
+            return ()
+
     async def _write(self, conn: _Conn, ws: tw.WebSocketConnection, wires: Sequence[Wire]) -> None:
         """The awaited write, behind whatever waits in the stream already."""
         if wires:
@@ -530,8 +644,19 @@ class Link:
         # fail_after for each would be measurable scheduling overhead.
         with trio.CancelScope() as bound:
             bound.deadline = trio.current_time() + timeout
-            opening = session.opening()
-            await self._write(conn, ws, opening)
+            try:
+                opening = session.opening()
+                data = b"".join(_frame(ws, wire) for wire in opening)
+            except LocalProtocolError:
+                raise  # the server closed first: a drop like any other
+            except Exception as exc:
+                # The session cannot even start: no connection ever will.
+                raise self._unusable(
+                    f"--protocol {self._dialect.name}: the session's opening message "
+                    f"cannot be encoded ({_describe(exc)})"
+                ) from None
+            if data:
+                await stream.send_all(data)
             self._stats.messages_out += len(opening)
             self._stats.bytes_out += sum(len(wire) for wire in opening)
             bound.deadline = math.inf
@@ -559,10 +684,18 @@ class Link:
                     self._wake = trio.Event()
                     continue
                 samples = item.samples if isinstance(item, AudioOut) else 0
-                wires = session.encode(item)
+                try:
+                    encoded = self._encode(session, ws, item)
+                except LocalProtocolError:
+                    if isinstance(item, AudioOut):
+                        outbox.count_lost(item, "in_flight")
+                    raise
+                if encoded is None:
+                    continue
+                wires, data = encoded
                 bound.deadline = trio.current_time() + timeout
                 try:
-                    await self._write(conn, ws, wires)
+                    await stream.send_all(data)
                 except (tw.ConnectionClosed, *_NETWORK_ERRORS):
                     if isinstance(item, AudioOut):
                         outbox.count_lost(item, "in_flight")
@@ -607,7 +740,12 @@ class Link:
             if trio.current_time() < due:
                 await trio.sleep_until(due)
                 continue
-            wires = session.keepalive()
+            try:
+                wires = session.keepalive()
+            except Exception as exc:
+                self._stats.encode_failures += 1
+                log.warning("the keepalive cannot be encoded: %s", _describe(exc))
+                wires = ()
             try:
                 with trio.fail_after(timeout):
                     await self._write(conn, ws, wires)
@@ -662,13 +800,14 @@ class _ReaderNursery:
 def _closed(reason: tw.CloseReason | None, ws: tw.WebSocketConnection | None) -> _End:
     if reason is None or reason.code == _ABNORMAL_CLOSURE:
         return _End("connection lost without a close frame", _ABNORMAL_CLOSURE)
-    if ws is not None and _closed_by_us(ws):
+    by_server = ws is None or not _closed_by_us(ws)
+    if not by_server:
         why = _LOCAL_CLOSES.get(reason.code, reason.name)
         text = f"the sidecar closed the connection with code {reason.code} ({why})"
     else:
         text = f"closed by server with code {reason.code} ({reason.name})"
     detail = reason.reason or ""
-    return _End(f"{text}: {detail}" if detail else text, reason.code, detail)
+    return _End(f"{text}: {detail}" if detail else text, reason.code, detail, by_server=by_server)
 
 
 def _closed_by_us(ws: tw.WebSocketConnection) -> bool:
@@ -676,14 +815,6 @@ def _closed_by_us(ws: tw.WebSocketConnection) -> bool:
     (point 3 of the block above); unknown internals count as the server."""
     state = getattr(getattr(ws, "_wsproto", None), "state", None)
     return state is ConnectionState.OPEN or state is ConnectionState.LOCAL_CLOSING
-
-
-def _secret_words(found: tuple[str, ...]) -> list[str]:
-    """The secrets, and the long words inside them: a server that echoes a
-    token back ("token abc… expired") drops the "Bearer " before it."""
-    words = {w for secret in found for w in secret.split() if len(w) >= 8}
-    # Longest first, so a secret that contains another is hidden whole.
-    return sorted(set(found) | words, key=len, reverse=True)
 
 
 def _sendable(ws: tw.WebSocketConnection) -> bool:
@@ -723,4 +854,12 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return None
 
 
-__all__ = ["Link", "LinkGaveUp", "LinkRejected", "LinkStatistics", "tls_context"]
+__all__ = [
+    "Link",
+    "LinkEnded",
+    "LinkGaveUp",
+    "LinkRejected",
+    "LinkStatistics",
+    "LinkUnusable",
+    "tls_context",
+]

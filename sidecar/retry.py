@@ -13,6 +13,11 @@ Semantics (matching Attendee's "retry up to 30 times with a 2 second delay"):
 * The run resets only when a connection that succeeded stayed up for at least
   ``healthy_after`` seconds before dropping. A connection that drops sooner does not reset
   it, so a server that accepts and then immediately hangs up cannot earn infinite retries.
+* A *renewal* (the server's routine end of a session, reconnected without a delay) is
+  granted by :meth:`RetryPolicy.renewed` only to a connection that lived ``min_age``
+  seconds, a plausible share of the session's length, and once per connection; refused,
+  the close is a failure like any other. Otherwise a server that closes "at the end of
+  the session" right after opening would be reconnected at once, forever.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class RetryStatistics:
     connects: int
     resets: int
     gave_up: bool
+    renewals: int = 0
 
 
 class RetryPolicy:
@@ -70,6 +76,7 @@ class RetryPolicy:
         self._failures = 0
         self._connects = 0
         self._resets = 0
+        self._renewals = 0
 
     @property
     def attempt(self) -> int:
@@ -88,6 +95,21 @@ class RetryPolicy:
         self._connected_at = now
         self._gave_up = False
         self._connects += 1
+
+    def renewed(self, now: float, min_age: float) -> bool:
+        """The server ended the session as routine: may we reconnect at once?
+
+        Yes only when the connection lived `min_age` seconds; then the run of
+        failures starts over, and the connection's claim is used up. No:
+        call :meth:`failed`, as for any other close.
+        """
+        at = self._connected_at
+        if at is None or not now - at >= min_age:
+            return False
+        self._connected_at = None
+        self._attempt = 0
+        self._renewals += 1
+        return True
 
     def failed(self, now: float) -> float | None:
         self._failures += 1
@@ -112,4 +134,5 @@ class RetryPolicy:
             connects=self._connects,
             resets=self._resets,
             gave_up=self._gave_up,
+            renewals=self._renewals,
         )

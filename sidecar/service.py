@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import trio
 
 from sidecar import __version__, dialects, events, messages, stats
-from sidecar.config import Config, Endpoint, dialect_options, redact_url
+from sidecar.config import Config, Endpoint, dialect_options, redact_url, secrets
 from sidecar.dialects.base import Control
 from sidecar.downlink import Downlink
 from sidecar.gate import PauseGate
-from sidecar.link import Link, LinkGaveUp, LinkRejected
+from sidecar.link import Link, LinkEnded, LinkGaveUp, LinkRejected, LinkUnusable
 from sidecar.outbox import Outbox
+from sidecar.redact import Redactor
 from sidecar.sockets import adopt_fd, open_unix_listener
 from sidecar.uplink import Route, Uplink
 
@@ -48,6 +49,9 @@ class Sidecar:
     def __init__(self, config: Config, log_sink: events.EventLog) -> None:
         self.config = config
         self.events = log_sink
+        self.redactor = Redactor.for_run(secrets(config), os.environ)
+        if log_sink.redact is None:
+            log_sink.redact = self.redactor
         self.outcome = _Outcome()
         live_ms = max(2000.0, config.replay_ms)
         self.outbox = Outbox(config.replay_ms, live_ms)
@@ -56,7 +60,14 @@ class Sidecar:
         self.downlink = Downlink(
             config, log_sink, self._reply, self.gate, error_replies=self.dialect.error_replies
         )
-        self.link = Link(config, self.outbox, self.dialect, self.downlink.on_incoming, log_sink)
+        self.link = Link(
+            config,
+            self.outbox,
+            self.dialect,
+            self.downlink.on_incoming,
+            log_sink,
+            redactor=self.redactor,
+        )
         mixed = Route(self.outbox, self.link.notify, lambda: self.link.accepting_audio)
         self.links = [self.link]
         participants: Route | None = None
@@ -73,6 +84,7 @@ class Sidecar:
                     self.downlink.on_incoming,
                     log_sink,
                     url=url,
+                    redactor=self.redactor,
                 )
                 self.links.append(plink)
                 participants = Route(
@@ -138,7 +150,7 @@ class Sidecar:
                         sample_rate=config.sample_rate,
                         pid=os.getpid(),
                         version=__version__,
-                        protocol=messages.PROTOCOL_VERSION,
+                        contract=messages.PROTOCOL_VERSION,
                         dialect=self.dialect.name,
                     )
                 )
@@ -170,13 +182,22 @@ class Sidecar:
     async def _serve_link(self, link: Link) -> None:
         try:
             await link.serve()
-            self._links_running -= 1
-            if not self._links_running:
-                self._links_done.set()
+            self._link_done()
+        except LinkEnded as exc:
+            # The call is over: a graceful stop, as for SIGTERM (exit 0).
+            self._link_done()
+            self.stop(str(exc))
         except LinkGaveUp as exc:
             self._finish(EXIT_GAVE_UP, str(exc))
         except LinkRejected as exc:
             self._finish(EXIT_REJECTED, str(exc))
+        except LinkUnusable as exc:
+            self._finish(EXIT_USAGE, str(exc))
+
+    def _link_done(self) -> None:
+        self._links_running -= 1
+        if not self._links_running:
+            self._links_done.set()
 
     def _finish(self, code: int, reason: str) -> None:
         if self.outcome.code == EXIT_OK:

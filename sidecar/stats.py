@@ -79,6 +79,7 @@ def stats_event(
         samples_out=sum(s.samples_out for s in links),
         samples_filled=uplink.samples_filled,
         unconfirmed_samples=sum(s.unconfirmed_samples for s in links),
+        encode_failures=sum(s.encode_failures for s in links),
         messages_in=sum(s.messages_in for s in links),
         # Audio of a reply already cut counts too: the server sent it, and it
         # is among the drops (downlink_cleared), so the identity holds.

@@ -24,6 +24,7 @@ from sidecar.config import (
 )
 from sidecar.dialects.twilio import request_signature
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
+from sidecar.redact import Redactor
 from sidecar.retry import RetryConfig
 
 # -- Attendee's websocket_settings ------------------------------------------------------
@@ -116,7 +117,7 @@ def test_secrets_cover_bare_query_components_in_both_spellings() -> None:
 
 def test_a_bare_token_is_hidden_from_the_log_formatter() -> None:
     config = build("--url", "wss://host/agent?BARETOKEN", *SOCKETS)
-    formatter = cli._RedactingFormatter("%(message)s", secrets(config))
+    formatter = cli._RedactingFormatter("%(message)s", Redactor(secrets(config)))
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "GET %s", (config.url,), None)
     assert formatter.format(record) == "GET wss://host/agent?***"
 
@@ -424,7 +425,7 @@ def test_usage_error_exit_code_and_message(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_log_formatter_redacts_secrets() -> None:
-    formatter = cli._RedactingFormatter("%(message)s", ("token-123", "token-123456"))
+    formatter = cli._RedactingFormatter("%(message)s", Redactor(("token-123", "token-123456")))
     record = logging.LogRecord(
         "x", logging.INFO, __file__, 1, "GET /a?t=%s and %s", ("token-123456", "token-123"), None
     )

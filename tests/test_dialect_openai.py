@@ -376,7 +376,11 @@ def test_the_session_length_close_reconnects_at_once() -> None:
     assert not session.reconnect_at_once(None, "")
     expired = '{"type":"error","error":{"code":"session_expired","message":"' + reason + '"}}'
     session.receive(expired)
-    assert session.reconnect_at_once(1006, "")
+    assert session.reconnect_at_once(1001, "")
+    assert session.reconnect_at_once(1000, "")
+    # After that error, a connection lost without a close is still a failure.
+    assert not session.reconnect_at_once(1006, "")
+    assert not session.reconnect_at_once(None, "")
 
 
 def test_unknown_event_types_are_ignored_and_counted() -> None:

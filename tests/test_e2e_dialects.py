@@ -114,7 +114,8 @@ async def test_twilio_dtmf_and_a_reconnect_as_a_new_stream_of_the_same_call(
             await loop.bot.send_all(frames.encode_dtmf("7"))
             await wait_until(lambda: bool(server.events("dtmf", first)), what="dtmf")
             await loop.sidecar.stats(lambda e: e["dtmf_in"] == 1)
-            first.ws.close()
+            # A server going away (1001), not the call ending (1000: exit 0).
+            first.ws.close(1001, "server restarting")
             await wait_until(lambda: len(server.connections) == 2, what="a second connection")
             await wait_until(lambda: bool(server.events("start")), what="the second start")
             await play(loop.bot, tone(1000, 0.2))

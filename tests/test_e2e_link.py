@@ -369,6 +369,11 @@ async def test_headers_reach_the_server_and_secrets_stay_out_of_the_output(
     redacted = url.replace(query_secret, "***").replace("room=1", "room=***")
     assert sidecar.named("ready")[0]["url"] == redacted
     assert sidecar.named("connected")[0]["url"] == redacted
+    # Which connection dropped (there may be two, --per-participant-url), redacted too.
+    assert sidecar.named("disconnected")[0]["url"] == redacted
+    # The contract's version; `protocol` elsewhere names a dialect.
+    assert sidecar.named("ready")[0]["contract"] == 1
+    assert "protocol" not in sidecar.named("ready")[0]
 
 
 async def test_binary_bot_output_is_accepted(tmp_path: Path) -> None:

@@ -190,7 +190,7 @@ async def test_openai_bot_shows_agent_errors_and_rides_the_session_close(tmp_pat
     config = RealtimeConfig(api_key="sk-example-expiry", max_session_s=3.0, expiry_error=True)
     with RealtimeServer(config) as server:
         env = dict(env_without_key(), OPENAI_API_KEY=config.api_key)
-        args = ["--url", server.url, "--seconds", "0.8", "--linger", "4"]
+        args = ["--url", server.url, "--seconds", "0.8", "--linger", "6"]
         out, err = await run_bot(*args, env=env)
         conns = list(server.connections)
     assert len(conns) >= 2 and all(c.violations == [] for c in conns)
@@ -201,9 +201,9 @@ async def test_openai_bot_shows_agent_errors_and_rides_the_session_close(tmp_pat
     expired = caption("agent error", "Your session hit the maximum duration of 60 minutes.")
     assert expired.search(out), out
     assert "(session_expired)" in out
-    # The session-length close is no failure: the sidecar reconnects at once, even
-    # when an audio send races the close.
-    assert re.search(r"^bot: reconnecting in 0(\.0)? s: ", out, re.MULTILINE), out
+    # A session-length close this soon (3 s, not 60 min) is retried as a failure,
+    # after --retry-delay, even when an audio send races the close.
+    assert re.search(r"^bot: reconnecting in 2(\.0)? s: ", out, re.MULTILINE), out
     assert re.search(r"^bot: connected to .* \(attempt 2\)$", out, re.MULTILINE), out
     *_, errors, code = done(out)
     assert errors >= 1 and code == 0

@@ -238,3 +238,49 @@ async def test_healthy_connection_resets_on_virtual_clock(
     # new run (retry 1), t=16 fail (retry 2), t=18 up only 3 s: no reset (retry 3), t=23 fail
     # with all 3 retries used: give up.
     assert attempts == [0.0, 2.0, 4.0, 16.0, 18.0, 23.0]
+
+
+# --- renewals: the server's routine end of a session -------------------------------------------
+
+
+def test_a_renewal_is_granted_only_to_a_session_that_lived_long_enough() -> None:
+    policy = RetryPolicy(RetryConfig(max_retries=2))
+    policy.connected(0.0)
+    assert not policy.renewed(899.0, 900.0)
+    # Refused, the close is a failure like any other.
+    assert policy.failed(899.0) == 2.0
+    policy.connected(901.0)
+    assert policy.renewed(1801.0, 900.0)
+    assert policy.attempt == 0
+    assert policy.statistics().renewals == 1
+
+
+def test_a_renewal_is_granted_once_per_connection() -> None:
+    policy = RetryPolicy(RetryConfig())
+    policy.connected(0.0)
+    assert policy.renewed(1000.0, 900.0)
+    assert not policy.renewed(1000.0, 900.0)
+
+
+def test_never_connected_is_never_renewed() -> None:
+    assert not RetryPolicy(RetryConfig()).renewed(1e9, 0.0)
+
+
+async def test_a_server_ending_every_session_at_once_uses_up_the_retries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The loop Link.serve runs: a session-length close right after opening,
+    every time, is given up on after max_retries, like any other close."""
+    policy = RetryPolicy(RetryConfig(max_retries=2, delay=2.0))
+    connects = 0
+    while True:
+        policy.connected(trio.current_time())
+        connects += 1
+        await trio.sleep(0.01)
+        if policy.renewed(trio.current_time(), 900.0):
+            continue
+        delay = policy.failed(trio.current_time())
+        if delay is None:
+            break
+        await trio.sleep(delay)
+    assert connects == 3

@@ -146,12 +146,12 @@ SAMPLE_EVENTS: list[events.Event] = [
         sample_rate=16000,
         pid=42,
         version="0.1.0",
-        protocol=1,
+        contract=1,
         dialect="attendee",
         ts_ms=1,
     ),
     events.Connected(url="wss://example.com/ws", attempt=1, ts_ms=1),
-    events.Disconnected(reason="closed", code=1006, ts_ms=1),
+    events.Disconnected(reason="closed", code=1006, url="wss://example.com/ws", ts_ms=1),
     events.Retrying(attempt=1, of=30, delay=2.0, reason="refused", ts_ms=1),
     events.GaveUp(reason="refused", attempts=31, ts_ms=1),
     events.BotConnected(socket="in", ts_ms=1),
@@ -175,7 +175,7 @@ SAMPLE_EVENTS: list[events.Event] = [
 
 # Built with only what their constructors require: optional values left unset.
 BARE_EVENTS: list[events.Event] = [
-    events.Disconnected(reason="closed", ts_ms=1),
+    events.Disconnected(reason="closed", url="ws://h/a", ts_ms=1),
     events.GaveUp(reason="refused", attempts=0, ts_ms=1),
     events.InvalidMessage(code="invalid_json", message="x", ts_ms=1),
     events.ParticipantLeft(participant_uuid="u", reason="eof", ts_ms=1),
@@ -208,5 +208,12 @@ def test_every_field_is_always_present_and_required(event: events.Event) -> None
 
 
 def test_a_missing_value_is_null() -> None:
-    line = json.loads(msgspec.json.encode(events.Disconnected(reason="dead", ts_ms=1)))
-    assert line == {"event": "disconnected", "ts_ms": 1, "reason": "dead", "code": None}
+    event = events.Disconnected(reason="dead", url="ws://h/a", ts_ms=1)
+    line = json.loads(msgspec.json.encode(event))
+    assert line == {
+        "event": "disconnected",
+        "ts_ms": 1,
+        "reason": "dead",
+        "code": None,
+        "url": "ws://h/a",
+    }

@@ -210,8 +210,10 @@ class Session(abc.ABC):
         return ()
 
     def reconnect_at_once(self, code: int | None, reason: str) -> bool:
-        """Is this close the server's routine end of a session (not a failure),
-        to be followed by a new connection without the retry delay?"""
+        """Does this close say it is the server's routine end of a session (not
+        a failure), to be followed by a new connection without the retry delay?
+        The link believes it only of a session that lived the dialect's
+        `renew_after_s`."""
         return False
 
 
@@ -230,6 +232,13 @@ class Dialect(abc.ABC):
     uses_call_sid: ClassVar[bool] = False
     uses_session: ClassVar[bool] = False
     """Which of the dialect flags mean something here: the rest are usage errors."""
+    reconnect_on_clean_close: ClassVar[bool] = True
+    """Is a clean close (1000) from the server a drop to reconnect after (True),
+    or the end of the call (False: the sidecar stops, exit 0)? The default of
+    --reconnect-on-close."""
+    renew_after_s: ClassVar[float | None] = None
+    """How long a session must have lived for its `reconnect_at_once` close to
+    be believed (a plausible share of the vendor's session cap); None: never."""
 
     def __init__(self, options: Options) -> None:
         self.options = options

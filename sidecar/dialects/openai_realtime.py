@@ -13,8 +13,10 @@ counted. Binary frames are read as JSON too; the API sends none.
 
 The API ends every session after 60 minutes: a close 1001 whose reason says
 "maximum duration". `reconnect_at_once` sees it, so the link reconnects with
-the same session object at once. The new session starts with an empty
-conversation: the model does not remember what was said before.
+the same session object at once, if the session lived a quarter of that
+(`renew_after_s`); sooner, the close is retried like any failure. The new
+session starts with an empty conversation: the model does not remember what
+was said before.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ RATE: Final = 24000
 """The only PCM rate the Realtime API takes and gives."""
 BYTES_PER_MS: Final = RATE * 2 // 1000
 AUDIO_FORMAT: Final[Mapping[str, object]] = {"type": "audio/pcm", "rate": RATE}
+SESSION_CAP_S: Final = 60 * 60.0
+"""The API ends every session after this long (1001 "maximum duration")."""
 MAX_SEGMENTS: Final = 64
 """Reply parts remembered per connection: a barge-in only ever cuts a recent one."""
 
@@ -341,8 +345,11 @@ class OpenAIRealtimeSession(Session):
     def reconnect_at_once(self, code: int | None, reason: str) -> bool:
         # OpenAI documents the 60-minute limit, with no warning before it; users
         # see close 1001 "Your session hit the maximum duration of 60 minutes."
-        # and some see an `error` with code session_expired first.
-        return self._expired or (code == 1001 and "maximum duration" in reason.lower())
+        # and some see an `error` with code session_expired first. Only a close
+        # frame ends a session: a connection lost after that error is a failure.
+        if self._expired and code in (1000, 1001):
+            return True
+        return code == 1001 and "maximum duration" in reason.lower()
 
 
 # -- the user's session object ------------------------------------------------------------
@@ -487,6 +494,9 @@ class OpenAIRealtime(Dialect):
     default_url: ClassVar[str | None] = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     auth_env: ClassVar[str | None] = "OPENAI_API_KEY"
     uses_session: ClassVar[bool] = True
+    # A quarter of the cap: a session-length close sooner than that is no
+    # session's end but a server closing early, retried like any failure.
+    renew_after_s: ClassVar[float | None] = SESSION_CAP_S / 4
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)

@@ -414,6 +414,9 @@ class Twilio(Dialect):
     uses_call_sid: ClassVar[bool] = True  # callSid and accountSid
     auth_env: ClassVar[str | None] = "TWILIO_AUTH_TOKEN"
     auth_header: ClassVar[str] = "X-Twilio-Signature"
+    # A Media Stream ends with the call (or <Stop>): a reconnect would be a new
+    # stream of a call that is over, which the server starts over.
+    reconnect_on_clean_close: ClassVar[bool] = False
 
     def __init__(self, options: Options, *, sids: SidFactory = new_sid) -> None:
         super().__init__(options)

@@ -236,6 +236,8 @@ class Vonage(Dialect):
     per_participant: ClassVar[bool] = False
     error_replies: ClassVar[bool] = False
     uses_stream_params: ClassVar[bool] = True  # the headers of websocket:connected
+    # Vonage closes the websocket when the call ends; a new one would be a new call leg.
+    reconnect_on_clean_close: ClassVar[bool] = False
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(self.options.sample_rate)
