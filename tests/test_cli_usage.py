@@ -5,12 +5,19 @@ never a traceback."""
 from __future__ import annotations
 
 import ast
+import os
+import signal
+import socket
 import subprocess
 import sys
 import tomllib
+from functools import partial
+from pathlib import Path
 
+import pytest
+import trio
 from support import REPO
-from test_tools_harness import tool_env
+from test_tools_harness import TOOL, tool_env
 
 
 def refused(result: subprocess.CompletedProcess[bytes], *names: str) -> str:
@@ -51,3 +58,84 @@ def test_the_guard_parses_on_old_pythons_and_agrees_with_pyproject() -> None:
         and any(isinstance(t, ast.Name) and t.id == "MINIMUM" for t in node.targets)
     )
     assert requires == ">=" + ".".join(str(ast.literal_eval(n)) for n in minimum.elts)  # type: ignore[attr-defined]
+
+
+class Interactive:
+    """A tool in its own process group, as a shell runs a foreground job: Ctrl-C
+    is SIGINT to the whole group."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.stdout = b""
+        self.stderr = b""
+        self._changed = trio.Event()
+
+    async def start(self, nursery: trio.Nursery) -> trio.Process:
+        self.process = await trio.lowlevel.open_process(
+            [*TOOL, *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env=tool_env(),
+            start_new_session=True,
+        )
+        nursery.start_soon(self._read, self.process.stdout, "stdout")
+        nursery.start_soon(self._read, self.process.stderr, "stderr")
+        return self.process
+
+    async def _read(self, stream: trio.abc.ReceiveStream | None, name: str) -> None:
+        assert stream is not None
+        async for data in stream:
+            setattr(self, name, getattr(self, name) + data)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_output(self, text: bytes) -> None:
+        while text not in self.stdout:
+            await self._changed.wait()
+
+    async def ctrl_c(self) -> int:
+        os.killpg(self.process.pid, signal.SIGINT)
+        return await self.process.wait()
+
+
+async def test_ctrl_c_in_check_exits_130_quietly() -> None:
+    accepted = trio.Event()
+
+    async def mute(stream: trio.SocketStream) -> None:
+        accepted.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), mute, 0)
+            port = listeners[0].socket.getsockname()[1]
+            tool = Interactive("check", f"ws://127.0.0.1:{port}/", "--connect-timeout", "60")
+            await tool.start(nursery)
+            await accepted.wait()
+            assert await tool.ctrl_c() == 130
+            nursery.cancel_scope.cancel()
+    assert b"Traceback" not in tool.stderr, tool.stderr.decode()
+
+
+async def test_ctrl_c_in_demo_exits_130_quietly_and_stops_its_sidecar(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            tool = Interactive("demo", "--seconds", "20", "--out", str(tmp_path / "demo.wav"))
+            await tool.start(nursery)
+            await tool.wait_output(b"recording what comes back")
+            pid = int(tool.stdout.split(b"sidecar       pid ")[1].split(b":")[0])
+            assert await tool.ctrl_c() == 130
+    assert b"Traceback" not in tool.stderr, tool.stderr.decode()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_second_serve_on_a_busy_port_is_a_usage_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = python("-m", "sidecar", "serve", "--host", "127.0.0.1", "--port", port)
+    refused(result, f"127.0.0.1:{port}", "already in use")
