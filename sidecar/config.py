@@ -6,12 +6,16 @@ usage error naming the flag or field before any socket is opened.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
+import os
+import re
+import stat
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
 import msgspec
@@ -142,26 +146,107 @@ def dialect_options(config: Config) -> Options:
     )
 
 
-def inline_or_file(text: str, flag: str) -> str:
-    """A JSON flag's value as given, or `@path`'s file contents."""
-    if not text.startswith("@"):
-        return text
-    path = Path(text[1:])
+MAX_FILE_BYTES: Final = 1 << 20
+"""Of a file named on the command line (--session, --settings, --header @FILE):
+no real one comes near it, and whatever it holds is kept for the whole run
+(a session is sent on every connect)."""
+
+
+def read_text_file(path: str, source: str) -> str:
+    """The one reader of files named on the command line: a regular file of at
+    most MAX_FILE_BYTES of UTF-8 text without a byte order mark. `source` (the
+    flag and the path) begins every error."""
     try:
-        return path.read_text()
+        # O_NONBLOCK: a FIFO nobody writes to opens at once (and is refused
+        # below) instead of blocking start-up for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{source}: not a regular file")
+        try:
+            data = file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: larger than the limit of {MAX_FILE_BYTES} bytes (1 MiB)")
+    if data.startswith(codecs.BOM_UTF8):
+        # Python and msgspec would read it as part of the first line (a header
+        # name, a JSON value) and fail further on, less clearly.
+        raise ConfigError(
+            f"{source}: starts with a UTF-8 byte order mark (BOM); save it as UTF-8 without one"
+        )
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{source}, line {line}: not UTF-8 text (byte offset {exc.start})"
+        ) from None
+
+
+T = TypeVar("T")
+
+
+class _NotJson(Exception):
+    """Text that does not parse as JSON; the message says where and why."""
+
+
+def _decode_json(decoder: msgspec.json.Decoder[T], text: str) -> T:
+    """Decode; raises _NotJson (with the line of a byte offset) for bad JSON,
+    msgspec.ValidationError for JSON of the wrong shape."""
+    try:
+        return decoder.decode(text)
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError as exc:
+        reason = str(exc)
+        at = re.search(r"\(byte (\d+)\)", reason)
+        if at is not None and "\n" in text:
+            line = text.encode()[: int(at[1])].count(b"\n") + 1
+            reason = f"line {line}: {reason}"
+        raise _NotJson(reason) from None
+    except RecursionError:
+        raise _NotJson("nested too deeply for the JSON decoder (about 1000 levels)") from None
+
+
+def _json_flag(decoder: msgspec.json.Decoder[T], text: str, flag: str) -> tuple[T, str]:
+    """A JSON flag's value: inline, from `@FILE`, or from the path of an existing
+    file; returns the value and its source (flag and path) for later errors.
+    Raises ConfigError for anything but msgspec.ValidationError."""
+    if text.startswith("@"):
+        source = f"{flag} @{text[1:]}"
+        try:
+            return _decode_json(decoder, read_text_file(text[1:], source)), source
+        except _NotJson as exc:
+            raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+    try:
+        return _decode_json(decoder, text), flag
+    except _NotJson as inline:
+        if text.lstrip()[:1] in ("{", "["):
+            raise ConfigError(f"{flag} is not valid JSON: {inline}") from None
+        if not os.path.lexists(text):
+            # The value itself is not echoed: it may hold a token.
+            raise ConfigError(
+                f"{flag}: the value is neither JSON ({inline}) nor the path of an existing "
+                "file (give inline JSON, @FILE or FILE)"
+            ) from None
+    source = f"{flag} {text}"
+    try:
+        return _decode_json(decoder, read_text_file(text, source)), source
+    except _NotJson as exc:
+        raise ConfigError(f"{source}: not valid JSON: {exc}") from None
 
 
 def parse_settings(text: str) -> WebsocketSettings:
-    """Decode Attendee's object; `@path` reads it from a file."""
+    """Decode Attendee's object: inline, `@FILE` or FILE."""
     try:
-        return _settings_decoder.decode(inline_or_file(text, "--settings"))
+        settings, _ = _json_flag(_settings_decoder, text, "--settings")
     except msgspec.ValidationError as exc:
         fieldname, reason = _settings_error(str(exc))
         raise ConfigError(f"--settings: `{fieldname}`: {reason}") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"--settings is not valid JSON: {exc}") from None
+    return settings
 
 
 def _settings_error(text: str) -> tuple[str, str]:
@@ -188,13 +273,11 @@ _object_decoder = msgspec.json.Decoder(dict[str, object])
 
 
 def parse_session(text: str) -> dict[str, object]:
-    """--session: a JSON object, inline or `@path`."""
+    """--session: a JSON object, inline, `@FILE` or FILE."""
     try:
-        return _object_decoder.decode(inline_or_file(text, "--session"))
+        return _json_flag(_object_decoder, text, "--session")[0]
     except msgspec.ValidationError:
         raise ConfigError("--session must be a JSON object ({...})") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"--session is not valid JSON: {exc}") from None
 
 
 def parse_stream_param(text: str) -> tuple[str, str]:
@@ -303,16 +386,7 @@ def read_header_file(name: str) -> tuple[tuple[str, str], ...]:
     source = f"--header @{name}"
     if not name:
         raise ConfigError("--header @: give the file's path after the @")
-    try:
-        data = Path(name).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{source}, line {line}: not UTF-8 text") from None
-    headers = parse_header_lines(text, source)
+    headers = parse_header_lines(read_text_file(name, source), source)
     if not headers:
         # Most likely the wrong key of the Secret, or an empty one: better now
         # than as a 401 from the server.

@@ -19,6 +19,9 @@ import trio
 from support import REPO
 from test_tools_harness import TOOL, tool_env
 
+from sidecar import cli
+from sidecar.config import Config
+
 
 def refused(result: subprocess.CompletedProcess[bytes], *names: str) -> str:
     """Exit 2, no traceback, and every one of `names` in what was said."""
@@ -139,3 +142,83 @@ def test_a_second_serve_on_a_busy_port_is_a_usage_error() -> None:
         port = str(busy.getsockname()[1])
         result = python("-m", "sidecar", "serve", "--host", "127.0.0.1", "--port", port)
     refused(result, f"127.0.0.1:{port}", "already in use")
+
+
+# -- files named on the command line ------------------------------------------------------
+
+RUN = ("-m", "sidecar", "run", "--audio-in", "/tmp/never-in", "--audio-out", "/tmp/never-out")
+OPENAI = (*RUN, "--protocol", "openai-realtime", "--url", "ws://127.0.0.1:9/v1/realtime")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        cwd=REPO,
+        env=tool_env() if env is None else env,
+        timeout=30,
+    )
+
+
+def test_a_header_file_with_a_byte_order_mark_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "headers.txt"
+    path.write_bytes(b"\xef\xbb\xbfAuthorization: Bearer hush\n")
+    err = refused(
+        run_cli(*RUN, "--url", "ws://127.0.0.1:9/", "--header", f"@{path}"),
+        f"--header @{path}",
+        "byte order mark",
+    )
+    assert "hush" not in err
+
+
+@pytest.mark.parametrize("form", ["@", ""])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"instructions": "x"}\n{"voice": "\xff"}', "line 2: not UTF-8 text (byte offset 33)"),
+        (b"\xef\xbb\xbf{}", "byte order mark"),
+        (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+        (b'{"a": 1,\n "b": }', "not valid JSON: line 2: JSON is malformed"),
+        (b" " * (1 << 20) + b"{}", "larger than the limit of 1048576 bytes"),
+    ],
+)
+def test_unusable_session_files_name_the_file_and_what_is_wrong(
+    tmp_path: Path, form: str, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "session.json"
+    path.write_bytes(content)
+    refused(run_cli(*OPENAI, "--session", f"{form}{path}"), f"--session {form}{path}", expected)
+
+
+@pytest.mark.parametrize("flag", ["--session", "--settings", "--header"])
+def test_devices_and_fifos_are_refused_without_blocking(tmp_path: Path, flag: str) -> None:
+    fifo = tmp_path / "nobody-writes"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        args = (*OPENAI, flag, f"@{path}") if flag != "--settings" else (*RUN, flag, f"@{path}")
+        refused(run_cli(*args), f"{flag} @{path}", "not a regular file")
+
+
+def test_neither_json_nor_a_file_is_said_in_plain_words() -> None:
+    err = refused(
+        run_cli(*OPENAI, "--session", "sesion.json"),
+        "--session: the value is neither JSON",
+        "nor the path of an existing file",
+    )
+    assert "sesion.json" not in err
+
+
+def test_a_session_or_settings_file_may_be_given_as_a_plain_path(tmp_path: Path) -> None:
+    session = tmp_path / "session.json"
+    session.write_text('{"instructions": "be brief"}')
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"audio": {"url": "ws://127.0.0.1:9/a", "sample_rate": 8000}}')
+    config = build(*OPENAI[2:], "--session", str(session))
+    assert config.session == {"instructions": "be brief"}
+    config = build(*RUN[2:], "--settings", str(settings))
+    assert (config.url, config.sample_rate) == ("ws://127.0.0.1:9/a", 8000)
+
+
+def build(*argv: str, environ: dict[str, str] | None = None) -> Config:
+    args = cli.parser().parse_args(argv)
+    return cli.build_config(args, environ or {})
