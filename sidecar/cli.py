@@ -32,6 +32,7 @@ from sidecar.config import (
     resolve_dialect,
     secrets,
     validate,
+    wire_text,
 )
 from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
@@ -401,6 +402,15 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
     environ = dict(os.environ) if environ is None else environ
     warnings: list[str] = []
+    # Sent in the dialects' messages; a byte that is not UTF-8 would end the
+    # first connection instead of the start.
+    for flag, text in (
+        ("--bot-id", args.bot_id),
+        ("--call-sid", args.call_sid),
+        ("--account-sid", args.account_sid),
+    ):
+        if text is not None:
+            wire_text(text, flag)
     url = args.url or None
     sample_rate = args.sample_rate
     per_participant_url = args.per_participant_url

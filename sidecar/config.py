@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Final, Literal, TypeVar
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
+import h11
 import msgspec
 
 from sidecar import dialects
@@ -281,6 +282,7 @@ def parse_session(text: str) -> dict[str, object]:
 
 
 def parse_stream_param(text: str) -> tuple[str, str]:
+    wire_text(text, "--stream-param")
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise ConfigError(f"--stream-param {text!r} must look like NAME=VALUE")
@@ -316,12 +318,19 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
         return any(name.lower() == auth.lower() for name, _ in headers)
 
     if not authorized():
+        if dialect.auth_env is not None:
+            # Not a header we were given, but one made from it (or, for Twilio,
+            # signed with it): held to the rules of a header value all the same.
+            check_header_value(environ.get(dialect.auth_env, "").strip(), dialect.auth_env)
         headers += dialect.auth_headers(environ, config.url)
         if config.url == dialect.default_url and dialect.auth_env is not None and not authorized():
             raise ConfigError(
                 f"--protocol {config.protocol} needs credentials: set {dialect.auth_env} "
                 f"or give --header '{auth}: ...'"
             )
+    for url, flag in ((config.url, "--url"), (config.per_participant_url, "--per-participant-url")):
+        if url is not None:
+            check_request(url, headers, flag)
     return replace(
         config,
         sample_rate=rate,
@@ -341,6 +350,8 @@ def check_url(url: str, flag: str) -> str | None:
         _ = parts.port
     except ValueError:
         raise ConfigError(f"{flag}: {redact_url(url)!r} has an invalid port") from None
+    wire_text(url, flag)
+    _resource(url, flag)
     if parts.scheme == "ws" and not _is_loopback(parts.hostname):
         return (
             f"{flag} uses cleartext ws:// to non-loopback host {parts.hostname}: "
@@ -358,15 +369,103 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# -- the HTTP library's rules ------------------------------------------------------------
+# The upgrade request is built by wsproto with h11, which raises on a header
+# or request target it finds invalid: in the middle of a connection attempt,
+# after `ready`. So every part of the request is put to h11 here, the same
+# way (str parts as ASCII, header pairs as the UTF-8 bytes link.py sends).
+
+
+def _h11_refuses(
+    target: bytes = b"/", headers: Sequence[tuple[bytes, bytes]] = ((b"X", b"x"),)
+) -> str | None:
+    """h11's objection to a GET request of `target` with `headers`, or None."""
+    try:
+        h11.Request(method=b"GET", target=target, headers=[(b"Host", b"host"), *headers])
+    except h11.LocalProtocolError as exc:
+        return str(exc)
+    return None
+
+
+def wire_text(text: str, where: str) -> bytes:
+    """`text` as the UTF-8 it is sent as; argv and the environment carry
+    undecodable bytes as lone surrogates, which cannot be."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{where}: not UTF-8 text (an undecodable byte at character {exc.start + 1})"
+        ) from None
+
+
+def _control(text: str) -> str:
+    """Where h11's objection to a header value lies, in words (h11 decides:
+    it refuses NUL, CR, LF, VT and FF, and lets other control characters by)."""
+    for index, char in enumerate(text, start=1):
+        if char in "\x00\r\n\x0b\x0c":
+            return f"control character U+{ord(char):04X} at character {index}"
+    return "character HTTP forbids"
+
+
+def check_header_value(value: str, where: str) -> None:
+    """A header value h11 will send; the error never shows the value."""
+    if any(c in value for c in "\r\n"):
+        raise ConfigError(f"{where}: the value must not contain a line break")
+    data = wire_text(value, where)
+    if _h11_refuses(headers=((b"X", data),)) is not None:
+        raise ConfigError(f"{where}: the value holds a {_control(value)} (not shown)")
+
+
 def parse_header(text: str, where: str = "--header") -> tuple[str, str]:
     """`Name: value` as a pair; an error names `where` and never the value."""
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not name or any(c in name for c in " \t\r\n"):
         raise ConfigError(f"{where} {redact_header(text)!r} must look like 'Name: value'")
-    if any(c in value for c in "\r\n"):
-        raise ConfigError(f"{where} {name}: the value must not contain a line break")
-    return name, value.strip()
+    if not name.isascii() or _h11_refuses(headers=((name.encode(), b"x"),)) is not None:
+        raise ConfigError(
+            f"{where} {name!r} is not a header name: HTTP allows only letters, digits "
+            "and !#$%&'*+-.^_`|~ in one"
+        )
+    value = value.strip()
+    check_header_value(value, f"{where} {name}")
+    return name, value
+
+
+def check_request(url: str, headers: Sequence[tuple[str, str]], flag: str) -> None:
+    """The whole upgrade request to `url`, as wsproto will make it, put to h11:
+    what each header allows alone, together they may not (a second Host)."""
+    parts = urlsplit(url)
+    found = _h11_refuses(_resource(url, flag), [(n.encode(), v.encode()) for n, v in headers])
+    if found is not None:
+        # Only combinations are left (checked one by one, each was fine), and
+        # h11 names those by header name: no value is shown.
+        raise ConfigError(f"the handshake request to {flag} {redact_url(url)}: {found}")
+    try:
+        host = (parts.hostname or "").encode("idna")
+    except UnicodeError:
+        host = b""
+    if not host or _h11_refuses(headers=((b"X", host),)) is not None:
+        raise ConfigError(f"{flag}: {redact_url(url)!r} has no valid host name")
+
+
+def _resource(url: str, flag: str) -> bytes:
+    """The request target link.py derives from `url`, as wsproto sends it."""
+    parts = urlsplit(url)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if resource.isascii() and _h11_refuses(target=resource.encode()) is None:
+        return resource.encode()
+    # Refused rather than encoded for the user: whether `%` or `+` in it is
+    # already an escape, only they know.
+    safe = "/:@!$&'()*+,;=-._~%?"
+    encoded = urlunsplit(
+        parts._replace(path=quote(parts.path, safe), query=quote(parts.query, safe))
+    )
+    raise ConfigError(
+        f"{flag}: the path or query holds a space, a control character or non-ASCII "
+        f"text, which an HTTP request line cannot carry; percent-encode it: "
+        f"{redact_url(encoded)}"
+    )
 
 
 def parse_header_lines(text: str, source: str) -> tuple[tuple[str, str], ...]:

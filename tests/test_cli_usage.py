@@ -146,11 +146,17 @@ def test_a_second_serve_on_a_busy_port_is_a_usage_error() -> None:
 
 # -- files named on the command line ------------------------------------------------------
 
-RUN = ("-m", "sidecar", "run", "--audio-in", "/tmp/never-in", "--audio-out", "/tmp/never-out")
+# Were any of these accepted, the run would give up at once: nothing listens on port 9.
+RUN = (
+    "-m", "sidecar", "run", "--audio-in", "/tmp/never-in", "--audio-out", "/tmp/never-out",
+    "--max-retries", "1", "--retry-delay", "0.1",
+)  # fmt: skip
 OPENAI = (*RUN, "--protocol", "openai-realtime", "--url", "ws://127.0.0.1:9/v1/realtime")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_cli(
+    *args: str | bytes, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, *args],
         capture_output=True,
@@ -222,3 +228,74 @@ def test_a_session_or_settings_file_may_be_given_as_a_plain_path(tmp_path: Path)
 def build(*argv: str, environ: dict[str, str] | None = None) -> Config:
     args = cli.parser().parse_args(argv)
     return cli.build_config(args, environ or {})
+
+
+# -- the HTTP library's rules, at configuration time -----------------------------------------
+
+LOCAL = (*RUN, "--url", "ws://127.0.0.1:9/a")
+DEEPGRAM = '{"agent": {"think": {"provider": {"type": "open_ai", "model": "gpt-4o-mini"}}}}'
+
+
+@pytest.mark.parametrize("name", ["X(Y", "X/Y", "X\x7fY", "Säure"])
+def test_header_names_must_be_http_tokens(name: str) -> None:
+    refused(run_cli(*LOCAL, "--header", f"{name}: 1"), "--header", repr(name), "not a header name")
+
+
+# h11 refuses NUL, CR, LF, VT and FF, and lets other control characters
+# through: those are the rules, wherever a header comes from.
+@pytest.mark.parametrize("char", ["\x0b", "\x0c"])
+def test_control_characters_in_a_header_value_from_any_source(tmp_path: Path, char: str) -> None:
+    value = f"Bearer hu{char}sh"
+    err = refused(run_cli(*LOCAL, "--header", f"X-Key: {value}"), "--header X-Key", "U+00")
+    assert "hu" not in err
+    env = dict(tool_env(), SIDECAR_HEADERS=f"X-Ok: 1\nX-Key: {value}")
+    err = refused(run_cli(*LOCAL, env=env), "SIDECAR_HEADERS, line 2: X-Key", "control character")
+    assert "hu" not in err
+    path = tmp_path / "headers"
+    path.write_bytes(f"X-Key: {value}\n".encode())
+    refused(run_cli(*LOCAL, "--header", f"@{path}"), f"@{path}, line 1: X-Key", "control")
+
+
+def test_a_nul_in_a_header_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "headers"
+    path.write_bytes(b"X-A: 1\nX-Key: hu\x00sh\n")
+    err = refused(run_cli(*LOCAL, "--header", f"@{path}"), "line 2: X-Key", "U+0000")
+    assert "hu" not in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "protocol"),
+    [
+        ("OPENAI_API_KEY", "openai-realtime"),
+        ("DEEPGRAM_API_KEY", "deepgram-agent"),
+        ("TWILIO_AUTH_TOKEN", "twilio"),
+    ],
+)
+@pytest.mark.parametrize("char", ["\r\nX-Injected: 1", "\n", "\x0b", "\x0c"])
+def test_credentials_from_the_environment_follow_the_same_rules(
+    variable: str, protocol: str, char: str
+) -> None:
+    env = dict(tool_env(), **{variable: f"sk-secret{char}tail"})
+    session = ("--session", DEEPGRAM) if protocol == "deepgram-agent" else ()
+    err = refused(run_cli(*LOCAL, "--protocol", protocol, *session, env=env), variable)
+    assert "secret" not in err and "tail" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "suggested"),
+    [
+        ("ws://127.0.0.1:9/my agent", "ws://127.0.0.1:9/my%20agent"),
+        ("ws://127.0.0.1:9/café", "ws://127.0.0.1:9/caf%C3%A9"),
+        ("ws://127.0.0.1:9/a?room=b c&token=x", "ws://127.0.0.1:9/a?room=***&token=***"),
+    ],
+)
+def test_a_url_that_no_request_line_can_carry_gets_its_encoded_form(
+    url: str, suggested: str
+) -> None:
+    refused(run_cli(*RUN, "--url", url), "--url", "percent-encode", suggested)
+
+
+def test_undecodable_bytes_in_dialect_flags_are_refused_at_the_start() -> None:
+    twilio = (*LOCAL, "--protocol", "twilio")
+    refused(run_cli(*twilio, "--stream-param", b"name=caf\xe9"), "--stream-param", "not UTF-8")
+    refused(run_cli(*twilio, "--call-sid", b"CA\xff"), "--call-sid", "not UTF-8")
