@@ -17,10 +17,13 @@ import trio
 from sidecar import __version__, dialects, events, frames, service
 from sidecar.config import (
     HEADERS_ENV,
+    RANGE_OF,
+    RANGES,
     URL_ENV,
     Config,
     ConfigError,
     InputFormat,
+    check_ranges,
     check_url,
     endpoint,
     env_url,
@@ -34,7 +37,6 @@ from sidecar.config import (
     validate,
     wire_text,
 )
-from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
 from sidecar.resample import Quality
 from sidecar.retry import Backoff, RetryConfig
@@ -338,7 +340,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="RMS",
         help="pause bot output for 0.8 s whenever a frame of the meeting's audio has this RMS "
-        f"or more (0-{MAX_THRESHOLD}, int16 units; Attendee's pause_threshold): the bot "
+        "or more (int16 units; Attendee's pause_threshold): the bot "
         "does not talk over people. Paused audio is held, not dropped (default: off)",
     )
     io.add_argument(
@@ -396,7 +398,20 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("debug", "info", "warning", "error"),
         help="stderr log level (default: %(default)s)",
     )
+    _show_ranges(p)
     p.set_defaults(handler=_run)
+
+
+def _show_ranges(p: argparse.ArgumentParser) -> None:
+    """Each numeric flag's help ends with its RANGES entry."""
+    for action in p._actions:
+        bounds = next((RANGE_OF[f] for f in action.option_strings if f in RANGE_OF), None)
+        if bounds is None or action.help is None:
+            continue
+        if action.help.endswith(")"):
+            action.help = f"{action.help[:-1]}; allowed: {bounds})"
+        else:
+            action.help += f" (allowed: {bounds})"
 
 
 def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
@@ -459,6 +474,9 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
             warning = check_url(candidate, flag)
             if warning:
                 warnings.append(warning)
+    # Before anything is built from them (RetryConfig refuses some itself, in
+    # other words); validate() holds the whole Config to RANGES again.
+    check_ranges({r.flag: getattr(args, r.flag[2:].replace("-", "_")) for r in RANGES})
     try:
         retry = RetryConfig(
             max_retries=args.max_retries,

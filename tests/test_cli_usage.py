@@ -20,7 +20,7 @@ from support import REPO
 from test_tools_harness import TOOL, tool_env
 
 from sidecar import cli
-from sidecar.config import Config
+from sidecar.config import RANGE_OF, RANGES, Config
 
 
 def refused(result: subprocess.CompletedProcess[bytes], *names: str) -> str:
@@ -299,3 +299,34 @@ def test_undecodable_bytes_in_dialect_flags_are_refused_at_the_start() -> None:
     twilio = (*LOCAL, "--protocol", "twilio")
     refused(run_cli(*twilio, "--stream-param", b"name=caf\xe9"), "--stream-param", "not UTF-8")
     refused(run_cli(*twilio, "--call-sid", b"CA\xff"), "--call-sid", "not UTF-8")
+
+
+# -- numeric flags ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--jitter-ms", "-5"),
+        ("--stats-interval", "-1"),
+        ("--stats-interval", "0"),
+        ("--error-replies-per-s", "-1"),
+        ("--connect-timeout", "-1"),
+        ("--max-message-bytes", "0"),
+        ("--max-playout-ms", "-20"),
+    ],
+)
+def test_numbers_that_make_no_sense_are_refused(flag: str, value: str) -> None:
+    refused(run_cli(*LOCAL, flag, value), f"{flag} must be between", str(RANGE_OF[flag]).split()[0])
+
+
+def test_help_shows_every_range() -> None:
+    result = run_cli("-m", "sidecar", "run", "--help")
+    assert result.returncode == 0
+    # Each flag's help, from its name to the next flag's, in one line.
+    helps = {
+        "--" + block.split()[0]: " ".join(block.split())
+        for block in result.stdout.decode().split("\n  --")[1:]
+    }
+    for bounds in RANGES:
+        assert f"allowed: {bounds})" in helps[bounds.flag], helps[bounds.flag]
