@@ -448,6 +448,10 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
             raise ConfigError("give --settings or --url/--sample-rate, not both")
         settings = parse_settings(args.settings)
         url, sample_rate = settings.audio.url, settings.audio.sample_rate
+        if settings.per_participant_video is not None:
+            warnings.append(
+                "--settings: per_participant_video is ignored: the sidecar carries audio only"
+            )
         if settings.audio.pause_threshold is not None:
             if pause_threshold is not None:
                 raise ConfigError(

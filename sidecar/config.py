@@ -73,6 +73,9 @@ class WebsocketSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
 
     audio: AudioSettings
     per_participant_audio: ParticipantAudioSettings | None = None
+    # Attendee's own object may carry it; the sidecar has no video, so it is
+    # taken as it comes (any shape), ignored, and a warning says so.
+    per_participant_video: object = None
 
 
 _settings_decoder = msgspec.json.Decoder(WebsocketSettings)

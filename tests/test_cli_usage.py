@@ -330,3 +330,13 @@ def test_help_shows_every_range() -> None:
     }
     for bounds in RANGES:
         assert f"allowed: {bounds})" in helps[bounds.flag], helps[bounds.flag]
+
+
+def test_attendees_per_participant_video_is_accepted_and_ignored_with_a_warning() -> None:
+    settings = (
+        '{"audio": {"url": "ws://127.0.0.1:9/a"}, '
+        '"per_participant_video": {"url": "wss://example.com/video", "fps": 1}}'
+    )
+    config = build(*RUN[2:], "--settings", settings)
+    assert config.url == "ws://127.0.0.1:9/a" and not config.per_participant
+    assert any("per_participant_video is ignored" in w for w in config.warnings)
