@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from pathlib import Path
-from typing import Annotated, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 import h11
@@ -75,7 +75,7 @@ class WebsocketSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     per_participant_audio: ParticipantAudioSettings | None = None
     # Attendee's own object may carry it; the sidecar has no video, so it is
     # taken as it comes (any shape), ignored, and a warning says so.
-    per_participant_video: object = None
+    per_participant_video: Any = None
 
 
 _settings_decoder = msgspec.json.Decoder(WebsocketSettings)
