@@ -340,3 +340,8 @@ def test_attendees_per_participant_video_is_accepted_and_ignored_with_a_warning(
     config = build(*RUN[2:], "--settings", settings)
     assert config.url == "ws://127.0.0.1:9/a" and not config.per_participant
     assert any("per_participant_video is ignored" in w for w in config.warnings)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--connect-timeout", "-1"), ("--quiet-after", "-1")])
+def test_checks_timeouts_are_bounded_too(flag: str, value: str) -> None:
+    refused(run_cli("-m", "sidecar", "check", "ws://127.0.0.1:9/", flag, value), flag)

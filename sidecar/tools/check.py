@@ -33,7 +33,14 @@ import trio
 import trio_websocket as tw
 
 from sidecar import dialects, messages
-from sidecar.config import ConfigError, check_url, parse_header_arg, parse_session, redact_url
+from sidecar.config import (
+    ConfigError,
+    check_ranges,
+    check_url,
+    parse_header_arg,
+    parse_session,
+    redact_url,
+)
 from sidecar.dialects.base import (
     AudioOut,
     ClearedOut,
@@ -823,6 +830,9 @@ def options_from_args(args: argparse.Namespace) -> CheckOptions:
     headers = tuple(pair for arg in args.header for pair in parse_header_arg(arg))
     if not 0 < args.seconds <= 600:
         raise ConfigError("--seconds must be between 0 and 600")
+    check_ranges({"--connect-timeout": args.connect_timeout})
+    if not 0 <= args.quiet_after <= MAX_DRAIN_S:
+        raise ConfigError(f"--quiet-after must be between 0 and {MAX_DRAIN_S:g}")
     if args.ca_file is not None and not args.ca_file.is_file():
         raise ConfigError(f"--ca-file {args.ca_file} is not a file")
     config = protocols.resolve(
