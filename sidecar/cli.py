@@ -17,6 +17,7 @@ import trio
 from sidecar import __version__, dialects, events, frames, service
 from sidecar.config import (
     HEADERS_ENV,
+    MAX_FILE_BYTES,
     RANGE_OF,
     RANGES,
     URL_ENV,
@@ -122,9 +123,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ws.add_argument(
         "--settings",
-        metavar="JSON|@FILE",
-        help="Attendee's websocket_settings object, inline or from a file; "
-        "replaces --url and --sample-rate",
+        metavar="JSON|FILE",
+        help="Attendee's websocket_settings object, inline or from a file (FILE or @FILE: "
+        f"a regular file, UTF-8, at most {MAX_FILE_BYTES >> 20} MiB); replaces --url and "
+        "--sample-rate",
     )
     ws.add_argument(
         "--bot-id", metavar="ID", help="bot_id sent in every message (default: a random one)"
@@ -188,9 +190,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     dia.add_argument(
         "--session",
-        metavar="JSON|@FILE",
+        metavar="JSON|FILE",
         help="openai-realtime: the session object of session.update; deepgram-agent: the "
-        "Settings message; inline or from a file (the sidecar sets the audio formats)",
+        "Settings message; inline or from a file (FILE or @FILE), as --settings (the "
+        "sidecar sets the audio formats)",
     )
 
     retry = p.add_argument_group("reconnecting")

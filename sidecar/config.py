@@ -175,7 +175,10 @@ def read_text_file(path: str, source: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
     if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{source}: larger than the limit of {MAX_FILE_BYTES} bytes (1 MiB)")
+        raise ConfigError(
+            f"{source}: larger than the limit of {MAX_FILE_BYTES} bytes "
+            f"({MAX_FILE_BYTES >> 20} MiB)"
+        )
     if data.startswith(codecs.BOM_UTF8):
         # Python and msgspec would read it as part of the first line (a header
         # name, a JSON value) and fail further on, less clearly.

@@ -787,7 +787,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--session",
-        metavar="JSON|@FILE",
+        metavar="JSON|FILE",
         help="the dialect's session object, for dialects that take one",
     )
     p.add_argument("--ca-file", type=Path, help="PEM bundle of a private CA to trust")
