@@ -17,11 +17,15 @@ import trio
 from sidecar import __version__, dialects, events, frames, service
 from sidecar.config import (
     HEADERS_ENV,
+    MAX_FILE_BYTES,
+    RANGE_OF,
+    RANGES,
     URL_ENV,
     Config,
     ConfigError,
     InputFormat,
     ReconnectOnClose,
+    check_ranges,
     check_url,
     endpoint,
     env_url,
@@ -33,9 +37,8 @@ from sidecar.config import (
     resolve_dialect,
     secrets,
     validate,
+    wire_text,
 )
-from sidecar.fill import HOLD_RANGE_MS
-from sidecar.gate import MAX_THRESHOLD
 from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
 from sidecar.redact import Redactor
 from sidecar.resample import Quality
@@ -122,9 +125,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ws.add_argument(
         "--settings",
-        metavar="JSON|@FILE",
-        help="Attendee's websocket_settings object, inline or from a file; "
-        "replaces --url and --sample-rate",
+        metavar="JSON|FILE",
+        help="Attendee's websocket_settings object, inline or from a file (FILE or @FILE: "
+        f"a regular file, UTF-8, at most {MAX_FILE_BYTES >> 20} MiB); replaces --url and "
+        "--sample-rate",
     )
     ws.add_argument(
         "--bot-id", metavar="ID", help="bot_id sent in every message (default: a random one)"
@@ -188,9 +192,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     dia.add_argument(
         "--session",
-        metavar="JSON|@FILE",
+        metavar="JSON|FILE",
         help="openai-realtime: the session object of session.update; deepgram-agent: the "
-        "Settings message; inline or from a file (the sidecar sets the audio formats)",
+        "Settings message; inline or from a file (FILE or @FILE), as --settings (the "
+        "sidecar sets the audio formats)",
     )
 
     retry = p.add_argument_group("reconnecting")
@@ -348,7 +353,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="RMS",
         help="pause bot output for 0.8 s whenever a frame of the meeting's audio has this RMS "
-        f"or more (0-{MAX_THRESHOLD}, int16 units; Attendee's pause_threshold): the bot "
+        "or more (int16 units; Attendee's pause_threshold): the bot "
         "does not talk over people. Paused audio is held, not dropped (default: off)",
     )
     io.add_argument(
@@ -364,8 +369,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=DEFAULT["fill_hold_ms"],
         metavar="MS",
-        help=f"quiet time before the fill starts ({HOLD_RANGE_MS.start}-"
-        f"{HOLD_RANGE_MS.stop - 1}; default: %(default)s)",
+        help="quiet time before the fill starts (default: %(default)s)",
     )
     io.add_argument(
         "--quality",
@@ -422,12 +426,34 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("debug", "info", "warning", "error"),
         help="stderr log level (default: %(default)s)",
     )
+    _show_ranges(p)
     p.set_defaults(handler=_run)
+
+
+def _show_ranges(p: argparse.ArgumentParser) -> None:
+    """Each numeric flag's help ends with its RANGES entry."""
+    for action in p._actions:
+        bounds = next((RANGE_OF[f] for f in action.option_strings if f in RANGE_OF), None)
+        if bounds is None or action.help is None:
+            continue
+        if action.help.endswith(")"):
+            action.help = f"{action.help[:-1]}; allowed: {bounds})"
+        else:
+            action.help += f" (allowed: {bounds})"
 
 
 def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
     environ = dict(os.environ) if environ is None else environ
     warnings: list[str] = []
+    # Sent in the dialects' messages; a byte that is not UTF-8 would end the
+    # first connection instead of the start.
+    for flag, text in (
+        ("--bot-id", args.bot_id),
+        ("--call-sid", args.call_sid),
+        ("--account-sid", args.account_sid),
+    ):
+        if text is not None:
+            wire_text(text, flag)
     url = args.url or None
     sample_rate = args.sample_rate
     per_participant_url = args.per_participant_url
@@ -450,6 +476,10 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
             raise ConfigError("give --settings or --url/--sample-rate, not both")
         settings = parse_settings(args.settings)
         url, sample_rate = settings.audio.url, settings.audio.sample_rate
+        if settings.per_participant_video is not None:
+            warnings.append(
+                "--settings: per_participant_video is ignored: the sidecar carries audio only"
+            )
         if settings.audio.pause_threshold is not None:
             if pause_threshold is not None:
                 raise ConfigError(
@@ -476,6 +506,9 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
             warning = check_url(candidate, flag)
             if warning:
                 warnings.append(warning)
+    # Before anything is built from them (RetryConfig refuses some itself, in
+    # other words); validate() holds the whole Config to RANGES again.
+    check_ranges({r.flag: getattr(args, r.flag[2:].replace("-", "_")) for r in RANGES})
     try:
         retry = RetryConfig(
             max_retries=args.max_retries,
@@ -591,13 +624,24 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+EXIT_INTERRUPTED: Final = 130
+"""Ctrl-C in a tool, as a shell reports a job ended by SIGINT (128 + 2)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:
+        # trio delivers Ctrl-C to whichever task was running: inside a nursery
+        # it arrives grouped, with the cancellations it caused.
+        _, rest = group.split((KeyboardInterrupt, trio.Cancelled))
+        if rest is None and group.subgroup(KeyboardInterrupt) is not None:
+            return EXIT_INTERRUPTED
+        raise
 
 
 if __name__ == "__main__":

@@ -6,14 +6,20 @@ usage error naming the flag or field before any socket is opened.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
+import os
+import re
+import stat
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from pathlib import Path
-from typing import Annotated, Final, Literal
-from urllib.parse import unquote_plus, urlsplit
+from typing import Annotated, Any, Final, Literal, TypeVar
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
+import h11
 import msgspec
 
 from sidecar import dialects
@@ -68,6 +74,9 @@ class WebsocketSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
 
     audio: AudioSettings
     per_participant_audio: ParticipantAudioSettings | None = None
+    # Attendee's own object may carry it; the sidecar has no video, so it is
+    # taken as it comes (any shape), ignored, and a warning says so.
+    per_participant_video: Any = None
 
 
 _settings_decoder = msgspec.json.Decoder(WebsocketSettings)
@@ -149,26 +158,110 @@ def dialect_options(config: Config) -> Options:
     )
 
 
-def inline_or_file(text: str, flag: str) -> str:
-    """A JSON flag's value as given, or `@path`'s file contents."""
-    if not text.startswith("@"):
-        return text
-    path = Path(text[1:])
+MAX_FILE_BYTES: Final = 1 << 20
+"""Of a file named on the command line (--session, --settings, --header @FILE):
+no real one comes near it, and whatever it holds is kept for the whole run
+(a session is sent on every connect)."""
+
+
+def read_text_file(path: str, source: str) -> str:
+    """The one reader of files named on the command line: a regular file of at
+    most MAX_FILE_BYTES of UTF-8 text without a byte order mark. `source` (the
+    flag and the path) begins every error."""
     try:
-        return path.read_text()
+        # O_NONBLOCK: a FIFO nobody writes to opens at once (and is refused
+        # below) instead of blocking start-up for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{source}: not a regular file")
+        try:
+            data = file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{source}: larger than the limit of {MAX_FILE_BYTES} bytes "
+            f"({MAX_FILE_BYTES >> 20} MiB)"
+        )
+    if data.startswith(codecs.BOM_UTF8):
+        # Python and msgspec would read it as part of the first line (a header
+        # name, a JSON value) and fail further on, less clearly.
+        raise ConfigError(
+            f"{source}: starts with a UTF-8 byte order mark (BOM); save it as UTF-8 without one"
+        )
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{source}, line {line}: not UTF-8 text (byte offset {exc.start})"
+        ) from None
+
+
+T = TypeVar("T")
+
+
+class _NotJson(Exception):
+    """Text that does not parse as JSON; the message says where and why."""
+
+
+def _decode_json(decoder: msgspec.json.Decoder[T], text: str) -> T:
+    """Decode; raises _NotJson (with the line of a byte offset) for bad JSON,
+    msgspec.ValidationError for JSON of the wrong shape."""
+    try:
+        return decoder.decode(text)
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError as exc:
+        reason = str(exc)
+        at = re.search(r"\(byte (\d+)\)", reason)
+        if at is not None and "\n" in text:
+            line = text.encode()[: int(at[1])].count(b"\n") + 1
+            reason = f"line {line}: {reason}"
+        raise _NotJson(reason) from None
+    except RecursionError:
+        raise _NotJson("nested too deeply for the JSON decoder (about 1000 levels)") from None
+
+
+def _json_flag(decoder: msgspec.json.Decoder[T], text: str, flag: str) -> tuple[T, str]:
+    """A JSON flag's value: inline, from `@FILE`, or from the path of an existing
+    file; returns the value and its source (flag and path) for later errors.
+    Raises ConfigError for anything but msgspec.ValidationError."""
+    if text.startswith("@"):
+        source = f"{flag} @{text[1:]}"
+        try:
+            return _decode_json(decoder, read_text_file(text[1:], source)), source
+        except _NotJson as exc:
+            raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+    try:
+        return _decode_json(decoder, text), flag
+    except _NotJson as inline:
+        if text.lstrip()[:1] in ("{", "["):
+            raise ConfigError(f"{flag} is not valid JSON: {inline}") from None
+        if not os.path.lexists(text):
+            # The value itself is not echoed: it may hold a token.
+            raise ConfigError(
+                f"{flag}: the value is neither JSON ({inline}) nor the path of an existing "
+                "file (give inline JSON, @FILE or FILE)"
+            ) from None
+    source = f"{flag} {text}"
+    try:
+        return _decode_json(decoder, read_text_file(text, source)), source
+    except _NotJson as exc:
+        raise ConfigError(f"{source}: not valid JSON: {exc}") from None
 
 
 def parse_settings(text: str) -> WebsocketSettings:
-    """Decode Attendee's object; `@path` reads it from a file."""
+    """Decode Attendee's object: inline, `@FILE` or FILE."""
     try:
-        return _settings_decoder.decode(inline_or_file(text, "--settings"))
+        settings, _ = _json_flag(_settings_decoder, text, "--settings")
     except msgspec.ValidationError as exc:
         fieldname, reason = _settings_error(str(exc))
         raise ConfigError(f"--settings: `{fieldname}`: {reason}") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"--settings is not valid JSON: {exc}") from None
+    return settings
 
 
 def _settings_error(text: str) -> tuple[str, str]:
@@ -195,16 +288,15 @@ _object_decoder = msgspec.json.Decoder(dict[str, object])
 
 
 def parse_session(text: str) -> dict[str, object]:
-    """--session: a JSON object, inline or `@path`."""
+    """--session: a JSON object, inline, `@FILE` or FILE."""
     try:
-        return _object_decoder.decode(inline_or_file(text, "--session"))
+        return _json_flag(_object_decoder, text, "--session")[0]
     except msgspec.ValidationError:
         raise ConfigError("--session must be a JSON object ({...})") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"--session is not valid JSON: {exc}") from None
 
 
 def parse_stream_param(text: str) -> tuple[str, str]:
+    wire_text(text, "--stream-param")
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise ConfigError(f"--stream-param {text!r} must look like NAME=VALUE")
@@ -240,12 +332,19 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
         return any(name.lower() == auth.lower() for name, _ in headers)
 
     if not authorized():
+        if dialect.auth_env is not None:
+            # Not a header we were given, but one made from it (or, for Twilio,
+            # signed with it): held to the rules of a header value all the same.
+            check_header_value(environ.get(dialect.auth_env, "").strip(), dialect.auth_env)
         headers += dialect.auth_headers(environ, config.url)
         if config.url == dialect.default_url and dialect.auth_env is not None and not authorized():
             raise ConfigError(
                 f"--protocol {config.protocol} needs credentials: set {dialect.auth_env} "
                 f"or give --header '{auth}: ...'"
             )
+    for url, flag in ((config.url, "--url"), (config.per_participant_url, "--per-participant-url")):
+        if url is not None:
+            check_request(url, headers, flag)
     return replace(
         config,
         sample_rate=rate,
@@ -265,6 +364,8 @@ def check_url(url: str, flag: str) -> str | None:
         _ = parts.port
     except ValueError:
         raise ConfigError(f"{flag}: {redact_url(url)!r} has an invalid port") from None
+    wire_text(url, flag)
+    _resource(url, flag)
     if parts.scheme == "ws" and not _is_loopback(parts.hostname):
         return (
             f"{flag} uses cleartext ws:// to non-loopback host {parts.hostname}: "
@@ -282,15 +383,103 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# -- the HTTP library's rules ------------------------------------------------------------
+# The upgrade request is built by wsproto with h11, which raises on a header
+# or request target it finds invalid: in the middle of a connection attempt,
+# after `ready`. So every part of the request is put to h11 here, the same
+# way (str parts as ASCII, header pairs as the UTF-8 bytes link.py sends).
+
+
+def _h11_refuses(
+    target: bytes = b"/", headers: Sequence[tuple[bytes, bytes]] = ((b"X", b"x"),)
+) -> str | None:
+    """h11's objection to a GET request of `target` with `headers`, or None."""
+    try:
+        h11.Request(method=b"GET", target=target, headers=[(b"Host", b"host"), *headers])
+    except h11.LocalProtocolError as exc:
+        return str(exc)
+    return None
+
+
+def wire_text(text: str, where: str) -> bytes:
+    """`text` as the UTF-8 it is sent as; argv and the environment carry
+    undecodable bytes as lone surrogates, which cannot be."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{where}: not UTF-8 text (an undecodable byte at character {exc.start + 1})"
+        ) from None
+
+
+def _control(text: str) -> str:
+    """Where h11's objection to a header value lies, in words (h11 decides:
+    it refuses NUL, CR, LF, VT and FF, and lets other control characters by)."""
+    for index, char in enumerate(text, start=1):
+        if char in "\x00\r\n\x0b\x0c":
+            return f"control character U+{ord(char):04X} at character {index}"
+    return "character HTTP forbids"
+
+
+def check_header_value(value: str, where: str) -> None:
+    """A header value h11 will send; the error never shows the value."""
+    if any(c in value for c in "\r\n"):
+        raise ConfigError(f"{where}: the value must not contain a line break")
+    data = wire_text(value, where)
+    if _h11_refuses(headers=((b"X", data),)) is not None:
+        raise ConfigError(f"{where}: the value holds a {_control(value)} (not shown)")
+
+
 def parse_header(text: str, where: str = "--header") -> tuple[str, str]:
     """`Name: value` as a pair; an error names `where` and never the value."""
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not name or any(c in name for c in " \t\r\n"):
         raise ConfigError(f"{where} {redact_header(text)!r} must look like 'Name: value'")
-    if any(c in value for c in "\r\n"):
-        raise ConfigError(f"{where} {name}: the value must not contain a line break")
-    return name, value.strip()
+    if not name.isascii() or _h11_refuses(headers=((name.encode(), b"x"),)) is not None:
+        raise ConfigError(
+            f"{where} {name!r} is not a header name: HTTP allows only letters, digits "
+            "and !#$%&'*+-.^_`|~ in one"
+        )
+    value = value.strip()
+    check_header_value(value, f"{where} {name}")
+    return name, value
+
+
+def check_request(url: str, headers: Sequence[tuple[str, str]], flag: str) -> None:
+    """The whole upgrade request to `url`, as wsproto will make it, put to h11:
+    what each header allows alone, together they may not (a second Host)."""
+    parts = urlsplit(url)
+    found = _h11_refuses(_resource(url, flag), [(n.encode(), v.encode()) for n, v in headers])
+    if found is not None:
+        # Only combinations are left (checked one by one, each was fine), and
+        # h11 names those by header name: no value is shown.
+        raise ConfigError(f"the handshake request to {flag} {redact_url(url)}: {found}")
+    try:
+        host = (parts.hostname or "").encode("idna")
+    except UnicodeError:
+        host = b""
+    if not host or _h11_refuses(headers=((b"X", host),)) is not None:
+        raise ConfigError(f"{flag}: {redact_url(url)!r} has no valid host name")
+
+
+def _resource(url: str, flag: str) -> bytes:
+    """The request target link.py derives from `url`, as wsproto sends it."""
+    parts = urlsplit(url)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if resource.isascii() and _h11_refuses(target=resource.encode()) is None:
+        return resource.encode()
+    # Refused rather than encoded for the user: whether `%` or `+` in it is
+    # already an escape, only they know.
+    safe = "/:@!$&'()*+,;=-._~%?"
+    encoded = urlunsplit(
+        parts._replace(path=quote(parts.path, safe), query=quote(parts.query, safe))
+    )
+    raise ConfigError(
+        f"{flag}: the path or query holds a space, a control character or non-ASCII "
+        f"text, which an HTTP request line cannot carry; percent-encode it: "
+        f"{redact_url(encoded)}"
+    )
 
 
 def parse_header_lines(text: str, source: str) -> tuple[tuple[str, str], ...]:
@@ -310,16 +499,7 @@ def read_header_file(name: str) -> tuple[tuple[str, str], ...]:
     source = f"--header @{name}"
     if not name:
         raise ConfigError("--header @: give the file's path after the @")
-    try:
-        data = Path(name).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the file: {exc.strerror}") from None
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{source}, line {line}: not UTF-8 text") from None
-    headers = parse_header_lines(text, source)
+    headers = parse_header_lines(read_text_file(name, source), source)
     if not headers:
         # Most likely the wrong key of the Secret, or an empty one: better now
         # than as a 401 from the server.
@@ -397,25 +577,72 @@ def env_url(environ: Mapping[str, str]) -> str | None:
     return environ.get(URL_ENV) or None
 
 
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The values a numeric flag may take, both ends included."""
+
+    flag: str
+    field: str
+    """Where the value lives in Config (dotted for a nested one)."""
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{_number(self.low)} to {_number(self.high)}"
+
+    def problem(self, value: float) -> str | None:
+        if self.low <= value <= self.high:
+            return None
+        return f"{self.flag} must be between {_number(self.low)} and {_number(self.high)}, " + (
+            f"not {_number(value)}"
+        )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+RANGES: Final = (
+    Range("--chunk-ms", "chunk_ms", 10, 1000),
+    Range("--frame-ms", "frame_ms", 10, 100),
+    Range("--jitter-ms", "jitter_ms", 0, 10_000),
+    Range("--max-playout-ms", "max_playout_ms", 10, 600_000),
+    Range("--replay-ms", "replay_ms", 0, 60_000),
+    Range("--ping-interval", "ping_interval", 0.1, 3600),
+    Range("--ping-timeout", "ping_timeout", 0.1, 3600),
+    Range("--connect-timeout", "connect_timeout", 0.1, 3600),
+    # Four times this is trio-websocket's hard cap on one message in memory.
+    Range("--max-message-bytes", "max_message_bytes", 1024, 16 << 20),
+    Range("--error-replies-per-s", "error_replies_per_s", 0, 1000),
+    # Below this the stats event is most of the output (at 0, a busy loop).
+    Range("--stats-interval", "stats_interval", 0.005, 86_400),
+    Range("--max-participants", "max_participants", 1, 256),
+    Range("--pause-threshold", "pause_threshold", 0, MAX_THRESHOLD),
+    Range("--fill-hold-ms", "fill_hold_ms", HOLD_RANGE_MS.start, HOLD_RANGE_MS.stop - 1),
+    Range("--max-retries", "retry.max_retries", 0, 1_000_000),
+    Range("--retry-delay", "retry.delay", 0, 3600),
+    Range("--max-retry-delay", "retry.max_delay", 0, 3600),
+    Range("--healthy-after", "retry.healthy_after", 0, 86_400),
+)
+"""Every numeric flag of `run` with its bounds: checked here, shown in --help."""
+
+RANGE_OF: Final = {r.flag: r for r in RANGES}
+
+
+def check_ranges(values: Mapping[str, float | None]) -> None:
+    """Flag values (None: not given) against RANGES."""
+    for flag, value in values.items():
+        problem = None if value is None else RANGE_OF[flag].problem(value)
+        if problem is not None:
+            raise ConfigError(problem)
+
+
 def validate(config: Config) -> Config:
-    """Cross-field checks that flags alone cannot express."""
+    """Ranges, and cross-field checks that flags alone cannot express."""
+    check_ranges({r.flag: attrgetter(r.field)(config) for r in RANGES})
     checks: list[tuple[bool, str]] = [
         (config.sample_rate in SAMPLE_RATES, f"--sample-rate must be {one_of(SAMPLE_RATES)}"),
-        (config.chunk_ms in range(10, 1001), "--chunk-ms must be between 10 and 1000"),
-        (config.frame_ms in range(10, 101), "--frame-ms must be between 10 and 100"),
-        (config.replay_ms >= 0, "--replay-ms must not be negative"),
         (config.max_playout_ms >= config.frame_ms, "--max-playout-ms must hold one frame"),
-        (config.ping_interval > 0, "--ping-interval must be positive"),
-        (config.ping_timeout > 0, "--ping-timeout must be positive"),
-        (config.max_participants >= 1, "--max-participants must be at least 1"),
-        (
-            config.pause_threshold is None or 0 <= config.pause_threshold <= MAX_THRESHOLD,
-            f"--pause-threshold must be 0-{MAX_THRESHOLD}",
-        ),
-        (
-            config.fill_hold_ms in HOLD_RANGE_MS,
-            f"--fill-hold-ms must be between {HOLD_RANGE_MS.start} and {HOLD_RANGE_MS.stop - 1}",
-        ),
         (
             config.per_participant_sample_rate in PARTICIPANT_SAMPLE_RATES,
             f"--per-participant-sample-rate must be {one_of(PARTICIPANT_SAMPLE_RATES)}",

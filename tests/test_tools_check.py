@@ -76,7 +76,7 @@ async def test_check_passes_a_compliant_server() -> None:
         )  # fmt: skip
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
-    assert out.startswith(f"audio-sidecar check {url}\n")
+    assert out.startswith(f"audio-sidecar check {url} --protocol attendee\n")
     assert "ok    handshake: websocket accepted" in out
     assert "(sent headers: Authorization)" in out
     assert "ok    audio: sent 1.00 s of speech-like audio as 50 realtime_audio.mixed" in out
@@ -125,9 +125,61 @@ async def test_check_json_and_require_output_for_a_silent_server() -> None:
     assert report["server_messages"] == 0
     silent = "no realtime_audio.bot_output came back: the bot would stay silent"
     assert {"step": "bot_output", "status": "fail", "text": silent} in report["findings"]
-    assert lenient.ok
+    # Not one message back is a failure even without --require-output.
+    assert not lenient.ok
     assert findings(lenient)["bot_output"][0] == "warn"
-    assert "PASS: the server works with the sidecar (1 warning(s))" in render(lenient)
+    assert findings(lenient)["contract"] == (
+        "fail",
+        "nothing came back at all: not one message in reply to the 0.30 s of audio "
+        "(is the server speaking --protocol attendee?)",
+    )
+    assert render(lenient).endswith("FAIL: 1 problem(s) found")
+
+
+async def test_check_fails_a_twilio_check_of_a_server_that_answers_nothing() -> None:
+    with WsServer() as server:
+        url = server.url
+        result = await run_tool(
+            "check", url, "--protocol", "twilio", "--seconds", "0.3", "--quiet-after", "0.2"
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 1, out
+    assert out.startswith(f"audio-sidecar check {url} --protocol twilio\n")
+    assert "FAIL  contract: nothing came back at all" in out
+
+
+async def test_check_and_run_say_the_same_of_a_rejection_without_content_length(
+    tmp_path: Path,
+) -> None:
+    """A 401 whose body has no length and no end (the connection stays open):
+    both name it from its head, at once, in the same words."""
+
+    async def refuse(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 401 Unauthorized\r\n\r\nmissing token")
+        await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, refuse, 0, host="127.0.0.1"))
+            url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+            # Each well within its 30 s connect timeout, which check used to wait out.
+            with trio.fail_after(10):
+                check = await run_tool("check", url, "--connect-timeout", "30")
+            with trio.fail_after(10):
+                run = await run_tool(
+                    "run", "--url", url, "--connect-timeout", "30",
+                    "--audio-in", str(tmp_path / "in"), "--audio-out", str(tmp_path / "out"),
+                )  # fmt: skip
+            nursery.cancel_scope.cancel()
+    assert (check.returncode, run.returncode) == (1, 4)
+    gave_up = next(
+        json.loads(line) for line in run.stdout.decode().splitlines() if '"gave_up"' in line
+    )
+    assert gave_up["reason"] == "handshake rejected with HTTP 401: missing token"
+    assert f"FAIL  handshake: {gave_up['reason']} (the server wants credentials" in (
+        check.stdout.decode()
+    )
 
 
 async def test_check_explains_refused_and_rejected_connections() -> None:
@@ -139,7 +191,7 @@ async def test_check_explains_refused_and_rejected_connections() -> None:
         refused = await run_check(CheckOptions(f"ws://127.0.0.1:{free_port}/", seconds=0.2))
     status, text = findings(rejected)["handshake"]
     assert status == "fail"
-    assert "refused the websocket handshake with HTTP 401: missing or wrong token" in text
+    assert "handshake rejected with HTTP 401: missing or wrong token" in text
     assert "--header 'Authorization: ...'" in text
     assert not rejected.ok
     status, text = findings(refused)["connect"]

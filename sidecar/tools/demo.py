@@ -204,6 +204,10 @@ async def _run_demo(options: DemoOptions, say: Report) -> DemoReport:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                # Ctrl-C is for the demo, which stops its sidecar itself: a
+                # sidecar that got it too would end first, and the demo would
+                # see a broken socket instead of the interrupt.
+                start_new_session=True,
             )
             sidecar = SidecarEvents(process)
             report.sidecar_pid = process.pid

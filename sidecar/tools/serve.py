@@ -587,9 +587,21 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return trio.run(serve, options, Report.standard("serve: "))
-    except OSError as exc:
-        print(f"audio-sidecar serve: error: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except* OSError as group:
+        # Binding the port is the only OSError that reaches here: trio reports
+        # it from inside the server's nurseries, grouped.
+        exc = _first(group)
+        where = f"{options.host}:{options.port}"
+        print(
+            f"audio-sidecar serve: error: cannot listen on {where}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+    return EXIT_USAGE
+
+
+def _first(group: BaseExceptionGroup[OSError]) -> OSError:
+    found = group.exceptions[0]
+    return found if isinstance(found, OSError) else _first(found)
 
 
 def _usage_error(options: ServeOptions) -> str | None:
