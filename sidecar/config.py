@@ -536,10 +536,17 @@ def redact_url(url: str) -> str:
 
 
 def secrets(config: Config) -> tuple[str, ...]:
-    """Every configured string that must never be printed: header values, and
-    the query values (bare components included) and credentials of the URLs."""
-    found = [value for _, value in config.headers]
-    for url in (config.url, config.per_participant_url):
+    """Every configured string of `run` that must never be printed."""
+    return request_secrets(config.headers, (config.url, config.per_participant_url))
+
+
+def request_secrets(
+    headers: Iterable[tuple[str, str]], urls: Iterable[str | None]
+) -> tuple[str, ...]:
+    """Header values, and the query values (bare components included) and
+    credentials of the URLs: what `run` and `check` both send and never print."""
+    found = [value for _, value in headers]
+    for url in urls:
         if url is None:
             continue
         parts = urlsplit(url)

@@ -485,3 +485,22 @@ async def test_check_drives_any_dialect_session_even_an_agent_services(
     assert [v for conn in server.connections for v in conn.violations] == []
     assert report.bot_output_messages > 0
     assert report.notices
+
+
+def echoes_the_token(ws: ServerConnection, request: Request) -> Response:
+    return ws.respond(401, f"bad token: {request.headers.get('Authorization')}\n")
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])
+async def test_check_prints_no_secret_a_server_echoes(json_flag: tuple[str, ...]) -> None:
+    """A rejection's body quoting the credential back: check prints it through
+    the redactor `run` uses, so the token never reaches the terminal or a CI log."""
+    token = "Bearer tok-4f9a2c7e1b3d5f60"
+    with WsServer(process_request=echoes_the_token) as server:
+        done = await run_tool(
+            "check", server.url, "--header", f"Authorization: {token}", *json_flag
+        )
+    out = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 1
+    assert "HTTP 401: bad token: " in out
+    assert "4f9a2c7e1b3d5f60" not in out and "tok-4f9a" not in out

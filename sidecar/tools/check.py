@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import socket
 import ssl
 import sys
@@ -40,6 +41,7 @@ from sidecar.config import (
     parse_header_arg,
     parse_session,
     redact_url,
+    request_secrets,
 )
 from sidecar.dialects.base import (
     AudioOut,
@@ -61,6 +63,7 @@ from sidecar.dialects.twilio import tag_of
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.link import tls_context
 from sidecar.ratelimit import TokenBucket
+from sidecar.redact import Redactor
 from sidecar.tools import protocols, synth
 from sidecar.tools.helpformat import HelpFormatter
 from sidecar.tools.pacing import Pacer
@@ -569,8 +572,6 @@ def _rejected(report: CheckReport, exc: HandshakeFailed) -> None:
         404: "nothing at this path: check the URL's path",
         426: "the server wants a different protocol or version",
     }
-    # TODO(issue 17 §3): through sidecar/redact.py once it exists: the body
-    # may echo a credential.
     text = exc.reason
     if status in hints:
         text += f" ({hints[status]})"
@@ -815,10 +816,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"audio-sidecar check: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     report = trio.run(run_check, options)
+    # The report quotes the server (a rejection's body, its errors): one may
+    # echo a credential, so what is printed goes through run's redactor.
+    redact = Redactor.for_run(request_secrets(options.headers, (options.url,)), os.environ)
     if args.json:
-        print(msgspec.json.encode(report).decode())
+        print(redact(msgspec.json.encode(report).decode()))
     else:
-        print(render(report))
+        print(redact(render(report)))
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
