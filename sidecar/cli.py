@@ -94,9 +94,11 @@ events (stdout, one JSON object per line, each with "event" and "ts_ms"):
   values never appear in either.
 
 exit codes:
-  0  stopped cleanly (SIGTERM, SIGINT, SIGHUP, stdin closed, parent died)
+  0  stopped cleanly (SIGTERM, SIGINT, SIGHUP, stdin closed, parent died), or
+     the server ended the call (a clean close, see --reconnect-on-close)
   1  internal error
-  2  usage or configuration error
+  2  usage or configuration error; also after ready, when what the sidecar
+     would send can never be sent (the upgrade request, the opening message)
   3  gave up: the last of --max-retries failed
   4  rejected: a 4xx handshake answer or an untrusted certificate (no retry)
 """

@@ -109,6 +109,11 @@ class CheckOptions:
     session: dict[str, object] = field(default_factory=dict)
     """The dialect's session object (--session), for dialects that take one."""
 
+    def redactor(self) -> Redactor:
+        """`run`'s redactor for what `check` sends: its headers, its URL and
+        every dialect's credential variable."""
+        return Redactor.for_run(request_secrets(self.headers, (self.url,)), os.environ)
+
     def dialect(self) -> Dialect:
         return dialects.make(
             self.protocol,
@@ -529,7 +534,7 @@ async def _handshake(
             # The sidecar's own judge of the answer (sidecar/handshake.py), so
             # check and run name a bad answer alike, and as soon: a rejection
             # is known from its head, and raised from the reader task.
-            cast(trio.SocketStream, HandshakeStream(stream)),
+            cast(trio.SocketStream, HandshakeStream(stream, redact=options.redactor())),
             host_header,
             resource,
             extra_headers=headers,
@@ -818,7 +823,7 @@ def main(args: argparse.Namespace) -> int:
     report = trio.run(run_check, options)
     # The report quotes the server (a rejection's body, its errors): one may
     # echo a credential, so what is printed goes through run's redactor.
-    redact = Redactor.for_run(request_secrets(options.headers, (options.url,)), os.environ)
+    redact = options.redactor()
     if args.json:
         print(redact(msgspec.json.encode(report).decode()))
     else:
