@@ -424,6 +424,20 @@ def dominant_frequency(pcm: bytes, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / len(x))
 
 
+def tone_snr_db(pcm: bytes, rate: int, freq: float, edge_s: float = 0.04) -> float:
+    """The best-fitting sinusoid at `freq` is the signal, all else (clicks,
+    gaps, filter restarts) the noise; the stream's own start and end left out."""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    edge = int(edge_s * rate)
+    x = x[edge : len(x) - edge]
+    t = (np.arange(len(x)) + edge) / rate
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
+    fit, *_ = np.linalg.lstsq(basis, x, rcond=None)
+    signal = basis @ fit
+    noise = x - signal
+    return float(10 * np.log10(np.dot(signal, signal) / np.dot(noise, noise)))
+
+
 def level_db(pcm: bytes) -> float:
     x = samples(pcm)
     rms = math.sqrt(float(np.mean(x * x))) if len(x) else 0.0

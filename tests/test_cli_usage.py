@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 from support import REPO
-from test_tools_harness import TOOL, tool_env
+from test_tools_harness import ToolProcess, tool_env
 
 from sidecar import cli
 from sidecar.config import RANGE_OF, RANGES, Config
@@ -63,46 +62,6 @@ def test_the_guard_parses_on_old_pythons_and_agrees_with_pyproject() -> None:
     assert requires == ">=" + ".".join(str(ast.literal_eval(n)) for n in minimum.elts)  # type: ignore[attr-defined]
 
 
-class Interactive:
-    """A tool in its own process group, as a shell runs a foreground job: Ctrl-C
-    is SIGINT to the whole group."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.stdout = b""
-        self.stderr = b""
-        self._changed = trio.Event()
-
-    async def start(self, nursery: trio.Nursery) -> trio.Process:
-        self.process = await trio.lowlevel.open_process(
-            [*TOOL, *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            env=tool_env(),
-            start_new_session=True,
-        )
-        nursery.start_soon(self._read, self.process.stdout, "stdout")
-        nursery.start_soon(self._read, self.process.stderr, "stderr")
-        return self.process
-
-    async def _read(self, stream: trio.abc.ReceiveStream | None, name: str) -> None:
-        assert stream is not None
-        async for data in stream:
-            setattr(self, name, getattr(self, name) + data)
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_output(self, text: bytes) -> None:
-        while text not in self.stdout:
-            await self._changed.wait()
-
-    async def ctrl_c(self) -> int:
-        os.killpg(self.process.pid, signal.SIGINT)
-        return await self.process.wait()
-
-
 async def test_ctrl_c_in_check_exits_130_quietly() -> None:
     accepted = trio.Event()
 
@@ -114,7 +73,9 @@ async def test_ctrl_c_in_check_exits_130_quietly() -> None:
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), mute, 0)
             port = listeners[0].socket.getsockname()[1]
-            tool = Interactive("check", f"ws://127.0.0.1:{port}/", "--connect-timeout", "60")
+            tool = ToolProcess(
+                "check", f"ws://127.0.0.1:{port}/", "--connect-timeout", "60", own_group=True
+            )
             await tool.start(nursery)
             await accepted.wait()
             assert await tool.ctrl_c() == 130
@@ -125,7 +86,9 @@ async def test_ctrl_c_in_check_exits_130_quietly() -> None:
 async def test_ctrl_c_in_demo_exits_130_quietly_and_stops_its_sidecar(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            tool = Interactive("demo", "--seconds", "20", "--out", str(tmp_path / "demo.wav"))
+            tool = ToolProcess(
+                "demo", "--seconds", "20", "--out", str(tmp_path / "demo.wav"), own_group=True
+            )
             await tool.start(nursery)
             await tool.wait_output(b"recording what comes back")
             pid = int(tool.stdout.split(b"sidecar       pid ")[1].split(b":")[0])

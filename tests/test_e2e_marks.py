@@ -15,11 +15,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import trio
 from dialect_servers import TwilioServer, VonageServer
-from support import WsServer, bot_output, open_bot_loop, tone, wait_until
+from support import WsServer, bot_output, open_bot_loop, tone, tone_snr_db, wait_until
 
 Server = WsServer | TwilioServer | VonageServer
 
@@ -100,20 +99,6 @@ def _vonage() -> Dialect:
 
 
 DIALECTS = [_attendee(), _twilio(), _vonage()]
-
-
-def tone_snr_db(pcm: bytes, rate: int, freq: float, edge_s: float = 0.04) -> float:
-    """The best-fitting sinusoid at `freq` is the signal, all else (clicks,
-    gaps, filter restarts) the noise; the stream's own start and end left out."""
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    edge = int(edge_s * rate)
-    x = x[edge : len(x) - edge]
-    t = (np.arange(len(x)) + edge) / rate
-    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
-    fit, *_ = np.linalg.lstsq(basis, x, rcond=None)
-    signal = basis @ fit
-    noise = x - signal
-    return float(10 * np.log10(np.dot(signal, signal) / np.dot(noise, noise)))
 
 
 async def heard(dialect: Dialect, tmp_path: Path, *, marks: bool) -> bytes:

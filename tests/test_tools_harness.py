@@ -42,10 +42,14 @@ async def run_tool(
 
 
 class ToolProcess:
-    """A long-running tool (serve, record) whose output is read as it arrives."""
+    """A long-running tool (serve, record) whose output is read as it arrives.
 
-    def __init__(self, *args: str) -> None:
+    `own_group`: in its own process group, as a shell runs a foreground job,
+    so that `ctrl_c` is SIGINT to the whole group, as a terminal sends it."""
+
+    def __init__(self, *args: str, own_group: bool = False) -> None:
         self.args = args
+        self.own_group = own_group
         self.stdout = b""
         self.stderr = b""
         self.process: trio.Process | None = None
@@ -61,6 +65,7 @@ class ToolProcess:
             stderr=subprocess.PIPE,
             cwd=REPO,
             env=tool_env(),
+            start_new_session=self.own_group,
         )
         nursery.start_soon(self._read_stdout)
         nursery.start_soon(self._read_stderr)
@@ -102,6 +107,17 @@ class ToolProcess:
                         f"{self.args[0]} ended before {name!r}; stderr: {self.stderr.decode()}"
                     )
                 await self._changed.wait()
+
+    async def wait_output(self, text: bytes) -> None:
+        while text not in self.stdout:
+            if self._eof.is_set():
+                raise AssertionError(f"{self.args[0]} ended before printing {text!r}")
+            await self._changed.wait()
+
+    async def ctrl_c(self, limit: float = 15.0) -> int:
+        assert self.process is not None and self.own_group
+        os.killpg(self.process.pid, signal.SIGINT)
+        return await self.wait(limit)
 
     async def wait(self, limit: float = 15.0) -> int:
         assert self.process is not None

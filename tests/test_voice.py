@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import dominant_frequency, tone
+from support import dominant_frequency, tone, tone_snr_db
 
 from sidecar.dialects import Options, make
 from sidecar.dialects.base import MarkIn, PlayAudio
@@ -203,21 +203,6 @@ def test_a_slightly_late_server_never_gets_its_filter_flushed_mid_utterance() ->
 # -- marks never touch the audio ------------------------------------------------------------
 
 
-def _tone_snr_db(pcm: bytes, rate: int, freq: float, edge_s: float = 0.04) -> float:
-    """The SNR of a steady tone: the best-fitting sinusoid at `freq` is the
-    signal, everything else (clicks, gaps, filter restarts) the noise. The
-    first and last `edge_s` are left out: a stream's own start and end."""
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    edge = int(edge_s * rate)
-    x = x[edge : len(x) - edge]
-    t = (np.arange(len(x)) + edge) / rate
-    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
-    fit, *_ = np.linalg.lstsq(basis, x, rcond=None)
-    signal = basis @ fit
-    noise = x - signal
-    return float(10 * np.log10(np.dot(signal, signal) / np.dot(noise, noise)))
-
-
 def _served(protocol: str, rate: int) -> ServerSession:
     """A server of `protocol`, past the client's opening, so it may speak."""
     server = server_session(protocol)
@@ -290,9 +275,9 @@ def test_a_mark_after_every_piece_does_not_touch_the_audio(
     plain, _ = _play_through(protocol, rate, marks=False, burst=burst)
     marked, _ = _play_through(protocol, rate, marks=True, burst=burst)
     assert len(marked) == len(plain)
-    clean = _tone_snr_db(plain, OUT, 440)
+    clean = tone_snr_db(plain, OUT, 440)
     assert clean > 30  # mu-law (Twilio) limits it; the others are far above
-    assert _tone_snr_db(marked, OUT, 440) > clean - 1
+    assert tone_snr_db(marked, OUT, 440) > clean - 1
 
 
 def test_a_mark_is_answered_only_once_its_last_sample_was_played() -> None:
