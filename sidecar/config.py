@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -455,18 +456,34 @@ def check_request(url: str, headers: Sequence[tuple[str, str]], flag: str) -> No
         # Only combinations are left (checked one by one, each was fine), and
         # h11 names those by header name: no value is shown.
         raise ConfigError(f"the handshake request to {flag} {redact_url(url)}: {found}")
-    try:
-        host = (parts.hostname or "").encode("idna")
-    except UnicodeError:
-        host = b""
-    if not host or _h11_refuses(headers=((b"X", host),)) is not None:
+    host, _ = request_target(url)
+    if parts.hostname and not host.isascii():
+        try:
+            ascii_form = parts.hostname.encode("idna").decode()
+        except UnicodeError:
+            ascii_form = ""
+        hint = f"; in its IDNA form: {ascii_form}" if ascii_form else ""
+        raise ConfigError(
+            f"{flag}: the host name holds non-ASCII text, which a Host header cannot "
+            f"carry; give it in ASCII{hint}"
+        )
+    if not parts.hostname or _h11_refuses(headers=((b"X", host.encode()),)) is not None:
         raise ConfigError(f"{flag}: {redact_url(url)!r} has no valid host name")
+
+
+def request_target(url: str) -> tuple[str, str]:
+    """The Host header and request target the upgrade to `url` carries (the
+    link, check and the checks above derive them here, so they agree)."""
+    parts = urlsplit(url)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # netloc keeps an IPv6 literal's brackets, which the Host header needs.
+    return parts.netloc.rpartition("@")[2], resource
 
 
 def _resource(url: str, flag: str) -> bytes:
     """The request target link.py derives from `url`, as wsproto sends it."""
     parts = urlsplit(url)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    _, resource = request_target(url)
     if resource.isascii() and _h11_refuses(target=resource.encode()) is None:
         return resource.encode()
     # Refused rather than encoded for the user: whether `%` or `+` in it is
@@ -606,7 +623,8 @@ class Range:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
+    # argparse's float takes "nan" and "inf", which int() refuses.
+    return str(int(value)) if math.isfinite(value) and value == int(value) else f"{value:g}"
 
 
 RANGES: Final = (

@@ -47,7 +47,7 @@ from wsproto.events import BytesMessage, TextMessage
 from wsproto.utilities import LocalProtocolError, ProtocolError
 
 from sidecar import events
-from sidecar.config import Config, redact_url, secrets
+from sidecar.config import Config, redact_url, request_target, secrets
 from sidecar.dialects.base import AudioOut, Dialect, Incoming, Outgoing, Session, Wire
 from sidecar.fastpath import RECEIVE_BYTES, Delivery, DirectStream
 from sidecar.handshake import HandshakeFailed, HandshakeStream
@@ -194,9 +194,7 @@ class _Target:
         if parts.hostname is None:
             raise ValueError(f"{redact_url(url)} has no host")
         port = parts.port or (443 if tls else 80)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        # netloc keeps an IPv6 literal's brackets, which the Host header needs.
-        host_header = parts.netloc.rpartition("@")[2]
+        host_header, resource = request_target(url)
         return cls(parts.hostname, port, host_header, resource, tls)
 
 

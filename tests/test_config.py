@@ -356,6 +356,9 @@ def test_fill_is_on_by_default_and_both_its_flags_reach_the_config() -> None:
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--max-retries", "-1"), "--max-retries must be"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--ca-file", "/nonexistent.pem"), "--ca-file"),
         (("--url", "ws://127.0.0.1/a", *SOCKETS, "--pause-threshold", "40000"), "and 32767"),
+        (("--url", "ws://127.0.0.1/a", *SOCKETS, "--ping-interval", "nan"), "not nan$"),
+        (("--url", "ws://127.0.0.1/a", *SOCKETS, "--retry-delay", "inf"), "not inf$"),
+        (("--url", "ws://bücher.example:8080/a", *SOCKETS), "IDNA form: xn--bcher-kva.example$"),
         (
             ("--url", "ws://127.0.0.1/a", *SOCKETS, "--fill-hold-ms", "10"),
             "^--fill-hold-ms must be between 20 and 5000, not 10$",

@@ -42,6 +42,7 @@ from sidecar.config import (
     parse_session,
     redact_url,
     request_secrets,
+    request_target,
 )
 from sidecar.dialects.base import (
     AudioOut,
@@ -386,10 +387,7 @@ async def _check(options: CheckOptions, report: CheckReport) -> None:
     host = parts.hostname or ""
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = host if port in (80, 443) else f"{host}:{port}"
-    if ":" in host:
-        host_header = f"[{host}]" if port in (80, 443) else f"[{host}]:{port}"
+    host_header, resource = request_target(options.url)
     warning = check_url(options.url, "URL")
     if warning:
         report.add("url", "warn", warning)
