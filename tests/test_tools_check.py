@@ -495,7 +495,8 @@ def echoes_the_token(ws: ServerConnection, request: Request) -> Response:
 async def test_check_prints_no_secret_a_server_echoes(json_flag: tuple[str, ...]) -> None:
     """A rejection's body quoting the credential back: check prints it through
     the redactor `run` uses, so the token never reaches the terminal or a CI log."""
-    token = "Bearer tok-4f9a2c7e1b3d5f60"
+    # Quotes: JSON escapes them, so a secret redacted after encoding would slip by.
+    token = 'Digest username="bot", response="tok-4f9a2c7e1b3d5f60"'
     with WsServer(process_request=echoes_the_token) as server:
         done = await run_tool(
             "check", server.url, "--header", f"Authorization: {token}", *json_flag
@@ -504,3 +505,19 @@ async def test_check_prints_no_secret_a_server_echoes(json_flag: tuple[str, ...]
     assert done.returncode == 1
     assert "HTTP 401: bad token: " in out
     assert "4f9a2c7e1b3d5f60" not in out and "tok-4f9a" not in out
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])
+async def test_check_prints_no_secret_a_close_reason_echoes(json_flag: tuple[str, ...]) -> None:
+    """After the handshake, server text (here a close reason) is redacted too,
+    before the report is encoded: JSON escapes the secret's quotes."""
+    token = 'k="4f9a2c7e1b3d5f60"'
+
+    def close_echoing(server: WsServer, conn: Connection, message: Json) -> None:
+        conn.ws.close(1008, f"bad key {conn.request_headers.get('X-Key')}")
+
+    with WsServer(on_message=close_echoing) as server:
+        done = await run_tool("check", server.url, "--header", f"X-Key: {token}", *json_flag)
+    out = done.stdout.decode() + done.stderr.decode()
+    assert "bad key" in out
+    assert "4f9a2c7e1b3d5f60" not in out

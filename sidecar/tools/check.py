@@ -819,14 +819,31 @@ def main(args: argparse.Namespace) -> int:
         print(f"audio-sidecar check: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     report = trio.run(run_check, options)
-    # The report quotes the server (a rejection's body, its errors): one may
-    # echo a credential, so what is printed goes through run's redactor.
-    redact = options.redactor()
+    # The report quotes the server (a rejection's body, its errors, close
+    # reasons): one may echo a credential. Every string is redacted before it
+    # is encoded: JSON escapes a secret's quotes and backslashes, after which
+    # it would no longer match.
+    report = redacted(report, options.redactor())
     if args.json:
-        print(redact(msgspec.json.encode(report).decode()))
+        print(msgspec.json.encode(report).decode())
     else:
-        print(redact(render(report)))
+        print(render(report))
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def redacted(report: CheckReport, redact: Redactor) -> CheckReport:
+    """The report with every string in it, keys included, through `redact`."""
+
+    def clean(value: object) -> object:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return msgspec.convert(clean(msgspec.to_builtins(report)), CheckReport)
 
 
 def options_from_args(args: argparse.Namespace) -> CheckOptions:
