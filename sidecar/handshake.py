@@ -180,7 +180,8 @@ class UpgradeCheck:
     def _malformed(self, exc: h11.RemoteProtocolError) -> HandshakeFailed:
         if self.head_bytes > HEAD_LIMIT:
             return HandshakeFailed(f"{_INVALID}header section over {HEAD_LIMIT} bytes")
-        return HandshakeFailed(f"{_INVALID}not valid HTTP ({excerpt(str(exc).encode())})")
+        shown = excerpt(str(exc).encode(), redact=self._redact)
+        return HandshakeFailed(f"{_INVALID}not valid HTTP ({shown})")
 
     def _problem(self, answer: h11.InformationalResponse) -> str | None:
         """What is wrong with a 1xx answer, per RFC 6455 4.1, or None.
@@ -197,12 +198,12 @@ class UpgradeCheck:
             found.setdefault(name, []).append(value)
         upgrade = found.get(b"upgrade", [b""])
         if upgrade[-1].lower() != b"websocket":
-            return "no 'Upgrade: websocket' header" + _got(upgrade)
+            return "no 'Upgrade: websocket' header" + self._got(upgrade)
         connection = found.get(b"connection", [b""])
         if not all(v.isascii() for v in connection) or b"upgrade" not in {
             token.strip().lower() for token in connection[-1].split(b",")
         }:
-            return "no 'Connection: upgrade' header" + _got(connection)
+            return "no 'Connection: upgrade' header" + self._got(connection)
         accepts = found.get(b"sec-websocket-accept")
         if accepts is None:
             return "no Sec-WebSocket-Accept header"
@@ -210,19 +211,18 @@ class UpgradeCheck:
             return "wrong Sec-WebSocket-Accept (not derived from the key the sidecar sent)"
         for protocol in found.get(b"sec-websocket-protocol", []):
             if not protocol.isascii() or protocol not in self._subprotocols:
-                return f"subprotocol {_shown(protocol)!r}, which the sidecar did not offer"
+                return f"subprotocol {self._shown(protocol)!r}, which the sidecar did not offer"
         for value in found.get(b"sec-websocket-extensions", []):
             name = value.split(b",")[0].split(b";")[0].strip()
-            return f"extension {_shown(name)!r}, which the sidecar did not offer"
+            return f"extension {self._shown(name)!r}, which the sidecar did not offer"
         return None
 
+    def _shown(self, value: bytes) -> str:
+        """A header value the server sent, short, redacted before it is cut."""
+        return excerpt(value, 60, self._redact)
 
-def _shown(value: bytes) -> str:
-    return excerpt(value, 60)
-
-
-def _got(values: list[bytes]) -> str:
-    return f" (got {_shown(values[-1])!r})" if values[-1] else ""
+    def _got(self, values: list[bytes]) -> str:
+        return f" (got {self._shown(values[-1])!r})" if values[-1] else ""
 
 
 class HandshakeStream(trio.abc.Stream):

@@ -33,6 +33,7 @@ from sidecar.handshake import (
     Progress,
     UpgradeCheck,
 )
+from sidecar.redact import Redactor
 
 
 def client(
@@ -603,4 +604,20 @@ def test_trio_websocket_is_the_version_link_was_checked_against() -> None:
     assert tw.__version__ == link.CHECKED_TRIO_WEBSOCKET, (
         "trio-websocket changed: re-check each point of the comment block above "
         "CHECKED_TRIO_WEBSOCKET in sidecar/link.py against its _impl.py, then update it"
+    )
+
+
+def test_a_header_value_echoing_a_secret_is_redacted_before_it_is_cut() -> None:
+    """A 101 whose Upgrade header echoes a credential longer than the 60
+    characters shown: redacted first, so no piece of it is left at the cut."""
+    secret = "sk-" + "4f9a2c7e1b3d5f60" * 5
+    _, request, _ = client()
+    check = UpgradeCheck(redact=Redactor([secret]))
+    check.sent(request)
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + secret.encode() + b"\r\n\r\n"
+    with pytest.raises(HandshakeFailed) as caught:
+        check.received(answer)
+    assert (
+        caught.value.reason
+        == "invalid handshake answer: no 'Upgrade: websocket' header (got '***')"
     )
