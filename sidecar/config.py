@@ -557,6 +557,23 @@ def secrets(config: Config) -> tuple[str, ...]:
     return request_secrets(config.headers, (config.url, config.per_participant_url))
 
 
+def _query_values(query: str) -> list[str]:
+    """Each component's value, or the bare component where it has none."""
+    return [
+        value if sep else name for name, sep, value in (p.partition("=") for p in query.split("&"))
+    ]
+
+
+# The query values of the vendors' own default URLs (`model=gpt-realtime`)
+# are public: hiding them would mask the model's name in every event.
+_PUBLIC_QUERY_VALUES: Final = frozenset(
+    value
+    for dialect in dialects.DIALECTS.values()
+    if dialect.default_url is not None
+    for value in _query_values(urlsplit(dialect.default_url).query)
+)
+
+
 def request_secrets(
     headers: Iterable[tuple[str, str]], urls: Iterable[str | None]
 ) -> tuple[str, ...]:
@@ -571,9 +588,7 @@ def request_secrets(
             found.append(parts.password)
         if parts.username:
             found.append(parts.username)
-        for pair in parts.query.split("&"):
-            name, sep, value = pair.partition("=")
-            found.append(value if sep else name)
+        found += [v for v in _query_values(parts.query) if v not in _PUBLIC_QUERY_VALUES]
     # A library may log the URL decoded: hide that spelling as well.
     found += [unquote_plus(s) for s in found]
     # Hiding "1" or "42" would garble every timestamp in the log; values that

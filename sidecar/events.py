@@ -187,7 +187,8 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     # at the rate sent: included in samples_out.
     samples_filled: int
     unconfirmed_samples: int
-    # Outbox items the dialect could not encode, dropped (audio: uplink_unencodable).
+    # What the dialect could not encode, dropped: outbox items (audio also as
+    # uplink_unencodable), keepalives and the closing message.
     encode_failures: int
     messages_in: int
     # Bot output accepted from the server, at the rate each message declared.

@@ -10,6 +10,7 @@ from e2e_peers import ScriptedServer, drain, server_frame, upgrade_answer
 from support import SidecarProcess, sidecar_args
 
 from sidecar import events
+from sidecar.config import request_secrets
 from sidecar.handshake import UpgradeCheck, excerpt
 from sidecar.redact import FRAGMENT_CHARS, Redactor
 
@@ -122,3 +123,13 @@ async def test_a_server_echoing_every_secret_gets_none_printed(tmp_path: Path) -
     assert b"close" in sidecar.stderr.lower()  # the library's debug lines are there
     assert fragments(KEY, output) == []
     assert fragments(TWILIO_TOKEN, output) == []
+
+
+def test_the_vendors_public_query_values_are_no_secret() -> None:
+    """The default OpenAI URL names its model in the query: masking it would
+    hide the model's name in every event that mentions it."""
+    url = "wss://api.openai.com/v1/realtime?model=gpt-realtime&key=sk-4f9a2c7e1b3d"
+    redact = Redactor(request_secrets([], [url]))
+    assert redact("model gpt-realtime refused key sk-4f9a2c7e1b3d") == (
+        "model gpt-realtime refused key ***"
+    )
