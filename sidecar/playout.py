@@ -212,7 +212,13 @@ class Playout:
         if accepted < len(pcm) and self.awaiting:
             # Their audio was refused: they end where the accepted audio does.
             end = self._write_pos + accepted
-            self._marks = deque((min(pos, end), name) for pos, name in self._marks)
+            # Positions never decrease: only a run at the right can lie past
+            # `end`, so a full playout with a mark after every piece costs per
+            # push what those marks need, not a rebuild of all 8192.
+            i = len(self._marks) - 1
+            while i >= 0 and self._marks[i][0] > end:
+                self._marks[i] = (end, self._marks[i][1])
+                i -= 1
         if accepted == 0:
             return 0
         if self._dry_ticks is not None:
