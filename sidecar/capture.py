@@ -93,6 +93,17 @@ class CaptureStream:
         span = self._chunker.samples_to_boundary() + (spans - 1) * rate * self.chunk_ms // 1000
         n = -(-span // unit) * unit
         self.samples_filled += n * self.out_rate // rate
+        # Where the silence ends when it continues the input exactly. Placed by
+        # `arrival_ms` instead, it would start up to a chunk after the input
+        # ends (the chunks due end at the last boundary passed), which with
+        # --chunk-ms over the chunker's gap rule moves the clock on. Only a fill
+        # capped at its catch-up (far behind: a stall) starts from now, and
+        # there the clock is meant to move on over what was not made up.
+        end = self.input_end_ms
+        assert end is not None
+        contiguous = end + n * 1000.0 / rate
+        if arrival_ms - contiguous < self.chunk_ms:
+            arrival_ms = contiguous
         return self._push(Audio(rate, bytes(2 * n)), arrival_ms)
 
     def _push(self, frame: Audio, arrival_ms: float) -> list[Chunk]:

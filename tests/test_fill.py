@@ -151,6 +151,35 @@ def test_fill_continues_the_stream_clock_and_counts_exactly(in_rate: int) -> Non
     assert gap == bytes(len(gap))
 
 
+@pytest.mark.parametrize("bot_frames", [50, 51, 54, 57])
+@pytest.mark.parametrize(("chunk_ms", "hold_ms"), [(20, 100), (200, 500), (250, 1000)])
+def test_long_chunks_are_filled_without_a_jump_in_the_clock(
+    chunk_ms: int, hold_ms: int, bot_frames: int
+) -> None:
+    """With --chunk-ms over the chunker's gap rule (100 ms), silence placed
+    by the time of the fill would start up to a chunk after the input ends,
+    and the clock would jump: it continues the input exactly instead. The
+    bot stops anywhere in a chunk; the timer wakes at its deadlines."""
+    capture = CaptureStream(OUT_RATE, chunk_ms)
+    filler = Filler(hold_ms, chunk_ms)
+    frame = frames.Audio(IN_RATE, FRAME)
+    t = 1_000_000.0
+    chunks: list[Chunk] = []
+    for _ in range(bot_frames):
+        t += 20
+        filler.heard(t)
+        chunks += capture.push(frame, t)
+    for _ in range(40):
+        end = capture.input_end_ms
+        assert end is not None
+        deadline = filler.deadline(end, capture.to_boundary_ms)
+        assert deadline is not None
+        t = max(t, deadline)
+        chunks += capture.fill(filler.due(t, end, capture.to_boundary_ms), t)
+    assert capture.samples_filled > 0
+    assert_continuous(chunks, OUT_RATE)
+
+
 def test_nothing_is_filled_before_the_first_frame() -> None:
     capture = CaptureStream(OUT_RATE, CHUNK_MS)
     assert capture.fill(5, 1000.0) == []
