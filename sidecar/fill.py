@@ -68,6 +68,12 @@ class Filler:
         self._heard = arrival_ms
         self._filling = False
 
+    def ended(self) -> None:
+        """The bot declared the end of its stream (Terminate): nothing is
+        filled until it writes again, when the fill's hold starts over."""
+        self._heard = None
+        self._filling = False
+
     def mute(self, muted: bool) -> None:
         """Mute wins over fill: while muted, no silence is made either."""
         self._muted = muted

@@ -334,6 +334,9 @@ class Uplink:
         if not stream.participant:
             # A participant's stream is flushed as it is released, right after.
             self._enqueue(stream, stream.capture.flush())
+            if self._filler is not None:
+                self._filler.ended()
+                self._wake_fill(0.0)
 
     def invalid(self, error: frames.FrameError) -> None:
         self._stats.invalid_frames += 1

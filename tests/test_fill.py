@@ -324,6 +324,27 @@ async def test_no_fill_when_muted_off_or_disconnected(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_stream_the_bot_ended_is_not_filled_until_it_writes_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    uplink, _ = uplink_on_mock_clock()
+    ours, bot = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(uplink.serve_fill)
+        nursery.start_soon(uplink.serve_connection, ours)
+        await speak(bot, 0.5)
+        await bot.send_all(frames.encode_terminate())
+        await trio.sleep(2.0)
+        assert uplink.statistics().samples_filled == 0
+        # A bot that comes back and writes: the line keeps its clock again.
+        ours, bot = trio.testing.memory_stream_pair()
+        nursery.start_soon(uplink.serve_connection, ours)
+        await speak(bot, 0.2)
+        await trio.sleep(1.0)
+        assert 0 < uplink.statistics().samples_filled <= (1.0 + 0.2) * OUT_RATE
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_participant_stream_is_not_filled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
