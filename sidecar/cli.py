@@ -626,23 +626,19 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-EXIT_INTERRUPTED: Final = 130
-"""Ctrl-C in a tool, as a shell reports a job ended by SIGINT (128 + 2)."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return service.EXIT_INTERRUPTED
     except BaseExceptionGroup as group:
         # trio delivers Ctrl-C to whichever task was running: inside a nursery
         # it arrives grouped, with the cancellations it caused.
         _, rest = group.split((KeyboardInterrupt, trio.Cancelled))
         if rest is None and group.subgroup(KeyboardInterrupt) is not None:
-            return EXIT_INTERRUPTED
+            return service.EXIT_INTERRUPTED
         raise
 
 

@@ -30,6 +30,8 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_GAVE_UP = 3
 EXIT_REJECTED = 4
+EXIT_INTERRUPTED = 130
+"""Ctrl-C in a tool, as a shell reports a job ended by SIGINT (128 + 2)."""
 
 # How long a graceful stop may take before everything is cancelled.
 STOP_GRACE_S = 3.0

@@ -21,6 +21,7 @@ import trio
 
 from sidecar import frames
 from sidecar.resample import QUALITY_CONVERTERS, Quality, Resampler
+from sidecar.service import EXIT_INTERRUPTED
 from sidecar.tools.botsocket import BotSocketError, connect, describe_error_frame
 from sidecar.tools.helpformat import HelpFormatter, add_progress_flag, wants_progress
 from sidecar.tools.pacing import Pacer
@@ -29,7 +30,6 @@ from sidecar.tools.wavio import FloatArray, RawReader, WavError, WavReader, to_s
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 OUT_RATE = 48000
 # How long to wait, after the terminate frame, for the sidecar to close its end.
