@@ -218,8 +218,14 @@ async def test_deepgram_keepalive_holds_a_silent_session_open(tmp_path: Path) ->
     with trio.fail_after(40), AgentServer(config) as server:
         async with open_bot_loop(server.url, tmp_path, *deepgram_args(server)) as meeting:
             # No bot audio at all: only KeepAlive keeps the agent from closing.
+            # The bot's sockets are up before the link has connected: on a busy
+            # machine the server may not have its connection yet.
             await wait_until(
-                lambda: server.state(server.connections[0]).keepalives >= 1, 15, "a KeepAlive"
+                lambda: (
+                    bool(server.connections) and server.state(server.connections[0]).keepalives >= 1
+                ),
+                15,
+                "a KeepAlive",
             )
             await trio.sleep(3)
             assert len(server.connections) == 1
