@@ -35,6 +35,9 @@ from sidecar.dialects.base import (
     MarkOut,
     Notice,
     PlayAudio,
+    SessionEnded,
+    ToolCallCancelledIn,
+    ToolCallIn,
 )
 from sidecar.gate import PauseGate
 from sidecar.playout import MAX_PENDING_MARK_CHARS, MAX_PENDING_MARKS, MarkResolved
@@ -102,8 +105,10 @@ class Downlink:
         gate: PauseGate | None = None,
         *,
         error_replies: bool = True,
+        on_calls: Callable[[ToolCallIn | ToolCallCancelledIn | SessionEnded], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_calls = on_calls
         self._gate = gate
         self._log = log
         self._reply = reply
@@ -162,6 +167,10 @@ class Downlink:
                 self._invalid(error)
             case Notice(event=event):
                 self._log.emit(event)
+            case ToolCallIn() | ToolCallCancelledIn() | SessionEnded():
+                # The control plane's business: the tool calls waiting for the bot.
+                if self._on_calls is not None:
+                    self._on_calls(incoming)
 
     def _clear(self) -> None:
         self._stats.clears += 1
@@ -259,7 +268,8 @@ class Downlink:
                 self._warned_no_bot = True
                 self._log.emit(
                     events.WarningEvent(
-                        message="bot output is being dropped: no bot is connected to audio-out"
+                        message="bot output is being dropped: no bot is connected to audio-out",
+                        code="no_bot",
                     )
                 )
             # Nobody hears it, but its time has passed: the server's timeline goes on.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from typing import TYPE_CHECKING, BinaryIO, Final, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal
 
 import msgspec
 import trio
@@ -167,6 +167,57 @@ class AgentEvent(_Event, frozen=True, kw_only=True, tag="agent_event"):
 
 class WarningEvent(_Event, frozen=True, kw_only=True, tag="warning"):
     message: str
+    code: str
+    """Stable, for a bot to act on: `config` (a start-up setting), `encode_failed`,
+    `no_bot`, `tool_timeout`, `tool_calls_overflow`, `control_events_dropped`."""
+
+
+class CommandError(msgspec.Struct, frozen=True):
+    code: str
+    """`invalid_json`, `unknown_command`, `invalid_field`, `unsupported`, `stale`,
+    `too_large`, `busy`."""
+    message: str
+
+
+class CommandResult(_Event, frozen=True, kw_only=True, tag="command_result"):
+    """The one answer to each command of the control channel."""
+
+    id: str | int | None
+    """The command's `id`, echoed; null when it had none (or was not readable)."""
+    command: str | None
+    """The command's name; null when the line named none that could be read."""
+    ok: bool
+    error: CommandError | None = None
+
+
+class ToolCall(_Event, frozen=True, kw_only=True, tag="tool_call"):
+    """The agent calls a tool the bot runs: answer with `tool_result`."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    """The arguments parsed from `arguments_json`; null when that text is not JSON."""
+    arguments_json: str
+    """The vendor's text of the arguments, as it came."""
+
+
+class ToolCallCancelled(_Event, frozen=True, kw_only=True, tag="tool_call_cancelled"):
+    """Call `call_id` needs no answer any more (a result for it would be `stale`)."""
+
+    call_id: str
+    reason: str
+    """`cancelled` (the agent said so), `interrupted` (its reply was cut),
+    `session_ended` (the connection it belonged to is gone)."""
+
+
+class AgentSpeaking(_Event, frozen=True, kw_only=True, tag="agent_speaking"):
+    """The agent's voice starts or stops reaching the bot, from the playout."""
+
+    speaking: bool
+    segment: str | None
+    """The dialect's segment (an OpenAI reply item) the utterance began with;
+    null where the dialect has none."""
+    cause: Literal["started", "finished", "cleared"]
 
 
 class Stopped(_Event, frozen=True, kw_only=True, tag="stopped"):
@@ -241,6 +292,10 @@ Event = (
     | AgentWarning
     | AgentEvent
     | WarningEvent
+    | CommandResult
+    | ToolCall
+    | ToolCallCancelled
+    | AgentSpeaking
     | Stopped
     | Stats
 )

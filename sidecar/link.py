@@ -48,7 +48,16 @@ from wsproto.utilities import LocalProtocolError, ProtocolError
 
 from sidecar import events
 from sidecar.config import Config, redact_url, request_target, secrets
-from sidecar.dialects.base import AudioOut, Dialect, Incoming, Outgoing, Session, Wire
+from sidecar.dialects.base import (
+    AudioOut,
+    Dialect,
+    Incoming,
+    Outgoing,
+    Session,
+    SessionEnded,
+    SessionReply,
+    Wire,
+)
 from sidecar.fastpath import RECEIVE_BYTES, Delivery, DirectStream
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.outbox import Outbox
@@ -304,7 +313,7 @@ class Link:
         cannot encode it. Whatever the dialect raises is contained here: this
         runs in whichever task called notify() (the uplink's, the clock's)."""
         try:
-            wires = session.encode(item)
+            wires = session.wire(item)
             return wires, b"".join(_frame(ws, wire) for wire in wires)
         except LocalProtocolError:
             # Not the item: wsproto's connection closed under us (a drop).
@@ -318,7 +327,8 @@ class Link:
                 self._log.emit(
                     events.WarningEvent(
                         message=f"--protocol {self._dialect.name} cannot encode a {what} "
-                        f"({_describe(exc)}): dropped, and counted in stats.encode_failures"
+                        f"({_describe(exc)}): dropped, and counted in stats.encode_failures",
+                        code="encode_failed",
                     )
                 )
             return None
@@ -363,6 +373,7 @@ class Link:
             self._outbox.disconnected()
             if was_up:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
+                await self._on_incoming(SessionEnded())
             if self._stopping.is_set():
                 return
             if end.call_ended:
@@ -598,6 +609,11 @@ class Link:
         ready = session.audio_ready
         for incoming in session.receive(message):
             await self._on_incoming(incoming)
+        replies = session.replies()
+        if replies:
+            # Behind what waits already, in the one ordered writer.
+            self._outbox.put_control(SessionReply(session, tuple(replies)))
+            self.notify()
         if session.audio_ready and not ready:
             self.notify()  # the server's go-ahead: queued audio may go now
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sidecar.dialects.base import (
+    AddContext,
     AudioOut,
     ClearedOut,
     Control,
@@ -29,6 +30,12 @@ from sidecar.dialects.base import (
     ErrorOut,
     MarkOut,
     Outgoing,
+    RawSend,
+    Say,
+    SessionReply,
+    SetInstructions,
+    ToolResult,
+    UserText,
 )
 
 MAX_CONTROL: Final = 256
@@ -221,4 +228,12 @@ def control_bytes(item: Control) -> int:
             text = 0 if heard is None else len(heard.segment)
         case DtmfOut():
             text = 1
+        case ToolResult(call_id=call_id, output=output):
+            text = len(call_id) + len(output)
+        case Say(text=t) | UserText(text=t) | AddContext(text=t) | SetInstructions(text=t):
+            text = len(t)
+        case RawSend(message=message):
+            text = len(message)
+        case SessionReply(wires=wires):
+            text = sum(len(wire) for wire in wires)
     return _CONTROL_OVERHEAD + text

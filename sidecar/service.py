@@ -142,7 +142,7 @@ class Sidecar:
                 if parent:
                     nursery.start_soon(serve_parent_watch, self, parent)
                 for warning in config.warnings:
-                    self.events.emit(events.WarningEvent(message=warning))
+                    self.events.emit(events.WarningEvent(message=warning, code="config"))
                 self.events.emit(
                     events.Ready(
                         audio_in=config.audio_in.describe(),

@@ -1211,7 +1211,7 @@ def run_vector(dialect: Dialect, case: Json) -> None:
             case "keepalive":
                 assert _wire_json(session.keepalive()) == step["wire"], where
             case "send":
-                wire = session.encode(_item_from(step["item"]))
+                wire = session.wire(_item_from(step["item"]))
                 assert _wire_json(wire) == step["wire"], where
             case "audio_ready":
                 assert session.audio_ready is step["expect"], where

@@ -132,7 +132,7 @@ def run_session_case(case: Json, dialect: Dialect) -> None:
         else:
             assert session is not None, "a case starts with its opening"
             if step["do"] == "send":
-                sent = list(session.encode(item_from(step["item"])))
+                sent = list(session.wire(item_from(step["item"])))
             else:
                 assert step["do"] == "closing"
                 sent = list(session.closing())
@@ -167,7 +167,7 @@ class DialectClient:
         self.closed = trio.Event()
 
     async def send(self, item: Outgoing) -> None:
-        for message in self.session.encode(item):
+        for message in self.session.wire(item):
             await self.ws.send_message(message)
 
     async def close(self) -> None:

@@ -404,7 +404,7 @@ def in_process_downlink(
     replies: list[messages.SidecarMessage] = []
 
     def reply(item: Control) -> None:
-        for wire in ATTENDEE.encode(item):
+        for wire in ATTENDEE.wire(item):
             decoded = messages.decode_sidecar_message(wire)
             assert not isinstance(decoded, messages.MessageError)
             replies.append(decoded)

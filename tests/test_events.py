@@ -47,7 +47,7 @@ async def test_small_events_are_bounded_in_lines_and_arrive_in_order() -> None:
     out = io.BytesIO()
     log = events.EventLog(out, limit=10)
     for n in range(25):
-        log.emit(events.WarningEvent(message=str(n)))
+        log.emit(events.WarningEvent(message=str(n), code="config"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(log.serve)
         await log.drain()

@@ -17,7 +17,7 @@ from support import WsServer, sidecar_args, wait_until
 from sidecar import cli, events, service
 from sidecar.config import Config, dialect_options
 from sidecar.dialects.attendee import Attendee, AttendeeSession
-from sidecar.dialects.base import AudioOut, DtmfOut, Incoming, Outgoing, Wire
+from sidecar.dialects.base import AudioOut, DtmfOut, Encodable, Incoming, Wire
 from sidecar.link import Link, LinkUnusable
 from sidecar.outbox import Outbox
 
@@ -37,7 +37,7 @@ class _Broken(RuntimeError):
 class _DtmfBugSession(AttendeeSession):
     """A dialect with a bug: its encode raises for one kind of item."""
 
-    def encode(self, item: Outgoing) -> Sequence[Wire]:
+    def encode(self, item: Encodable) -> Sequence[Wire]:
         if isinstance(item, DtmfOut) or (isinstance(item, AudioOut) and item.timestamp_ms == 13):
             raise _Broken("no encoding for this")
         return super().encode(item)

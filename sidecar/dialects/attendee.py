@@ -16,17 +16,18 @@ from typing import ClassVar
 from sidecar import messages
 from sidecar.dialects.base import (
     MIXED,
+    AgentCommand,
     AudioOut,
     ClearedOut,
     ClearPlayout,
     Dialect,
     DtmfOut,
+    Encodable,
     ErrorOut,
     Incoming,
     Invalid,
     MarkIn,
     MarkOut,
-    Outgoing,
     PlayAudio,
     Session,
     Wire,
@@ -49,7 +50,7 @@ class AttendeeSession(Session):
     def opening(self) -> Sequence[Wire]:
         return ()
 
-    def encode(self, item: Outgoing) -> Sequence[Wire]:
+    def encode(self, item: Encodable) -> Sequence[Wire]:
         message: messages.SidecarMessage
         match item:
             case AudioOut(stream=stream) if stream == MIXED:
@@ -85,6 +86,8 @@ class AttendeeSession(Session):
             case DtmfOut() | ClearedOut():
                 # Attendee has no DTMF message, and a clear is answered by its marks.
                 return ()
+            case AgentCommand():
+                return ()  # an audio protocol: no agent to steer (refused before queueing)
         return (messages.encode(message).decode(),)
 
     def receive(self, message: Wire) -> Sequence[Incoming]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Final, Literal
 
 from sidecar import events
 from sidecar.messages import MAX_MESSAGE_BYTES, MessageError
@@ -88,13 +88,92 @@ class Heard:
 
 @dataclass(frozen=True, slots=True)
 class ClearedOut:
-    """The playout was cleared at the server's word; `heard` is the segment cut short."""
+    """The playout was cleared; `heard` is the segment cut short."""
 
     heard: Heard | None = None
+    by_bot: bool = False
+    """The bot's `clear` command, not the server's barge-in: the agent is
+    interrupted too, where the dialect has a way to say so."""
 
 
-Outgoing = AudioOut | DtmfOut | MarkOut | ErrorOut | ClearedOut
-Control = DtmfOut | MarkOut | ErrorOut | ClearedOut
+# -- up: the bot's commands (the control channel), one neutral item each ----------
+
+
+class AgentCommand:
+    """A command each dialect encodes its own way, or not at all (`COMMANDS`)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult(AgentCommand):
+    """The answer to the agent's tool call `call_id`; `output` is text (JSON text
+    for anything but a string)."""
+
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Say(AgentCommand):
+    """Make the agent say `text` (verbatim where the vendor can)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserText(AgentCommand):
+    """A user turn as text: the agent answers it as if it had been spoken."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddContext(AgentCommand):
+    """Something the agent should know, with no reply; kept for later sessions."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetInstructions(AgentCommand):
+    """New instructions (the system prompt); kept for later sessions."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawSend:
+    """One JSON object's text, sent as one text message as is (`send`)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReply:
+    """Messages a session answers the server with on its own (a pong, a
+    deferred `response.create`): already encoded, so only `owner` may send
+    them; a later connection's session drops them."""
+
+    owner: Session
+    wires: tuple[Wire, ...]
+
+
+Command = AgentCommand | RawSend
+Encodable = AudioOut | DtmfOut | MarkOut | ErrorOut | ClearedOut | AgentCommand
+"""What a dialect's `Session.encode` is given; `Session.wire` does the rest."""
+Outgoing = Encodable | RawSend | SessionReply
+Control = DtmfOut | MarkOut | ErrorOut | ClearedOut | Command | SessionReply
+
+COMMANDS: Final[dict[type[AgentCommand], str]] = {
+    ToolResult: "tool_result",
+    Say: "say",
+    UserText: "user_text",
+    AddContext: "context",
+    SetInstructions: "instructions",
+}
+"""The commands a dialect may or may not be able to encode, by item type; the
+rest (mute, unmute, clear, send) every dialect does."""
 
 
 # -- down: what one server message means --------------------------------------------
@@ -147,7 +226,41 @@ class Notice:
     event: events.Event
 
 
-Incoming = PlayAudio | ClearPlayout | MarkIn | CutAudio | Invalid | Notice
+@dataclass(frozen=True, slots=True)
+class ToolCallIn:
+    """The agent calls a tool the bot must run (client-side function calling)."""
+
+    call_id: str
+    name: str
+    arguments_json: str
+    """The vendor's text of the arguments, as it came."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallCancelledIn:
+    """The agent no longer wants call `call_id` answered."""
+
+    call_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The link's connection ended (from the link, not a dialect): what belonged
+    to its session (a pending tool call) died with it."""
+
+
+Incoming = (
+    PlayAudio
+    | ClearPlayout
+    | MarkIn
+    | CutAudio
+    | Invalid
+    | Notice
+    | ToolCallIn
+    | ToolCallCancelledIn
+    | SessionEnded
+)
 
 
 # -- the dialect ---------------------------------------------------------------------
@@ -194,10 +307,22 @@ class Session(abc.ABC):
         """May audio be sent yet? (A dialect may wait for the server's go-ahead.)"""
         return True
 
+    def wire(self, item: Outgoing) -> Sequence[Wire]:
+        """The messages that carry `item` on this connection (what the link calls):
+        the items every dialect sends alike here, the rest by `encode`."""
+        match item:
+            case RawSend(message=message):
+                return (message,)
+            case SessionReply(owner=owner, wires=wires):
+                # Encoded for one connection: a later one's session drops them.
+                return wires if owner is self else ()
+        return self.encode(item)
+
     @abc.abstractmethod
-    def encode(self, item: Outgoing) -> Sequence[Wire]:
+    def encode(self, item: Encodable) -> Sequence[Wire]:
         """The messages that carry `item`; empty where the dialect cannot say it
-        (an error reply in a dialect without one, DTMF in one without DTMF)."""
+        (an error reply in a dialect without one, DTMF in one without DTMF, a
+        command it does not support: those are refused before being queued)."""
 
     @abc.abstractmethod
     def receive(self, message: Wire) -> Sequence[Incoming]:
@@ -207,6 +332,12 @@ class Session(abc.ABC):
     """A dialect whose server wants a message while no audio flows sets the period."""
 
     def keepalive(self) -> Sequence[Wire]:
+        return ()
+
+    def replies(self) -> Sequence[Wire]:
+        """Messages the last `receive` made the session owe the server (a pong,
+        a deferred `response.create`); the link takes them after each
+        `receive` and queues them as a `SessionReply`, in order with the rest."""
         return ()
 
     def reconnect_at_once(self, code: int | None, reason: str) -> bool:
@@ -237,6 +368,9 @@ class Dialect(abc.ABC):
     or the end of the call (False: the sidecar stops, exit 0)? The default of
     --reconnect-on-close."""
     renew_after_s: ClassVar[float | None] = None
+    commands: ClassVar[frozenset[str]] = frozenset()
+    """The dialect-specific commands (`COMMANDS`' names) this dialect encodes;
+    any other is answered `unsupported` before it is queued."""
     """How long a session must have lived for its `reconnect_at_once` close to
     be believed (a plausible share of the vendor's session cap); None: never."""
 

@@ -24,17 +24,18 @@ from msgspec import UNSET, UnsetType
 
 from sidecar.dialects.base import (
     MIXED,
+    AgentCommand,
     AudioOut,
     ClearedOut,
     ClearPlayout,
     Dialect,
     DtmfOut,
+    Encodable,
     ErrorOut,
     Incoming,
     Invalid,
     MarkOut,
     Options,
-    Outgoing,
     PlayAudio,
     Session,
     Wire,
@@ -228,13 +229,15 @@ class DeepgramAgentSession(Session):
     def statistics(self) -> Statistics:
         return replace(self._stats)
 
-    def encode(self, item: Outgoing) -> Sequence[Wire]:
+    def encode(self, item: Encodable) -> Sequence[Wire]:
         match item:
             case AudioOut(stream=stream) if stream == MIXED:
                 return (item.pcm,)
             case AudioOut() | ClearedOut() | MarkOut() | DtmfOut() | ErrorOut():
                 # One mixed stream; no marks, DTMF, error replies or playback position here.
                 return ()
+            case AgentCommand():
+                return ()  # not yet spoken here
 
     def receive(self, message: Wire) -> Sequence[Incoming]:
         if isinstance(message, bytes):

@@ -30,19 +30,20 @@ import msgspec
 
 from sidecar.dialects.base import (
     MIXED,
+    AgentCommand,
     AudioOut,
     ClearedOut,
     ClearPlayout,
     CutAudio,
     Dialect,
     DtmfOut,
+    Encodable,
     ErrorOut,
     Heard,
     Incoming,
     Invalid,
     MarkOut,
     Options,
-    Outgoing,
     PlayAudio,
     Session,
     Wire,
@@ -244,7 +245,7 @@ class OpenAIRealtimeSession(Session):
 
     # -- up ----------------------------------------------------------------------
 
-    def encode(self, item: Outgoing) -> Sequence[Wire]:
+    def encode(self, item: Encodable) -> Sequence[Wire]:
         match item:
             case AudioOut(stream=stream) if stream == MIXED:
                 return (encode(InputAudioBufferAppend(audio=item.pcm)),)
@@ -253,6 +254,8 @@ class OpenAIRealtimeSession(Session):
             case AudioOut() | ClearedOut() | MarkOut() | DtmfOut() | ErrorOut():
                 # One mixed stream only; no marks, DTMF or error replies in this API.
                 return ()
+            case AgentCommand():
+                return ()  # not yet spoken here
 
     def _truncate(self, heard: Heard) -> Sequence[Wire]:
         segment = self._segments.get(heard.segment)

@@ -38,18 +38,19 @@ import msgspec
 
 from sidecar.dialects.base import (
     MIXED,
+    AgentCommand,
     AudioOut,
     ClearedOut,
     ClearPlayout,
     Dialect,
     DtmfOut,
+    Encodable,
     ErrorOut,
     Incoming,
     Invalid,
     MarkIn,
     MarkOut,
     Options,
-    Outgoing,
     PlayAudio,
     Session,
     Wire,
@@ -314,7 +315,7 @@ class TwilioSession(Session):
             _text(Start(self._next_sequence(), self.stream_sid, start)),
         )
 
-    def encode(self, item: Outgoing) -> Sequence[Wire]:
+    def encode(self, item: Encodable) -> Sequence[Wire]:
         match item:
             case AudioOut(stream=stream) if stream != MIXED:
                 return ()  # one stream per call: Twilio has no participant audio
@@ -330,6 +331,8 @@ class TwilioSession(Session):
                 return (_text(MarkEcho(self._next_sequence(), self.stream_sid, MarkData(name))),)
             case ErrorOut() | ClearedOut():
                 return ()  # Twilio answers neither an invalid message nor a clear
+            case AgentCommand():
+                return ()  # an audio protocol: no agent to steer (refused before queueing)
 
     def _media(self, payload: bytes) -> str:
         self._chunks += 1

@@ -28,17 +28,18 @@ import msgspec
 
 from sidecar.dialects.base import (
     MIXED,
+    AgentCommand,
     AudioOut,
     ClearedOut,
     ClearPlayout,
     Dialect,
     DtmfOut,
+    Encodable,
     ErrorOut,
     Incoming,
     Invalid,
     MarkIn,
     MarkOut,
-    Outgoing,
     PlayAudio,
     Session,
     Wire,
@@ -145,7 +146,7 @@ class VonageSession(Session):
         extra = _encoder.encode(self._headers)
         return ((head[:-1] + b"," + extra[1:]).decode(),)
 
-    def encode(self, item: Outgoing) -> Sequence[Wire]:
+    def encode(self, item: Encodable) -> Sequence[Wire]:
         match item:
             case AudioOut(stream=stream) if stream != MIXED:
                 return ()  # one stream per call: Vonage has no participant audio
@@ -168,6 +169,8 @@ class VonageSession(Session):
                 return (_text(DtmfEvent(digit)),)
             case ErrorOut():
                 return ()  # Vonage has no error reply
+            case AgentCommand():
+                return ()  # an audio protocol: no agent to steer (refused before queueing)
 
     def closing(self) -> Sequence[Wire]:
         tail = self._frames.flush(PCM_SILENCE)

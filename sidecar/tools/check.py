@@ -216,7 +216,7 @@ class _Run:
         """Encode at send time, one sender at a time, as the sidecar does: a
         dialect's counters (Twilio's sequenceNumber) follow the order on the wire."""
         async with self.sending:
-            return await self.send_wires(self.session.encode(item))
+            return await self.send_wires(self.session.wire(item))
 
     async def send_wires(self, wires: Sequence[Wire]) -> Sequence[Wire]:
         for wire in wires:
