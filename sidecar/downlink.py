@@ -150,7 +150,7 @@ class Downlink:
                     self._segment_start = self.voice.playout.write_pos
                 await self._bot_output(pcm, rate)
             case ClearPlayout():
-                self._clear()
+                self.clear()
             case MarkIn(name=name):
                 self._stats.marks += 1
                 resolved = self.voice.mark(name)
@@ -172,7 +172,9 @@ class Downlink:
                 if self._on_calls is not None:
                     self._on_calls(incoming)
 
-    def _clear(self) -> None:
+    def clear(self, *, by_bot: bool = False) -> None:
+        """Stop playback now: the server's barge-in, or the bot's `clear` command
+        (`by_bot`), which the dialect may pass on as an interruption."""
         self._stats.clears += 1
         # Frames already handed to the writer count as unplayed too; their
         # marks come first, being older than those still in the playout.
@@ -189,7 +191,7 @@ class Downlink:
         self._dropped("cleared", unsent)
         self._resolved(tuple(MarkResolved(m.name, False) for item in unsent for m in item.marks))
         self._resolved(self.voice.clear())
-        self._reply(ClearedOut(heard))
+        self._reply(ClearedOut(heard, by_bot))
 
     def _heard(self, unsent: tuple[_Outgoing, ...]) -> Heard | None:
         """How much of the current segment reached the bot before a clear."""

@@ -377,6 +377,13 @@ class Dialect(abc.ABC):
     def __init__(self, options: Options) -> None:
         self.options = options
 
+    def refuses(self, command: str) -> str | None:
+        """Why this dialect cannot do `command` (a name in `COMMANDS`), for the
+        bot's `unsupported` answer; None: it can."""
+        if command in self.commands:
+            return None
+        return f"--protocol {self.name} has no message for `{command}`"
+
     @abc.abstractmethod
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         """The format the capture must produce for `stream`."""
