@@ -240,12 +240,16 @@ class _Entry:
     heard_ms: int | None = None
     total_ms: int | None = None
     corrected: bool = False
+    settled: bool = False
+    """Its text is final (the vendor corrected it, nothing of it was heard, or a
+    newer reply was heard since): later transcripts and cuts leave it as it is,
+    and `said` is let go, so only the newest reply holds its whole transcript."""
     counted_clipped: bool = False
 
 
 def _awaits_text(entry: _Entry) -> bool:
     """A reply whose place is held (a cut came first) and whose transcript has not come."""
-    return entry.turn is None and not entry.said
+    return entry.turn is None and not entry.said and not entry.settled
 
 
 class ConversationRecord:
@@ -309,8 +313,8 @@ class ConversationRecord:
             # An unkeyed transcript is a new reply, unless a cut came first and
             # holds its place.
             entry = None
-        if entry is not None and entry.corrected:
-            return  # the vendor's own word on what was heard stands
+        if entry is not None and entry.settled:
+            return
         if not text:
             if entry is not None and _awaits_text(entry):
                 self._give_up(entry)
@@ -343,15 +347,15 @@ class ConversationRecord:
         if (
             segment is None
             and entry is not None
-            and entry.state is not AgentState.STREAMING
+            and (entry.settled or entry.state is not AgentState.STREAMING)
             and not _awaits_text(entry)
         ):
             entry = None
         if entry is None:
             # The cut came before the transcript: the reply's place is here.
             entry = self._hold(_Entry("agent", segment, state=AgentState.INTERRUPTED))
-        elif entry.state is AgentState.COMPLETE:
-            return  # it had played to the end: all of it was heard
+        elif entry.settled or entry.state is AgentState.COMPLETE:
+            return  # its text is final, or it played to the end: all of it was heard
         if entry.state is AgentState.INTERRUPTED and entry.heard_ms is not None:
             heard_ms = min(heard_ms, entry.heard_ms)
             total_ms = max(total_ms, entry.total_ms or 0)
@@ -368,8 +372,9 @@ class ConversationRecord:
         text = text.strip()
         entry.said = self._fit(text)
         entry.said_chars = len(text)
-        entry.corrected = True
+        entry.corrected, entry.settled = True, False
         self._render(entry)
+        self._settle(entry)
 
     # -- facts: tools ------------------------------------------------------------------
 
@@ -466,6 +471,10 @@ class ConversationRecord:
 
     def _render(self, entry: _Entry) -> None:
         """Make an agent entry's turn from its working state."""
+        if entry.settled:
+            if isinstance(entry.turn, AgentTurn):
+                self._set(entry, replace(entry.turn, state=entry.state))
+            return
         heard = entry.said_chars
         if entry.heard_ms is not None and entry.total_ms is not None and not entry.corrected:
             heard = heard_budget(entry.said_chars, entry.heard_ms, entry.total_ms)
@@ -483,10 +492,23 @@ class ConversationRecord:
         )
         if text:
             self._set(entry, turn)
+            # A newer reply was heard: the older ones will not be cut again.
+            for older in self._entries.values():
+                if older is entry:
+                    break
+                if older.role == "agent" and older.turn is not None:
+                    self._settle(older)
         else:
             # No transcript yet, or nothing of it heard: the meeting never knew
             # this reply, but its place stays, for what is said of it next.
+            if entry.said:
+                self._settle(entry)
             self._unset(entry)
+
+    @staticmethod
+    def _settle(entry: _Entry) -> None:
+        entry.settled = True
+        entry.said = ""
 
     def _find(self, role: Role, key: str | None) -> _Entry | None:
         if key is None:
