@@ -243,7 +243,7 @@ class _Entry:
     settled: bool = False
     """Its text is final (the vendor corrected it, nothing of it was heard, or a
     newer reply was heard since): later transcripts and cuts leave it as it is,
-    and `said` is let go, so only the newest reply holds its whole transcript."""
+    and `said` is let go, so only the latest replies hold their whole transcript."""
     counted_clipped: bool = False
 
 

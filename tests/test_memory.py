@@ -442,3 +442,36 @@ def test_ten_thousand_turns_stay_within_both_bounds_and_flat() -> None:
         assert footprint.held_chars <= 2 * DEFAULT_MAX_CHARS
     assert record.snapshot().turns[-1] == CommandTurn(CommandKind.CONTEXT, "note 9999")
     assert record.snapshot().dropped_turns > 9_900
+
+
+def test_an_older_reply_is_not_cut_again_once_a_newer_one_is_heard() -> None:
+    record = ConversationRecord()
+    record.agent_said(REPLY, "a")
+    record.agent_cut("a", heard_ms=2000, total_ms=3000)
+    record.agent_said("Next.", "b")
+    # Late word of the first reply's audio changes nothing now; its transcript is let go.
+    record.agent_cut("a", heard_ms=100, total_ms=3000)
+    record.agent_said("something else", "a")
+    assert agent(record, 0).text == " ".join(REPLY.split()[:20])
+    assert record.footprint().held_chars == agent(record, 0).chars + 2 * len("Next.")
+    # Its audio may still end: that much is kept.
+    record.agent_said("Last.", "c")
+    record.agent_finished("b")
+    assert agent(record, 1).state is AgentState.COMPLETE
+
+
+def test_a_cut_after_all_the_audio_played_keeps_every_word() -> None:
+    record = ConversationRecord()
+    record.agent_said(REPLY, "a")
+    record.agent_cut("a", heard_ms=3200, total_ms=3000)
+    turn = agent(record)
+    assert (turn.text, turn.state) == (REPLY, AgentState.INTERRUPTED)
+
+
+def test_facts_about_unknown_turns_are_counted() -> None:
+    record = ConversationRecord()
+    record.agent_finished("nope")
+    record.tool_cancelled("nope")
+    record.agent_corrected(None, "text")
+    assert record.statistics().unmatched == 3
+    assert record.snapshot().turns == ()
