@@ -60,6 +60,7 @@ Marks
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -90,6 +91,10 @@ class Tick:
     underrun: bool
     padding: int = 0
     """Samples of silence at the end of `frame` (an utterance's tail)."""
+    starts: bool = False
+    """`frame` is the first of an utterance (see Speech)."""
+    ended: bool = False
+    """No frame: the utterance whose frames were handed out is over (see Speech)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ class Playout:
         self._playing = False
         self._held_ticks = 0
         self._short_seen = False
+        self._speaking = False
+        self._quiet = 0  # ticks without audio since the open utterance's last frame
 
         self._frames_out = 0
         self._bytes_cleared = 0
@@ -171,6 +178,11 @@ class Playout:
     def playing(self) -> bool:
         """Handing out a frame per tick (not idle, not filling the jitter buffer)."""
         return self._playing
+
+    @property
+    def speaking(self) -> bool:
+        """An utterance is open: its first frame was handed out, its end not yet known."""
+        return self._speaking
 
     @property
     def dry(self) -> bool:
@@ -230,6 +242,7 @@ class Playout:
         self._chunks.append(bytes(pcm[:accepted]) if accepted < len(pcm) else bytes(pcm))
         self._write_pos += accepted
         self._short_seen = False
+        self._quiet = 0
         self._max_size = max(self._max_size, self._size)
         return accepted
 
@@ -267,6 +280,8 @@ class Playout:
         self._dry_ticks = None
         self._held_ticks = 0
         self._short_seen = False
+        self._speaking = False
+        self._quiet = 0
         resolved = tuple(MarkResolved(name, False) for _, name in self._marks)
         self._marks.clear()
         self._mark_chars = 0
@@ -274,6 +289,23 @@ class Playout:
         return resolved
 
     def tick(self) -> Tick:
+        tick = self._tick()
+        if tick.frame is not None:
+            self._quiet = 0
+            if not self._speaking:
+                self._speaking = True
+                return dataclasses.replace(tick, starts=True)
+        elif self._speaking and self._size == 0:
+            self._quiet += 1
+            # The tick a dry spell right after the last frame would run out
+            # (see Running dry): from here on it was the end.
+            if self._quiet > self._resume_ticks + 1:
+                self._speaking = False
+                self._quiet = 0
+                return dataclasses.replace(tick, ended=True)
+        return tick
+
+    def _tick(self) -> Tick:
         if self._size == 0:
             if not self._playing:
                 if self._dry_ticks is not None:
