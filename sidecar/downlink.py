@@ -139,6 +139,10 @@ class Downlink:
         # of it was heard.
         self._segment: str | None = None
         self._segment_start = 0
+        # The segment that was arriving when playback was last cleared: the
+        # rest of it, still on its way, is never played (the bot's clear may
+        # reach the server only after it sent more of that reply).
+        self._cut_segment: str | None = None
         # Where each segment's audio starts in that timeline, oldest first,
         # the first at or before the playout's read position.
         self._segment_starts: collections.deque[tuple[int, str]] = collections.deque()
@@ -174,6 +178,9 @@ class Downlink:
         """One thing the server said, already decoded by the dialect."""
         match incoming:
             case PlayAudio(pcm=pcm, rate=rate, segment=segment):
+                if segment is not None and segment == self._cut_segment:
+                    self._cut(len(pcm) // 2, rate)
+                    return
                 if segment is not None and segment != self._segment:
                     self._segment = segment
                     self._segment_start = self.voice.playout.write_pos
@@ -189,10 +196,7 @@ class Downlink:
                 self._resolved(resolved)
                 self._wake.set()
             case CutAudio(samples=samples, rate=rate):
-                resampled = round(samples * self._config.output_rate / rate)
-                self._stats.cut_samples += samples
-                self._stats.cut_resampled += resampled
-                self._stats.dropped_samples["cleared"] += resampled
+                self._cut(samples, rate)
             case Invalid(error=error):
                 self._invalid(error)
             case Notice(event=event):
@@ -202,10 +206,17 @@ class Downlink:
                 if self._on_calls is not None:
                     self._on_calls(incoming)
 
+    def _cut(self, samples: int, rate: int) -> None:
+        resampled = round(samples * self._config.output_rate / rate)
+        self._stats.cut_samples += samples
+        self._stats.cut_resampled += resampled
+        self._stats.dropped_samples["cleared"] += resampled
+
     def clear(self, *, by_bot: bool = False) -> None:
         """Stop playback now: the server's barge-in, or the bot's `clear` command
         (`by_bot`), which the dialect may pass on as an interruption."""
         self._stats.clears += 1
+        self._cut_segment = self._segment
         # Frames already handed to the writer count as unplayed too; their
         # marks come first, being older than those still in the playout.
         unsent = tuple(self._queue)
@@ -352,6 +363,7 @@ class Downlink:
     # -- agent_speaking ----------------------------------------------------------------
 
     def _segment_started(self, segment: str, pos: int) -> None:
+        self._segment_at(self.voice.playout.read_pos)  # forget what was played
         if len(self._segment_starts) >= MAX_SEGMENT_STARTS:
             self._stats.segment_starts_dropped += 1
             return

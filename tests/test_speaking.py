@@ -558,3 +558,36 @@ async def test_marks_and_speaking_follow_the_written_frames_in_order(
         if isinstance(e, events.AgentSpeaking | events.MarkPlayed)
     ]
     assert order == ["speaking=True", "f0", "f1", "f2", "f3", "f4", "speaking=False"]
+
+
+async def test_after_the_bots_clear_the_rest_of_the_cut_reply_is_not_played(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The bot's clear reaches the server after it sent more of that reply:
+    # the sidecar plays none of it, and counts it as cleared.
+    downlink, log, _ = make_downlink()
+    bot = Bot()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(downlink.serve_clock)
+        nursery.start_soon(downlink.serve_connection, bot.stream)
+        nursery.start_soon(bot.keep_reading)
+        await trio.sleep(0.1)
+        await downlink.on_incoming(PlayAudio(tone(440, 0.5, 24000), 24000, "item_1:0"))
+        await trio.sleep(0.2)
+        downlink.clear(by_bot=True)
+        written = downlink.statistics().frames_written
+        await downlink.on_incoming(PlayAudio(tone(440, 0.5, 24000), 24000, "item_1:0"))
+        await trio.sleep(1)
+        assert downlink.statistics().frames_written == written
+        await downlink.on_incoming(PlayAudio(tone(440, 0.1, 24000), 24000, "item_2:0"))
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    stats = downlink.statistics()
+    assert stats.cut_samples == 12000 and stats.cut_resampled == 24000
+    assert stats.frames_written == written + 5 == bot.frames
+    assert log.speaking == [
+        (True, "item_1:0", "started", 0),
+        (False, "item_1:0", "cleared", written),
+        (True, "item_2:0", "started", written),
+        (False, "item_2:0", "finished", written + 5),
+    ]
