@@ -13,6 +13,10 @@ and by count, never by clock across processes:
 - without marks, the `stats` events (every 20 ms, `frames_out` = frames
   written) interleaved with agent_speaking must bracket the bot's frame index
   where each utterance starts and ends.
+
+The agent dialects' fakes (OpenAI Realtime, Deepgram Voice Agent) stream a
+reply 4x faster than real time in uneven pieces; it is heard whole, or cut by
+the user's barge-in: the same brackets, and OpenAI's item named as segment.
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trio
+from agent_servers import AgentConfig, AgentServer, RealtimeConfig, RealtimeServer
 from e2e_peers import open_speaker, until_connected
 from support import (
     Json,
     SidecarProcess,
     WsServer,
     bot_output,
+    open_bot_loop,
     open_sidecar,
     sidecar_args,
     wait_until,
 )
+from test_e2e_agents import deepgram_args, openai_args, talk_then_listen
 
 # Attendee's highest rate, and the bot's too: a passthrough, samples kept exactly.
 OUT_RATE = 24000
@@ -118,7 +125,48 @@ async def test_agent_speaking_matches_what_the_bot_received(tmp_path: Path, mark
     if marks:
         assert_order_by_marks(sc)
     else:
-        assert_brackets_by_stats(sc)
+        assert_brackets_by_stats(sc, [(0, FRAMES - 1), (FRAMES, 2 * FRAMES - 1)])
+
+
+@pytest.mark.parametrize("barge_in", [False, True], ids=["heard", "barge_in"])
+@pytest.mark.parametrize("vendor", ["openai", "deepgram"])
+async def test_an_agents_reply_is_one_utterance_cut_or_finished(
+    tmp_path: Path, vendor: str, barge_in: bool
+) -> None:
+    cue = 1200 if barge_in else None
+    server: RealtimeServer | AgentServer
+    if vendor == "openai":
+        server = RealtimeServer(RealtimeConfig(barge_in_at_ms=cue, answer_barge_in=False))
+        args = openai_args(server, tmp_path)
+    else:
+        server = AgentServer(AgentConfig(barge_in_at_ms=cue, answer_barge_in=False))
+        args = deepgram_args(server)
+    with trio.fail_after(60), server:
+        async with (
+            open_bot_loop(server.url, tmp_path, *args, "--stats-interval", "0.02") as meeting,
+            trio.open_nursery() as nursery,
+        ):
+            sc = meeting.sidecar
+            nursery.start_soon(talk_then_listen, meeting.bot, 0.6, 6.0)
+            await sc.wait_event("agent_speaking", lambda e: not e["speaking"], timeout=20)
+            await wait_until(lambda: stats_after_last(sc))
+            nursery.cancel_scope.cancel()
+
+    segment = None
+    if vendor == "openai":
+        (transcript, *_) = sc.named("transcript")
+        segment = f"{transcript['item_id']}:0"
+    assert speaking(sc) == [
+        {"speaking": True, "segment": segment, "cause": "started"},
+        {"speaking": False, "segment": segment, "cause": "cleared" if barge_in else "finished"},
+    ]
+    n = len(meeting.speaker.audio_frames)
+    if barge_in:
+        # Cut at 1.2 s sent, 4x faster than heard: about 0.3 s reached the bot.
+        assert 5 <= n < 1500 // 20
+    else:
+        assert n == 1500 // 20  # the whole reply, to the frame
+    assert_brackets_by_stats(sc, [(0, n - 1)])
 
 
 def assert_order_by_marks(sc: SidecarProcess) -> None:
@@ -135,12 +183,11 @@ def assert_order_by_marks(sc: SidecarProcess) -> None:
     assert stream == ["true", *frames_of[0], "false", "true", *frames_of[1], "false"]
 
 
-def assert_brackets_by_stats(sc: SidecarProcess) -> None:
+def assert_brackets_by_stats(sc: SidecarProcess, bounds: list[tuple[int, int]]) -> None:
     """Utterance u spans the bot's frames [first, last] (0-based): its true
     was emitted as frame `first` was written, so stats before it show exactly
     `first` frames written (every earlier utterance whole, none of this one),
     and stats after it, up to its false, between `first + 1` and `last + 1`."""
-    bounds = [(0, FRAMES - 1), (FRAMES, 2 * FRAMES - 1)]
     written_before = 0
     state = 0  # index into the four agent_speaking events
     checks = 0
@@ -154,13 +201,13 @@ def assert_brackets_by_stats(sc: SidecarProcess) -> None:
         assert n >= written_before, "frames_out went backwards"
         written_before = n
         utterance, phase = divmod(state, 2)
-        if utterance < 2:
+        if utterance < len(bounds):
             first, last = bounds[utterance]
             if phase == 0:  # before this utterance's true
                 assert n == first, (n, first)
             else:  # between true and false: frames of this utterance only
                 assert first + 1 <= n <= last + 1, (n, first, last)
-        else:
-            assert n == 2 * FRAMES
+        else:  # after the last false: nothing more was written
+            assert n == bounds[-1][1] + 1, (n, bounds)
         checks += 1
-    assert state == 4 and checks > 10
+    assert state == 2 * len(bounds) and checks > 10
