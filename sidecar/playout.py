@@ -56,6 +56,18 @@ Marks
     Order is preserved. At most ``MAX_PENDING_MARKS`` marks, with names of at most
     ``MAX_PENDING_MARK_CHARS`` characters in all, wait at once: a mark beyond either is
     refused, resolved at once ``played=False, refused=True`` and counted (``marks_refused``).
+
+Speech
+    What the bot hears as one utterance, for the ``agent_speaking`` event. It begins with the
+    first frame handed out while none is open (``Tick.starts``). It ends at :meth:`Playout.clear`,
+    or once no audio has been buffered for as long as a dry spell lasts before it proves an end:
+    on the tick at which a dry spell starting right after the utterance's last frame would run
+    out, ``ceil(resume_ms / frame_ms) + 2`` ticks after that frame (``Tick.ended``, a tick
+    without a frame). A tail, a mark at the end of the audio, running dry, or a mark arriving
+    once everything was handed out do not end it by themselves: each is also what a late
+    server, or one that marks every piece, looks like; audio back within that window carries
+    the utterance on (an underrun never splits speech). The playout's own states are unchanged
+    by this: it goes idle and refills its jitter buffer inside an utterance as before.
 """
 
 from __future__ import annotations
