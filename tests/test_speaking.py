@@ -21,7 +21,7 @@ from support import tone
 from sidecar import events, frames
 from sidecar.config import Config, Endpoint
 from sidecar.dialects.base import ClearedOut, ClearPlayout, Control, MarkIn, PlayAudio
-from sidecar.downlink import Downlink
+from sidecar.downlink import MAX_SEGMENT_STARTS, Downlink
 from sidecar.playout import Playout, Tick
 from sidecar.voice import Voice
 
@@ -590,4 +590,20 @@ async def test_after_the_bots_clear_the_rest_of_the_cut_reply_is_not_played(
         (False, "item_1:0", "cleared", written),
         (True, "item_2:0", "started", written),
         (False, "item_2:0", "finished", written + 5),
+    ]
+
+
+async def test_segment_starts_ahead_of_the_playout_are_bounded_and_counted() -> None:
+    downlink, _, _ = make_downlink()
+    # No clock runs: nothing is played, so nothing remembered can be forgotten.
+    for n in range(MAX_SEGMENT_STARTS + 44):
+        await downlink.on_incoming(PlayAudio(b"\x01\x00" * 8, 48000, f"item_{n}:0"))
+    assert downlink.statistics().segment_starts_dropped == 44
+    assert len(downlink._segment_starts) == MAX_SEGMENT_STARTS
+    # Once played past, they make room again (pruned as each new one comes).
+    downlink.voice.clear()
+    await downlink.on_incoming(PlayAudio(b"\x01\x00" * 8, 48000, "item_new:0"))
+    assert [s for _, s in downlink._segment_starts] == [
+        f"item_{MAX_SEGMENT_STARTS - 1}:0",
+        "item_new:0",
     ]
