@@ -240,3 +240,44 @@ async def test_control_flags_are_checked_up_front(tmp_path: Path) -> None:
             await trio.sleep(0.05)
         assert words in sidecar.stderr.decode(), sidecar.stderr
         assert not os.path.exists(tmp_path / "c.sock")
+
+
+async def test_a_control_client_that_does_not_read_costs_lines_not_the_sidecar(
+    tmp_path: Path,
+) -> None:
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), WsServer() as server:
+        args = sidecar_args(server.url, tmp_path, "--control", str(control))
+        async with open_sidecar(args) as sidecar:
+            await sidecar.wait_event("connected")
+            client = await connect(control)
+            # Each command makes an event line; the client reads none of them.
+            lines = b'{"command": "unmute"}\n' * 500
+            for _ in range(12):
+                await client.send(lines)
+                # Paced so that stdout, read by this test, keeps up.
+                await trio.sleep(0.1)
+            stats = await sidecar.stats(
+                lambda e: e["commands"] == 6000 and e["control_events_dropped"] > 0
+            )
+            warning = await sidecar.wait_event(
+                "warning", lambda e: e["code"] == "control_events_dropped"
+            )
+            assert "too slowly" in warning["message"]
+            assert stats["events_dropped"] == 0
+            # The sidecar goes on: the server still hears the bot.
+            bot = await open_bot(tmp_path / "in.sock")
+            await play_tone(bot, 440, 0.2)
+            await wait_until(lambda: len(server.audio()) >= 2 * 3000)
+            # What the client finally reads is bounded: about 1000 lines and
+            # what the socket buffers held, not all 6000.
+            got = 0
+            with trio.move_on_after(1):
+                while data := await client.stream.receive_some(1 << 20):
+                    got += data.count(b"\n")
+            dropped = stats["control_events_dropped"]
+            assert dropped >= 1000
+            # Every line is read or counted as dropped, none twice (a few
+            # more lines came after: the tone's stats, bot_connected, ...).
+            assert 6000 <= got + dropped <= 6000 + 100
+            assert await sidecar.stop() == 0
