@@ -41,6 +41,8 @@ class Ready(_Event, frozen=True, kw_only=True, tag="ready"):
     """The version of the contract with the bot (frames, events): 1."""
     dialect: str = "attendee"
     """The wire protocol spoken (`--protocol`)."""
+    control: str | None = None
+    """The control socket (`--control` path or `fd:N`); null when there is none."""
 
 
 class Connected(_Event, frozen=True, kw_only=True, tag="connected"):

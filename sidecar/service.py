@@ -181,6 +181,7 @@ class Sidecar:
                         version=__version__,
                         contract=messages.PROTOCOL_VERSION,
                         dialect=self.dialect.name,
+                        control=None if config.control is None else config.control.describe(),
                     )
                 )
                 task_status.started()

@@ -76,6 +76,7 @@ async def test_the_control_socket_carries_commands_and_every_event(tmp_path: Pat
             # It starts with the ready event, then has every line stdout has.
             ready = await client.wait("ready")
             assert ready == sidecar.named("ready")[0]
+            assert ready["control"] == str(control)
             await client.send({"command": "send", "id": 1, "message": {"trigger": "hello"}})
             ok = await client.wait("command_result", id=1)
             assert ok["ok"] is True and ok["error"] is None and ok["command"] == "send"
