@@ -98,7 +98,7 @@ class Sidecar:
                     config,
                     self.participant_outbox,
                     self.dialect,
-                    self.downlink.on_incoming,
+                    self._participant_incoming,
                     log_sink,
                     url=url,
                     redactor=self.redactor,
@@ -111,6 +111,12 @@ class Sidecar:
         self._stopping = False
         self._links_running = len(self.links)
         self._links_done = trio.Event()
+
+    async def _participant_incoming(self, incoming: base.Incoming) -> None:
+        # The agent's tool calls belong to the main connection: the end of
+        # the participants' own connection must not end them.
+        if not isinstance(incoming, base.SessionEnded):
+            await self.downlink.on_incoming(incoming)
 
     def _reply(self, item: base.Control) -> None:
         self.outbox.put_control(item)

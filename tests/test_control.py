@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any, ClassVar
 
 import trio
@@ -14,6 +15,7 @@ import trio.testing
 
 from sidecar import events
 from sidecar.calls import ToolCalls
+from sidecar.config import Config, Endpoint
 from sidecar.control import Control
 from sidecar.dialects import make
 from sidecar.dialects.attendee import Attendee
@@ -28,6 +30,7 @@ from sidecar.dialects.base import (
     ToolResult,
 )
 from sidecar.outbox import MAX_CONTROL_BYTES, Outbox
+from sidecar.service import Sidecar
 
 Json = dict[str, Any]
 
@@ -310,3 +313,21 @@ async def test_stdin_commands_are_read_and_its_end_reported() -> None:
 
 def test_the_registry_is_the_control_s() -> None:
     assert isinstance(Harness().control.calls, ToolCalls)
+
+
+async def test_only_the_main_connection_s_end_ends_the_tool_calls(tmp_path: Path) -> None:
+    config = Config(
+        url="ws://127.0.0.1:9/main",
+        audio_in=Endpoint(path=tmp_path / "in.sock"),
+        audio_out=Endpoint(path=tmp_path / "out.sock"),
+        per_participant=True,
+        per_participant_url="ws://127.0.0.1:9/participants",
+    )
+    sidecar = Sidecar(config, events.EventLog(stream=None))
+    assert len(sidecar.links) == 2
+    sidecar.control.on_calls(ToolCallIn("c1", "clock", "{}"))
+    # The participants' connection ends: the main one's call lives on.
+    await sidecar._participant_incoming(SessionEnded())
+    assert "c1" in sidecar.control.calls
+    await sidecar.downlink.on_incoming(SessionEnded())
+    assert "c1" not in sidecar.control.calls
