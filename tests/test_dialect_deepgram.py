@@ -125,12 +125,11 @@ def test_our_own_audio_section_raises_no_warning() -> None:
     assert dialect({"agent": AGENT, "audio": audio_section(16000)}).warnings() == ()
 
 
-def test_client_side_functions_are_warned_about() -> None:
+def test_client_side_functions_need_no_warning() -> None:
+    # The bot answers them with tool_result.
     think = AGENT["think"] | {"functions": [{"name": "lookup", "parameters": {}}]}
-    assert any("FunctionCallRequest" in w for w in dialect({"agent": {"think": think}}).warnings())
-    served = AGENT["think"] | {"functions": [{"name": "f", "endpoint": {"url": "https://x"}}]}
-    assert dialect({"agent": {"think": [served]}}).warnings() == ()
-    assert dialect({"agent": {"think": [AGENT["think"], think]}}).warnings() != ()
+    assert dialect({"agent": {"think": think}}).warnings() == ()
+    assert dialect({"agent": {"think": [AGENT["think"], think]}}).warnings() == ()
 
 
 @pytest.mark.parametrize(
@@ -265,7 +264,7 @@ def test_stdout_lines_carry_the_event_names() -> None:
 
 def test_unknown_types_are_ignored_and_counted() -> None:
     session = opened()
-    for kind in ("FunctionCallRequest", "History", "PromptUpdated", "Something New"):
+    for kind in ("ThinkUpdated", "History", "PromptUpdated", "Something New"):
         assert session.receive(json.dumps({"type": kind, "x": 1})) == ()
     assert session.statistics().ignored == 4
 
