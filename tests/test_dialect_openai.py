@@ -28,6 +28,7 @@ from support import tone
 
 from sidecar.dialects import DIALECTS
 from sidecar.dialects.base import (
+    AddContext,
     AudioOut,
     ClearedOut,
     ClearPlayout,
@@ -40,11 +41,19 @@ from sidecar.dialects.base import (
     Notice,
     Options,
     PlayAudio,
+    Say,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
 )
+from sidecar.dialects.memory import Memory
 from sidecar.dialects.notices import AgentError, Transcript
 from sidecar.dialects.notices import notice as as_notice
 from sidecar.dialects.openai_realtime import (
     MAX_SEGMENTS,
+    SAY_INSTRUCTIONS,
     OpenAIRealtime,
     OpenAIRealtimeSession,
     segment_id,
@@ -443,6 +452,9 @@ near_valid = st.fixed_dictionaries(
                 "input_audio_buffer.speech_started",
                 "response.output_audio_transcript.done",
                 "conversation.item.input_audio_transcription.completed",
+                "response.created",
+                "response.output_item.done",
+                "response.done",
                 "error",
                 "",
             ]
@@ -453,6 +465,13 @@ near_valid = st.fixed_dictionaries(
         "delta": st.binary(max_size=16).map(lambda b: base64.b64encode(b).decode()) | json_values,
         "transcript": json_values,
         "error": json_values,
+        "response": st.fixed_dictionaries({}, optional={"id": json_values, "status": json_values})
+        | json_values,
+        "item": st.fixed_dictionaries(
+            {"type": st.just("function_call") | json_values},
+            optional={"call_id": json_values, "name": json_values, "status": json_values},
+        )
+        | json_values,
     },
 )
 
@@ -462,7 +481,9 @@ near_valid = st.fixed_dictionaries(
 def test_receive_never_raises_on_anything(message: str | bytes) -> None:
     session = opened()
     for item in session.receive(message):
-        assert isinstance(item, PlayAudio | ClearPlayout | Invalid | Notice)
+        assert isinstance(
+            item, PlayAudio | ClearPlayout | Invalid | Notice | ToolCallIn | ToolCallCancelledIn
+        )
 
 
 @FUZZ
@@ -476,6 +497,307 @@ def test_near_valid_events_keep_the_session_consistent(events: list[Any], heard:
                 wire = session.encode(ClearedOut(Heard(item.segment or "", heard)))
                 for message in wire:
                     assert 0 <= json.loads(message)["audio_end_ms"] <= len(item.pcm) // 48
+
+
+# -- the bot's commands -------------------------------------------------------------------------
+
+
+def created(response_id: str) -> str:
+    return json.dumps(
+        {
+            "type": "response.created",
+            "event_id": "e",
+            "response": {"id": response_id, "object": "realtime.response", "status": "in_progress"},
+        }
+    )
+
+
+def done(response_id: str, status: str = "completed", reason: str | None = None) -> str:
+    details = {"type": status, "reason": reason} if status != "completed" else None
+    response = {"id": response_id, "status": status, "status_details": details, "output": []}
+    return json.dumps({"type": "response.done", "event_id": "e", "response": response})
+
+
+def call_done(
+    response_id: str, call_id: str, name: str = "lookup", status: str = "completed"
+) -> str:
+    item = {
+        "id": "item_" + call_id, "type": "function_call", "status": status,
+        "call_id": call_id, "name": "lookup", "arguments": '{"q":"x"}',
+    }  # fmt: skip
+    return json.dumps(
+        {
+            "type": "response.output_item.done",
+            "event_id": "e",
+            "response_id": response_id,
+            "output_index": 0,
+            "item": item,
+        }
+    )
+
+
+OUTPUT = (
+    '{"type":"conversation.item.create",'
+    '"item":{"type":"function_call_output","call_id":"%s","output":"%s"}}'
+)
+CREATE = '{"type":"response.create"}'
+
+
+def test_all_five_commands_are_supported() -> None:
+    d = dialect()
+    for name in ("tool_result", "say", "user_text", "context", "instructions"):
+        assert d.refuses(name) is None
+    assert d.refuses("fly") is not None
+
+
+def test_a_completed_function_call_is_a_tool_call() -> None:
+    session = opened()
+    assert session.receive(created("resp_1")) == ()
+    call = one(session.receive(call_done("resp_1", "call_1")))
+    assert call == ToolCallIn("call_1", "lookup", '{"q":"x"}')
+    # One cut short is no call; nor is any other item.
+    assert session.receive(call_done("resp_1", "call_2", status="incomplete")) == ()
+    assert session.statistics().tool_calls == 1
+
+
+def test_a_function_call_without_a_call_id_is_invalid() -> None:
+    session = opened()
+    bad = json.loads(call_done("resp_1", "c"))
+    del bad["item"]["call_id"]
+    result = one(session.receive(json.dumps(bad)))
+    assert isinstance(result, Invalid) and "call_id" in result.error.message
+
+
+def test_a_result_after_the_response_is_done_asks_for_one_response() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    assert list(session.receive(done("resp_1"))) == []
+    assert session.replies() == ()
+    assert session.encode(ToolResult("call_1", "42")) == (OUTPUT % ("call_1", "42"), CREATE)
+
+
+def test_a_result_before_the_response_is_done_waits_for_it() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    # response.done has not come: the output goes, the create must wait.
+    assert session.encode(ToolResult("call_1", "42")) == (OUTPUT % ("call_1", "42"),)
+    assert list(session.receive(done("resp_1"))) == []
+    assert session.replies() == (CREATE,)
+    assert session.replies() == ()
+
+
+def test_every_call_of_a_response_is_answered_before_it_goes_on() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    session.receive(call_done("resp_1", "call_2"))
+    session.receive(done("resp_1"))
+    assert session.encode(ToolResult("call_2", "b")) == (OUTPUT % ("call_2", "b"),)
+    assert session.encode(ToolResult("call_1", "a")) == (OUTPUT % ("call_1", "a"), CREATE)
+
+
+def test_a_result_for_an_unknown_or_answered_call_sends_nothing() -> None:
+    session = opened()
+    assert session.encode(ToolResult("call_of_an_earlier_connection", "x")) == ()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    session.receive(done("resp_1"))
+    assert len(session.encode(ToolResult("call_1", "x"))) == 2
+    assert session.encode(ToolResult("call_1", "again")) == ()
+
+
+def test_a_new_session_knows_no_call_of_the_old_one() -> None:
+    d = dialect()
+    old = d.session()
+    old.receive(created("resp_1"))
+    old.receive(call_done("resp_1", "call_1"))
+    assert d.session().encode(ToolResult("call_1", "x")) == ()
+
+
+@pytest.mark.parametrize(
+    "status, reason, expected",
+    [
+        ("cancelled", "turn_detected", "interrupted"),
+        ("cancelled", "client_cancelled", "cancelled"),
+        ("incomplete", "max_output_tokens", "cancelled"),
+        ("failed", None, "cancelled"),
+    ],
+)
+def test_calls_of_a_response_that_did_not_complete_are_cancelled(
+    status: str, reason: str | None, expected: str
+) -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    session.receive(call_done("resp_1", "call_2"))
+    # One answered in time: nothing to cancel for it, and no response.create.
+    assert session.encode(ToolResult("call_1", "a")) == (OUTPUT % ("call_1", "a"),)
+    assert list(session.receive(done("resp_1", status, reason))) == [
+        ToolCallCancelledIn("call_2", expected)
+    ]
+    assert session.replies() == ()
+    assert session.encode(ToolResult("call_2", "late")) == ()
+
+
+def test_say_asks_the_model_to_say_the_text() -> None:
+    wire = json.loads(one(opened().encode(Say("We are out of time."))))
+    assert wire == {
+        "type": "response.create",
+        "response": {"instructions": SAY_INSTRUCTIONS.format(text="We are out of time.")},
+    }
+    assert wire["response"]["instructions"].endswith("We are out of time.")
+
+
+def test_user_text_is_a_user_message_and_a_response() -> None:
+    item, create = opened().encode(UserText("Alice joined."))
+    assert json.loads(item) == {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Alice joined."}],
+        },
+    }
+    assert create == CREATE
+
+
+def test_context_is_a_system_message_without_a_response() -> None:
+    item = one(opened().encode(AddContext("Bob is the host.")))
+    assert json.loads(item) == {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "system",
+            "content": [{"type": "input_text", "text": "Bob is the host."}],
+        },
+    }
+
+
+def test_instructions_are_a_session_update() -> None:
+    wire = one(opened({"instructions": "Old."}).encode(SetInstructions("Be terse.")))
+    assert json.loads(wire) == {
+        "type": "session.update",
+        "session": {"type": "realtime", "instructions": "Be terse."},
+    }
+
+
+def test_a_response_create_waits_while_a_response_is_active() -> None:
+    session = opened()
+    session.receive(created("resp_vad"))
+    assert session.encode(Say("Hi.")) == ()
+    item, *rest = session.encode(UserText("Alice joined."))
+    assert rest == [] and json.loads(item)["item"]["role"] == "user"
+    assert session.replies() == ()
+    # The active one is done: the first deferred create goes, the next waits for it.
+    session.receive(done("resp_vad"))
+    (say,) = session.replies()
+    assert json.loads(say)["response"]["instructions"].endswith("Hi.")
+    session.receive(created("resp_say"))
+    session.receive(done("resp_say"))
+    assert session.replies() == (CREATE,)
+    assert session.statistics().deferred_creates == 2
+
+
+def test_a_create_sent_is_active_until_its_response_is_done() -> None:
+    session = opened()
+    assert session.encode(UserText("one"))[1] == CREATE
+    # Its response.created has not come yet: a second create must not race it.
+    assert session.encode(Say("two")) == ()
+    session.receive(created("resp_1"))
+    assert session.replies() == ()
+    session.receive(done("resp_1"))
+    assert json.loads(one(session.replies()))["response"]["instructions"].endswith("two")
+
+
+def test_plain_creates_waiting_together_are_one() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.encode(UserText("a"))
+    session.encode(UserText("b"))
+    session.receive(done("resp_1"))
+    assert session.replies() == (CREATE,)
+    session.receive(created("resp_2"))
+    session.receive(done("resp_2"))
+    assert session.replies() == ()
+
+
+def test_a_create_refused_for_an_active_response_goes_again_after_it() -> None:
+    session = opened()
+    assert session.encode(UserText("a"))[1] == CREATE
+    # Server VAD's response came first, and ours was refused.
+    session.receive(created("resp_vad"))
+    error = {
+        "type": "error",
+        "event_id": "e",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "conversation_already_has_active_response",
+            "message": "Conversation already has an active response in progress: resp_vad.",
+        },
+    }
+    assert isinstance(one(session.receive(json.dumps(error))), Notice)
+    assert session.replies() == ()
+    session.receive(done("resp_vad"))
+    assert session.replies() == (CREATE,)
+
+
+def test_the_bots_clear_truncates_cuts_and_cancels() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    segment = one(session.receive(delta("item_a", ms_of_audio(500)))).segment
+    wires = session.encode(ClearedOut(Heard(segment, 120), by_bot=True))
+    assert [json.loads(w) for w in wires] == [
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_a",
+            "content_index": 0,
+            "audio_end_ms": 120,
+        },
+        {"type": "response.cancel", "response_id": "resp_1"},
+    ]
+    # What is still in flight for that response is not played, but counted.
+    assert one(session.receive(delta("item_a", ms_of_audio(10)))) == CutAudio(240, 24000)
+    assert one(session.receive(delta("item_b", ms_of_audio(10)))) == CutAudio(240, 24000)
+    session.receive(done("resp_1", "cancelled", "client_cancelled"))
+    # Nothing active any more: a clear sends no cancel, and a new reply plays.
+    assert session.encode(ClearedOut(None, by_bot=True)) == ()
+    new = json.loads(delta("item_c", ms_of_audio(10))) | {"response_id": "resp_2"}
+    assert isinstance(one(session.receive(json.dumps(new))), PlayAudio)
+
+
+def test_instructions_and_context_outlive_the_session() -> None:
+    d = dialect({"instructions": "You are helpful."})
+    first = d.session()
+    first.encode(AddContext("Bob is the host."))
+    first.encode(SetInstructions("Be terse."))
+    first.encode(AddContext("The meeting ends at 3."))
+    update = json.loads(one(d.session().opening()))
+    assert update["session"]["instructions"] == (
+        "Be terse.\n\nBob is the host.\n\nThe meeting ends at 3."
+    )
+    assert update["session"]["audio"]["input"]["format"] == PCM_FORMAT
+    # Context alone is added after the user's own instructions.
+    d = dialect({"instructions": "You are helpful."})
+    d.session().encode(AddContext("Bob is the host."))
+    update = json.loads(one(d.session().opening()))
+    assert update["session"]["instructions"] == "You are helpful.\n\nBob is the host."
+    # Nothing changed: the opening is exactly the user's.
+    assert "instructions" not in json.loads(one(opened().opening()))["session"]
+
+
+def test_remembered_context_is_bounded_oldest_first() -> None:
+    memory = Memory(max_context_bytes=10)
+    for text in ("aaaa", "bbbb", "cccc"):
+        memory.add_context(text)
+    assert memory.contexts == ("bbbb", "cccc")
+    memory.add_context("x" * 11)
+    assert memory.contexts == ("bbbb", "cccc")
+    assert memory.contexts_dropped == 2
+    assert memory.prompt(None) == "bbbb\n\ncccc"
+    assert Memory().prompt("base") == "base"
+    assert Memory().prompt(None) is None
 
 
 # -- against the fake API --------------------------------------------------------------------

@@ -377,6 +377,9 @@ class OpenAIRealtimeSession(Session):
         """The response in progress (`response.created` came, `response.done` not yet)."""
         self._requested: ResponseCreate | None = None
         """Our `response.create` whose `response.created` has not come yet."""
+        self._last_sent: ResponseCreate | None = None
+        """Our latest `response.create`: the one a `conversation_already_has_active_response`
+        refuses, as we never send another while one is known to be active."""
         self._deferred: deque[ResponseCreate] = deque()
         self._owed: list[Wire] = []
         self._cut_responses: deque[str] = deque(maxlen=8)
@@ -445,7 +448,7 @@ class OpenAIRealtimeSession(Session):
         if response is not None and response.done and self._answered(response):
             del self._responses[call.response_id]
             wires += self._create(ResponseCreate())
-        return wires
+        return tuple(wires)
 
     def _answered(self, response: _Response) -> bool:
         return all(call is None or call.answered for call in map(self._calls.get, response.calls))
@@ -453,21 +456,24 @@ class OpenAIRealtimeSession(Session):
     def _create(self, create: ResponseCreate) -> Sequence[Wire]:
         """`create` now, or once the active response is done: one at a time."""
         if self._active is None and self._requested is None:
-            self._requested = create
+            self._requested = self._last_sent = create
             self._stats.response_creates += 1
             return (encode(create),)
+        self._defer(create)
+        return ()
+
+    def _defer(self, create: ResponseCreate) -> None:
         if create.response is None and any(d.response is None for d in self._deferred):
-            return ()  # one plain response answers everything waiting for one
+            return  # one plain response answers everything waiting for one
         self._stats.deferred_creates += 1
         self._deferred.append(create)
         if len(self._deferred) > MAX_DEFERRED:
             self._deferred.popleft()
             self._stats.deferred_dropped += 1
-        return ()
 
     def _flush(self) -> None:
         if self._active is None and self._requested is None and self._deferred:
-            create = self._requested = self._deferred.popleft()
+            create = self._requested = self._last_sent = self._deferred.popleft()
             self._stats.response_creates += 1
             self._owed.append(encode(create))
 
@@ -479,7 +485,7 @@ class OpenAIRealtimeSession(Session):
         if self._active is not None:
             self._cut_responses.append(self._active)
             wires.append(encode(ResponseCancel(response_id=self._active)))
-        return wires
+        return tuple(wires)
 
     def _truncate(self, heard: Heard) -> Sequence[Wire]:
         segment = self._segments.get(heard.segment)
@@ -537,11 +543,12 @@ class OpenAIRealtimeSession(Session):
             case ErrorEvent(error=error):
                 if error.code == "session_expired":
                     self._expired = True
-                elif error.code == ACTIVE_RESPONSE and self._requested is not None:
+                elif error.code == ACTIVE_RESPONSE and self._last_sent is not None:
                     # Our response.create met one we did not know of yet (server
-                    # VAD's): it goes again once that one is done.
-                    self._deferred.appendleft(self._requested)
-                    self._requested = None
+                    # VAD's, whose response.created we took for ours): it goes
+                    # again once that one is done (its response.done will come).
+                    self._deferred.appendleft(self._last_sent)
+                    self._last_sent = self._requested = None
                 event = AgentError(
                     message=error.message,
                     code=error.code,
@@ -583,7 +590,7 @@ class OpenAIRealtimeSession(Session):
                 response.done = True
                 if self._answered(response):
                     del self._responses[done.id]
-                    self._create(ResponseCreate())  # deferred: flushed just below
+                    self._defer(ResponseCreate())  # sent by the flush just below
             else:
                 # Cancelled, incomplete or failed: the model will not wait for these.
                 del self._responses[done.id]
