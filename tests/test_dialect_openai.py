@@ -514,7 +514,12 @@ def created(response_id: str) -> str:
 
 def done(response_id: str, status: str = "completed", reason: str | None = None) -> str:
     details = {"type": status, "reason": reason} if status != "completed" else None
-    response = {"id": response_id, "status": status, "status_details": details, "output": []}
+    response: dict[str, Any] = {
+        "id": response_id,
+        "status": status,
+        "status_details": details,
+        "output": [],
+    }
     return json.dumps({"type": "response.done", "event_id": "e", "response": response})
 
 
