@@ -24,9 +24,11 @@ from support import tone
 
 from sidecar.dialects import DIALECTS
 from sidecar.dialects.base import (
+    AddContext,
     AudioOut,
     ClearedOut,
     ClearPlayout,
+    CutAudio,
     DtmfOut,
     ErrorOut,
     Heard,
@@ -35,6 +37,12 @@ from sidecar.dialects.base import (
     Notice,
     Options,
     PlayAudio,
+    Say,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
 )
 from sidecar.dialects.deepgram_agent import DeepgramAgent, DeepgramAgentSession, prepare_settings
 from sidecar.dialects.notices import AgentError, AgentEvent, AgentWarning, Transcript
@@ -324,13 +332,158 @@ def test_receive_never_raises_and_audio_stays_whole_samples(messages: list[str |
         if isinstance(message, bytes):
             received += len(message)
         for item in session.receive(message):
-            assert isinstance(item, PlayAudio | ClearPlayout | Invalid | Notice)
+            assert isinstance(
+                item,
+                PlayAudio | ClearPlayout | Invalid | Notice | ToolCallIn | ToolCallCancelledIn,
+            )
             if isinstance(item, PlayAudio):
                 assert len(item.pcm) % 2 == 0 and item.pcm
                 played += len(item.pcm)
             if isinstance(item, ClearPlayout):
                 played = received = 0
     assert received - played in (0, 1)
+
+
+# -- the bot's commands -------------------------------------------------------------------------
+
+
+def request(*functions: tuple[str, str, bool]) -> str:
+    entries = [
+        {"id": id_, "name": name, "arguments": '{"q":"x"}', "client_side": client}
+        for id_, name, client in functions
+    ]
+    return json.dumps({"type": "FunctionCallRequest", "functions": entries})
+
+
+def test_all_five_commands_are_supported_with_think_settings() -> None:
+    d = dialect()
+    for name in ("tool_result", "say", "user_text", "context", "instructions"):
+        assert d.refuses(name) is None
+
+
+@pytest.mark.parametrize("agent", ["agent-id-123", {"listen": AGENT["listen"]}])
+def test_instructions_and_context_need_think_settings(agent: Any) -> None:
+    d = dialect({"agent": agent})
+    for name in ("instructions", "context"):
+        reason = d.refuses(name)
+        assert reason is not None and "agent.think" in reason and name in reason
+    for name in ("tool_result", "say", "user_text"):
+        assert d.refuses(name) is None
+
+
+def test_client_side_calls_are_tool_calls_and_server_side_ones_are_not() -> None:
+    session = opened()
+    calls = session.receive(request(("fc_1", "lookup", True), ("fc_2", "served", False)))
+    assert list(calls) == [ToolCallIn("fc_1", "lookup", '{"q":"x"}')]
+    stats = session.statistics()
+    assert (stats.tool_calls, stats.server_side_calls) == (1, 1)
+
+
+def test_a_result_is_a_function_call_response_with_the_calls_name() -> None:
+    session = opened()
+    session.receive(request(("fc_1", "lookup", True)))
+    wire = one(session.encode(ToolResult("fc_1", '{"ok":true}')))
+    assert wire == (
+        '{"type":"FunctionCallResponse","id":"fc_1","name":"lookup","content":"{\\"ok\\":true}"}'
+    )
+    # Answered once; an unknown id (another connection's call) sends nothing.
+    assert session.encode(ToolResult("fc_1", "again")) == ()
+    assert session.encode(ToolResult("fc_9", "x")) == ()
+    assert dialect().session().encode(ToolResult("fc_1", "x")) == ()
+
+
+def test_a_cancelled_call_is_cancelled_and_its_result_sends_nothing() -> None:
+    session = opened()
+    session.receive(request(("fc_1", "lookup", True), ("fc_2", "other", True)))
+    cancelled = {"type": "FunctionCallCancelled", "functions": [{"id": "fc_1", "name": "lookup"}]}
+    got = session.receive(json.dumps(cancelled))
+    assert list(got) == [ToolCallCancelledIn("fc_1", "cancelled")]
+    assert session.encode(ToolResult("fc_1", "late")) == ()
+    assert len(session.encode(ToolResult("fc_2", "ok"))) == 1
+    # A call it never asked the bot about is not the bot's to hear of.
+    unknown = {"type": "FunctionCallCancelled", "functions": [{"id": "fc_x", "name": "f"}]}
+    assert list(session.receive(json.dumps(unknown))) == []
+
+
+def test_say_user_text_and_context_are_their_messages() -> None:
+    session = opened()
+    assert session.encode(Say("Hello, room.")) == (
+        '{"type":"InjectAgentMessage","message":"Hello, room."}',
+    )
+    assert session.encode(UserText("Alice joined.")) == (
+        '{"type":"InjectUserMessage","content":"Alice joined."}',
+    )
+    assert session.encode(AddContext("Bob is the host.")) == (
+        '{"type":"UpdatePrompt","prompt":"Bob is the host."}',
+    )
+
+
+def test_instructions_are_the_think_settings_with_the_new_prompt() -> None:
+    session = opened()
+    wire = json.loads(one(session.encode(SetInstructions("Be terse."))))
+    assert wire == {"type": "UpdateThink", "think": AGENT["think"] | {"prompt": "Be terse."}}
+    # A fallback list: every entry gets the prompt.
+    think = [AGENT["think"], {"provider": {"type": "anthropic", "model": "claude"}}]
+    session = opened({"agent": AGENT | {"think": think}})
+    wire = json.loads(one(session.encode(SetInstructions("Be terse."))))
+    assert [t["prompt"] for t in wire["think"]] == ["Be terse.", "Be terse."]
+    assert wire["think"][1]["provider"] == {"type": "anthropic", "model": "claude"}
+
+
+def test_instructions_and_context_outlive_the_session() -> None:
+    d = dialect()
+    first = d.session()
+    first.encode(AddContext("Bob is the host."))
+    # UpdateThink replaces the whole prompt: the context appended so far stays in it.
+    think = json.loads(one(first.encode(SetInstructions("Be terse."))))["think"]
+    assert think["prompt"] == "Be terse.\n\nBob is the host."
+    first.encode(AddContext("The meeting ends at 3."))
+    settings = json.loads(one(d.session().opening()))
+    assert settings["agent"]["think"] == AGENT["think"] | {
+        "prompt": "Be terse.\n\nBob is the host.\n\nThe meeting ends at 3."
+    }
+    assert settings["agent"]["listen"] == AGENT["listen"]
+    # Context alone is appended to the user's prompt, as UpdatePrompt does.
+    d = dialect()
+    d.session().encode(AddContext("Bob is the host."))
+    settings = json.loads(one(d.session().opening()))
+    assert settings["agent"]["think"]["prompt"] == "Be brief.\n\nBob is the host."
+    # Nothing changed: the user's settings as they were.
+    assert json.loads(one(opened().opening()))["agent"] == AGENT
+
+
+def test_injection_refused_is_a_warning() -> None:
+    refused = {"type": "InjectionRefused", "message": "The user is speaking."}
+    event = one(opened().receive(json.dumps(refused))).event
+    assert event == AgentWarning(message="The user is speaking.", code="InjectionRefused")
+
+
+def test_the_bots_clear_drops_the_rest_of_the_reply() -> None:
+    session = opened()
+    session.receive('{"type":"SettingsApplied"}')
+    session.receive('{"type":"AgentStartedSpeaking","total_latency":1}')
+    assert isinstance(one(session.receive(b"\x01\x00" * 10)), PlayAudio)
+    assert session.encode(ClearedOut(Heard("x", 5), by_bot=True)) == ()
+    assert one(session.receive(b"\x01\x00" * 10)) == CutAudio(10, 16000)
+    assert one(session.receive(b"\x01\x00\x02")) == CutAudio(1, 16000)
+    assert session.statistics().cut_frames == 2
+    # The reply ended: the next one plays, from its first whole sample.
+    session.receive('{"type":"AgentAudioDone"}')
+    assert one(session.receive(b"\x03\x00")) == PlayAudio(b"\x03\x00", 16000)
+    # Cut again mid-reply; a new reply starting ends the cut too.
+    session.receive('{"type":"AgentStartedSpeaking"}')
+    session.encode(ClearedOut(None, by_bot=True))
+    assert isinstance(one(session.receive(b"\x00\x00")), CutAudio)
+    session.receive('{"type":"AgentStartedSpeaking"}')
+    assert isinstance(one(session.receive(b"\x00\x00")), PlayAudio)
+
+
+def test_a_clear_between_replies_cuts_nothing() -> None:
+    session = opened()
+    session.receive('{"type":"AgentStartedSpeaking"}')
+    session.receive('{"type":"AgentAudioDone"}')
+    session.encode(ClearedOut(None, by_bot=True))
+    assert isinstance(one(session.receive(b"\x00\x00")), PlayAudio)
 
 
 # -- against the fake Voice Agent ---------------------------------------------------------------
