@@ -937,6 +937,143 @@ async def test_the_fake_api_rejects_fields_it_does_not_know() -> None:
         assert server.current.violations == ["unknown field $.rate"]
 
 
+# -- the bot's commands, against the fake API ----------------------------------------------------
+
+
+def _transcripts(client: AgentClient) -> list[str]:
+    return [
+        i.event.text
+        for i in client.of(Notice)
+        if isinstance(i.event, Transcript) and i.event.role == "assistant"
+    ]
+
+
+async def test_a_tool_call_answered_end_to_end(speech: bytes) -> None:
+    """The meeting asks; the model calls a tool; the bot's result goes back with
+    one response.create; the model's spoken answer is heard."""
+    config = RealtimeConfig(reply_ms=600, speed=6.0, calls=[("lookup", '{"q":"clock"}')])
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened({"tools": tools})
+        async with open_served(server, session) as client:
+            await client.send_audio(speech, 24000)
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            (call,) = client.of(ToolCallIn)
+            assert (call.name, call.arguments_json) == ("lookup", '{"q":"clock"}')
+            await client.wait(lambda: bool(server.state(server.current).calls))
+            await client.command(ToolResult(call.call_id, '{"time":"15:04"}'))
+            await client.wait(lambda: bool(_transcripts(client)))
+            await _until(lambda: client.played_bytes() == 600 * 48)
+        conn = server.current
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.outputs == [(call.call_id, '{"time":"15:04"}')]
+        assert state.calls == {call.call_id: True}
+        kinds = [m["type"] for m in conn.received if m["type"] != "input_audio_buffer.append"]
+        assert kinds == ["session.update", "conversation.item.create", "response.create"]
+        assert state.refused_creates == 0
+        # The answer's audio reached the bot, all of it, as one segment.
+        assert _transcripts(client) == ["reply of 600 ms"]
+        assert sum(len(p.pcm) for p in client.of(PlayAudio)) == 600 * 48
+
+
+async def test_a_result_sent_while_another_response_runs_waits_for_it() -> None:
+    config = RealtimeConfig(reply_ms=1500, speed=3.0)
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened()
+        async with open_served(server, session) as client:
+            conn = await _wait_conn(server)
+            server.call_function(conn, "lookup", "{}")
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            (call,) = client.of(ToolCallIn)
+            await _until(lambda: server.state(conn).responding is None)
+            # A reply of the server's own (say, server VAD's) is under way...
+            server.respond(conn)
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            # ...so the result's response.create waits for it, and no error comes.
+            sent = await client.command(ToolResult(call.call_id, "ok"))
+            assert [json.loads(w)["type"] for w in sent] == ["conversation.item.create"]
+            await client.wait(lambda: len(_transcripts(client)) == 2)
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.refused_creates == 0
+        assert client.replied == ['{"type":"response.create"}']
+        assert not any(
+            isinstance(i, Notice) and isinstance(i.event, AgentError) for i in client.incoming
+        )
+
+
+async def test_say_user_text_context_and_instructions_against_the_api() -> None:
+    config = RealtimeConfig(reply_ms=300, speed=6.0)
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened({"instructions": "Be brief."})
+        async with open_served(server, session) as client:
+            conn = await _wait_conn(server)
+            await client.command(SetInstructions("Be terse."))
+            await client.command(AddContext("Bob is the host."))
+            await client.command(Say("Welcome, everyone."))
+            # Deferred until the greeting is done: one response at a time.
+            assert await client.command(UserText("What time is it?")) != []
+            await client.wait(lambda: len(_transcripts(client)) == 2)
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.refused_creates == 0
+        assert state.session["instructions"] == "Be terse."
+        assert state.messages == [("system", "Bob is the host."), ("user", "What time is it?")]
+        say = SAY_INSTRUCTIONS.format(text="Welcome, everyone.")
+        assert state.instructions == [say, None]
+        assert _transcripts(client) == [say, "reply of 300 ms"]
+
+
+async def test_the_bots_clear_cancels_the_reply_and_truncates() -> None:
+    config = RealtimeConfig(reply_ms=4000, speed=1.0)
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened()
+        async with open_served(server, session) as client:
+            conn = await _wait_conn(server)
+            await client.command(Say("A long story."))
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            await trio.sleep(0.3)
+            sent = await client.clear()
+            await _until(lambda: server.state(conn).responding is None)
+            await trio.sleep(0.1)
+        assert [json.loads(w)["type"] for w in sent] == [
+            "conversation.item.truncate",
+            "response.cancel",
+        ]
+        state = server.state(conn)
+        assert conn.violations == []
+        (truncated,) = state.truncations
+        assert truncated[2], "the API accepted the truncate"
+        done = conn.sent_json("response.done")[-1]["response"]
+        assert done["status"] == "cancelled"
+        assert done["status_details"]["reason"] == "client_cancelled"
+        # What still came of the reply was cut, not played: all of it accounted.
+        sent_bytes = sum(i.sent_bytes for i in state.items.values())
+        played = sum(len(p.pcm) for p in client.of(PlayAudio))
+        cut = sum(c.samples * 2 for c in client.of(CutAudio))
+        assert played + cut == sent_bytes
+
+
+async def test_a_new_session_starts_with_what_the_bot_changed() -> None:
+    with RealtimeServer() as server, trio.fail_after(15):
+        d = dialect({"instructions": "Be brief."})
+        async with open_served(server, d.session()) as client:
+            first = await _wait_conn(server)
+            await client.command(SetInstructions("Be terse."))
+            await client.command(AddContext("Bob is the host."))
+            await _until(lambda: len(first.sent_json("conversation.item.added")) == 1)
+        async with open_served(server, d.session()):
+            await _until(lambda: len(server.connections) == 2)
+            second = server.current
+            await _until(lambda: bool(second.sent_json("session.updated")))
+        assert first.violations == second.violations == []
+        update = second.received[0]
+        assert update["type"] == "session.update"
+        assert update["session"]["instructions"] == "Be terse.\n\nBob is the host."
+        assert server.state(second).session["instructions"] == "Be terse.\n\nBob is the host."
+
+
 @asynccontextmanager
 async def open_served(
     server: RealtimeServer, session: OpenAIRealtimeSession
