@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -639,3 +641,139 @@ def _events(client: AgentClient, kind: type[Any]) -> list[Any]:
 
 def _names(client: AgentClient) -> list[str]:
     return [e.name for e in _events(client, AgentEvent)]
+
+
+# -- the bot's commands, against the fake Voice Agent ------------------------------------------
+
+
+@asynccontextmanager
+async def served(server: AgentServer, session: DeepgramAgentSession) -> AsyncIterator[AgentClient]:
+    async with (
+        trio_websocket.open_websocket_url(server.url, extra_headers=headers()) as ws,
+        trio.open_nursery() as nursery,
+    ):
+        client = AgentClient(session, ws)
+        nursery.start_soon(client.serve)
+        await client.open()
+        await client.wait(lambda: session.audio_ready)
+        yield client
+        nursery.cancel_scope.cancel()
+
+
+def _said(client: AgentClient) -> list[str]:
+    return [t.text for t in _events(client, Transcript) if t.role == "assistant"]
+
+
+async def test_a_tool_call_answered_end_to_end() -> None:
+    """The meeting asks; Deepgram asks the client to run a function; the bot's
+    FunctionCallResponse goes back; the agent's spoken answer is heard."""
+    config = AgentConfig(reply_ms=600, speed=6.0, calls=[("lookup", '{"q":"clock"}')])
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            await client.send_audio(speech(), 16000)
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            (call,) = client.of(ToolCallIn)
+            assert (call.name, call.arguments_json) == ("lookup", '{"q":"clock"}')
+            await client.command(ToolResult(call.call_id, '{"time":"15:04"}'))
+            await client.wait(lambda: "AgentAudioDone" in _names(client))
+            await _until(lambda: client.played_bytes() == 600 * 32)
+        conn = server.current
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.answers == [(call.call_id, "lookup", '{"time":"15:04"}')]
+        assert state.pending == {}
+        assert _said(client) == ['the answer is {"time":"15:04"}']
+        assert sum(len(p.pcm) for p in client.of(PlayAudio)) == 600 * 32
+
+
+async def test_server_side_and_cancelled_calls_are_not_answered() -> None:
+    with AgentServer() as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            conn = server.current
+            server.request_call(conn, "served", "{}", client_side=False)
+            server.request_call(conn, "lookup", "{}")
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            server.cancel_calls(conn)
+            await client.wait(lambda: bool(client.of(ToolCallCancelledIn)))
+            (call,) = client.of(ToolCallIn)
+            assert call.name == "lookup"
+            assert client.of(ToolCallCancelledIn) == [
+                ToolCallCancelledIn(call.call_id, "cancelled")
+            ]
+            # Deepgram: "Send no FunctionCallResponse for this id".
+            assert await client.command(ToolResult(call.call_id, "late")) == []
+        assert conn.violations == []
+        assert server.state(conn).answers == []
+
+
+async def test_say_user_text_context_and_instructions_against_the_agent() -> None:
+    config = AgentConfig(reply_ms=300, speed=6.0)
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            conn = server.current
+            await client.command(AddContext("Bob is the host."))
+            await client.command(SetInstructions("Be terse."))
+            await client.command(Say("Welcome, everyone."))
+            await client.wait(lambda: "AgentAudioDone" in _names(client))
+            await client.command(UserText("What time is it?"))
+            await client.wait(lambda: _names(client).count("AgentAudioDone") == 2)
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.prompt_updates == ["Bob is the host."]
+        assert state.thinks == [AGENT["think"] | {"prompt": "Be terse.\n\nBob is the host."}]
+        assert state.injected == [
+            ("InjectAgentMessage", "Welcome, everyone."),
+            ("InjectUserMessage", "What time is it?"),
+        ]
+        assert _said(client) == ["Welcome, everyone.", "the agent's answer"]
+
+
+async def test_an_injection_while_the_agent_speaks_is_refused_with_a_warning() -> None:
+    config = AgentConfig(reply_ms=3000, speed=1.0)
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            await client.command(Say("First."))
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            await client.command(Say("Second."))
+            await client.wait(lambda: bool(_events(client, AgentWarning)))
+        (warning,) = _events(client, AgentWarning)
+        assert warning.code == "InjectionRefused"
+        assert server.state(server.current).refused == 1
+
+
+async def test_the_bots_clear_cuts_the_reply_on_the_wire() -> None:
+    config = AgentConfig(reply_ms=2000, speed=2.0)
+    session = opened()
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, session) as client:
+            await client.command(Say("A long story."))
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            await trio.sleep(0.2)
+            assert await client.clear() == []
+            await client.wait(lambda: "AgentAudioDone" in _names(client))
+            await client.command(Say("Next."))
+            await client.wait(lambda: _names(client).count("AgentAudioDone") == 2)
+        conn = server.current
+        assert conn.violations == []
+        sent = sum(len(m) for m in conn.sent if isinstance(m, bytes))
+        played = sum(len(p.pcm) for p in client.of(PlayAudio))
+        cut = sum(c.samples * 2 for c in client.of(CutAudio))
+        assert cut > 0, "the rest of the first reply was dropped"
+        assert played + cut == sent, "every byte sent was played or cut"
+        assert session.statistics().cut_frames == len(client.of(CutAudio))
+        assert _said(client) == ["A long story.", "Next."]
+
+
+async def test_a_new_session_starts_with_what_the_bot_changed() -> None:
+    with AgentServer() as server, trio.fail_after(15):
+        d = dialect()
+        async with served(server, d.session()) as client:
+            first = server.current
+            await client.command(SetInstructions("Be terse."))
+            await client.command(AddContext("Bob is the host."))
+            await _until(lambda: len(first.sent_json("PromptUpdated")) == 1)
+        async with served(server, d.session()):
+            second = server.current
+        assert first.violations == second.violations == []
+        think = server.state(second).settings["agent"]["think"]
+        assert think == AGENT["think"] | {"prompt": "Be terse.\n\nBob is the host."}
