@@ -106,6 +106,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from sidecar.dialects.base import (
     MIXED,
+    AddContext,
     AgentCommand,
     AudioOut,
     ClearedOut,
@@ -122,7 +123,13 @@ from sidecar.dialects.base import (
     Options,
     Outgoing,
     PlayAudio,
+    Say,
     Session,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
 )
 from sidecar.messages import ErrorCode, MessageError
 
@@ -1505,7 +1512,20 @@ def _item_from(obj: Json) -> Outgoing:
             return ErrorOut(MessageError(ErrorCode(obj["code"]), obj["message"]))
         case "cleared":
             heard = obj.get("heard")
-            return ClearedOut(None if heard is None else Heard(heard["segment"], heard["ms"]))
+            by_bot = obj.get("by_bot", False)
+            return ClearedOut(
+                None if heard is None else Heard(heard["segment"], heard["ms"]), by_bot
+            )
+        case "tool_result":
+            return ToolResult(obj["call_id"], obj["output"])
+        case "say":
+            return Say(obj["text"])
+        case "user_text":
+            return UserText(obj["text"])
+        case "context":
+            return AddContext(obj["text"])
+        case "instructions":
+            return SetInstructions(obj["text"])
     raise AssertionError(obj)
 
 
@@ -1522,6 +1542,10 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "clear"}
         case CutAudio(samples=samples, rate=rate):
             return {"kind": "cut_audio", "samples": samples, "rate": rate}
+        case ToolCallIn(call_id=call_id, name=name, arguments_json=arguments):
+            return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
+        case ToolCallCancelledIn(call_id=call_id, reason=reason):
+            return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract
@@ -1537,6 +1561,12 @@ def run_vector(dialect: Dialect, case: Json) -> None:
         match step["do"]:
             case "opening":
                 assert _wire_json(session.opening()) == step["wire"], where
+            case "reconnect":
+                # The same dialect (the same run): what the bot changed carries over.
+                session = dialect.session()
+                assert _wire_json(session.opening()) == step["wire"], where
+            case "replies":
+                assert _wire_json(session.replies()) == step["wire"], where
             case "keepalive":
                 assert _wire_json(session.keepalive()) == step["wire"], where
             case "send":
