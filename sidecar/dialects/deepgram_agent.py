@@ -323,7 +323,7 @@ class DeepgramAgentSession(Session):
         settings = self._settings
         think = current_think(settings.agent, self._memory)
         if think is not None and isinstance(settings.agent, dict):
-            settings = replace_struct(settings, agent=settings.agent | {"think": think})
+            settings = msgspec.structs.replace(settings, agent=settings.agent | {"think": think})
         return (encode(settings),)
 
     @property
@@ -505,10 +505,6 @@ def prepare_settings(user: object, rate: int) -> Prepared:
         agent=given.agent,
     )
     return Prepared(settings, (), tuple(warnings))
-
-
-def replace_struct(settings: Settings, *, agent: dict[str, Any]) -> Settings:
-    return msgspec.structs.replace(settings, agent=agent)
 
 
 def think_of(agent: dict[str, Any] | str) -> dict[str, Any] | list[dict[str, Any]] | None:

@@ -27,7 +27,7 @@ The API ends every session after 60 minutes: a close 1001 whose reason says
 the same session object at once, if the session lived a quarter of that
 (`renew_after_s`); sooner, the close is retried like any failure. The new
 session starts with an empty conversation: the model does not remember what
-was said before.
+was said before, only what the bot's `instructions` and `context` gave it.
 """
 
 from __future__ import annotations
