@@ -748,6 +748,15 @@ def test_a_create_refused_for_an_active_response_goes_again_after_it() -> None:
     assert session.replies() == (CREATE,)
 
 
+def test_a_create_that_failed_does_not_hold_the_next_one() -> None:
+    session = opened()
+    assert json.loads(one(session.encode(Say("a"))))["type"] == "response.create"
+    assert session.encode(Say("b")) == ()
+    error = {"type": "error", "event_id": "e", "error": {"code": "invalid_value", "message": "x"}}
+    assert isinstance(one(session.receive(json.dumps(error))), Notice)
+    assert json.loads(one(session.replies()))["response"]["instructions"].endswith("b")
+
+
 def test_the_bots_clear_truncates_cuts_and_cancels() -> None:
     session = opened()
     session.receive(created("resp_1"))

@@ -549,6 +549,13 @@ class OpenAIRealtimeSession(Session):
                     # again once that one is done (its response.done will come).
                     self._deferred.appendleft(self._last_sent)
                     self._last_sent = self._requested = None
+                elif self._requested is not None and self._active is None:
+                    # Perhaps our response.create failed (nothing names the event
+                    # an error is about): waiting for its response.created could
+                    # hold every later create for good. If it did not fail, the
+                    # next create meets it and comes back by the branch above.
+                    self._requested = None
+                    self._flush()
                 event = AgentError(
                     message=error.message,
                     code=error.code,
