@@ -48,7 +48,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UserText,
 )
-from sidecar.dialects.memory import Memory
+from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import AgentError, Transcript
 from sidecar.dialects.notices import notice as as_notice
 from sidecar.dialects.openai_realtime import (
@@ -802,16 +802,16 @@ def test_instructions_and_context_outlive_the_session() -> None:
 
 
 def test_remembered_context_is_bounded_oldest_first() -> None:
-    memory = Memory(max_context_bytes=10)
+    briefing = Briefing(max_context_bytes=10)
     for text in ("aaaa", "bbbb", "cccc"):
-        memory.add_context(text)
-    assert memory.contexts == ("bbbb", "cccc")
-    memory.add_context("x" * 11)
-    assert memory.contexts == ("bbbb", "cccc")
-    assert memory.contexts_dropped == 2
-    assert memory.prompt(None) == "bbbb\n\ncccc"
-    assert Memory().prompt("base") == "base"
-    assert Memory().prompt(None) is None
+        briefing.add_context(text)
+    assert briefing.contexts == ("bbbb", "cccc")
+    briefing.add_context("x" * 11)
+    assert briefing.contexts == ("bbbb", "cccc")
+    assert briefing.contexts_dropped == 2
+    assert briefing.prompt(None) == "bbbb\n\ncccc"
+    assert Briefing().prompt("base") == "base"
+    assert Briefing().prompt(None) is None
 
 
 # -- against the fake API --------------------------------------------------------------------

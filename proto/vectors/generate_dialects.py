@@ -1168,7 +1168,7 @@ def openai_command_cases() -> list[Case]:
             ],
         ),
         session_case(
-            "command_memory_in_the_next_session",
+            "command_kept_for_the_next_session",
             "what instructions and context changed is where the next connection's "
             "session.update starts: the bot's instructions, then each context text",
             brief,
@@ -1338,7 +1338,7 @@ def deepgram_command_cases() -> list[Case]:
             ],
         ),
         session_case(
-            "command_memory_in_the_next_session",
+            "command_kept_for_the_next_session",
             "the next connection's Settings carry what instructions and context changed",
             options,
             [

@@ -18,7 +18,7 @@ itself); `FunctionCallCancelled` withdraws one; `say` is `InjectAgentMessage`
 (spoken verbatim), `user_text` `InjectUserMessage`, `context` `UpdatePrompt`
 (which appends) and `instructions` `UpdateThink` with the session's think
 settings and the new prompt. What `context` and `instructions` change is
-remembered by the dialect (`Memory`): the next session's Settings carry it.
+remembered by the dialect (`Briefing`): the next session's Settings carry it.
 The bot's `clear` has no message here: the rest of the reply's audio is
 dropped as it comes (counted) until the reply ends.
 """
@@ -61,7 +61,7 @@ from sidecar.dialects.base import (
     Wire,
     WireAudio,
 )
-from sidecar.dialects.memory import Memory
+from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import (
     AgentError,
     AgentEvent,
@@ -302,10 +302,10 @@ class DeepgramAgentSession(Session):
         settings: Settings,
         rate: int,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
-        memory: Memory | None = None,
+        briefing: Briefing | None = None,
     ) -> None:
         self._settings = settings
-        self._memory = memory if memory is not None else Memory()
+        self._briefing = briefing if briefing is not None else Briefing()
         self._rate = rate
         self._max_bytes = max_message_bytes
         self._applied = False
@@ -321,7 +321,7 @@ class DeepgramAgentSession(Session):
     def opening(self) -> Sequence[Wire]:
         # Read now, not when the session was made: what the bot changed since counts.
         settings = self._settings
-        think = current_think(settings.agent, self._memory)
+        think = current_think(settings.agent, self._briefing)
         if think is not None and isinstance(settings.agent, dict):
             settings = msgspec.structs.replace(settings, agent=settings.agent | {"think": think})
         return (encode(settings),)
@@ -358,11 +358,11 @@ class DeepgramAgentSession(Session):
             case UserText(text=text):
                 return (encode(InjectUserMessage(content=text)),)
             case AddContext(text=text):
-                self._memory.add_context(text)
+                self._briefing.add_context(text)
                 return (encode(UpdatePrompt(prompt=text)),)
             case SetInstructions(text=text):
-                self._memory.set_instructions(text)
-                think = current_think(self._settings.agent, self._memory)
+                self._briefing.set_instructions(text)
+                think = current_think(self._settings.agent, self._briefing)
                 if think is None:
                     return ()  # refused before it was queued (`DeepgramAgent.refuses`)
                 return (encode(UpdateThink(think=think)),)
@@ -519,17 +519,17 @@ def think_of(agent: dict[str, Any] | str) -> dict[str, Any] | list[dict[str, Any
 
 
 def current_think(
-    agent: dict[str, Any] | str, memory: Memory
+    agent: dict[str, Any] | str, briefing: Briefing
 ) -> dict[str, Any] | list[dict[str, Any]] | None:
     """The think settings with what the bot changed: its instructions in place of
     the prompt, then its context texts (each entry of a fallback list alike)."""
     think = think_of(agent)
-    if think is None or (memory.instructions is None and not memory.contexts):
+    if think is None or (briefing.instructions is None and not briefing.contexts):
         return think
 
     def update(entry: dict[str, Any]) -> dict[str, Any]:
         base = entry.get("prompt")
-        prompt = memory.prompt(base if isinstance(base, str) else None)
+        prompt = briefing.prompt(base if isinstance(base, str) else None)
         return entry | {"prompt": prompt or ""}
 
     return update(think) if isinstance(think, dict) else [update(t) for t in think]
@@ -554,7 +554,7 @@ class DeepgramAgent(Dialect):
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self._prepared = prepare_settings(options.session, options.sample_rate)
-        self.memory = Memory()
+        self.briefing = Briefing()
         """What the bot's `instructions` and `context` changed, for every later session."""
 
     def refuses(self, command: str) -> str | None:
@@ -588,5 +588,5 @@ class DeepgramAgent(Dialect):
             self._prepared.settings,
             self.options.sample_rate,
             max_message_bytes=self.options.max_message_bytes,
-            memory=self.memory,
+            briefing=self.briefing,
         )

@@ -19,7 +19,7 @@ makes the model go on. Only one response may be active at a time (another
 session tracks the active one and defers every `response.create` it owes
 until that is done (`replies`). `say` is a `response.create` whose
 instructions ask for the text: the model speaks it, not necessarily verbatim.
-`instructions` and `context` are remembered by the dialect (`Memory`): the
+`instructions` and `context` are remembered by the dialect (`Briefing`): the
 next session's `session.update` starts from them.
 
 The API ends every session after 60 minutes: a close 1001 whose reason says
@@ -68,7 +68,7 @@ from sidecar.dialects.base import (
     Wire,
     WireAudio,
 )
-from sidecar.dialects.memory import Memory
+from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import (
     AgentError,
     Transcript,
@@ -362,10 +362,10 @@ class OpenAIRealtimeSession(Session):
         session_object: dict[str, Any],
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_segments: int = MAX_SEGMENTS,
-        memory: Memory | None = None,
+        briefing: Briefing | None = None,
     ) -> None:
         self._session_object = session_object
-        self._memory = memory if memory is not None else Memory()
+        self._briefing = briefing if briefing is not None else Briefing()
         self._max_bytes = max_message_bytes
         self._max_segments = max_segments
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
@@ -388,10 +388,10 @@ class OpenAIRealtimeSession(Session):
     def opening(self) -> Sequence[Wire]:
         # Read now, not when the session was made: what the bot changed since counts.
         session = self._session_object
-        memory = self._memory
-        if memory.instructions is not None or memory.contexts:
+        briefing = self._briefing
+        if briefing.instructions is not None or briefing.contexts:
             base = session.get("instructions")
-            prompt = memory.prompt(base if isinstance(base, str) else None)
+            prompt = briefing.prompt(base if isinstance(base, str) else None)
             session = session | {"instructions": prompt or ""}
         return (encode(SessionUpdate(session=session)),)
 
@@ -425,11 +425,11 @@ class OpenAIRealtimeSession(Session):
                 created = encode(ConversationItemCreate(item=message))
                 return (created, *self._create(ResponseCreate()))
             case AddContext(text=text):
-                self._memory.add_context(text)
+                self._briefing.add_context(text)
                 message = MessageItem(role="system", content=[InputText(text)])
                 return (encode(ConversationItemCreate(item=message)),)
             case SetInstructions(text=text):
-                self._memory.set_instructions(text)
+                self._briefing.set_instructions(text)
                 return (encode(SessionUpdate(session={"type": "realtime", "instructions": text})),)
             case AgentCommand():
                 return ()
@@ -799,7 +799,7 @@ class OpenAIRealtime(Dialect):
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self._prepared = prepare_session(options.session)
-        self.memory = Memory()
+        self.briefing = Briefing()
         """What the bot's `instructions` and `context` changed, for every later session."""
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
@@ -819,5 +819,5 @@ class OpenAIRealtime(Dialect):
         return OpenAIRealtimeSession(
             self._prepared.session,
             max_message_bytes=self.options.max_message_bytes,
-            memory=self.memory,
+            briefing=self.briefing,
         )

@@ -3,8 +3,11 @@
 The `instructions` and `context` commands change the agent's session; a
 reconnect (the vendor's session cap, a dropped link) starts a new one from
 the `--session` object, which would silently forget them. So the dialect (one
-per run) keeps a `Memory`, every session updates it as it *sends* such a
+per run) keeps a `Briefing`, every session updates it as it *sends* such a
 command, and a new session's opening starts from it.
+
+It is not the conversation (`sidecar.memory` keeps what was said): only what
+stands for every session, the way the --session object does.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ MAX_CONTEXT_BYTES: Final = 64 * 1024
 
 
 @dataclass(slots=True)
-class Memory:
+class Briefing:
     instructions: str | None = None
     """The bot's last `instructions`; None: the --session object's own."""
     max_context_bytes: int = MAX_CONTEXT_BYTES
