@@ -48,6 +48,7 @@ truncation): the rest of the cut turn's audio is dropped as it comes.
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from collections import OrderedDict, deque
@@ -211,8 +212,22 @@ class _In(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class InBlob(_In, frozen=True):
-    data: bytes = b""
+    data: str = ""
+    """Base64, standard or URL-safe, padded or not: protobuf's JSON takes all four."""
     mime_type: str = ""
+
+
+_URL_SAFE: Final = str.maketrans("-_", "+/")
+
+
+def b64decode(text: str) -> bytes | None:
+    """The bytes of a protobuf JSON `bytes` field; None if it is not base64."""
+    try:
+        return binascii.a2b_base64(
+            (text.translate(_URL_SAFE) + "=" * (-len(text) % 4)).encode("ascii"), strict_mode=True
+        )
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
 
 
 class InPart(_In, frozen=True):
@@ -591,7 +606,15 @@ class GeminiLiveSession(Session):
             if blob is None or rate is None:
                 self._stats.other_parts += 1
                 continue
-            pcm = blob.data
+            pcm = b64decode(blob.data)
+            if pcm is None:
+                self._stats.invalid += 1
+                where = f"serverContent.modelTurn.parts[{index}].inlineData.data"
+                error = MessageError(
+                    ErrorCode.INVALID_BASE64, f"`{where}` is not valid base64", "serverContent"
+                )
+                out.append(Invalid(error))
+                continue
             if len(pcm) % 2:
                 self._stats.invalid += 1
                 text = (
@@ -713,7 +736,7 @@ def prepare_setup(user: object) -> Prepared:
     if not isinstance(user, dict):
         problems.append("--session must be a JSON object (the Live API's setup)")
         user = {}
-    setup: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for key, value in user.items():
         camel = _snake_to_camel(key)
         if camel != key and camel in SETUP_FIELDS:
@@ -729,39 +752,47 @@ def prepare_setup(user: object) -> Prepared:
             warnings.append(
                 f"--session: `{key}` is not a setup field the sidecar knows; sent as given"
             )
-        setup[key] = value
-    model = setup.get("model", DEFAULT_MODEL)
+        given[key] = value
+    model = given.pop("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model.strip():
         problems.append(f"--session: `model` must be a model name, not {show(model)}")
         model = DEFAULT_MODEL
-    # The Gemini API names models `models/NAME`; a name with a path (Vertex's
-    # `projects/...`, `publishers/...`) is the user's, as given.
-    setup["model"] = model if "/" in model else f"models/{model}"
-    config = setup.get("generationConfig", {})
+    config = given.pop("generationConfig", {})
     if not isinstance(config, dict):
         problems.append(f"--session: `generationConfig` must be an object, not {show(config)}")
         config = {}
-    given = config.get("responseModalities")
-    if given is not None and given != ["AUDIO"]:
+    modalities = config.get("responseModalities")
+    if modalities is not None and modalities != ["AUDIO"]:
         warnings.append(
-            f'--session: `generationConfig.responseModalities` {show(given)} replaced by ["AUDIO"]:'
-            " the sidecar plays the agent's voice"
+            f"--session: `generationConfig.responseModalities` {show(modalities)} replaced "
+            'by ["AUDIO"]: the sidecar plays the agent\'s voice'
         )
-    setup["generationConfig"] = {**config, "responseModalities": ["AUDIO"]}
-    instruction = setup.get("systemInstruction")
+    # One order whatever the user's, so the setup's text is predictable.
+    setup: dict[str, Any] = {
+        # The Gemini API names models `models/NAME`; a name with a path (Vertex's
+        # `projects/...`, `publishers/...`) is the user's, as given.
+        "model": model if "/" in model else f"models/{model}",
+        "generationConfig": {**config, "responseModalities": ["AUDIO"]},
+    }
+    instruction = given.pop("systemInstruction", None)
     if isinstance(instruction, str):
         setup["systemInstruction"] = msgspec.to_builtins(text_content(instruction))
-    elif instruction is not None and not isinstance(instruction, dict):
+    elif isinstance(instruction, dict):
+        setup["systemInstruction"] = instruction
+    elif instruction is not None:
         problems.append(
             "--session: `systemInstruction` must be a text or a Content object, "
             f"not {show(instruction)}"
         )
+    transcriptions = {}
     for key in ("inputAudioTranscription", "outputAudioTranscription"):
-        value = setup.get(key, {})
+        value = given.pop(key, {})
         if not isinstance(value, dict):
             problems.append(f"--session: `{key}` must be an object, not {show(value)}")
             value = {}
-        setup[key] = value
+        transcriptions[key] = value
+    setup |= given
+    setup |= transcriptions
     return Prepared(setup, tuple(problems), tuple(warnings))
 
 
