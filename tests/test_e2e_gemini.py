@@ -1,0 +1,169 @@
+"""The real sidecar process talking straight to Gemini Live: no server of the user's.
+
+Against the fake Live API (tests/gemini_server.py: every message it receives
+read with google-genai's types, strictly; every message it sends built with
+them): the key goes as `x-goog-api-key` from GEMINI_API_KEY, never in the
+URL or the output; the bot talks, the agent answers in several audio parts
+per message faster than real time, and the bot hears the answer paced at
+48 kHz; the meeting interrupts and the answer stops within a frame; a tool
+call is answered over --control; a goAway's close is followed by a new
+connection that resumes the conversation with the server's handle; a wrong
+key exits 4.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+from control_client import Client
+from gemini_server import GeminiConfig, GeminiServer
+from support import SidecarProcess, open_bot_loop, sidecar_args, wait_until
+from test_e2e_agents import FRAME_MS, audible_ms, talk_then_listen, tone_frames
+
+SETUP = {
+    "model": "gemini-3.8-live",
+    "systemInstruction": "Be brief.",
+    "tools": [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "lookup_time",
+                    "description": "The time in a time zone.",
+                    "parameters": {"type": "OBJECT", "properties": {"tz": {"type": "STRING"}}},
+                }
+            ]
+        }
+    ],
+}
+
+
+def gemini_args(*extra: str) -> list[str]:
+    return ["--protocol", "gemini-live", "--session", json.dumps(SETUP), *extra]
+
+
+def key_env(fake: GeminiServer) -> dict[str, str]:
+    return {"GEMINI_API_KEY": fake.config.api_key, "GOOGLE_API_KEY": ""}
+
+
+async def test_the_answer_is_heard_paced_and_a_barge_in_stops_it_within_a_frame(
+    tmp_path: Path,
+) -> None:
+    config = GeminiConfig(reply_ms=4000, barge_in_at_ms=2400, answer_barge_in=False)
+    with trio.fail_after(60), GeminiServer(config) as fake:
+        async with (
+            open_bot_loop(fake.url, tmp_path, *gemini_args(), env=key_env(fake)) as meeting,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(talk_then_listen, meeting.bot, 0.6, 4.0)
+            cleared = await meeting.sidecar.wait_event(
+                "playout_cleared", lambda e: e["dropped_ms"] > 0, timeout=20
+            )
+            at = trio.current_time()
+            await meeting.sidecar.wait_event("transcript", lambda e: e["role"] == "assistant")
+            await trio.sleep(0.3)
+            nursery.cancel_scope.cancel()
+    conn = fake.connections[0]
+    assert conn.violations == []
+    assert conn.headers["x-goog-api-key"] == fake.config.api_key
+    assert "key=" not in conn.path
+    setup = conn.received[0]["setup"]
+    assert setup["model"] == "models/gemini-3.8-live"
+    assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
+    assert setup["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    # The meeting's audio reached the agent as 16 kHz PCM (the fake's VAD heard it).
+    assert fake.state(conn).audio_messages > 0 and len(conn.audio) > 16000
+    heard = [(t, f) for t, f in tone_frames(meeting.speaker, 550) if t <= at]
+    after = [t for t, _ in tone_frames(meeting.speaker, 550) if t > at]
+    # Paced: the agent had sent 2.4 s (4x faster than real time); far less was heard.
+    assert 200 <= audible_ms(heard) <= 1500
+    # The answer stopped at once: at most the frame being written still arrived.
+    assert len(after) <= 1
+    assert cleared["dropped_ms"] > FRAME_MS
+    said = {e["role"]: e["text"] for e in meeting.sidecar.named("transcript")}
+    assert said["user"] == "what the user said"
+    assert said["assistant"]  # what the agent had said when it was cut
+    secret = fake.config.api_key.encode()
+    assert secret not in meeting.sidecar.stdout + meeting.sidecar.stderr
+
+
+async def _control(path: Path) -> Client:
+    with trio.fail_after(5):
+        return Client(await trio.open_unix_socket(str(path)))
+
+
+async def test_a_tool_call_is_answered_end_to_end(tmp_path: Path) -> None:
+    """toolCall -> tool_call event -> tool_result -> toolResponse -> the agent's
+    spoken answer, heard by the bot."""
+    config = GeminiConfig(reply_ms=1500, calls=[("lookup_time", '{"tz":"UTC"}')])
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), GeminiServer(config) as fake:
+        args = gemini_args("--control", str(control))
+        async with open_bot_loop(fake.url, tmp_path, *args, env=key_env(fake)) as meeting:
+            client = await _control(control)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(talk_then_listen, meeting.bot, 0.6, 1.5)
+                call = await client.wait("tool_call")
+                assert call["name"] == "lookup_time"
+                assert call["arguments"] == {"tz": "UTC"}
+                answer = {"command": "tool_result", "id": "r1", "call_id": call["call_id"]}
+                await client.send(answer | {"output": {"time": "15:04"}})
+                assert (await client.wait("command_result", id="r1"))["ok"] is True
+                said = await client.wait("transcript", role="assistant")
+                assert "15:04" in said["text"]
+                await wait_until(
+                    lambda: audible_ms(tone_frames(meeting.speaker, 550)) >= 1400, 20, "the answer"
+                )
+                refused = {"command": "say", "id": "s1", "text": "Hello."}
+                await client.send(refused)
+                result = await client.wait("command_result", id="s1")
+                assert result["ok"] is False
+                nursery.cancel_scope.cancel()
+    conn = fake.current
+    assert conn.violations == []
+    state = fake.state(conn)
+    assert state.answers == [(call["call_id"], "lookup_time", {"time": "15:04"})]
+
+
+async def test_a_go_away_is_followed_by_a_connection_that_resumes(tmp_path: Path) -> None:
+    config = GeminiConfig(reply_ms=600, go_away_after_s=3.0, go_away_left_s=0.3)
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), GeminiServer(config) as fake:
+        args = gemini_args("--control", str(control), "--retry-delay", "0.1")
+        async with open_bot_loop(fake.url, tmp_path, *args, env=key_env(fake)) as meeting:
+            client = await _control(control)
+            await client.send({"command": "user_text", "id": "u1", "text": "Remember 42."})
+            assert (await client.wait("command_result", id="u1"))["ok"] is True
+            await meeting.sidecar.wait_event("agent_event", lambda e: e["name"] == "goAway")
+            await wait_until(lambda: len(fake.connections) >= 2, 15, "a second connection")
+            second = fake.connections[1]
+            await wait_until(lambda: fake.state(second).ready, 10, "its setupComplete")
+            # The bot's commands go on reaching the agent, now on the new connection.
+            await client.send({"command": "user_text", "id": "u2", "text": "What was it?"})
+            assert (await client.wait("command_result", id="u2"))["ok"] is True
+            await wait_until(
+                lambda: fake.state(second).user_texts == ["What was it?"], 10, "the new turn"
+            )
+    first = fake.connections[0]
+    assert first.violations == [] and second.violations == []
+    handle = second.received[0]["setup"]["sessionResumption"]["handle"]
+    assert handle in fake.handles
+    state = fake.state(second)
+    assert state.resumed_from == handle
+    assert ("user", "Remember 42.") in state.history
+    assert "historyConfig" not in second.received[0]["setup"]
+
+
+async def test_a_wrong_key_is_fatal(tmp_path: Path) -> None:
+    with trio.fail_after(30), GeminiServer() as fake:
+        args = [*sidecar_args(fake.url, tmp_path), *gemini_args()]
+        env = {"GEMINI_API_KEY": "wrong-key", "GOOGLE_API_KEY": ""}
+        async with trio.open_nursery() as nursery:
+            sidecar = await SidecarProcess(args, env=env).start(nursery)
+            assert await sidecar.wait(timeout=20) == 4
+    gave_up = sidecar.named("gave_up")[0]
+    assert gave_up["status"] == 403
+    assert "API key not valid" in gave_up["reason"]
+    assert b"wrong-key" not in sidecar.stdout + sidecar.stderr
+    assert fake.rejected == 1
