@@ -125,10 +125,12 @@ from sidecar.dialects.base import (
     PlayAudio,
     Say,
     Session,
+    SessionExpiring,
     SetInstructions,
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.messages import ErrorCode, MessageError
@@ -1546,6 +1548,10 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
         case ToolCallCancelledIn(call_id=call_id, reason=reason):
             return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
+        case SessionExpiring(within_s=within_s):
+            return {"kind": "session_expiring", "within_s": within_s}
+        case UserSpeaking(item=item):
+            return {"kind": "user_speaking"} | ({} if item is None else {"item": item})
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract

@@ -37,10 +37,12 @@ from sidecar.dialects.base import (
     Options,
     PlayAudio,
     Say,
+    SessionExpiring,
     SetInstructions,
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.dialects.gemini_live import (
@@ -52,7 +54,7 @@ from sidecar.dialects.gemini_live import (
     seconds,
     tool_response,
 )
-from sidecar.events import AgentEvent, Transcript
+from sidecar.events import AgentEvent, MemoryRestored, Transcript
 from sidecar.memory import (
     AgentState,
     AgentTurn,
@@ -289,6 +291,7 @@ def test_interrupted_clears_the_playout_and_drops_the_rest_of_that_turn() -> Non
     assert out == [
         Notice(Transcript(role="assistant", text="Sure,", item_id="gemini-1")),
         ClearPlayout(),
+        UserSpeaking(),
     ]
     assert session.receive(audio_parts(pcm)) == [CutAudio(len(pcm) // 2, 24000)]
     session.receive(content(turn_complete=True))
@@ -318,8 +321,11 @@ def test_a_clear_between_turns_cuts_nothing() -> None:
 
 def test_transcription_pieces_are_one_transcript_per_turn() -> None:
     session = ready(dialect().session())
-    for piece in ("book ", "a ", "room"):
-        assert session.receive(content(input_transcription=types.Transcription(text=piece))) == []
+    heard = [
+        session.receive(content(input_transcription=types.Transcription(text=piece)))
+        for piece in ("book ", "a ", "room")
+    ]
+    assert heard == [[UserSpeaking()], [], []]  # the meeting's turn began
     pcm = tone(300, 0.02, 24000)
     out = session.receive(
         content(
@@ -346,7 +352,7 @@ def test_a_finished_transcription_is_flushed_at_once() -> None:
     session = ready(dialect().session())
     finished = types.Transcription(text="hello", finished=True)
     out = session.receive(content(input_transcription=finished))
-    assert out == [Notice(Transcript(role="user", text="hello"))]
+    assert out == [UserSpeaking(), Notice(Transcript(role="user", text="hello"))]
 
 
 # -- tools -----------------------------------------------------------------------------------
@@ -468,6 +474,7 @@ def test_the_newest_resumable_handle_is_used_by_the_next_connection() -> None:
     assert setup.session_resumption.handle == "h1"
     assert setup.history_config is None
     assert nxt.restoring is not None and nxt.restoring.via == "resumption"
+    assert nxt.restored() == MemoryRestored(turns=5, chars=80, dropped_turns=2)
     nxt.receive(SETUP_COMPLETE)
     assert nxt.replies() == ()  # the server has the conversation: no history sent
 
@@ -509,7 +516,7 @@ def test_without_a_handle_the_record_is_the_initial_history() -> None:
 
 def test_the_first_connection_restores_nothing() -> None:
     session = dialect().session()
-    assert session.restoring is None
+    assert session.restoring is None and session.restored() is None
     assert "historyConfig" not in json.loads(session.opening()[0])["setup"]
     empty = MemorySnapshot(turns=(), chars=0, dropped_turns=0)
     assert dialect().session(empty).restoring is None
@@ -522,7 +529,10 @@ def test_go_away_is_an_event_and_its_close_a_routine_end() -> None:
     session = ready(dialect().session())
     assert not session.reconnect_at_once(1011, "Deadline expired")
     out = session.receive(server(go_away=types.LiveServerGoAway(time_left="50s")))
-    assert events(out) == [AgentEvent(name="goAway", text="50s")]
+    assert out == [Notice(AgentEvent(name="goAway", text="50s")), SessionExpiring(50.0)]
+    # Without a time: the end is near, the link rotates at once.
+    (_, expiring) = ready(dialect().session()).receive(server(go_away=types.LiveServerGoAway()))
+    assert expiring == SessionExpiring(0.0)
     assert session.reconnect_at_once(1011, "Deadline expired before operation could complete.")
 
 

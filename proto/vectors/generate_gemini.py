@@ -211,7 +211,7 @@ def cases() -> list[Case]:
             [
                 step("opening", setup()),
                 receive(SETUP_COMPLETE, event("setupComplete")),
-                receive(served(inputTranscription={"text": "book "})),
+                receive(served(inputTranscription={"text": "book "}), {"kind": "user_speaking"}),
                 receive(served(inputTranscription={"text": "a room"})),
                 receive(
                     served(outputTranscription={"text": "Done, "}),
@@ -238,6 +238,7 @@ def cases() -> list[Case]:
                     served(interrupted=True),
                     transcript("assistant", "Sure,", "gemini-1"),
                     {"kind": "clear"},
+                    {"kind": "user_speaking"},
                 ),
                 receive(
                     parts((a, "audio/pcm;rate=24000")),
@@ -395,7 +396,8 @@ def cases() -> list[Case]:
         ),
         case(
             "go_away_then_the_close_is_a_routine_end",
-            "goAway is an agent_event with timeLeft; the close after it is reconnected at once",
+            "goAway is an agent_event with timeLeft, and the session expiring within it (the "
+            "link rotates); the close after it is a routine end",
             [
                 step("opening", setup()),
                 receive(SETUP_COMPLETE, event("setupComplete")),
@@ -405,7 +407,11 @@ def cases() -> list[Case]:
                     "reason": "Deadline expired",
                     "expect": False,
                 },
-                receive(server({"goAway": {"timeLeft": "50s"}}), event("goAway", "50s")),
+                receive(
+                    server({"goAway": {"timeLeft": "50s"}}),
+                    event("goAway", "50s"),
+                    {"kind": "session_expiring", "within_s": 50.0},
+                ),
                 {
                     "do": "reconnect_at_once",
                     "code": 1011,

@@ -29,9 +29,14 @@ tried again. Without a handle, the conversation record the link passes to
 its turns with `turnComplete`: the model does not answer it).
 
 `goAway` is the server's notice that the connection ends soon: an
-`agent_event` for the bot, and the close that follows is the routine end of
-a connection, reconnected at once (with the handle) if it lived
-`renew_after_s`.
+`agent_event` for the bot, and `SessionExpiring(timeLeft)`, on which the link
+moves to a new connection (with the handle) at a quiet moment before then;
+the first piece of the meeting's transcription, and `interrupted`, say the
+meeting is speaking (`UserSpeaking`: no quiet moment). Should the close come
+first, it is the routine end of a connection, reconnected at once if the
+connection lived `renew_after_s`. The session says what its opening restores
+(`restored()`, a `memory_restored` event): the record's size, whether by the
+handle or as initial history.
 
 The bot's commands: `tool_result` is `toolResponse.functionResponses` (a JSON
 object output is the `response`, anything else `{"result": text}`);
@@ -52,13 +57,14 @@ import binascii
 import json
 import re
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from sidecar import events
 from sidecar.dialects.base import (
     COMMANDS,
     MIXED,
@@ -69,6 +75,7 @@ from sidecar.dialects.base import (
     ClearPlayout,
     CutAudio,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -79,10 +86,12 @@ from sidecar.dialects.base import (
     PlayAudio,
     Say,
     Session,
+    SessionExpiring,
     SetInstructions,
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
     Wire,
     WireAudio,
@@ -457,6 +466,14 @@ class GeminiLiveSession(Session):
     def statistics(self) -> Statistics:
         return replace(self._stats)
 
+    def restored(self) -> events.MemoryRestored | None:
+        restoring = self.restoring
+        if restoring is None:
+            return None
+        return events.MemoryRestored(
+            turns=restoring.turns, chars=restoring.chars, dropped_turns=restoring.dropped_turns
+        )
+
     def replies(self) -> Sequence[Wire]:
         owed, self._owed = self._owed, []
         return tuple(owed)
@@ -546,6 +563,9 @@ class GeminiLiveSession(Session):
             self._going_away = True
             left = decoded.go_away.time_left
             out.append(notice(AgentEvent(name="goAway", text=left)))
+            within = seconds(left)
+            # No time said: the end is near; the link rotates at once.
+            out.append(SessionExpiring(within if within is not None else 0.0))
         if not acted:
             self._stats.ignored += 1
         return out
@@ -567,12 +587,16 @@ class GeminiLiveSession(Session):
     def _content(self, content: ServerContent) -> Sequence[Incoming]:
         out: list[Incoming] = []
         if content.input_transcription is not None:
+            if not self._heard.parts and content.input_transcription.text.strip():
+                out.append(UserSpeaking())  # the meeting's turn has begun
             self._heard.add(content.input_transcription.text, self._stats)
             if content.input_transcription.finished:
                 out += self._flush_user()
         if content.interrupted:
             out += self._flush_agent()
             out.append(ClearPlayout())
+            if not self._heard.parts:
+                out.append(UserSpeaking())  # the server's VAD heard the meeting
             self._cutting = self._segment is not None
         if content.model_turn is not None:
             out += self._parts(content.model_turn.parts)
@@ -809,9 +833,19 @@ class GeminiLive(Dialect):
         "wss://generativelanguage.googleapis.com/ws/"
         "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
     )
+    summary: ClassVar[str] = "Google's Gemini Live API (BidiGenerateContent)"
     auth_env: ClassVar[str | None] = KEY_ENVS[0]
+    auth_envs: ClassVar[tuple[str, ...]] = KEY_ENVS
     auth_header: ClassVar[str] = "x-goog-api-key"
-    uses_session: ClassVar[bool] = True
+    auth_scheme: ClassVar[str] = ""
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag(
+            "--session",
+            "the setup object (model, systemInstruction, tools, generationConfig.speechConfig, "
+            "realtimeInputConfig...)",
+        ),
+    )
+    server_audio: ClassVar[str] = "serverContent.modelTurn.parts[].inlineData"
     # A tenth of a connection's life: a goAway-announced close sooner than that
     # is a server closing early, retried like any failure.
     renew_after_s: ClassVar[float | None] = CONNECTION_CAP_S / 10
@@ -835,13 +869,6 @@ class GeminiLive(Dialect):
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(INPUT_RATE)
-
-    def auth_headers(self, environ: Mapping[str, str], url: str) -> tuple[tuple[str, str], ...]:
-        for name in KEY_ENVS:
-            key = environ.get(name, "").strip()
-            if key:
-                return ((self.auth_header, key),)
-        return ()
 
     def problems(self) -> Sequence[str]:
         return self._prepared.problems
