@@ -1550,8 +1550,8 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
         case SessionExpiring(within_s=within_s):
             return {"kind": "session_expiring", "within_s": within_s}
-        case UserSpeaking(item=item):
-            return {"kind": "user_speaking"} | ({} if item is None else {"item": item})
+        case UserSpeaking(item=said):
+            return {"kind": "user_speaking"} | ({} if said is None else {"item": said})
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract
