@@ -14,13 +14,18 @@ key exits 4.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import trio
 from control_client import Client
 from gemini_server import GeminiConfig, GeminiServer
 from support import SidecarProcess, open_bot_loop, sidecar_args, wait_until
 from test_e2e_agents import FRAME_MS, audible_ms, talk_then_listen, tone_frames
+from test_tools_check import check_options, findings
+
+from sidecar.tools.check import render, run_check
 
 SETUP = {
     "model": "gemini-3.8-live",
@@ -167,3 +172,22 @@ async def test_a_wrong_key_is_fatal(tmp_path: Path) -> None:
     assert "API key not valid" in gave_up["reason"]
     assert b"wrong-key" not in sidecar.stdout + sidecar.stderr
     assert fake.rejected == 1
+
+
+async def test_check_speaks_gemini_live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`check --protocol gemini-live`: the dialect's own session drives it, the key
+    comes from GOOGLE_API_KEY when GEMINI_API_KEY is not set, and the agent's
+    answer counts as the server's audio."""
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("GOOGLE_API_KEY", "gm-test")
+    (tmp_path / "setup.json").write_text(json.dumps(SETUP))
+    with GeminiServer(GeminiConfig(reply_ms=600)) as fake, trio.fail_after(30):
+        options = check_options(
+            "--protocol", "gemini-live", fake.url, "--seconds", "2",
+            "--session", f"@{tmp_path / 'setup.json'}",
+        )  # fmt: skip
+        report = await run_check(replace(options, quiet_after=0.5))
+    assert report.ok, render(report)
+    assert findings(report)["handshake"][1].endswith("(sent headers: x-goog-api-key)")
+    assert [v for conn in fake.connections for v in conn.violations] == []
+    assert report.bot_output_messages > 0
