@@ -191,3 +191,19 @@ async def test_check_speaks_gemini_live(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert findings(report)["handshake"][1].endswith("(sent headers: x-goog-api-key)")
     assert [v for conn in fake.connections for v in conn.violations] == []
     assert report.bot_output_messages > 0
+
+
+async def test_a_proxy_or_vertex_takes_the_users_bearer_header(tmp_path: Path) -> None:
+    """--url elsewhere with --header 'Authorization: Bearer ...' and no key in the
+    environment: the bearer goes, and no x-goog-api-key is made up."""
+    with trio.fail_after(30), GeminiServer() as fake:
+        args = gemini_args("--header", f"Authorization: Bearer {fake.config.api_key}")
+        env = {"GEMINI_API_KEY": "", "GOOGLE_API_KEY": ""}
+        async with open_bot_loop(fake.url, tmp_path, *args, env=env) as meeting:
+            await meeting.sidecar.wait_event(
+                "agent_event", lambda e: e["name"] == "setupComplete", timeout=15
+            )
+    conn = fake.connections[0]
+    assert conn.violations == []
+    assert conn.headers["Authorization"] == f"Bearer {fake.config.api_key}"
+    assert "x-goog-api-key" not in conn.headers
