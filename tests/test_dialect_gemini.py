@@ -138,8 +138,9 @@ def test_the_key_is_the_x_goog_api_key_header_from_either_variable() -> None:
     url = GeminiLive.default_url or ""
     assert d.auth_headers({"GEMINI_API_KEY": " k1 "}, url) == (("x-goog-api-key", "k1"),)
     assert d.auth_headers({"GOOGLE_API_KEY": "k2"}, url) == (("x-goog-api-key", "k2"),)
+    # google-genai's order: "Both GOOGLE_API_KEY and GEMINI_API_KEY are set. Using GOOGLE_API_KEY."
     both = {"GEMINI_API_KEY": "k1", "GOOGLE_API_KEY": "k2"}
-    assert d.auth_headers(both, url) == (("x-goog-api-key", "k1"),)
+    assert d.auth_headers(both, url) == (("x-goog-api-key", "k2"),)
     assert d.auth_headers({}, url) == ()
 
 
@@ -490,6 +491,18 @@ def test_a_handle_whose_connection_never_set_up_is_not_tried_again() -> None:
     assert setup["sessionResumption"] == {}
     assert d.resumption.rejected == 1
     assert nxt.restoring is not None and nxt.restoring.via == "history"
+
+
+def test_a_handle_no_setup_carried_is_kept() -> None:
+    """A connection that failed before its setup went (the handshake) says
+    nothing about the handle."""
+    d = dialect()
+    ready(d.session()).receive(handle_update("h1", True))
+    d.session(SNAPSHOT)  # never opened
+    d.session(SNAPSHOT)  # never opened
+    (wire,) = d.session(SNAPSHOT).opening()
+    assert json.loads(wire)["setup"]["sessionResumption"] == {"handle": "h1"}
+    assert d.resumption.rejected == 0
 
 
 def test_without_a_handle_the_record_is_the_initial_history() -> None:

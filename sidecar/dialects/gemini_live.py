@@ -22,8 +22,8 @@ agent's transcript names as its `item_id`.
 Memory: the server hands out resumption handles (`sessionResumptionUpdate`);
 the dialect keeps the newest for the run, and a new connection's setup
 carries it (`sessionResumption.handle`): the server goes on with the same
-conversation. A handle whose connection never reached `setupComplete` is not
-tried again. Without a handle, the conversation record the link passes to
+conversation. A handle a setup carried without getting `setupComplete` is
+not tried again. Without a handle, the conversation record the link passes to
 `session(history)` is the new session's initial history
 (`historyConfig.initialHistoryInClientContent`, then one `clientContent` of
 its turns with `turnComplete`: the model does not answer it).
@@ -347,18 +347,20 @@ class Resumption:
     """The run's newest resumption handle, and whether it was proven to work."""
 
     handle: str | None = None
-    tried: str | None = None
-    """The handle a connection opened with, until its setupComplete confirms it."""
+    sent: str | None = None
+    """The handle a setup carried, until its setupComplete confirms it."""
     rejected: int = 0
-    """Handles given up on: their connection ended before setupComplete."""
+    """Handles given up on: a setup carried them and got no setupComplete."""
 
-    def take(self) -> str | None:
-        """The handle for a new connection (a handle tried and not confirmed is
-        not tried twice: the server refused it, or it expired)."""
-        if self.tried is not None and self.tried == self.handle:
+    def current(self) -> str | None:
+        """The handle for a new connection. One a setup carried without a
+        setupComplete is not tried twice (the server refused it, or it expired):
+        that connection may have dropped for another reason, but the record
+        still seeds the next one, where a refused handle would fail them all."""
+        if self.sent is not None and self.sent == self.handle:
             self.handle = None
             self.rejected += 1
-        self.tried = self.handle
+        self.sent = None
         return self.handle
 
 
@@ -420,6 +422,7 @@ class GeminiLiveSession(Session):
         *,
         briefing: Briefing,
         resumption: Resumption,
+        handle: str | None = None,
         turns: list[int],
         history: Sequence[Content] = (),
         restoring: Restoring | None = None,
@@ -428,6 +431,7 @@ class GeminiLiveSession(Session):
         self._setup = setup
         self._briefing = briefing
         self._resumption = resumption
+        self._handle = handle
         self._turn_counter = turns
         """The run's reply counter (one list cell, shared by the run's sessions)."""
         self._history = list(history)
@@ -457,6 +461,8 @@ class GeminiLiveSession(Session):
         if briefing.instructions is not None or briefing.contexts:
             prompt = briefing.prompt(instruction_text(setup.get("systemInstruction")))
             setup["systemInstruction"] = msgspec.to_builtins(text_content(prompt or ""))
+        if self._handle is not None:
+            self._resumption.sent = self._handle  # proven by our setupComplete
         return (encode(ClientMessage(setup=setup)),)
 
     @property
@@ -575,8 +581,8 @@ class GeminiLiveSession(Session):
             return ()
         self._ready = True
         self.session_id = complete.session_id
-        if self._resumption.tried is not None:
-            self._resumption.tried = None  # the handle worked
+        if self._handle is not None and self._resumption.sent == self._handle:
+            self._resumption.sent = None  # the handle worked
         if self._history:
             turns = LiveClientContent(turns=self._history, turn_complete=True)
             self._owed.append(encode(ClientMessage(client_content=turns)))
@@ -823,8 +829,9 @@ def prepare_setup(user: object) -> Prepared:
 # -- the dialect ------------------------------------------------------------------------
 
 
-KEY_ENVS: Final = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-"""Where the key is read from, in order (google-genai reads these two)."""
+KEY_ENVS: Final = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+"""Where the key is read from, in google-genai's order: "Both GOOGLE_API_KEY and
+GEMINI_API_KEY are set. Using GOOGLE_API_KEY." """
 
 
 class GeminiLive(Dialect):
@@ -834,7 +841,8 @@ class GeminiLive(Dialect):
         "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
     )
     summary: ClassVar[str] = "Google's Gemini Live API (BidiGenerateContent)"
-    auth_env: ClassVar[str | None] = KEY_ENVS[0]
+    auth_env: ClassVar[str | None] = "GEMINI_API_KEY"
+    """The one the docs and error messages name (Google's own examples use it)."""
     auth_envs: ClassVar[tuple[str, ...]] = KEY_ENVS
     auth_header: ClassVar[str] = "x-goog-api-key"
     auth_scheme: ClassVar[str] = ""
@@ -878,7 +886,7 @@ class GeminiLive(Dialect):
 
     def session(self, history: MemorySnapshot | None = None) -> GeminiLiveSession:
         setup = dict(self._prepared.setup)
-        handle = self.resumption.take()
+        handle = self.resumption.current()
         turns: list[Content] = []
         restoring: Restoring | None = None
         if handle is not None:
@@ -900,6 +908,7 @@ class GeminiLive(Dialect):
             setup,
             briefing=self.briefing,
             resumption=self.resumption,
+            handle=handle,
             turns=self._turns,
             history=turns,
             restoring=restoring,
