@@ -695,6 +695,21 @@ async def test_a_tool_call_answered_and_a_user_text_and_instructions() -> None:
     assert state.user_texts == ["And tomorrow?"]
 
 
+async def test_the_meeting_speaking_again_cancels_an_open_call() -> None:
+    config = GeminiConfig(calls=[("lookup_time", '{"tz":"UTC"}')])
+    d = dialect()
+    with trio.fail_after(30), GeminiServer(config) as fake:
+        async with connected(fake, d) as client:
+            await client.send_audio(tone(1000, 0.4, 16000) + bytes(12800), 16000)
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            await client.send_audio(tone(1000, 0.2, 16000), 16000)
+            await client.wait(lambda: bool(client.of(ToolCallCancelledIn)))
+            (call,) = client.of(ToolCallIn)
+            assert await client.command(ToolResult(call.call_id, "late")) == []
+    assert fake.connections[0].violations == []
+    assert client.of(ToolCallCancelledIn) == [ToolCallCancelledIn(call.call_id, "interrupted")]
+
+
 async def test_a_new_connection_resumes_with_the_handle() -> None:
     config = GeminiConfig(reply_ms=300)
     d = dialect()
