@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio_websocket
@@ -22,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import tone
 
-from sidecar.dialects import DIALECTS
+from sidecar.dialects import DIALECTS, gemini_live
 from sidecar.dialects.base import (
     AddContext,
     AudioOut,
@@ -776,3 +777,35 @@ def test_the_vectors_are_up_to_date() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--check"]) == 0, "run: python proto/vectors/generate_gemini.py"
+
+
+@pytest.mark.parametrize(
+    ("ours", "sdk"),
+    [
+        (gemini_live.ServerMessage, types.LiveServerMessage),
+        (gemini_live.ServerContent, types.LiveServerContent),
+        (gemini_live.InContent, types.Content),
+        (gemini_live.InPart, types.Part),
+        (gemini_live.InBlob, types.Blob),
+        (gemini_live.InTranscription, types.Transcription),
+        (gemini_live.SetupComplete, types.LiveServerSetupComplete),
+        (gemini_live.ToolCall, types.LiveServerToolCall),
+        (gemini_live.FunctionCall, types.FunctionCall),
+        (gemini_live.ToolCallCancellation, types.LiveServerToolCallCancellation),
+        (gemini_live.GoAway, types.LiveServerGoAway),
+        (gemini_live.ResumptionUpdate, types.LiveServerSessionResumptionUpdate),
+        (gemini_live.Blob, types.Blob),
+        (gemini_live.Content, types.Content),
+        (gemini_live.LiveClientContent, types.LiveClientContent),
+        (gemini_live.RealtimeInput, types.LiveClientRealtimeInput),
+        (gemini_live.FunctionResponse, types.FunctionResponse),
+        (gemini_live.ToolResponse, types.LiveClientToolResponse),
+        (gemini_live.ContextUpdate, types.LiveClientContextUpdate),
+        (gemini_live.ClientMessage, types.LiveClientMessage),
+    ],
+)
+def test_every_field_name_is_the_sdks(ours: type[msgspec.Struct], sdk: type[Any]) -> None:
+    """The dialect's own structs spell each field as google-genai's models alias it."""
+    names = {f.encode_name for f in msgspec.structs.fields(ours)}
+    aliases = {field.alias or name for name, field in sdk.model_fields.items()}
+    assert names <= aliases, names - aliases
