@@ -78,6 +78,9 @@ SETUP: dict[str, Any] = {
 }
 
 
+COMPRESSION: dict[str, Any] = {"contextWindowCompression": {"slidingWindow": {}}}
+
+
 def dialect(setup: dict[str, Any] | None = None) -> GeminiLive:
     return GeminiLive(Options(session=SETUP if setup is None else setup))
 
@@ -183,8 +186,13 @@ def test_the_setup_may_be_given_whole_or_as_the_client_message() -> None:
     ],
 )
 def test_warnings_name_what_the_sidecar_overrides(user: dict[str, Any], needle: str) -> None:
-    (warning,) = prepare_setup(user).warnings
+    (warning,) = prepare_setup(user | COMPRESSION).warnings
     assert needle in warning
+
+
+def test_a_session_without_compression_is_warned_of_its_15_minutes() -> None:
+    (warning,) = prepare_setup({}).warnings
+    assert "15 minutes" in warning and "contextWindowCompression" in warning
 
 
 @pytest.mark.parametrize(

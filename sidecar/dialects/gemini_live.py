@@ -823,6 +823,11 @@ def prepare_setup(user: object) -> Prepared:
         transcriptions[key] = value
     setup |= given
     setup |= transcriptions
+    if "contextWindowCompression" not in setup:
+        warnings.append(
+            "--session: no `contextWindowCompression`: Gemini ends an audio session after "
+            "15 minutes without it (resuming on a new connection continues the same session)"
+        )
     return Prepared(setup, tuple(problems), tuple(warnings))
 
 
