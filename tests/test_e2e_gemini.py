@@ -207,3 +207,37 @@ async def test_a_proxy_or_vertex_takes_the_users_bearer_header(tmp_path: Path) -
     assert conn.violations == []
     assert conn.headers["Authorization"] == f"Bearer {fake.config.api_key}"
     assert "x-goog-api-key" not in conn.headers
+
+
+async def test_the_bots_clear_stops_the_reply_and_drops_the_rest_of_its_turn(
+    tmp_path: Path,
+) -> None:
+    """No message stops a Gemini turn: the clear empties the playout, the turn's
+    audio still arriving is not played, and the next turn is heard."""
+    config = GeminiConfig(reply_ms=4000, speed=2.0)
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), GeminiServer(config) as fake:
+        args = gemini_args("--control", str(control))
+        async with open_bot_loop(fake.url, tmp_path, *args, env=key_env(fake)) as meeting:
+            client = await _control(control)
+            await client.send({"command": "user_text", "id": "u1", "text": "Talk."})
+            await wait_until(
+                lambda: audible_ms(tone_frames(meeting.speaker, 550)) >= 400, 20, "the reply"
+            )
+            await client.send({"command": "clear", "id": "c1"})
+            assert (await client.wait("command_result", id="c1"))["ok"] is True
+            at = trio.current_time()
+            state = fake.state(fake.current)
+            await wait_until(lambda: state.responding is None, 20, "the turn's end")
+            await trio.sleep(0.3)
+            late = [t for t, _ in tone_frames(meeting.speaker, 550) if t > at]
+            assert len(late) <= 1
+            heard = audible_ms(tone_frames(meeting.speaker, 550))
+            await client.send({"command": "user_text", "id": "u2", "text": "Again."})
+            await wait_until(
+                lambda: audible_ms(tone_frames(meeting.speaker, 550)) >= heard + 1000,
+                20,
+                "the next turn",
+            )
+    assert fake.connections[0].violations == []
+    assert heard < 2000  # of the 4 s the agent sent
