@@ -15,7 +15,7 @@ a second per direction that was half of the sidecar's CPU. So:
 - `Delivery` replaces the memory channel trio-websocket's reader puts messages
   in: the reader task itself decodes and plays each message.
 
-Both lean on trio-websocket internals; link.py lists them in one place, pinned
+Both lean on trio-websocket internals; connection.py lists them in one place, pinned
 to one version by a test.
 """
 

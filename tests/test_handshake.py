@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from wsproto.events import AcceptConnection, Request
 from wsproto.utilities import RemoteProtocolError
 
-from sidecar import link
+from sidecar import connection
 from sidecar.handshake import (
     BODY_LIMIT,
     BODY_WAIT,
@@ -562,7 +562,7 @@ async def test_trio_websocket_reads_a_message_sent_with_the_upgrade() -> None:
             nursery.cancel_scope.cancel()
 
 
-# -- the trio-websocket internals link.py leans on -------------------------------------------
+# -- the trio-websocket internals connection.py leans on -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -577,7 +577,7 @@ async def test_trio_websocket_reads_a_message_sent_with_the_upgrade() -> None:
 async def test_who_closed_is_told_apart_by_wsprotos_state(
     frame: bytes, code: int, ours: bool
 ) -> None:
-    """Point 3 of link.py's block: the same ConnectionClosed either way, told
+    """Point 3 of connection.py's list: the same ConnectionClosed either way, told
     apart by the state of the connection's wsproto."""
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
@@ -585,7 +585,7 @@ async def test_who_closed_is_told_apart_by_wsprotos_state(
             with pytest.raises(tw.ConnectionClosed) as caught:
                 await ws.get_message()
             assert caught.value.reason is not None and caught.value.reason.code == code
-            assert link._closed_by_us(ws) is ours
+            assert connection.closed_by_us(ws) is ours
             nursery.cancel_scope.cancel()
 
 
@@ -596,14 +596,14 @@ async def test_a_message_over_the_hard_cap_is_closed_by_us() -> None:
             with pytest.raises(tw.ConnectionClosed) as caught:
                 await ws.get_message()
             assert caught.value.reason is not None and caught.value.reason.code == 1009
-            assert link._closed_by_us(ws)
+            assert connection.closed_by_us(ws)
             nursery.cancel_scope.cancel()
 
 
 def test_trio_websocket_is_the_version_link_was_checked_against() -> None:
-    assert tw.__version__ == link.CHECKED_TRIO_WEBSOCKET, (
+    assert tw.__version__ == connection.CHECKED_TRIO_WEBSOCKET, (
         "trio-websocket changed: re-check each point of the comment block above "
-        "CHECKED_TRIO_WEBSOCKET in sidecar/link.py against its _impl.py, then update it"
+        "CHECKED_TRIO_WEBSOCKET in sidecar/connection.py against its _impl.py, then update it"
     )
 
 
