@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from agent_servers import RealtimeConfig, RealtimeServer
 from support import REPO, WsServer, wait_until
 from test_examples import echo
 from websockets.http11 import Request, Response
@@ -24,20 +25,26 @@ from websockets.sync.server import ServerConnection
 
 README = REPO / "README.md"
 SPAWN_HEADING = "### Spawning the sidecar"
+CONTROL_HEADING = "### Example: a bot that spawns the sidecar (`--control-stdin`)"
 
 
-def spawn_snippet() -> str:
+def snippet(heading: str) -> str:
+    """The one Python block of a README section (up to the next heading)."""
     text = README.read_text()
-    assert SPAWN_HEADING in text, f"README.md lost its {SPAWN_HEADING!r} section"
-    section = text.split(SPAWN_HEADING, 1)[1].split("\n## ", 1)[0]
+    assert heading in text, f"README.md lost its {heading!r} section"
+    section = re.split(r"^##+ ", text.split(heading, 1)[1], maxsplit=1, flags=re.MULTILINE)[0]
     blocks = re.findall(r"^```python\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
-    assert len(blocks) == 1, f"{SPAWN_HEADING!r} should hold one Python block, not {len(blocks)}"
+    assert len(blocks) == 1, f"{heading!r} should hold one Python block, not {len(blocks)}"
     return str(blocks[0])
 
 
-def snippet_command(tmp_path: Path) -> list[str]:
+def spawn_snippet() -> str:
+    return snippet(SPAWN_HEADING)
+
+
+def snippet_command(tmp_path: Path, heading: str = SPAWN_HEADING) -> list[str]:
     path = tmp_path / "bot.py"
-    path.write_text(spawn_snippet())
+    path.write_text(snippet(heading))
     return [sys.executable, str(path)]
 
 
@@ -87,16 +94,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+async def _drain(output: dict[str, bytes], name: str, stream: trio.abc.ReceiveStream) -> None:
+    """Collects a stream; `output["out"]` grows as stdout comes, for waiting on."""
+    data = b""
+    async for chunk in stream:
+        data += chunk
+        if name == "stdout":
+            output["out"] = data
+    output[name] = data
+
+
 async def test_the_readme_snippet_ends_when_the_sidecar_dies_under_it(tmp_path: Path) -> None:
     # A server that never answers: the snippet ends up blocked reading audio-out,
     # where only end-of-file can wake it.
     output: dict[str, bytes] = {}
-
-    async def drain(name: str, stream: trio.abc.ReceiveStream) -> None:
-        data = b""
-        async for chunk in stream:
-            data += chunk
-        output[name] = data
 
     with WsServer() as server, trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -109,8 +120,8 @@ async def test_the_readme_snippet_ends_when_the_sidecar_dies_under_it(tmp_path: 
             )
             try:
                 assert process.stdout is not None and process.stderr is not None
-                nursery.start_soon(drain, "stdout", process.stdout)
-                nursery.start_soon(drain, "stderr", process.stderr)
+                nursery.start_soon(_drain, output, "stdout", process.stdout)
+                nursery.start_soon(_drain, output, "stderr", process.stderr)
                 await wait_until(lambda: len(server.audio()) >= 2 * 16000 * 0.3, 20)
                 (sidecar,) = _children(process.pid)
                 os.kill(sidecar, signal.SIGKILL)
@@ -144,3 +155,46 @@ async def test_the_readme_snippet_says_when_the_sidecar_never_connects(tmp_path:
     assert result.returncode == 1, err[-2000:]
     # Exit 4: a fatal rejection, as the README's exit codes say.
     assert "the sidecar stopped before connecting: exit 4" in err, err[-2000:]
+
+
+async def test_the_readme_control_example_greets_the_room_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    config = RealtimeConfig(api_key="sk-readme-control")
+    output: dict[str, bytes] = {}
+    with RealtimeServer(config) as server, trio.fail_after(40):
+        env = dict(snippet_env(server.url), OPENAI_API_KEY=config.api_key)
+        async with trio.open_nursery() as nursery:
+            process = await trio.lowlevel.open_process(
+                snippet_command(tmp_path, CONTROL_HEADING),
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                assert process.stdout is not None and process.stderr is not None
+                nursery.start_soon(_drain, output, "stdout", process.stdout)
+                nursery.start_soon(_drain, output, "stderr", process.stderr)
+                # The greeting is spoken (the fake answers it with a reply) and heard.
+                await wait_until(lambda: b"agent quiet (finished)" in output.get("out", b""), 30)
+                process.send_signal(signal.SIGINT)  # the Ctrl-C the README mentions
+                code = await process.wait()
+            finally:
+                if process.returncode is None:
+                    for pid in _children(process.pid):
+                        os.kill(pid, signal.SIGKILL)
+                    process.kill()
+        (conn,) = server.connections
+    out, err = output["stdout"].decode(), output["stderr"].decode()
+    assert code == 0, (out, err[-2000:])
+    assert conn.violations == [], conn.violations
+    # The session the example declares: its tool, in GA names the SDK accepts.
+    session = conn.received[0]["session"]
+    assert [tool["name"] for tool in session["tools"]] == ["meeting_clock"]
+    # `say` became a response.create asking for the text.
+    creates = [m for m in conn.received if m["type"] == "response.create"]
+    assert len(creates) == 1
+    assert "Hello everyone, I'm the meeting's assistant." in creates[0]["response"]["instructions"]
+    assert out.splitlines()[:2] == ["agent speaking", "agent quiet (finished)"], out
+    assert "refused" not in err and "Traceback" not in err, err[-2000:]
