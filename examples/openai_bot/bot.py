@@ -293,6 +293,8 @@ class Events(threading.Thread):
         self.connected = threading.Event()
         self.ended = threading.Event()
         self.transcripts: list[dict[str, Any]] = []
+        self.last_reply_at = 0.0
+        """When the agent's latest reply was final (monotonic): its transcript came."""
         self.barge_ins = 0
         self.errors = 0
         self.last_stats: dict[str, Any] = {}
@@ -318,6 +320,8 @@ class Events(threading.Thread):
         name = event.get("event")
         if name == "transcript":
             self.transcripts.append(event)
+            if event["role"] == "assistant":
+                self.last_reply_at = time.monotonic()
             self.caption(f"{event['role']}: {event['text']}")
         elif name == "playout_cleared":
             # Every time the service hears the meeting speak, the sidecar clears the
@@ -526,7 +530,8 @@ def stream_meeting(
         now = time.monotonic()
         if now < spoken_until:
             continue
-        answered = speaker.frames > 0 and any(t["role"] == "assistant" for t in events.transcripts)
+        # A reply that came after the meeting spoke (not the greeting) is the answer.
+        answered = speaker.frames > 0 and events.last_reply_at > spoken_until
         if answered and now - speaker.last_frame_at >= args.linger:
             return True
         if now - spoken_until >= args.timeout:
