@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 from agent_servers import RealtimeConfig, RealtimeServer
-from support import REPO, WsServer, wait_until
+from support import REPO, SidecarProcess, WsServer, wait_until
 from test_examples import echo
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
@@ -198,3 +198,56 @@ async def test_the_readme_control_example_greets_the_room_and_stops_on_ctrl_c(
     assert "Hello everyone, I'm the meeting's assistant." in creates[0]["response"]["instructions"]
     assert out.splitlines()[:2] == ["agent speaking", "agent quiet (finished)"], out
     assert "refused" not in err and "Traceback" not in err, err[-2000:]
+
+
+SOCKET_HEADING = "### Example: a bot in another container (`--control PATH`)"
+POD_CONTROL = "/run/audio/control.sock"
+
+
+async def test_the_readme_socket_example_reaches_the_agent_through_control(
+    tmp_path: Path,
+) -> None:
+    text = snippet(SOCKET_HEADING)
+    assert POD_CONTROL in text  # the path of deploy/pod.yaml, here a temporary one
+    control = tmp_path / "control.sock"
+    bot = tmp_path / "bot.py"
+    bot.write_text(text.replace(POD_CONTROL, str(control)))
+    config = RealtimeConfig(api_key="sk-readme-socket")
+    output: dict[str, bytes] = {}
+    with RealtimeServer(config) as server, trio.fail_after(40):
+        args = ["--protocol", "openai-realtime", "--url", server.url, "--control", str(control)]
+        args += ["--audio-in", str(tmp_path / "in.sock"), "--audio-out", str(tmp_path / "out.sock")]
+        async with trio.open_nursery() as nursery:
+            sidecar = SidecarProcess(args, env={"OPENAI_API_KEY": config.api_key})
+            try:
+                await sidecar.start(nursery)
+                await sidecar.wait_event("connected")
+                process = await trio.lowlevel.open_process(
+                    [sys.executable, str(bot)],
+                    cwd=tmp_path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                try:
+                    assert process.stdout is not None and process.stderr is not None
+                    nursery.start_soon(_drain, output, "stdout", process.stdout)
+                    nursery.start_soon(_drain, output, "stderr", process.stderr)
+                    await wait_until(lambda: b"\n" in output.get("out", b""), 15)
+                    # The sidecar stopping closes the socket: the example's loop ends.
+                    assert await sidecar.stop() == 0
+                    code = await process.wait()
+                finally:
+                    if process.returncode is None:
+                        process.kill()
+            finally:
+                sidecar.kill()
+        (conn,) = server.connections
+    out, err = output["stdout"].decode(), output["stderr"].decode()
+    assert code == 0, (out, err[-2000:])
+    assert out == "1 ok\n", out
+    # The command reached the agent as a system message, and was answered on the socket
+    # as on stdout.
+    assert server.state(conn).messages == [("system", "Dana (finance) joined the meeting.")]
+    assert conn.violations == []
+    (result,) = sidecar.named("command_result")
+    assert (result["id"], result["command"], result["ok"]) == (1, "context", True)
