@@ -8,6 +8,7 @@ connects, it must say so and end instead of hanging.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -157,7 +158,7 @@ async def test_the_readme_snippet_says_when_the_sidecar_never_connects(tmp_path:
     assert "the sidecar stopped before connecting: exit 4" in err, err[-2000:]
 
 
-async def test_the_readme_control_example_greets_the_room_and_stops_on_ctrl_c(
+async def test_the_readme_control_example_greets_the_room_and_answers_the_tool(
     tmp_path: Path,
 ) -> None:
     config = RealtimeConfig(api_key="sk-readme-control")
@@ -177,7 +178,11 @@ async def test_the_readme_control_example_greets_the_room_and_stops_on_ctrl_c(
                 nursery.start_soon(_drain, output, "stdout", process.stdout)
                 nursery.start_soon(_drain, output, "stderr", process.stderr)
                 # The greeting is spoken (the fake answers it with a reply) and heard.
-                await wait_until(lambda: b"agent quiet (finished)" in output.get("out", b""), 30)
+                await wait_until(lambda: output.get("out", b"").count(b"quiet") == 1, 30)
+                # Then the agent calls the tool; the example answers, the agent speaks.
+                (conn,) = server.connections
+                server.call_function(conn, "meeting_clock", "{}")
+                await wait_until(lambda: output.get("out", b"").count(b"quiet") == 2, 30)
                 process.send_signal(signal.SIGINT)  # the Ctrl-C the README mentions
                 code = await process.wait()
             finally:
@@ -192,11 +197,25 @@ async def test_the_readme_control_example_greets_the_room_and_stops_on_ctrl_c(
     # The session the example declares: its tool, in GA names the SDK accepts.
     session = conn.received[0]["session"]
     assert [tool["name"] for tool in session["tools"]] == ["meeting_clock"]
-    # `say` became a response.create asking for the text.
-    creates = [m for m in conn.received if m["type"] == "response.create"]
-    assert len(creates) == 1
-    assert "Hello everyone, I'm the meeting's assistant." in creates[0]["response"]["instructions"]
-    assert out.splitlines()[:2] == ["agent speaking", "agent quiet (finished)"], out
+    # `say` became a response.create asking for the text; the tool's answer, a plain
+    # one that made the agent speak it.
+    state = server.state(conn)
+    (greeting, answer) = state.instructions
+    assert greeting is not None and "Hello everyone, I'm the meeting's assistant." in greeting
+    assert answer is None
+    # The call was answered with what the tool returned.
+    ((call_id, text),) = state.outputs
+    assert state.calls == {call_id: True}
+    clock = json.loads(text)
+    assert set(clock) == {"utc", "elapsed_minutes"} and clock["elapsed_minutes"] == 0
+    assert re.fullmatch(r"\d\d:\d\d", clock["utc"])
+    assert out.splitlines() == [
+        "agent speaking",
+        "agent quiet (finished)",
+        f"answered meeting_clock: {json.dumps(clock)}",
+        "agent speaking",
+        "agent quiet (finished)",
+    ], out
     assert "refused" not in err and "Traceback" not in err, err[-2000:]
 
 
