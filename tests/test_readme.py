@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from support import REPO, SidecarProcess, WsServer, wait_until
 from test_examples import echo
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
+
+from sidecar import commands, events
 
 README = REPO / "README.md"
 SPAWN_HEADING = "### Spawning the sidecar"
@@ -270,3 +273,22 @@ async def test_the_readme_socket_example_reaches_the_agent_through_control(
     assert conn.violations == []
     (result,) = sidecar.named("command_result")
     assert (result["id"], result["command"], result["ok"]) == (1, "context", True)
+
+
+def _section(text: str, heading: str) -> str:
+    assert heading in text, f"lost the {heading!r} section"
+    return re.split(r"^##+ ", text.split(heading, 1)[1], maxsplit=1, flags=re.MULTILINE)[0]
+
+
+def test_the_docs_name_every_event_and_command() -> None:
+    # Derived from the code, so a new event or command cannot go undocumented.
+    names = [str(event.__struct_config__.tag) for event in typing.get_args(events.Event)]
+    readme = README.read_text()
+    listed = _section(readme, "### Events")
+    assert [name for name in names if f"`{name}`" not in listed] == []
+    contract = (REPO / "proto" / "README.md").read_text()
+    assert [name for name in names if f"| `{name}` |" not in contract] == []
+    vocabulary = _section(readme, "### The vocabulary")
+    assert [name for name in commands.NAMES if f"`{name}`" not in vocabulary] == []
+    shapes = _section(contract, "### 8.2 Commands")
+    assert [name for name in commands.NAMES if f"`{name}`" not in shapes] == []
