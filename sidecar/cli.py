@@ -14,7 +14,7 @@ from typing import Any, Final, get_args
 
 import trio
 
-from sidecar import __version__, dialects, events, frames, service
+from sidecar import __version__, commands, dialects, events, frames, service
 from sidecar.config import (
     HEADERS_ENV,
     MAX_FILE_BYTES,
@@ -27,6 +27,7 @@ from sidecar.config import (
     ReconnectOnClose,
     check_ranges,
     check_url,
+    control_endpoint,
     endpoint,
     env_url,
     headers_from,
@@ -68,6 +69,9 @@ EVENT_NAMES = textwrap.fill(
     initial_indent="  ",
     subsequent_indent="  ",
 )
+COMMAND_NAMES = textwrap.fill(
+    ", ".join(commands.NAMES), width=78, initial_indent="  ", subsequent_indent="  "
+)
 VENDOR_DIALECTS = tuple(name for name, d in dialects.DIALECTS.items() if d.default_url)
 CREDENTIAL_ENVS = "\n".join(
     f"  {d.auth_env}\n{'':19}--protocol {name}: {d.auth_header} (a --header wins)"
@@ -78,6 +82,9 @@ CREDENTIAL_ENVS = "\n".join(
 RUN_EPILOG = f"""\
 Either --url or --settings names the server; with neither, {URL_ENV} is used.
 Give one of --audio-in/--audio-in-fd and one of --audio-out/--audio-out-fd.
+The bot's commands come on --control, --control-fd or --control-stdin, each
+answered by one command_result event:
+{COMMAND_NAMES}.
 
 keeping secrets out of the arguments, which every process that can list ours
 may read (/proc/PID/cmdline):
@@ -408,6 +415,34 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"(default: {DEFAULT['max_participants']})",
     )
 
+    ctl = p.add_argument_group("control channel (the bot's commands; see the README)")
+    ctl.add_argument(
+        "--control",
+        metavar="PATH",
+        help="Unix socket to listen on for one client (mode 0600, removed on exit): it "
+        "writes commands as JSON lines and reads every event line, as stdout has them",
+    )
+    ctl.add_argument(
+        "--control-fd",
+        type=int,
+        metavar="N",
+        help="instead of --control: an inherited connected socket",
+    )
+    ctl.add_argument(
+        "--control-stdin",
+        action="store_true",
+        help="read commands as JSON lines on stdin too (without it, stdin is never read "
+        "but for --exit-on-stdin-eof, which still applies)",
+    )
+    ctl.add_argument(
+        "--tool-timeout",
+        type=float,
+        default=DEFAULT["tool_timeout"],
+        metavar="SECONDS",
+        help="a tool call the bot has not answered in this time is answered by the sidecar "
+        "with an error output, and a warning says so (default: %(default)s)",
+    )
+
     life = p.add_argument_group("lifecycle and output")
     life.add_argument(
         "--exit-on-stdin-eof",
@@ -553,6 +588,9 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         error_replies_per_s=args.error_replies_per_s,
         stats_interval=args.stats_interval,
         exit_on_stdin_eof=args.exit_on_stdin_eof,
+        control=control_endpoint(args.control, args.control_fd),
+        control_stdin=args.control_stdin,
+        tool_timeout=args.tool_timeout,
         per_participant=per_participant,
         per_participant_url=per_participant_url,
         pause_threshold=pause_threshold,

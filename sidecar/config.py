@@ -24,6 +24,7 @@ import h11
 import msgspec
 
 from sidecar import dialects
+from sidecar.calls import TIMEOUT_S
 from sidecar.dialects.base import Options
 from sidecar.fill import HOLD_MS, HOLD_RANGE_MS
 from sidecar.gate import MAX_THRESHOLD
@@ -141,6 +142,10 @@ class Config:
     account_sid: str | None = None
     session: dict[str, object] | None = None
     """--session's object; None when not given."""
+    control: Endpoint | None = None
+    """The control socket (--control, --control-fd); None: none."""
+    control_stdin: bool = False
+    tool_timeout: float = TIMEOUT_S
     warnings: tuple[str, ...] = ()
 
 
@@ -612,6 +617,15 @@ def endpoint(path: str | None, fd: int | None, flag: str) -> Endpoint:
     return Endpoint(path=Path(path))
 
 
+def control_endpoint(path: str | None, fd: int | None) -> Endpoint | None:
+    """--control PATH or --control-fd N: at most one."""
+    if path is not None and fd is not None:
+        raise ConfigError("give --control PATH or --control-fd N, not both")
+    if path is None and fd is None:
+        return None
+    return endpoint(path, fd, "control")
+
+
 def env_url(environ: Mapping[str, str]) -> str | None:
     return environ.get(URL_ENV) or None
 
@@ -657,6 +671,7 @@ RANGES: Final = (
     # Below this the stats event is most of the output (at 0, a busy loop).
     Range("--stats-interval", "stats_interval", 0.005, 86_400),
     Range("--max-participants", "max_participants", 1, 256),
+    Range("--tool-timeout", "tool_timeout", 0.1, 3600),
     Range("--pause-threshold", "pause_threshold", 0, MAX_THRESHOLD),
     Range("--fill-hold-ms", "fill_hold_ms", HOLD_RANGE_MS.start, HOLD_RANGE_MS.stop - 1),
     Range("--max-retries", "retry.max_retries", 0, 1_000_000),
@@ -693,6 +708,9 @@ def validate(config: Config) -> Config:
             raise ConfigError(message)
     if config.output_rate * config.frame_ms % 1000:
         raise ConfigError("--output-rate times --frame-ms must be a whole number of samples")
+    control = config.control
+    if control is not None and control in (config.audio_in, config.audio_out):
+        raise ConfigError(f"--control {control.describe()} is an audio socket already")
     if config.ca_file is not None and not config.ca_file.is_file():
         raise ConfigError(f"--ca-file {config.ca_file} is not a readable file")
     return config

@@ -5,6 +5,17 @@ is nothing to play. Frames go to the bot through a short queue served by a
 writer task, so a bot that stops reading can never stall the clock: its frames
 are dropped and counted instead. A mark rides with the frame that completes
 it and is echoed once that frame was written to the bot, not before.
+
+`agent_speaking` follows what the bot receives, not what the server says: the
+playout tells which frame starts an utterance and when one has ended; the
+true is emitted when the first frame of an utterance is written to the bot,
+the false when the frame that was last when its end became known has been
+written (`finished`), or at a clear (`cleared`; after the frame being written,
+if one is). A frame that never reaches the bot (no bot, a bot not reading)
+announces nothing: the true waits for the first frame that is written, and an
+utterance none of whose frames was written has no events at all. Every true
+is followed by exactly one false: an end riding on a frame that is then
+dropped (the bot left) is emitted at the drop.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import trio
 
@@ -54,6 +66,9 @@ MAX_LATE_PERIODS = 3
 # Bot output is resampled this much at a time, the clock free to run in between:
 # a 700 ms message done at once held the loop for ~5 ms, the pacing jitter's p99.
 SLICE_MS = 50
+# Segment changes remembered ahead of the playout, to name the segment an
+# utterance began with: far more than the replies 60 s of playout hold.
+MAX_SEGMENT_STARTS = 256
 BOT_CLOSED = "bot closed the connection"
 TOO_MANY_MARKS = messages.MessageError(
     messages.ErrorCode.TOO_MANY_MARKS,
@@ -70,6 +85,9 @@ class _Outgoing:
     marks: tuple[MarkResolved, ...]
     samples: int  # of audio, the padding of an utterance's last frame not included
     frame_samples: int  # what the bot will hear, padding included
+    segment: str | None = None  # the segment its utterance began with
+    # The utterance ends once this frame is written (set after it was queued).
+    end: Literal["finished", "cleared"] | None = None
 
 
 @dataclass(slots=True)
@@ -94,6 +112,9 @@ class DownlinkStatistics:
     # the drops, where it is a `cleared` one.
     cut_samples: int = 0
     cut_resampled: int = 0
+    # Segment changes not remembered (MAX_SEGMENT_STARTS already ahead): an
+    # utterance starting in one is named after the last one remembered.
+    segment_starts_dropped: int = 0
 
 
 class Downlink:
@@ -118,6 +139,18 @@ class Downlink:
         # of it was heard.
         self._segment: str | None = None
         self._segment_start = 0
+        # The segment that was arriving when playback was last cleared: the
+        # rest of it, still on its way, is never played (the bot's clear may
+        # reach the server only after it sent more of that reply).
+        self._cut_segment: str | None = None
+        # Where each segment's audio starts in that timeline, oldest first,
+        # the first at or before the playout's read position.
+        self._segment_starts: collections.deque[tuple[int, str]] = collections.deque()
+        # The segment of the utterance the playout is handing out, and whether
+        # (and for which segment) the bot was told the agent is speaking.
+        self._utterance_segment: str | None = None
+        self._speaking = False
+        self._speaking_segment: str | None = None
         self.voice = Voice(
             config.output_rate,
             config.frame_ms,
@@ -145,9 +178,13 @@ class Downlink:
         """One thing the server said, already decoded by the dialect."""
         match incoming:
             case PlayAudio(pcm=pcm, rate=rate, segment=segment):
+                if segment is not None and segment == self._cut_segment:
+                    self._cut(len(pcm) // 2, rate)
+                    return
                 if segment is not None and segment != self._segment:
                     self._segment = segment
                     self._segment_start = self.voice.playout.write_pos
+                    self._segment_started(segment, self._segment_start)
                 await self._bot_output(pcm, rate)
             case ClearPlayout():
                 self.clear()
@@ -159,10 +196,7 @@ class Downlink:
                 self._resolved(resolved)
                 self._wake.set()
             case CutAudio(samples=samples, rate=rate):
-                resampled = round(samples * self._config.output_rate / rate)
-                self._stats.cut_samples += samples
-                self._stats.cut_resampled += resampled
-                self._stats.dropped_samples["cleared"] += resampled
+                self._cut(samples, rate)
             case Invalid(error=error):
                 self._invalid(error)
             case Notice(event=event):
@@ -172,10 +206,17 @@ class Downlink:
                 if self._on_calls is not None:
                     self._on_calls(incoming)
 
+    def _cut(self, samples: int, rate: int) -> None:
+        resampled = round(samples * self._config.output_rate / rate)
+        self._stats.cut_samples += samples
+        self._stats.cut_resampled += resampled
+        self._stats.dropped_samples["cleared"] += resampled
+
     def clear(self, *, by_bot: bool = False) -> None:
         """Stop playback now: the server's barge-in, or the bot's `clear` command
         (`by_bot`), which the dialect may pass on as an interruption."""
         self._stats.clears += 1
+        self._cut_segment = self._segment
         # Frames already handed to the writer count as unplayed too; their
         # marks come first, being older than those still in the playout.
         unsent = tuple(self._queue)
@@ -191,6 +232,11 @@ class Downlink:
         self._dropped("cleared", unsent)
         self._resolved(tuple(MarkResolved(m.name, False) for item in unsent for m in item.marks))
         self._resolved(self.voice.clear())
+        if self._writing is not None and self._writing.end is None:
+            # Being written: the bot gets it, and hears the cut after it.
+            self._writing.end = "cleared"
+        else:
+            self._not_speaking("cleared")
         self._reply(ClearedOut(heard, by_bot))
 
     def _heard(self, unsent: tuple[_Outgoing, ...]) -> Heard | None:
@@ -245,9 +291,14 @@ class Downlink:
             if self._gate is None or not self._gate.paused(trio.current_time()):
                 tick = self.voice.tick()
                 if tick.frame is not None:
+                    if tick.starts:
+                        first = self.voice.playout.read_pos - len(tick.frame) + 2 * tick.padding
+                        self._utterance_segment = self._segment_at(first)
                     self._deliver(tick.frame, tick.marks, tick.padding)
                 else:
                     self._resolved(tick.marks)
+                if tick.ended:
+                    self._utterance_ended()
             # Paused (the meeting is loud): no tick, so the playout holds its audio
             # and its state; the grid goes on and playback resumes on it.
             deadline += period
@@ -263,6 +314,7 @@ class Downlink:
             marks,
             len(frame) // 2 - padding,
             len(frame) // 2,
+            self._utterance_segment,
         )
         if self._bot is None:
             self._dropped("no_bot", (item,))
@@ -296,9 +348,53 @@ class Downlink:
         self._queued.set()
 
     def _written(self, item: _Outgoing) -> None:
+        if not self._speaking:
+            self._speaking = True
+            self._speaking_segment = item.segment
+            self._log.emit(
+                events.AgentSpeaking(speaking=True, segment=item.segment, cause="started")
+            )
         self._stats.frames_written += 1
         self._stats.samples_written += item.frame_samples
         self._resolved(item.marks)
+        if item.end is not None:
+            self._not_speaking(item.end)
+
+    # -- agent_speaking ----------------------------------------------------------------
+
+    def _segment_started(self, segment: str, pos: int) -> None:
+        self._segment_at(self.voice.playout.read_pos)  # forget what was played
+        if len(self._segment_starts) >= MAX_SEGMENT_STARTS:
+            self._stats.segment_starts_dropped += 1
+            return
+        self._segment_starts.append((pos, segment))
+
+    def _segment_at(self, pos: int) -> str | None:
+        """The segment whose audio holds byte `pos` of the playout's timeline."""
+        starts = self._segment_starts
+        while len(starts) > 1 and starts[1][0] <= pos:
+            starts.popleft()
+        if starts and starts[0][0] <= pos:
+            return starts[0][1]
+        return None
+
+    def _utterance_ended(self) -> None:
+        """The playout knows the utterance is over: tell the bot after its last frame."""
+        last = self._queue[-1] if self._queue else self._writing
+        if last is None:
+            self._not_speaking("finished")
+        elif last.end is None:
+            last.end = "finished"
+        # Else that frame already ends an utterance the bot was never told of
+        # (frames are written in order): this one was not announced either.
+
+    def _not_speaking(self, cause: Literal["finished", "cleared"]) -> None:
+        if not self._speaking:
+            return
+        self._speaking = False
+        self._log.emit(
+            events.AgentSpeaking(speaking=False, segment=self._speaking_segment, cause=cause)
+        )
 
     def _dropped(self, reason: str, items: tuple[_Outgoing, ...]) -> None:
         self._stats.dropped_frames[reason] += len(items)
@@ -340,6 +436,10 @@ class Downlink:
                 self._queue.clear()
                 self._dropped("bot_disconnected", unsent)
                 self._resolved(tuple(m for item in unsent for m in item.marks))
+                for item in unsent:
+                    if item.end is not None:
+                        # The end rode on a frame the bot will never get.
+                        self._not_speaking(item.end)
                 self._log.emit(events.BotDisconnected(socket="out", reason=reason))
 
     async def _serve_bot(self, stream: trio.abc.Stream) -> str:

@@ -41,6 +41,8 @@ class Ready(_Event, frozen=True, kw_only=True, tag="ready"):
     """The version of the contract with the bot (frames, events): 1."""
     dialect: str = "attendee"
     """The wire protocol spoken (`--protocol`)."""
+    control: str | None = None
+    """The control socket (`--control` path or `fd:N`); null when there is none."""
 
 
 class Connected(_Event, frozen=True, kw_only=True, tag="connected"):
@@ -271,6 +273,18 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     pauses: int
     paused_ms: int
     participants: dict[str, dict[str, int]]
+    # The control channel: the meeting's audio is not sent (`mute`), and is
+    # counted under dropped.uplink_muted.
+    muted: bool = False
+    # Command lines read (stdin and socket), and those answered ok: false, by code.
+    commands: int = 0
+    commands_refused: dict[str, int] = msgspec.field(default_factory=dict)
+    # Tool calls waiting for the bot's tool_result, and those the sidecar
+    # answered itself (--tool-timeout, or more than 64 waiting).
+    tool_calls_pending: int = 0
+    tool_calls_unanswered: int = 0
+    # Event lines the control socket's client was too slow to read (drop oldest).
+    control_events_dropped: int = 0
 
 
 Event = (
@@ -309,6 +323,65 @@ EVENT_BYTES: Final = 8 * 1024 * 1024
 (the line being written included): beyond either, the oldest are dropped."""
 
 
+class Subscriber:
+    """Another reader of every event line (the control socket's client), bounded
+    like stdout: lines and bytes, the oldest dropped and counted."""
+
+    def __init__(self, limit: int = EVENT_LINES, limit_bytes: int = EVENT_BYTES) -> None:
+        self._limit = limit
+        self._limit_bytes = limit_bytes
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        # The batch being written counts against the bounds until it is.
+        self._taken_lines = 0
+        self._taken_bytes = 0
+        self._wake = trio.Event()
+        self._closed = False
+        self.dropped = 0
+        self.dropping = trio.Event()
+        """Set at the first line dropped."""
+
+    def put(self, line: bytes) -> None:
+        was_dropped = self.dropped
+        lines = self._lines
+        lines.append(line)
+        self._queued_bytes += len(line)
+        room_lines = self._limit - self._taken_lines
+        room_bytes = self._limit_bytes - self._taken_bytes
+        while lines and (len(lines) > room_lines or self._queued_bytes > room_bytes):
+            self._queued_bytes -= len(lines.popleft())
+            self.dropped += 1
+        if not was_dropped and self.dropped:
+            self.dropping.set()
+        self._wake.set()
+
+    def close(self) -> None:
+        """No more lines are wanted: `take` returns what is left, then nothing."""
+        self._closed = True
+        self._wake.set()
+
+    async def take(self) -> list[bytes]:
+        """The lines waiting, once there are any; call `written` after writing
+        them. Empty: the subscriber was closed and everything taken."""
+        while not self._lines:
+            if self._closed:
+                return []
+            self._wake = trio.Event()
+            await self._wake.wait()
+        batch = list(self._lines)
+        self._lines.clear()
+        self._taken_lines, self._taken_bytes = len(batch), self._queued_bytes
+        self._queued_bytes = 0
+        return batch
+
+    def written(self) -> None:
+        self._taken_lines = self._taken_bytes = 0
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._lines)
+
+
 class EventLog:
     """Bounded, non-blocking JSON-lines writer."""
 
@@ -336,18 +409,38 @@ class EventLog:
         self._drained.set()
         self.dropped = 0
         self.broken = False
+        self._subscribers: list[Subscriber] = []
+        self.ready_line: bytes | None = None
+        """The `ready` event as written: a subscriber that comes later starts with it."""
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """From now on `subscriber` gets every line too, starting with `ready`."""
+        if self.ready_line is not None:
+            subscriber.put(self.ready_line)
+        self._subscribers.append(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.remove(subscriber)
 
     @property
     def held_bytes(self) -> int:
         """Bytes of lines waiting or being written."""
         return self._queued_bytes + self._writing_bytes
 
-    def emit(self, event: Event) -> None:
+    def line(self, event: Event) -> bytes:
+        """The event's line as every reader gets it: stamped, redacted, encoded."""
         if not event.ts_ms:
             event = msgspec.structs.replace(event, ts_ms=time.time_ns() // 1_000_000)
         if self.redact is not None:
             event = self.redact.event(event)
-        line = _encoder.encode(event) + b"\n"
+        return _encoder.encode(event) + b"\n"
+
+    def emit(self, event: Event) -> None:
+        line = self.line(event)
+        if isinstance(event, Ready):
+            self.ready_line = line
+        for subscriber in self._subscribers:
+            subscriber.put(line)
         lines = self._lines
         lines.append(line)
         self._queued_bytes += len(line)

@@ -56,10 +56,23 @@ Marks
     Order is preserved. At most ``MAX_PENDING_MARKS`` marks, with names of at most
     ``MAX_PENDING_MARK_CHARS`` characters in all, wait at once: a mark beyond either is
     refused, resolved at once ``played=False, refused=True`` and counted (``marks_refused``).
+
+Speech
+    What the bot hears as one utterance, for the ``agent_speaking`` event. It begins with the
+    first frame handed out while none is open (``Tick.starts``). It ends at :meth:`Playout.clear`,
+    or once no audio has been buffered for as long as a dry spell lasts before it proves an end:
+    on the tick at which a dry spell starting right after the utterance's last frame would run
+    out, ``ceil(resume_ms / frame_ms) + 2`` ticks after that frame (``Tick.ended``, a tick
+    without a frame). A tail, a mark at the end of the audio, running dry, or a mark arriving
+    once everything was handed out do not end it by themselves: each is also what a late
+    server, or one that marks every piece, looks like; audio back within that window carries
+    the utterance on (an underrun never splits speech). The playout's own states are unchanged
+    by this: it goes idle and refills its jitter buffer inside an utterance as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -90,6 +103,10 @@ class Tick:
     underrun: bool
     padding: int = 0
     """Samples of silence at the end of `frame` (an utterance's tail)."""
+    starts: bool = False
+    """`frame` is the first of an utterance (see Speech)."""
+    ended: bool = False
+    """No frame: the utterance whose frames were handed out is over (see Speech)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +169,8 @@ class Playout:
         self._playing = False
         self._held_ticks = 0
         self._short_seen = False
+        self._speaking = False
+        self._quiet = 0  # ticks without audio since the open utterance's last frame
 
         self._frames_out = 0
         self._bytes_cleared = 0
@@ -171,6 +190,11 @@ class Playout:
     def playing(self) -> bool:
         """Handing out a frame per tick (not idle, not filling the jitter buffer)."""
         return self._playing
+
+    @property
+    def speaking(self) -> bool:
+        """An utterance is open: its first frame was handed out, its end not yet known."""
+        return self._speaking
 
     @property
     def dry(self) -> bool:
@@ -230,6 +254,7 @@ class Playout:
         self._chunks.append(bytes(pcm[:accepted]) if accepted < len(pcm) else bytes(pcm))
         self._write_pos += accepted
         self._short_seen = False
+        self._quiet = 0
         self._max_size = max(self._max_size, self._size)
         return accepted
 
@@ -267,6 +292,8 @@ class Playout:
         self._dry_ticks = None
         self._held_ticks = 0
         self._short_seen = False
+        self._speaking = False
+        self._quiet = 0
         resolved = tuple(MarkResolved(name, False) for _, name in self._marks)
         self._marks.clear()
         self._mark_chars = 0
@@ -274,6 +301,23 @@ class Playout:
         return resolved
 
     def tick(self) -> Tick:
+        tick = self._tick()
+        if tick.frame is not None:
+            self._quiet = 0
+            if not self._speaking:
+                self._speaking = True
+                return dataclasses.replace(tick, starts=True)
+        elif self._speaking and self._size == 0:
+            self._quiet += 1
+            # The tick a dry spell right after the last frame would run out
+            # (see Running dry): from here on it was the end.
+            if self._quiet > self._resume_ticks + 1:
+                self._speaking = False
+                self._quiet = 0
+                return dataclasses.replace(tick, ended=True)
+        return tick
+
+    def _tick(self) -> Tick:
         if self._size == 0:
             if not self._playing:
                 if self._dry_ticks is not None:

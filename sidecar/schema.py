@@ -14,13 +14,16 @@ from typing import Any, get_args
 
 import msgspec
 
-from sidecar import config, events, messages
+from sidecar import commands, config, events, messages
 
 SCHEMAS: dict[str, Any] = {
     "server-message.schema.json": messages.ServerMessage,
     "sidecar-message.schema.json": messages.SidecarMessage,
     "websocket-settings.schema.json": config.WebsocketSettings,
     "events.schema.json": events.Event,
+    # What a bot writes on the control channel, one object per line; `id` may
+    # be left out (the only field with a default), so these stay optional.
+    "commands.schema.json": commands.Command,
 }
 
 

@@ -14,7 +14,8 @@ import trio
 
 from sidecar import __version__, dialects, events, messages, stats
 from sidecar.config import Config, Endpoint, dialect_options, redact_url, secrets
-from sidecar.dialects.base import Control
+from sidecar.control import Control
+from sidecar.dialects import base
 from sidecar.downlink import Downlink
 from sidecar.gate import PauseGate
 from sidecar.link import Link, LinkEnded, LinkGaveUp, LinkRejected, LinkUnusable
@@ -39,6 +40,7 @@ STOP_GRACE_S = 3.0
 # stdout slowly; one that does not read at all loses them rather than our exit.
 EVENTS_DRAIN_S = 1.0
 PARENT_POLL_S = 0.5
+STDIN_CLOSED = "stdin closed (parent gone)"
 
 
 @dataclass(slots=True)
@@ -59,8 +61,21 @@ class Sidecar:
         self.outbox = Outbox(config.replay_ms, live_ms)
         self.gate = None if config.pause_threshold is None else PauseGate(config.pause_threshold)
         self.dialect = dialects.make(config.protocol, dialect_options(config))
+        self.control = Control(
+            log_sink,
+            self.dialect,
+            self._reply,
+            mute=lambda muted: self.uplink.mute(muted),
+            clear=lambda: self.downlink.clear(by_bot=True),
+            tool_timeout=config.tool_timeout,
+        )
         self.downlink = Downlink(
-            config, log_sink, self._reply, self.gate, error_replies=self.dialect.error_replies
+            config,
+            log_sink,
+            self._reply,
+            self.gate,
+            error_replies=self.dialect.error_replies,
+            on_calls=self.control.on_calls,
         )
         self.link = Link(
             config,
@@ -83,7 +98,7 @@ class Sidecar:
                     config,
                     self.participant_outbox,
                     self.dialect,
-                    self.downlink.on_incoming,
+                    self._participant_incoming,
                     log_sink,
                     url=url,
                     redactor=self.redactor,
@@ -97,7 +112,13 @@ class Sidecar:
         self._links_running = len(self.links)
         self._links_done = trio.Event()
 
-    def _reply(self, item: Control) -> None:
+    async def _participant_incoming(self, incoming: base.Incoming) -> None:
+        # The agent's tool calls belong to the main connection: the end of
+        # the participants' own connection must not end them.
+        if not isinstance(incoming, base.SessionEnded):
+            await self.downlink.on_incoming(incoming)
+
+    def _reply(self, item: base.Control) -> None:
         self.outbox.put_control(item)
         self.link.notify()
 
@@ -113,6 +134,7 @@ class Sidecar:
         async with (
             _open_endpoint(config.audio_in, _in_backlog(config)) as audio_in,
             _open_endpoint(config.audio_out) as audio_out,
+            _open_control(config.control) as control,
             trio.open_nursery() as root,
         ):
             root.start_soon(self.events.serve)
@@ -135,9 +157,20 @@ class Sidecar:
                     self.downlink.serve_connection,
                 )
                 nursery.start_soon(self._serve_stats)
+                nursery.start_soon(self.control.serve_timer)
+                if control is not None:
+                    nursery.start_soon(
+                        self._serve_endpoint,
+                        control,
+                        self.control.serve_listener,
+                        self.control.serve_connection,
+                    )
                 if handle_signals:
                     nursery.start_soon(serve_signals, self)
-                if config.exit_on_stdin_eof:
+                if config.control_stdin:
+                    on_eof = self._stdin_closed if config.exit_on_stdin_eof else None
+                    nursery.start_soon(self.control.serve_stdin, on_eof)
+                elif config.exit_on_stdin_eof:
                     nursery.start_soon(serve_stdin_eof, self)
                 if parent:
                     nursery.start_soon(serve_parent_watch, self, parent)
@@ -154,6 +187,7 @@ class Sidecar:
                         version=__version__,
                         contract=messages.PROTOCOL_VERSION,
                         dialect=self.dialect.name,
+                        control=None if config.control is None else config.control.describe(),
                     )
                 )
                 task_status.started()
@@ -201,6 +235,9 @@ class Sidecar:
         if not self._links_running:
             self._links_done.set()
 
+    def _stdin_closed(self) -> None:
+        self.stop(STDIN_CLOSED)
+
     def _finish(self, code: int, reason: str) -> None:
         if self.outcome.code == EXIT_OK:
             self.outcome = _Outcome(code, reason)
@@ -243,6 +280,7 @@ class Sidecar:
             outboxes=[box.statistics() for box in self._outboxes()],
             gate=None if self.gate is None else self.gate.statistics(),
             events_dropped=self.events.dropped,
+            control=self.control.statistics(),
         )
 
 
@@ -272,6 +310,17 @@ async def _open_endpoint(
         yield listener
 
 
+@contextlib.asynccontextmanager
+async def _open_control(
+    endpoint: Endpoint | None,
+) -> AsyncIterator[trio.SocketListener | trio.SocketStream | None]:
+    if endpoint is None:
+        yield None
+        return
+    async with _open_endpoint(endpoint, backlog=1) as opened:
+        yield opened
+
+
 async def serve_signals(sidecar: Sidecar) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -283,7 +332,7 @@ async def serve_stdin_eof(sidecar: Sidecar) -> None:
     fd = sys.stdin.fileno()
     while await trio.to_thread.run_sync(os.read, fd, 4096, abandon_on_cancel=True):
         pass
-    sidecar.stop("stdin closed (parent gone)")
+    sidecar.stop(STDIN_CLOSED)
 
 
 async def serve_parent_watch(sidecar: Sidecar, parent: int) -> None:

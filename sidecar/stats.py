@@ -14,6 +14,7 @@ from sidecar import events
 
 if TYPE_CHECKING:
     # Types only: this module must not pull the trio shells in.
+    from sidecar.control import ControlStatistics
     from sidecar.downlink import DownlinkStatistics
     from sidecar.gate import GateStatistics
     from sidecar.link import LinkStatistics
@@ -32,13 +33,15 @@ def stats_event(
     outboxes: Sequence[OutboxStatistics],
     gate: GateStatistics | None,
     events_dropped: int,
+    control: ControlStatistics | None = None,
 ) -> events.Stats:
     """Build one `stats` event.
 
     `links` and `outboxes` start with the main connection's; a separate
     per-participant connection's follow. `connected` and `reconnects` describe
     the main connection, the traffic counters every connection together.
-    `gate` is None when --pause-threshold is off.
+    `gate` is None when --pause-threshold is off; `control` when the run
+    has no control channel (the tool calls' counts are in it all the same).
     """
     if not links:
         raise ValueError("stats need the main link's statistics")
@@ -59,6 +62,9 @@ def stats_event(
         dropped[f"downlink_{reason}"] += n
     # At the bot's own rate, like samples_in: refused before any resampling.
     dropped["audio_in_refused"] += sum(uplink.refused_samples.values())
+    # Captured at the rate sent, like the outbox's drops: muted instead of queued.
+    dropped["uplink_muted"] += uplink.muted_samples
+    by_stream.update(uplink.muted_by_stream)
     participants = {
         key: {
             "frames": c.frames,
@@ -105,4 +111,12 @@ def stats_event(
         pauses=0 if gate is None else gate.pauses,
         paused_ms=0 if gate is None else round(gate.paused_s * 1000),
         participants=participants,
+        muted=uplink.muted,
+        commands=0 if control is None else control.commands,
+        commands_refused={} if control is None else dict(control.refused),
+        tool_calls_pending=0 if control is None else control.calls.pending,
+        tool_calls_unanswered=0
+        if control is None
+        else control.calls.timed_out + control.calls.overflowed,
+        control_events_dropped=0 if control is None else control.events_dropped,
     )

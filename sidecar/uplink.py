@@ -87,6 +87,12 @@ class UplinkStatistics:
     # bot's writes fail or go unread, and the 0xff frame says why.
     refused_samples: Counter[str] = field(default_factory=Counter)
     streams: dict[str, StreamCounters] = field(default_factory=dict)
+    # The bot's `mute`: the meeting's audio is captured and not sent, in
+    # samples at the rate sent (a stats drop, `uplink_muted`), in all and by
+    # stream (a participant's leaves with it).
+    muted: bool = False
+    muted_samples: int = 0
+    muted_by_stream: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(slots=True, eq=False)
@@ -188,7 +194,10 @@ class Uplink:
             self._enqueue(stream, stream.capture.flush())
 
     def mute(self, muted: bool) -> None:
-        """The agent must hear nothing: mute wins over the fill."""
+        """The agent must hear nothing: mute wins over the fill. The audio is
+        still read and captured (the bot's stream keeps its clock), then
+        dropped, counted as `muted`."""
+        self._stats.muted = muted
         if self._filler is not None:
             self._filler.mute(muted)
             self._wake_fill(0.0)
@@ -403,6 +412,7 @@ class Uplink:
         del self._participants[stream.key]
         del self._stats.streams[stream.key]
         dropped = stream.route.outbox.release(stream.key)
+        dropped += self._stats.muted_by_stream.pop(stream.key, 0)
         counters = stream.counters
         self._log.emit(
             events.ParticipantLeft(
@@ -421,6 +431,12 @@ class Uplink:
 
     def _enqueue(self, stream: _Stream, chunks: list[Chunk]) -> None:
         if not chunks:
+            return
+        if self._stats.muted:
+            muted = sum(len(chunk.pcm) // 2 for chunk in chunks)
+            self._stats.muted_samples += muted
+            self._stats.muted_by_stream[stream.key] += muted
+            stream.counters.chunks += len(chunks)
             return
         route, rate = stream.route, stream.rate
         connected = route.connected()

@@ -106,13 +106,15 @@ class Voice:
         Not idle right after a frame: the playout must see one more tick to
         notice that the utterance ended (or ran dry), or the next utterance
         would start without its jitter buffer. Not idle in a dry spell either,
-        which needs ticks to tell a late server from an utterance that ended.
+        which needs ticks to tell a late server from an utterance that ended,
+        nor while an utterance is open, whose end only ticks can tell.
         """
         return (
             not self._pending
             and self.playout.buffered_ms == 0
             and not self._sounding
             and not self.playout.dry
+            and not self.playout.speaking
         )
 
     def statistics(self) -> VoiceStatistics:

@@ -48,9 +48,21 @@ from deepgram.agent.v1.types import (
     AgentV1AgentThinking,
     AgentV1ConversationText,
     AgentV1Error,
+    AgentV1FunctionCallCancelled,
+    AgentV1FunctionCallCancelledFunctionsItem,
+    AgentV1FunctionCallRequest,
+    AgentV1FunctionCallRequestFunctionsItem,
+    AgentV1InjectAgentMessage,
+    AgentV1InjectionRefused,
+    AgentV1InjectUserMessage,
     AgentV1KeepAlive,
+    AgentV1PromptUpdated,
+    AgentV1SendFunctionCallResponse,
     AgentV1Settings,
     AgentV1SettingsApplied,
+    AgentV1ThinkUpdated,
+    AgentV1UpdatePrompt,
+    AgentV1UpdateThink,
     AgentV1UserStartedSpeaking,
     AgentV1Welcome,
 )
@@ -63,6 +75,9 @@ from openai.types.realtime import (
     InputAudioBufferSpeechStartedEvent,
     InputAudioBufferSpeechStoppedEvent,
     RealtimeConversationItemAssistantMessage,
+    RealtimeConversationItemFunctionCall,
+    RealtimeConversationItemFunctionCallOutput,
+    RealtimeConversationItemSystemMessage,
     RealtimeConversationItemUserMessage,
     RealtimeErrorEvent,
     RealtimeResponse,
@@ -74,6 +89,8 @@ from openai.types.realtime import (
     ResponseContentPartDoneEvent,
     ResponseCreatedEvent,
     ResponseDoneEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
     SessionCreatedEvent,
@@ -89,6 +106,8 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from sidecar.dialects.base import (
     MIXED,
+    AddContext,
+    AgentCommand,
     AudioOut,
     ClearedOut,
     ClearPlayout,
@@ -104,7 +123,13 @@ from sidecar.dialects.base import (
     Options,
     Outgoing,
     PlayAudio,
+    Say,
     Session,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
 )
 from sidecar.messages import ErrorCode, MessageError
 
@@ -380,6 +405,9 @@ class RealtimeConfig:
     """Send an `error` (code session_expired) just before the session-length close."""
     vad_threshold: float = 600.0
     silence_ms: float = 300.0
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    """The next replies call these functions (name, arguments JSON) instead of
+    speaking, one reply each, in order; the replies after them speak."""
 
 
 @dataclass
@@ -407,6 +435,17 @@ class _RealtimeState:
     user_item: str | None = None
     truncations: list[tuple[str, int, bool]] = field(default_factory=list)
     """(item_id, audio_end_ms, accepted) for every truncate received."""
+    calls: dict[str, bool] = field(default_factory=dict)
+    """Every function call made: call_id -> answered."""
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    """(call_id, output) of every function_call_output item received."""
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    """(role, text) of every message item the client created."""
+    instructions: list[str | None] = field(default_factory=list)
+    """Each client `response.create`'s own instructions (None: the session's)."""
+    refused_creates: int = 0
+    """`response.create`s refused because a response was active."""
+    cancel_reason: str = "turn_detected"
 
 
 class RealtimeServer(_FakeServer):
@@ -495,10 +534,21 @@ class RealtimeServer(_FakeServer):
             self._append(conn, base64.b64decode(data["audio"]))
         elif kind == "conversation.item.truncate":
             self._truncate(conn, data)
+        elif kind == "conversation.item.create":
+            self._item_create(conn, model)
         elif kind == "response.create":
-            self.respond(conn)
+            response = data.get("response") or {}
+            self.state(conn).instructions.append(response.get("instructions"))
+            self.respond(conn, response.get("instructions"), by_client=True)
         elif kind == "response.cancel":
-            self._cancel(conn)
+            if self.state(conn).responding is None:
+                # Modelled on the API's error for a cancel with nothing to cancel.
+                self._error(
+                    conn, "Cancellation failed: no active response found.",
+                    code="response_cancel_not_active",
+                )  # fmt: skip
+                return
+            self._cancel(conn, "client_cancelled")
 
     # -- client events -------------------------------------------------------------
 
@@ -561,10 +611,45 @@ class RealtimeServer(_FakeServer):
             )
         )
 
-    def _cancel(self, conn: Conn) -> None:
-        flag = self.state(conn).responding
+    def _cancel(self, conn: Conn, reason: str = "turn_detected") -> None:
+        state = self.state(conn)
+        flag = state.responding
         if flag is not None:
+            state.cancel_reason = reason
             flag.set()
+
+    def _item_create(self, conn: Conn, model: pydantic.BaseModel | None) -> None:
+        state = self.state(conn)
+        item = getattr(model, "item", None)
+        if isinstance(item, RealtimeConversationItemFunctionCallOutput):
+            with conn.lock:
+                known = item.call_id in state.calls
+                if known:
+                    state.calls[item.call_id] = True
+                    state.outputs.append((item.call_id, item.output))
+            if not known:
+                conn.violations.append(f"output for unknown call {item.call_id!r}")
+                # Modelled: the API refuses an output for a call it never made.
+                self._error(
+                    conn, f"Tool call ID '{item.call_id}' not found in conversation.",
+                    code="invalid_tool_call_id", param="item.call_id",
+                )  # fmt: skip
+                return
+        elif isinstance(
+            item, RealtimeConversationItemUserMessage | RealtimeConversationItemSystemMessage
+        ):
+            text = "".join(c.text or "" for c in item.content)
+            with conn.lock:
+                state.messages.append((item.role, text))
+        else:
+            conn.violations.append(f"an item the dialect should not create: {item!r}")
+            return
+        added = item.model_copy(update={"id": next(self._item_ids), "status": "completed"})
+        conn.send(
+            ConversationItemAdded(
+                type="conversation.item.added", event_id=self._event(), item=added
+            )
+        )
 
     # -- the user's turn ---------------------------------------------------------------
 
@@ -633,20 +718,139 @@ class RealtimeServer(_FakeServer):
 
     # -- the agent's reply -------------------------------------------------------------
 
-    def respond(self, conn: Conn) -> None:
+    def respond(
+        self, conn: Conn, instructions: str | None = None, *, by_client: bool = False
+    ) -> None:
         """Start a reply (what `response.create`, or the end of the user's turn, does)."""
         state = self.state(conn)
+        with conn.lock:
+            active = state.responding is not None and not state.responding.is_set()
+        if active and by_client:
+            with conn.lock:
+                state.refused_creates += 1
+            # The code and text many clients handle (no OpenAI doc page states them).
+            self._error(
+                conn,
+                "Conversation already has an active response in progress. Wait until "
+                "the response is finished before creating a new one.",
+                code="conversation_already_has_active_response",
+            )
+            return
         if not _wind_down(conn, state):
             return  # one response at a time, as the API does
         with conn.lock:
             state.responding = threading.Event()
+            state.cancel_reason = "turn_detected"
             state.replies += 1
             first = state.replies == 1
-        args = (conn, state.responding, first)
-        state.thread = threading.Thread(target=self._reply, args=args, daemon=True)
+            call = self.config.calls.pop(0) if self.config.calls else None
+        if call is not None:
+            target: Callable[..., None] = self._call_reply
+            args: tuple[Any, ...] = (conn, state.responding, call)
+        else:
+            target, args = self._reply, (conn, state.responding, first, instructions)
+        state.thread = threading.Thread(target=target, args=args, daemon=True)
         state.thread.start()
 
-    def _reply(self, conn: Conn, cancel: threading.Event, first: bool) -> None:
+    def call_function(self, conn: Conn, name: str, arguments: str) -> None:
+        """On cue: the next reply calls `name` instead of speaking."""
+        with conn.lock:
+            self.config.calls.append((name, arguments))
+        self.respond(conn)
+
+    def _call_reply(self, conn: Conn, cancel: threading.Event, call: tuple[str, str]) -> None:
+        """A reply that is one function call: the events the API sends for it."""
+        state = self.state(conn)
+        name, arguments = call
+        response_id, item_id = next(self._response_ids), next(self._item_ids)
+        call_id = f"call_{item_id}"
+        conn.send(
+            ResponseCreatedEvent(
+                type="response.created",
+                event_id=self._event(),
+                response=RealtimeResponse(
+                    id=response_id, object="realtime.response", status="in_progress", output=[]
+                ),
+            )
+        )
+        item = RealtimeConversationItemFunctionCall(
+            id=item_id, type="function_call", call_id=call_id, name=name, arguments="",
+            status="in_progress", object="realtime.item",
+        )  # fmt: skip
+        conn.send(
+            ResponseOutputItemAddedEvent(
+                type="response.output_item.added",
+                event_id=self._event(),
+                response_id=response_id,
+                output_index=0,
+                item=item,
+            )
+        )
+        half = len(arguments) // 2
+        for piece in (arguments[:half], arguments[half:]):
+            conn.send(
+                ResponseFunctionCallArgumentsDeltaEvent(
+                    type="response.function_call_arguments.delta", event_id=self._event(),
+                    response_id=response_id, item_id=item_id, output_index=0,
+                    call_id=call_id, delta=piece,
+                )
+            )  # fmt: skip
+            cancel.wait(0.02 / self.config.speed)
+        conn.send(
+            ResponseFunctionCallArgumentsDoneEvent(
+                type="response.function_call_arguments.done", event_id=self._event(),
+                response_id=response_id, item_id=item_id, output_index=0,
+                call_id=call_id, name=name, arguments=arguments,
+            )
+        )  # fmt: skip
+        cancelled = cancel.is_set()
+        status: Literal["completed", "incomplete"] = "incomplete" if cancelled else "completed"
+        done_item = item.model_copy(update={"arguments": arguments, "status": status})
+        if not cancelled:
+            with conn.lock:
+                state.calls[call_id] = False
+        conn.send(
+            ResponseOutputItemDoneEvent(
+                type="response.output_item.done",
+                event_id=self._event(),
+                response_id=response_id,
+                output_index=0,
+                item=done_item,
+            )
+        )
+        conn.send(
+            ConversationItemDone(
+                type="conversation.item.done", event_id=self._event(), item=done_item
+            )
+        )
+        self._response_done(conn, response_id, cancelled, [done_item])
+        with conn.lock:
+            state.responding = None
+
+    def _response_done(
+        self, conn: Conn, response_id: str, cancelled: bool, output: list[Any]
+    ) -> None:
+        state = self.state(conn)
+        status: Literal["cancelled", "completed"] = "cancelled" if cancelled else "completed"
+        reason: Any = state.cancel_reason if cancelled else None
+        details = RealtimeResponseStatus(type=status, reason=reason)
+        conn.send(
+            ResponseDoneEvent(
+                type="response.done",
+                event_id=self._event(),
+                response=RealtimeResponse(
+                    id=response_id,
+                    object="realtime.response",
+                    status=status,
+                    status_details=details,
+                    output=output,
+                ),
+            )
+        )
+
+    def _reply(
+        self, conn: Conn, cancel: threading.Event, first: bool, instructions: str | None = None
+    ) -> None:
         state, config = self.state(conn), self.config
         response_id, item_id = next(self._response_ids), next(self._item_ids)
         with conn.lock:
@@ -713,7 +917,8 @@ class RealtimeServer(_FakeServer):
                 self._barge_in(conn)
                 continue
             cancel.wait(ms / 1000 / config.speed)
-        self._finish(conn, cancel.is_set(), sent_ms, ids)
+        words = f"reply of {sent_ms} ms" if instructions is None else instructions
+        self._finish(conn, cancel.is_set(), words, ids)
         with conn.lock:
             state.responding = None
 
@@ -724,8 +929,7 @@ class RealtimeServer(_FakeServer):
             # Wait for this reply to wind down, as the user's turn ends later anyway.
             _after(conn, 0.2, lambda: self.speech_stopped(conn))
 
-    def _finish(self, conn: Conn, cancelled: bool, sent_ms: int, ids: _ReplyIds) -> None:
-        words = f"reply of {sent_ms} ms"
+    def _finish(self, conn: Conn, cancelled: bool, words: str, ids: _ReplyIds) -> None:
         conn.send(
             ResponseAudioDoneEvent(
                 type="response.output_audio.done",
@@ -779,21 +983,7 @@ class RealtimeServer(_FakeServer):
         conn.send(
             ConversationItemDone(type="conversation.item.done", event_id=self._event(), item=item)
         )
-        status: Literal["cancelled", "completed"] = "cancelled" if cancelled else "completed"
-        details = RealtimeResponseStatus(type=status, reason="turn_detected" if cancelled else None)
-        conn.send(
-            ResponseDoneEvent(
-                type="response.done",
-                event_id=self._event(),
-                response=RealtimeResponse(
-                    id=ids.response_id,
-                    object="realtime.response",
-                    status=status,
-                    status_details=details,
-                    output=[item],
-                ),
-            )
-        )
+        self._response_done(conn, ids.response_id, cancelled, [item])
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -847,6 +1037,9 @@ class AgentConfig:
     max_session_s: float | None = None
     vad_threshold: float = 600.0
     silence_ms: float = 300.0
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    """The next user turns are answered with a client-side FunctionCallRequest
+    for these (name, arguments JSON) instead of speech, one turn each."""
 
 
 @dataclass
@@ -859,6 +1052,35 @@ class _AgentState:
     responding: threading.Event | None = None
     thread: threading.Thread | None = None
     replies: int = 0
+    settings: Json = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)
+    """Client-side calls requested and not yet answered or cancelled: id -> name."""
+    answers: list[tuple[str, str, str]] = field(default_factory=list)
+    """(id, name, content) of every FunctionCallResponse received."""
+    injected: list[tuple[str, str]] = field(default_factory=list)
+    """(type, text) of every InjectAgentMessage / InjectUserMessage accepted."""
+    refused: int = 0
+    prompt_updates: list[str] = field(default_factory=list)
+    thinks: list[Any] = field(default_factory=list)
+    """The `think` of every UpdateThink received."""
+
+
+def _strict_deepgram(model: type[pydantic.BaseModel], data: Json) -> list[str]:
+    """What the deepgram SDK finds wrong with a client message, strictly."""
+    try:
+        parsed = model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return [f"unknown field {p}" for p in unknown_fields(parsed)]
+
+
+_DEEPGRAM_CLIENT: dict[str, type[pydantic.BaseModel]] = {
+    "FunctionCallResponse": AgentV1SendFunctionCallResponse,
+    "InjectAgentMessage": AgentV1InjectAgentMessage,
+    "InjectUserMessage": AgentV1InjectUserMessage,
+    "UpdatePrompt": AgentV1UpdatePrompt,
+    "UpdateThink": AgentV1UpdateThink,
+}
 
 
 class AgentServer(_FakeServer):
@@ -915,12 +1137,95 @@ class AgentServer(_FakeServer):
             if extras := unknown_fields(AgentV1KeepAlive.model_validate(data)):
                 conn.violations.append(f"KeepAlive has unknown fields {extras}")
             state.keepalives += 1
+        elif isinstance(kind, str) and kind in _DEEPGRAM_CLIENT:
+            if problems := _strict_deepgram(_DEEPGRAM_CLIENT[kind], data):
+                conn.violations += [f"{kind}: {p}" for p in problems]
+                self._error(conn, "UNPARSABLE_CLIENT_MESSAGE", "; ".join(problems))
+                return
+            if state.vad is None:
+                conn.violations.append(f"{kind} before Settings")
+                return
+            self._control(conn, kind, data)
         else:
             conn.violations.append(f"unexpected message {kind!r}")
             self._error(conn, "UNPARSABLE_CLIENT_MESSAGE", f"Unknown message type {kind!r}.")
 
+    def _control(self, conn: Conn, kind: str, data: Json) -> None:
+        """A client message of the control kinds, already validated."""
+        state = self.state(conn)
+        if kind == "FunctionCallResponse":
+            with conn.lock:
+                name = state.pending.pop(data["id"], None)
+                state.answers.append((data["id"], data["name"], data["content"]))
+            if name is None or name != data["name"]:
+                conn.violations.append(f"FunctionCallResponse for no open call: {data}")
+                return
+            # Deepgram: the agent goes on by itself with the function's result.
+            self.respond(conn, f"the answer is {data['content']}")
+        elif kind == "InjectAgentMessage":
+            with conn.lock:
+                busy = state.responding is not None and not state.responding.is_set()
+            if busy and data.get("behavior") in (None, "default"):
+                with conn.lock:
+                    state.refused += 1
+                conn.send(
+                    AgentV1InjectionRefused(
+                        type="InjectionRefused", message="The agent is speaking."
+                    )
+                )
+                return
+            with conn.lock:
+                state.injected.append((kind, data["message"]))
+            self.respond(conn, data["message"])
+        elif kind == "InjectUserMessage":
+            with conn.lock:
+                state.injected.append((kind, data["content"]))
+            conn.send(
+                AgentV1ConversationText(
+                    type="ConversationText", role="user", content=data["content"]
+                )
+            )
+            self._answer_turn(conn)
+        elif kind == "UpdatePrompt":
+            with conn.lock:
+                state.prompt_updates.append(data["prompt"])
+            conn.send(AgentV1PromptUpdated(type="PromptUpdated"))
+        elif kind == "UpdateThink":
+            with conn.lock:
+                state.thinks.append(data["think"])
+            conn.send(AgentV1ThinkUpdated(type="ThinkUpdated"))
+
+    def request_call(self, conn: Conn, name: str, arguments: str, client_side: bool = True) -> str:
+        """On cue: ask the client to run `name`; the call's id."""
+        call_id = f"fc_{uuid.uuid4().hex[:8]}"
+        if client_side:
+            with conn.lock:
+                self.state(conn).pending[call_id] = name
+        conn.send(
+            AgentV1FunctionCallRequest(
+                type="FunctionCallRequest",
+                functions=[
+                    AgentV1FunctionCallRequestFunctionsItem(
+                        id=call_id, name=name, arguments=arguments, client_side=client_side
+                    )
+                ],
+            )
+        )
+        return call_id
+
+    def cancel_calls(self, conn: Conn) -> None:
+        """On cue: withdraw every open call (the user spoke again)."""
+        with conn.lock:
+            pending, self.state(conn).pending = self.state(conn).pending, {}
+        items = [
+            AgentV1FunctionCallCancelledFunctionsItem(id=id_, name=name)
+            for id_, name in pending.items()
+        ]
+        conn.send(AgentV1FunctionCallCancelled(type="FunctionCallCancelled", functions=items))
+
     def _settings(self, conn: Conn, data: Json) -> None:
         state = self.state(conn)
+        state.settings = data
         if state.rate is not None:
             conn.violations.append("a second Settings")
         model, problems = validate_agent_settings(data)
@@ -974,7 +1279,15 @@ class AgentServer(_FakeServer):
             )
         )
         conn.send(AgentV1AgentThinking(type="AgentThinking", content="considering it"))
-        self.respond(conn, "the agent's answer")
+        self._answer_turn(conn)
+
+    def _answer_turn(self, conn: Conn) -> None:
+        with conn.lock:
+            call = self.config.calls.pop(0) if self.config.calls else None
+        if call is not None:
+            self.request_call(conn, *call)
+        else:
+            self.respond(conn, "the agent's answer")
 
     def respond(self, conn: Conn, text: str) -> None:
         state = self.state(conn)
@@ -1090,6 +1403,8 @@ class AgentClient:
         self.playout = Playout(trio.current_time)
         self.close_code: int | None = None
         self.close_reason = ""
+        self.replied: list[str | bytes] = []
+        """What `Session.replies` owed the server, sent after the message that made it."""
         self._changed = trio.Event()
 
     async def open(self) -> None:
@@ -1111,12 +1426,33 @@ class AgentClient:
                         self.clears.append(cleared)
                         for wire in self.session.encode(cleared):
                             await self.ws.send_message(wire)
+                # What the session owes the server now (a deferred response.create).
+                for wire in self.session.replies():
+                    self.replied.append(wire)
+                    await self.ws.send_message(wire)
                 self._changed.set()
                 self._changed = trio.Event()
         except trio_websocket.ConnectionClosed as exc:
             if exc.reason is not None:
                 self.close_code, self.close_reason = exc.reason.code, exc.reason.reason or ""
             self._changed.set()
+
+    async def command(self, item: AgentCommand | ClearedOut) -> list[str | bytes]:
+        """Send what the session encodes `item` as (what the link does); those messages."""
+        wires = list(self.session.wire(item))
+        for wire in wires:
+            await self.ws.send_message(wire)
+        return wires
+
+    async def clear(self) -> list[str | bytes]:
+        """The bot's `clear`: stop playback now and tell the session so."""
+        cleared = self.playout.clear()
+        return await self.command(ClearedOut(cleared.heard, by_bot=True))
+
+    def played_bytes(self) -> int:
+        """Bytes the bot has heard by now."""
+        self.playout.busy  # noqa: B018 -- advances the playout to now
+        return sum(self.playout.played.values())
 
     async def send_audio(self, pcm: bytes, rate: int, chunk_ms: int = 20) -> None:
         """Send `pcm` in `chunk_ms` chunks at real time, once the session allows audio."""
@@ -1176,7 +1512,20 @@ def _item_from(obj: Json) -> Outgoing:
             return ErrorOut(MessageError(ErrorCode(obj["code"]), obj["message"]))
         case "cleared":
             heard = obj.get("heard")
-            return ClearedOut(None if heard is None else Heard(heard["segment"], heard["ms"]))
+            by_bot = obj.get("by_bot", False)
+            return ClearedOut(
+                None if heard is None else Heard(heard["segment"], heard["ms"]), by_bot
+            )
+        case "tool_result":
+            return ToolResult(obj["call_id"], obj["output"])
+        case "say":
+            return Say(obj["text"])
+        case "user_text":
+            return UserText(obj["text"])
+        case "context":
+            return AddContext(obj["text"])
+        case "instructions":
+            return SetInstructions(obj["text"])
     raise AssertionError(obj)
 
 
@@ -1193,6 +1542,10 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "clear"}
         case CutAudio(samples=samples, rate=rate):
             return {"kind": "cut_audio", "samples": samples, "rate": rate}
+        case ToolCallIn(call_id=call_id, name=name, arguments_json=arguments):
+            return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
+        case ToolCallCancelledIn(call_id=call_id, reason=reason):
+            return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract
@@ -1208,6 +1561,12 @@ def run_vector(dialect: Dialect, case: Json) -> None:
         match step["do"]:
             case "opening":
                 assert _wire_json(session.opening()) == step["wire"], where
+            case "reconnect":
+                # The same dialect (the same run): what the bot changed carries over.
+                session = dialect.session()
+                assert _wire_json(session.opening()) == step["wire"], where
+            case "replies":
+                assert _wire_json(session.replies()) == step["wire"], where
             case "keepalive":
                 assert _wire_json(session.keepalive()) == step["wire"], where
             case "send":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -24,9 +26,11 @@ from support import tone
 
 from sidecar.dialects import DIALECTS
 from sidecar.dialects.base import (
+    AddContext,
     AudioOut,
     ClearedOut,
     ClearPlayout,
+    CutAudio,
     DtmfOut,
     ErrorOut,
     Heard,
@@ -35,6 +39,12 @@ from sidecar.dialects.base import (
     Notice,
     Options,
     PlayAudio,
+    Say,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
 )
 from sidecar.dialects.deepgram_agent import DeepgramAgent, DeepgramAgentSession, prepare_settings
 from sidecar.dialects.notices import AgentError, AgentEvent, AgentWarning, Transcript
@@ -125,12 +135,11 @@ def test_our_own_audio_section_raises_no_warning() -> None:
     assert dialect({"agent": AGENT, "audio": audio_section(16000)}).warnings() == ()
 
 
-def test_client_side_functions_are_warned_about() -> None:
+def test_client_side_functions_need_no_warning() -> None:
+    # The bot answers them with tool_result.
     think = AGENT["think"] | {"functions": [{"name": "lookup", "parameters": {}}]}
-    assert any("FunctionCallRequest" in w for w in dialect({"agent": {"think": think}}).warnings())
-    served = AGENT["think"] | {"functions": [{"name": "f", "endpoint": {"url": "https://x"}}]}
-    assert dialect({"agent": {"think": [served]}}).warnings() == ()
-    assert dialect({"agent": {"think": [AGENT["think"], think]}}).warnings() != ()
+    assert dialect({"agent": {"think": think}}).warnings() == ()
+    assert dialect({"agent": {"think": [AGENT["think"], think]}}).warnings() == ()
 
 
 @pytest.mark.parametrize(
@@ -265,7 +274,7 @@ def test_stdout_lines_carry_the_event_names() -> None:
 
 def test_unknown_types_are_ignored_and_counted() -> None:
     session = opened()
-    for kind in ("FunctionCallRequest", "History", "PromptUpdated", "Something New"):
+    for kind in ("ThinkUpdated", "History", "PromptUpdated", "Something New"):
         assert session.receive(json.dumps({"type": kind, "x": 1})) == ()
     assert session.statistics().ignored == 4
 
@@ -325,13 +334,158 @@ def test_receive_never_raises_and_audio_stays_whole_samples(messages: list[str |
         if isinstance(message, bytes):
             received += len(message)
         for item in session.receive(message):
-            assert isinstance(item, PlayAudio | ClearPlayout | Invalid | Notice)
+            assert isinstance(
+                item,
+                PlayAudio | ClearPlayout | Invalid | Notice | ToolCallIn | ToolCallCancelledIn,
+            )
             if isinstance(item, PlayAudio):
                 assert len(item.pcm) % 2 == 0 and item.pcm
                 played += len(item.pcm)
             if isinstance(item, ClearPlayout):
                 played = received = 0
     assert received - played in (0, 1)
+
+
+# -- the bot's commands -------------------------------------------------------------------------
+
+
+def request(*functions: tuple[str, str, bool]) -> str:
+    entries = [
+        {"id": id_, "name": name, "arguments": '{"q":"x"}', "client_side": client}
+        for id_, name, client in functions
+    ]
+    return json.dumps({"type": "FunctionCallRequest", "functions": entries})
+
+
+def test_all_five_commands_are_supported_with_think_settings() -> None:
+    d = dialect()
+    for name in ("tool_result", "say", "user_text", "context", "instructions"):
+        assert d.refuses(name) is None
+
+
+@pytest.mark.parametrize("agent", ["agent-id-123", {"listen": AGENT["listen"]}])
+def test_instructions_and_context_need_think_settings(agent: Any) -> None:
+    d = dialect({"agent": agent})
+    for name in ("instructions", "context"):
+        reason = d.refuses(name)
+        assert reason is not None and "agent.think" in reason and name in reason
+    for name in ("tool_result", "say", "user_text"):
+        assert d.refuses(name) is None
+
+
+def test_client_side_calls_are_tool_calls_and_server_side_ones_are_not() -> None:
+    session = opened()
+    calls = session.receive(request(("fc_1", "lookup", True), ("fc_2", "served", False)))
+    assert list(calls) == [ToolCallIn("fc_1", "lookup", '{"q":"x"}')]
+    stats = session.statistics()
+    assert (stats.tool_calls, stats.server_side_calls) == (1, 1)
+
+
+def test_a_result_is_a_function_call_response_with_the_calls_name() -> None:
+    session = opened()
+    session.receive(request(("fc_1", "lookup", True)))
+    wire = one(session.encode(ToolResult("fc_1", '{"ok":true}')))
+    assert wire == (
+        '{"type":"FunctionCallResponse","id":"fc_1","name":"lookup","content":"{\\"ok\\":true}"}'
+    )
+    # Answered once; an unknown id (another connection's call) sends nothing.
+    assert session.encode(ToolResult("fc_1", "again")) == ()
+    assert session.encode(ToolResult("fc_9", "x")) == ()
+    assert dialect().session().encode(ToolResult("fc_1", "x")) == ()
+
+
+def test_a_cancelled_call_is_cancelled_and_its_result_sends_nothing() -> None:
+    session = opened()
+    session.receive(request(("fc_1", "lookup", True), ("fc_2", "other", True)))
+    cancelled = {"type": "FunctionCallCancelled", "functions": [{"id": "fc_1", "name": "lookup"}]}
+    got = session.receive(json.dumps(cancelled))
+    assert list(got) == [ToolCallCancelledIn("fc_1", "cancelled")]
+    assert session.encode(ToolResult("fc_1", "late")) == ()
+    assert len(session.encode(ToolResult("fc_2", "ok"))) == 1
+    # A call it never asked the bot about is not the bot's to hear of.
+    unknown = {"type": "FunctionCallCancelled", "functions": [{"id": "fc_x", "name": "f"}]}
+    assert list(session.receive(json.dumps(unknown))) == []
+
+
+def test_say_user_text_and_context_are_their_messages() -> None:
+    session = opened()
+    assert session.encode(Say("Hello, room.")) == (
+        '{"type":"InjectAgentMessage","message":"Hello, room."}',
+    )
+    assert session.encode(UserText("Alice joined.")) == (
+        '{"type":"InjectUserMessage","content":"Alice joined."}',
+    )
+    assert session.encode(AddContext("Bob is the host.")) == (
+        '{"type":"UpdatePrompt","prompt":"Bob is the host."}',
+    )
+
+
+def test_instructions_are_the_think_settings_with_the_new_prompt() -> None:
+    session = opened()
+    wire = json.loads(one(session.encode(SetInstructions("Be terse."))))
+    assert wire == {"type": "UpdateThink", "think": AGENT["think"] | {"prompt": "Be terse."}}
+    # A fallback list: every entry gets the prompt.
+    think = [AGENT["think"], {"provider": {"type": "anthropic", "model": "claude"}}]
+    session = opened({"agent": AGENT | {"think": think}})
+    wire = json.loads(one(session.encode(SetInstructions("Be terse."))))
+    assert [t["prompt"] for t in wire["think"]] == ["Be terse.", "Be terse."]
+    assert wire["think"][1]["provider"] == {"type": "anthropic", "model": "claude"}
+
+
+def test_instructions_and_context_outlive_the_session() -> None:
+    d = dialect()
+    first = d.session()
+    first.encode(AddContext("Bob is the host."))
+    # UpdateThink replaces the whole prompt: the context appended so far stays in it.
+    think = json.loads(one(first.encode(SetInstructions("Be terse."))))["think"]
+    assert think["prompt"] == "Be terse.\n\nBob is the host."
+    first.encode(AddContext("The meeting ends at 3."))
+    settings = json.loads(one(d.session().opening()))
+    assert settings["agent"]["think"] == AGENT["think"] | {
+        "prompt": "Be terse.\n\nBob is the host.\n\nThe meeting ends at 3."
+    }
+    assert settings["agent"]["listen"] == AGENT["listen"]
+    # Context alone is appended to the user's prompt, as UpdatePrompt does.
+    d = dialect()
+    d.session().encode(AddContext("Bob is the host."))
+    settings = json.loads(one(d.session().opening()))
+    assert settings["agent"]["think"]["prompt"] == "Be brief.\n\nBob is the host."
+    # Nothing changed: the user's settings as they were.
+    assert json.loads(one(opened().opening()))["agent"] == AGENT
+
+
+def test_injection_refused_is_a_warning() -> None:
+    refused = {"type": "InjectionRefused", "message": "The user is speaking."}
+    event = one(opened().receive(json.dumps(refused))).event
+    assert event == AgentWarning(message="The user is speaking.", code="InjectionRefused")
+
+
+def test_the_bots_clear_drops_the_rest_of_the_reply() -> None:
+    session = opened()
+    session.receive('{"type":"SettingsApplied"}')
+    session.receive('{"type":"AgentStartedSpeaking","total_latency":1}')
+    assert isinstance(one(session.receive(b"\x01\x00" * 10)), PlayAudio)
+    assert session.encode(ClearedOut(Heard("x", 5), by_bot=True)) == ()
+    assert one(session.receive(b"\x01\x00" * 10)) == CutAudio(10, 16000)
+    assert one(session.receive(b"\x01\x00\x02")) == CutAudio(1, 16000)
+    assert session.statistics().cut_frames == 2
+    # The reply ended: the next one plays, from its first whole sample.
+    session.receive('{"type":"AgentAudioDone"}')
+    assert one(session.receive(b"\x03\x00")) == PlayAudio(b"\x03\x00", 16000)
+    # Cut again mid-reply; a new reply starting ends the cut too.
+    session.receive('{"type":"AgentStartedSpeaking"}')
+    session.encode(ClearedOut(None, by_bot=True))
+    assert isinstance(one(session.receive(b"\x00\x00")), CutAudio)
+    session.receive('{"type":"AgentStartedSpeaking"}')
+    assert isinstance(one(session.receive(b"\x00\x00")), PlayAudio)
+
+
+def test_a_clear_between_replies_cuts_nothing() -> None:
+    session = opened()
+    session.receive('{"type":"AgentStartedSpeaking"}')
+    session.receive('{"type":"AgentAudioDone"}')
+    session.encode(ClearedOut(None, by_bot=True))
+    assert isinstance(one(session.receive(b"\x00\x00")), PlayAudio)
 
 
 # -- against the fake Voice Agent ---------------------------------------------------------------
@@ -487,3 +641,139 @@ def _events(client: AgentClient, kind: type[Any]) -> list[Any]:
 
 def _names(client: AgentClient) -> list[str]:
     return [e.name for e in _events(client, AgentEvent)]
+
+
+# -- the bot's commands, against the fake Voice Agent ------------------------------------------
+
+
+@asynccontextmanager
+async def served(server: AgentServer, session: DeepgramAgentSession) -> AsyncIterator[AgentClient]:
+    async with (
+        trio_websocket.open_websocket_url(server.url, extra_headers=headers()) as ws,
+        trio.open_nursery() as nursery,
+    ):
+        client = AgentClient(session, ws)
+        nursery.start_soon(client.serve)
+        await client.open()
+        await client.wait(lambda: session.audio_ready)
+        yield client
+        nursery.cancel_scope.cancel()
+
+
+def _said(client: AgentClient) -> list[str]:
+    return [t.text for t in _events(client, Transcript) if t.role == "assistant"]
+
+
+async def test_a_tool_call_answered_end_to_end() -> None:
+    """The meeting asks; Deepgram asks the client to run a function; the bot's
+    FunctionCallResponse goes back; the agent's spoken answer is heard."""
+    config = AgentConfig(reply_ms=600, speed=6.0, calls=[("lookup", '{"q":"clock"}')])
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            await client.send_audio(speech(), 16000)
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            (call,) = client.of(ToolCallIn)
+            assert (call.name, call.arguments_json) == ("lookup", '{"q":"clock"}')
+            await client.command(ToolResult(call.call_id, '{"time":"15:04"}'))
+            await client.wait(lambda: "AgentAudioDone" in _names(client))
+            await _until(lambda: client.played_bytes() == 600 * 32)
+        conn = server.current
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.answers == [(call.call_id, "lookup", '{"time":"15:04"}')]
+        assert state.pending == {}
+        assert _said(client) == ['the answer is {"time":"15:04"}']
+        assert sum(len(p.pcm) for p in client.of(PlayAudio)) == 600 * 32
+
+
+async def test_server_side_and_cancelled_calls_are_not_answered() -> None:
+    with AgentServer() as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            conn = server.current
+            server.request_call(conn, "served", "{}", client_side=False)
+            server.request_call(conn, "lookup", "{}")
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            server.cancel_calls(conn)
+            await client.wait(lambda: bool(client.of(ToolCallCancelledIn)))
+            (call,) = client.of(ToolCallIn)
+            assert call.name == "lookup"
+            assert client.of(ToolCallCancelledIn) == [
+                ToolCallCancelledIn(call.call_id, "cancelled")
+            ]
+            # Deepgram: "Send no FunctionCallResponse for this id".
+            assert await client.command(ToolResult(call.call_id, "late")) == []
+        assert conn.violations == []
+        assert server.state(conn).answers == []
+
+
+async def test_say_user_text_context_and_instructions_against_the_agent() -> None:
+    config = AgentConfig(reply_ms=300, speed=6.0)
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            conn = server.current
+            await client.command(AddContext("Bob is the host."))
+            await client.command(SetInstructions("Be terse."))
+            await client.command(Say("Welcome, everyone."))
+            await client.wait(lambda: "AgentAudioDone" in _names(client))
+            await client.command(UserText("What time is it?"))
+            await client.wait(lambda: _names(client).count("AgentAudioDone") == 2)
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.prompt_updates == ["Bob is the host."]
+        assert state.thinks == [AGENT["think"] | {"prompt": "Be terse.\n\nBob is the host."}]
+        assert state.injected == [
+            ("InjectAgentMessage", "Welcome, everyone."),
+            ("InjectUserMessage", "What time is it?"),
+        ]
+        assert _said(client) == ["Welcome, everyone.", "the agent's answer"]
+
+
+async def test_an_injection_while_the_agent_speaks_is_refused_with_a_warning() -> None:
+    config = AgentConfig(reply_ms=3000, speed=1.0)
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, opened()) as client:
+            await client.command(Say("First."))
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            await client.command(Say("Second."))
+            await client.wait(lambda: bool(_events(client, AgentWarning)))
+        (warning,) = _events(client, AgentWarning)
+        assert warning.code == "InjectionRefused"
+        assert server.state(server.current).refused == 1
+
+
+async def test_the_bots_clear_cuts_the_reply_on_the_wire() -> None:
+    config = AgentConfig(reply_ms=2000, speed=2.0)
+    session = opened()
+    with AgentServer(config) as server, trio.fail_after(15):
+        async with served(server, session) as client:
+            await client.command(Say("A long story."))
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            await trio.sleep(0.2)
+            assert await client.clear() == []
+            await client.wait(lambda: "AgentAudioDone" in _names(client))
+            await client.command(Say("Next."))
+            await client.wait(lambda: _names(client).count("AgentAudioDone") == 2)
+        conn = server.current
+        assert conn.violations == []
+        sent = sum(len(m) for m in conn.sent if isinstance(m, bytes))
+        played = sum(len(p.pcm) for p in client.of(PlayAudio))
+        cut = sum(c.samples * 2 for c in client.of(CutAudio))
+        assert cut > 0, "the rest of the first reply was dropped"
+        assert played + cut == sent, "every byte sent was played or cut"
+        assert session.statistics().cut_frames == len(client.of(CutAudio))
+        assert _said(client) == ["A long story.", "Next."]
+
+
+async def test_a_new_session_starts_with_what_the_bot_changed() -> None:
+    with AgentServer() as server, trio.fail_after(15):
+        d = dialect()
+        async with served(server, d.session()) as client:
+            first = server.current
+            await client.command(SetInstructions("Be terse."))
+            await client.command(AddContext("Bob is the host."))
+            await _until(lambda: len(first.sent_json("PromptUpdated")) == 1)
+        async with served(server, d.session()):
+            second = server.current
+        assert first.violations == second.violations == []
+        think = server.state(second).settings["agent"]["think"]
+        assert think == AGENT["think"] | {"prompt": "Be terse.\n\nBob is the host."}

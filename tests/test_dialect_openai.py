@@ -28,6 +28,7 @@ from support import tone
 
 from sidecar.dialects import DIALECTS
 from sidecar.dialects.base import (
+    AddContext,
     AudioOut,
     ClearedOut,
     ClearPlayout,
@@ -40,11 +41,19 @@ from sidecar.dialects.base import (
     Notice,
     Options,
     PlayAudio,
+    Say,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
 )
+from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import AgentError, Transcript
 from sidecar.dialects.notices import notice as as_notice
 from sidecar.dialects.openai_realtime import (
     MAX_SEGMENTS,
+    SAY_INSTRUCTIONS,
     OpenAIRealtime,
     OpenAIRealtimeSession,
     segment_id,
@@ -149,7 +158,6 @@ def test_an_empty_session_still_sets_type_and_formats() -> None:
         ({"audio": {"input": {"turn_detection": None}}}, "turn detection is off"),
         ({"audio": {"input": {"turn_detection": {"create_response": False}}}}, "create_response"),
         ({"output_modalities": ["text"]}, "text only"),
-        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "function tools"),
     ],
 )
 def test_warnings_name_what_disagrees(user: dict[str, Any], needle: str) -> None:
@@ -166,6 +174,9 @@ def test_formats_that_agree_raise_no_warning() -> None:
     same = {"audio": {"input": {"format": {"type": "audio/pcm"}}, "output": {"format": PCM_FORMAT}}}
     assert dialect(same).warnings() == ()
     assert dialect({"tools": [{"type": "mcp", "server_label": "x"}]}).warnings() == ()
+    # Function tools are answered by the bot's tool_result: nothing to warn of.
+    tools = [{"type": "function", "name": "f", "parameters": {}}]
+    assert dialect({"tools": tools}).warnings() == ()
 
 
 @pytest.mark.parametrize(
@@ -385,7 +396,7 @@ def test_the_session_length_close_reconnects_at_once() -> None:
 
 def test_unknown_event_types_are_ignored_and_counted() -> None:
     session = opened()
-    for kind in ("session.created", "response.done", "rate_limits.updated", "brand.new.event"):
+    for kind in ("session.created", "response.content_part.done", "rate_limits.updated", "x.y"):
         assert session.receive(json.dumps({"type": kind, "anything": [1, 2]})) == ()
     assert session.statistics().ignored == 4
 
@@ -441,6 +452,9 @@ near_valid = st.fixed_dictionaries(
                 "input_audio_buffer.speech_started",
                 "response.output_audio_transcript.done",
                 "conversation.item.input_audio_transcription.completed",
+                "response.created",
+                "response.output_item.done",
+                "response.done",
                 "error",
                 "",
             ]
@@ -451,6 +465,13 @@ near_valid = st.fixed_dictionaries(
         "delta": st.binary(max_size=16).map(lambda b: base64.b64encode(b).decode()) | json_values,
         "transcript": json_values,
         "error": json_values,
+        "response": st.fixed_dictionaries({}, optional={"id": json_values, "status": json_values})
+        | json_values,
+        "item": st.fixed_dictionaries(
+            {"type": st.just("function_call") | json_values},
+            optional={"call_id": json_values, "name": json_values, "status": json_values},
+        )
+        | json_values,
     },
 )
 
@@ -460,7 +481,9 @@ near_valid = st.fixed_dictionaries(
 def test_receive_never_raises_on_anything(message: str | bytes) -> None:
     session = opened()
     for item in session.receive(message):
-        assert isinstance(item, PlayAudio | ClearPlayout | Invalid | Notice)
+        assert isinstance(
+            item, PlayAudio | ClearPlayout | Invalid | Notice | ToolCallIn | ToolCallCancelledIn
+        )
 
 
 @FUZZ
@@ -474,6 +497,321 @@ def test_near_valid_events_keep_the_session_consistent(events: list[Any], heard:
                 wire = session.encode(ClearedOut(Heard(item.segment or "", heard)))
                 for message in wire:
                     assert 0 <= json.loads(message)["audio_end_ms"] <= len(item.pcm) // 48
+
+
+# -- the bot's commands -------------------------------------------------------------------------
+
+
+def created(response_id: str) -> str:
+    return json.dumps(
+        {
+            "type": "response.created",
+            "event_id": "e",
+            "response": {"id": response_id, "object": "realtime.response", "status": "in_progress"},
+        }
+    )
+
+
+def done(response_id: str, status: str = "completed", reason: str | None = None) -> str:
+    details = {"type": status, "reason": reason} if status != "completed" else None
+    response: dict[str, Any] = {
+        "id": response_id,
+        "status": status,
+        "status_details": details,
+        "output": [],
+    }
+    return json.dumps({"type": "response.done", "event_id": "e", "response": response})
+
+
+def call_done(
+    response_id: str, call_id: str, name: str = "lookup", status: str = "completed"
+) -> str:
+    item = {
+        "id": "item_" + call_id, "type": "function_call", "status": status,
+        "call_id": call_id, "name": "lookup", "arguments": '{"q":"x"}',
+    }  # fmt: skip
+    return json.dumps(
+        {
+            "type": "response.output_item.done",
+            "event_id": "e",
+            "response_id": response_id,
+            "output_index": 0,
+            "item": item,
+        }
+    )
+
+
+OUTPUT = (
+    '{"type":"conversation.item.create",'
+    '"item":{"type":"function_call_output","call_id":"%s","output":"%s"}}'
+)
+CREATE = '{"type":"response.create"}'
+
+
+def test_all_five_commands_are_supported() -> None:
+    d = dialect()
+    for name in ("tool_result", "say", "user_text", "context", "instructions"):
+        assert d.refuses(name) is None
+    assert d.refuses("fly") is not None
+
+
+def test_a_completed_function_call_is_a_tool_call() -> None:
+    session = opened()
+    assert session.receive(created("resp_1")) == ()
+    call = one(session.receive(call_done("resp_1", "call_1")))
+    assert call == ToolCallIn("call_1", "lookup", '{"q":"x"}')
+    # One cut short is no call; nor is any other item.
+    assert session.receive(call_done("resp_1", "call_2", status="incomplete")) == ()
+    assert session.statistics().tool_calls == 1
+
+
+def test_a_function_call_without_a_call_id_is_invalid() -> None:
+    session = opened()
+    bad = json.loads(call_done("resp_1", "c"))
+    del bad["item"]["call_id"]
+    result = one(session.receive(json.dumps(bad)))
+    assert isinstance(result, Invalid) and "call_id" in result.error.message
+
+
+def test_a_result_after_the_response_is_done_asks_for_one_response() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    assert list(session.receive(done("resp_1"))) == []
+    assert session.replies() == ()
+    assert session.encode(ToolResult("call_1", "42")) == (OUTPUT % ("call_1", "42"), CREATE)
+
+
+def test_a_result_before_the_response_is_done_waits_for_it() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    # response.done has not come: the output goes, the create must wait.
+    assert session.encode(ToolResult("call_1", "42")) == (OUTPUT % ("call_1", "42"),)
+    assert list(session.receive(done("resp_1"))) == []
+    assert session.replies() == (CREATE,)
+    assert session.replies() == ()
+
+
+def test_every_call_of_a_response_is_answered_before_it_goes_on() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    session.receive(call_done("resp_1", "call_2"))
+    session.receive(done("resp_1"))
+    assert session.encode(ToolResult("call_2", "b")) == (OUTPUT % ("call_2", "b"),)
+    assert session.encode(ToolResult("call_1", "a")) == (OUTPUT % ("call_1", "a"), CREATE)
+
+
+def test_a_result_for_an_unknown_or_answered_call_sends_nothing() -> None:
+    session = opened()
+    assert session.encode(ToolResult("call_of_an_earlier_connection", "x")) == ()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    session.receive(done("resp_1"))
+    assert len(session.encode(ToolResult("call_1", "x"))) == 2
+    assert session.encode(ToolResult("call_1", "again")) == ()
+
+
+def test_a_new_session_knows_no_call_of_the_old_one() -> None:
+    d = dialect()
+    old = d.session()
+    old.receive(created("resp_1"))
+    old.receive(call_done("resp_1", "call_1"))
+    assert d.session().encode(ToolResult("call_1", "x")) == ()
+
+
+@pytest.mark.parametrize(
+    "status, reason, expected",
+    [
+        ("cancelled", "turn_detected", "interrupted"),
+        ("cancelled", "client_cancelled", "cancelled"),
+        ("incomplete", "max_output_tokens", "cancelled"),
+        ("failed", None, "cancelled"),
+    ],
+)
+def test_calls_of_a_response_that_did_not_complete_are_cancelled(
+    status: str, reason: str | None, expected: str
+) -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.receive(call_done("resp_1", "call_1"))
+    session.receive(call_done("resp_1", "call_2"))
+    # One answered in time: nothing to cancel for it, and no response.create.
+    assert session.encode(ToolResult("call_1", "a")) == (OUTPUT % ("call_1", "a"),)
+    assert list(session.receive(done("resp_1", status, reason))) == [
+        ToolCallCancelledIn("call_2", expected)
+    ]
+    assert session.replies() == ()
+    assert session.encode(ToolResult("call_2", "late")) == ()
+
+
+def test_say_asks_the_model_to_say_the_text() -> None:
+    wire = json.loads(one(opened().encode(Say("We are out of time."))))
+    assert wire == {
+        "type": "response.create",
+        "response": {"instructions": SAY_INSTRUCTIONS.format(text="We are out of time.")},
+    }
+    assert wire["response"]["instructions"].endswith("We are out of time.")
+
+
+def test_user_text_is_a_user_message_and_a_response() -> None:
+    item, create = opened().encode(UserText("Alice joined."))
+    assert json.loads(item) == {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Alice joined."}],
+        },
+    }
+    assert create == CREATE
+
+
+def test_context_is_a_system_message_without_a_response() -> None:
+    item = one(opened().encode(AddContext("Bob is the host.")))
+    assert json.loads(item) == {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "system",
+            "content": [{"type": "input_text", "text": "Bob is the host."}],
+        },
+    }
+
+
+def test_instructions_are_a_session_update() -> None:
+    wire = one(opened({"instructions": "Old."}).encode(SetInstructions("Be terse.")))
+    assert json.loads(wire) == {
+        "type": "session.update",
+        "session": {"type": "realtime", "instructions": "Be terse."},
+    }
+
+
+def test_a_response_create_waits_while_a_response_is_active() -> None:
+    session = opened()
+    session.receive(created("resp_vad"))
+    assert session.encode(Say("Hi.")) == ()
+    item, *rest = session.encode(UserText("Alice joined."))
+    assert rest == [] and json.loads(item)["item"]["role"] == "user"
+    assert session.replies() == ()
+    # The active one is done: the first deferred create goes, the next waits for it.
+    session.receive(done("resp_vad"))
+    (say,) = session.replies()
+    assert json.loads(say)["response"]["instructions"].endswith("Hi.")
+    session.receive(created("resp_say"))
+    session.receive(done("resp_say"))
+    assert session.replies() == (CREATE,)
+    assert session.statistics().deferred_creates == 2
+
+
+def test_a_create_sent_is_active_until_its_response_is_done() -> None:
+    session = opened()
+    assert session.encode(UserText("one"))[1] == CREATE
+    # Its response.created has not come yet: a second create must not race it.
+    assert session.encode(Say("two")) == ()
+    session.receive(created("resp_1"))
+    assert session.replies() == ()
+    session.receive(done("resp_1"))
+    assert json.loads(one(session.replies()))["response"]["instructions"].endswith("two")
+
+
+def test_plain_creates_waiting_together_are_one() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    session.encode(UserText("a"))
+    session.encode(UserText("b"))
+    session.receive(done("resp_1"))
+    assert session.replies() == (CREATE,)
+    session.receive(created("resp_2"))
+    session.receive(done("resp_2"))
+    assert session.replies() == ()
+
+
+def test_a_create_refused_for_an_active_response_goes_again_after_it() -> None:
+    session = opened()
+    assert session.encode(UserText("a"))[1] == CREATE
+    # Server VAD's response came first, and ours was refused.
+    session.receive(created("resp_vad"))
+    error = {
+        "type": "error",
+        "event_id": "e",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "conversation_already_has_active_response",
+            "message": "Conversation already has an active response in progress: resp_vad.",
+        },
+    }
+    assert isinstance(one(session.receive(json.dumps(error))), Notice)
+    assert session.replies() == ()
+    session.receive(done("resp_vad"))
+    assert session.replies() == (CREATE,)
+
+
+def test_a_create_that_failed_does_not_hold_the_next_one() -> None:
+    session = opened()
+    assert json.loads(one(session.encode(Say("a"))))["type"] == "response.create"
+    assert session.encode(Say("b")) == ()
+    error = {"type": "error", "event_id": "e", "error": {"code": "invalid_value", "message": "x"}}
+    assert isinstance(one(session.receive(json.dumps(error))), Notice)
+    assert json.loads(one(session.replies()))["response"]["instructions"].endswith("b")
+
+
+def test_the_bots_clear_truncates_cuts_and_cancels() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    segment = one(session.receive(delta("item_a", ms_of_audio(500)))).segment
+    wires = session.encode(ClearedOut(Heard(segment, 120), by_bot=True))
+    assert [json.loads(w) for w in wires] == [
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_a",
+            "content_index": 0,
+            "audio_end_ms": 120,
+        },
+        {"type": "response.cancel", "response_id": "resp_1"},
+    ]
+    # What is still in flight for that response is not played, but counted.
+    assert one(session.receive(delta("item_a", ms_of_audio(10)))) == CutAudio(240, 24000)
+    assert one(session.receive(delta("item_b", ms_of_audio(10)))) == CutAudio(240, 24000)
+    session.receive(done("resp_1", "cancelled", "client_cancelled"))
+    # Nothing active any more: a clear sends no cancel, and a new reply plays.
+    assert session.encode(ClearedOut(None, by_bot=True)) == ()
+    new = json.loads(delta("item_c", ms_of_audio(10))) | {"response_id": "resp_2"}
+    assert isinstance(one(session.receive(json.dumps(new))), PlayAudio)
+
+
+def test_instructions_and_context_outlive_the_session() -> None:
+    d = dialect({"instructions": "You are helpful."})
+    first = d.session()
+    first.encode(AddContext("Bob is the host."))
+    first.encode(SetInstructions("Be terse."))
+    first.encode(AddContext("The meeting ends at 3."))
+    update = json.loads(one(d.session().opening()))
+    assert update["session"]["instructions"] == (
+        "Be terse.\n\nBob is the host.\n\nThe meeting ends at 3."
+    )
+    assert update["session"]["audio"]["input"]["format"] == PCM_FORMAT
+    # Context alone is added after the user's own instructions.
+    d = dialect({"instructions": "You are helpful."})
+    d.session().encode(AddContext("Bob is the host."))
+    update = json.loads(one(d.session().opening()))
+    assert update["session"]["instructions"] == "You are helpful.\n\nBob is the host."
+    # Nothing changed: the opening is exactly the user's.
+    assert "instructions" not in json.loads(one(opened().opening()))["session"]
+
+
+def test_remembered_context_is_bounded_oldest_first() -> None:
+    briefing = Briefing(max_context_bytes=10)
+    for text in ("aaaa", "bbbb", "cccc"):
+        briefing.add_context(text)
+    assert briefing.contexts == ("bbbb", "cccc")
+    briefing.add_context("x" * 11)
+    assert briefing.contexts == ("bbbb", "cccc")
+    assert briefing.contexts_dropped == 2
+    assert briefing.prompt(None) == "bbbb\n\ncccc"
+    assert Briefing().prompt("base") == "base"
+    assert Briefing().prompt(None) is None
 
 
 # -- against the fake API --------------------------------------------------------------------
@@ -606,6 +944,143 @@ async def test_the_fake_api_rejects_fields_it_does_not_know() -> None:
                     break
         assert "rate" in event["error"]["message"]
         assert server.current.violations == ["unknown field $.rate"]
+
+
+# -- the bot's commands, against the fake API ----------------------------------------------------
+
+
+def _transcripts(client: AgentClient) -> list[str]:
+    return [
+        i.event.text
+        for i in client.of(Notice)
+        if isinstance(i.event, Transcript) and i.event.role == "assistant"
+    ]
+
+
+async def test_a_tool_call_answered_end_to_end(speech: bytes) -> None:
+    """The meeting asks; the model calls a tool; the bot's result goes back with
+    one response.create; the model's spoken answer is heard."""
+    config = RealtimeConfig(reply_ms=600, speed=6.0, calls=[("lookup", '{"q":"clock"}')])
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened({"tools": tools})
+        async with open_served(server, session) as client:
+            await client.send_audio(speech, 24000)
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            (call,) = client.of(ToolCallIn)
+            assert (call.name, call.arguments_json) == ("lookup", '{"q":"clock"}')
+            await client.wait(lambda: bool(server.state(server.current).calls))
+            await client.command(ToolResult(call.call_id, '{"time":"15:04"}'))
+            await client.wait(lambda: bool(_transcripts(client)))
+            await _until(lambda: client.played_bytes() == 600 * 48)
+        conn = server.current
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.outputs == [(call.call_id, '{"time":"15:04"}')]
+        assert state.calls == {call.call_id: True}
+        kinds = [m["type"] for m in conn.received if m["type"] != "input_audio_buffer.append"]
+        assert kinds == ["session.update", "conversation.item.create", "response.create"]
+        assert state.refused_creates == 0
+        # The answer's audio reached the bot, all of it, as one segment.
+        assert _transcripts(client) == ["reply of 600 ms"]
+        assert sum(len(p.pcm) for p in client.of(PlayAudio)) == 600 * 48
+
+
+async def test_a_result_sent_while_another_response_runs_waits_for_it() -> None:
+    config = RealtimeConfig(reply_ms=1500, speed=3.0)
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened()
+        async with open_served(server, session) as client:
+            conn = await _wait_conn(server)
+            server.call_function(conn, "lookup", "{}")
+            await client.wait(lambda: bool(client.of(ToolCallIn)))
+            (call,) = client.of(ToolCallIn)
+            await _until(lambda: server.state(conn).responding is None)
+            # A reply of the server's own (say, server VAD's) is under way...
+            server.respond(conn)
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            # ...so the result's response.create waits for it, and no error comes.
+            sent = await client.command(ToolResult(call.call_id, "ok"))
+            assert [json.loads(w)["type"] for w in sent] == ["conversation.item.create"]
+            await client.wait(lambda: len(_transcripts(client)) == 2)
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.refused_creates == 0
+        assert client.replied == ['{"type":"response.create"}']
+        assert not any(
+            isinstance(i, Notice) and isinstance(i.event, AgentError) for i in client.incoming
+        )
+
+
+async def test_say_user_text_context_and_instructions_against_the_api() -> None:
+    config = RealtimeConfig(reply_ms=300, speed=6.0)
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened({"instructions": "Be brief."})
+        async with open_served(server, session) as client:
+            conn = await _wait_conn(server)
+            await client.command(SetInstructions("Be terse."))
+            await client.command(AddContext("Bob is the host."))
+            await client.command(Say("Welcome, everyone."))
+            # Deferred until the greeting is done: one response at a time.
+            assert await client.command(UserText("What time is it?")) != []
+            await client.wait(lambda: len(_transcripts(client)) == 2)
+        state = server.state(conn)
+        assert conn.violations == []
+        assert state.refused_creates == 0
+        assert state.session["instructions"] == "Be terse."
+        assert state.messages == [("system", "Bob is the host."), ("user", "What time is it?")]
+        say = SAY_INSTRUCTIONS.format(text="Welcome, everyone.")
+        assert state.instructions == [say, None]
+        assert _transcripts(client) == [say, "reply of 300 ms"]
+
+
+async def test_the_bots_clear_cancels_the_reply_and_truncates() -> None:
+    config = RealtimeConfig(reply_ms=4000, speed=1.0)
+    with RealtimeServer(config) as server, trio.fail_after(15):
+        session = opened()
+        async with open_served(server, session) as client:
+            conn = await _wait_conn(server)
+            await client.command(Say("A long story."))
+            await client.wait(lambda: bool(client.of(PlayAudio)))
+            await trio.sleep(0.3)
+            sent = await client.clear()
+            await _until(lambda: server.state(conn).responding is None)
+            await trio.sleep(0.1)
+        assert [json.loads(w)["type"] for w in sent] == [
+            "conversation.item.truncate",
+            "response.cancel",
+        ]
+        state = server.state(conn)
+        assert conn.violations == []
+        (truncated,) = state.truncations
+        assert truncated[2], "the API accepted the truncate"
+        done = conn.sent_json("response.done")[-1]["response"]
+        assert done["status"] == "cancelled"
+        assert done["status_details"]["reason"] == "client_cancelled"
+        # What still came of the reply was cut, not played: all of it accounted.
+        sent_bytes = sum(i.sent_bytes for i in state.items.values())
+        played = sum(len(p.pcm) for p in client.of(PlayAudio))
+        cut = sum(c.samples * 2 for c in client.of(CutAudio))
+        assert played + cut == sent_bytes
+
+
+async def test_a_new_session_starts_with_what_the_bot_changed() -> None:
+    with RealtimeServer() as server, trio.fail_after(15):
+        d = dialect({"instructions": "Be brief."})
+        async with open_served(server, d.session()) as client:
+            first = await _wait_conn(server)
+            await client.command(SetInstructions("Be terse."))
+            await client.command(AddContext("Bob is the host."))
+            await _until(lambda: len(first.sent_json("conversation.item.added")) == 1)
+        async with open_served(server, d.session()):
+            await _until(lambda: len(server.connections) == 2)
+            second = server.current
+            await _until(lambda: bool(second.sent_json("session.updated")))
+        assert first.violations == second.violations == []
+        update = second.received[0]
+        assert update["type"] == "session.update"
+        assert update["session"]["instructions"] == "Be terse.\n\nBob is the host."
+        assert server.state(second).session["instructions"] == "Be terse.\n\nBob is the host."
 
 
 @asynccontextmanager

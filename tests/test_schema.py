@@ -132,8 +132,9 @@ def zero_stats() -> events.Stats:
     values: dict[str, Any] = {}
     for f in msgspec.structs.fields(events.Stats):
         if f.name != "ts_ms":
-            values[f.name] = {} if f.name in ("dropped", "participants") else 0
-    values["connected"] = False
+            values[f.name] = {} if str(f.type).startswith("dict") else 0
+            if f.type is bool:
+                values[f.name] = False
     return events.Stats(ts_ms=1, **values)
 
 

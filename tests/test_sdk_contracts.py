@@ -29,6 +29,7 @@ from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 
 from sidecar.dialects import deepgram_agent, openai_realtime
 from sidecar.dialects.base import (
+    AddContext,
     AudioOut,
     ClearedOut,
     ClearPlayout,
@@ -38,6 +39,12 @@ from sidecar.dialects.base import (
     Notice,
     Options,
     PlayAudio,
+    Say,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
 )
 from sidecar.dialects.notices import AgentError, AgentEvent, AgentWarning, Transcript
 
@@ -98,6 +105,12 @@ SDK_OF_OPENAI = {
     ),
     openai_realtime.ErrorEvent: oa.RealtimeErrorEvent,
     openai_realtime.ErrorDetail: RealtimeError,
+    openai_realtime.ResponseCreated: oa.ResponseCreatedEvent,
+    openai_realtime.ResponseDone: oa.ResponseDoneEvent,
+    openai_realtime.ResponseRef: oa.RealtimeResponse,
+    openai_realtime.StatusDetails: oa.RealtimeResponseStatus,
+    openai_realtime.OutputItemDone: oa.ResponseOutputItemDoneEvent,
+    openai_realtime.OutputItem: oa.RealtimeConversationItemFunctionCall,
 }
 SDK_OF_DEEPGRAM = {
     deepgram_agent.Welcome: dg.AgentV1Welcome,
@@ -109,6 +122,11 @@ SDK_OF_DEEPGRAM = {
     deepgram_agent.AgentAudioDone: dg.AgentV1AgentAudioDone,
     deepgram_agent.ErrorMessage: dg.AgentV1Error,
     deepgram_agent.WarningMessage: dg.AgentV1Warning,
+    deepgram_agent.FunctionCallRequest: dg.AgentV1FunctionCallRequest,
+    deepgram_agent.FunctionCall: dg.AgentV1FunctionCallRequestFunctionsItem,
+    deepgram_agent.FunctionCallCancelled: dg.AgentV1FunctionCallCancelled,
+    deepgram_agent.CancelledCall: dg.AgentV1FunctionCallCancelledFunctionsItem,
+    deepgram_agent.InjectionRefused: dg.AgentV1InjectionRefused,
 }
 
 
@@ -423,9 +441,7 @@ def test_deepgram_user_started_speaking_clears_first() -> None:
 @pytest.mark.parametrize(
     "model",
     [
-        dg.AgentV1FunctionCallRequest.model_validate(
-            {"functions": [{"id": "f1", "name": "lookup", "arguments": "{}", "client_side": True}]}
-        ),
+        dg.AgentV1ThinkUpdated(),
         dg.ConversationHistoryMessage(role="user", content="Hi"),
         dg.AgentV1PromptUpdated(),
         dg.AgentV1SpeakUpdated(),
@@ -440,3 +456,138 @@ def _notice(items: tuple[Incoming, ...]) -> Any:
     assert len(items) == 1 and not isinstance(items[0], Invalid), items
     assert isinstance(items[0], Notice)
     return items[0].event
+
+
+# -- the bot's commands, as each dialect sends them, validated ------------------------------------
+
+
+def _openai_call(session: Any, call_id: str, response_id: str = "resp_1") -> None:
+    created = oa.RealtimeResponse(id=response_id, status="in_progress", output=[])
+    session.receive(_openai_json(oa.ResponseCreatedEvent, response=created))
+    item = oa.RealtimeConversationItemFunctionCall(
+        type="function_call", id="item_F1", call_id=call_id, name="lookup",
+        arguments='{"q":"x"}', status="completed",
+    )  # fmt: skip
+    wire = _openai_json(oa.ResponseOutputItemDoneEvent, item=item, response_id=response_id)
+    (call,) = session.receive(wire)
+    assert call == ToolCallIn(call_id, "lookup", '{"q":"x"}')
+    done = oa.RealtimeResponse(id=response_id, status="completed", output=[item])
+    assert list(session.receive(_openai_json(oa.ResponseDoneEvent, response=done))) == []
+
+
+def test_openai_commands_are_valid() -> None:
+    session = openai_realtime.OpenAIRealtime(Options(session=FULL_SESSION)).session()
+    _openai_call(session, "call_1")
+    output, create = session.encode(ToolResult("call_1", '{"a":1}'))
+    item = _strict_openai(output, oa.ConversationItemCreateEvent)
+    assert isinstance(item, oa.ConversationItemCreateEvent)
+    assert isinstance(item.item, oa.RealtimeConversationItemFunctionCallOutput)
+    assert (item.item.call_id, item.item.output) == ("call_1", '{"a":1}')
+    assert isinstance(_strict_openai(create, oa.ResponseCreateEvent), oa.ResponseCreateEvent)
+    # The create is answered before the next command's may go.
+    created = oa.RealtimeResponse(id="resp_2", status="in_progress", output=[])
+    session.receive(_openai_json(oa.ResponseCreatedEvent, response=created))
+    done = oa.RealtimeResponse(id="resp_2", status="completed", output=[])
+    session.receive(_openai_json(oa.ResponseDoneEvent, response=done))
+    (say,) = session.encode(Say("Hello, room."))
+    event = _strict_openai(say, oa.ResponseCreateEvent)
+    assert isinstance(event, oa.ResponseCreateEvent) and event.response is not None
+    assert event.response.instructions is not None
+    assert "Hello, room." in event.response.instructions
+    session.receive(_openai_json(oa.ResponseCreatedEvent, response=created))
+    session.receive(_openai_json(oa.ResponseDoneEvent, response=done))
+    user, create = session.encode(UserText("Alice joined."))
+    event = _strict_openai(user, oa.ConversationItemCreateEvent)
+    assert isinstance(event, oa.ConversationItemCreateEvent)
+    assert isinstance(event.item, oa.RealtimeConversationItemUserMessage)
+    assert event.item.content[0].type == "input_text"
+    _strict_openai(create, oa.ResponseCreateEvent)
+    (context,) = session.encode(AddContext("The meeting ends at 3."))
+    event = _strict_openai(context, oa.ConversationItemCreateEvent)
+    assert isinstance(event, oa.ConversationItemCreateEvent)
+    assert isinstance(event.item, oa.RealtimeConversationItemSystemMessage)
+    (update,) = session.encode(SetInstructions("Be terse."))
+    event = _strict_openai(update, oa.SessionUpdateEvent)
+    assert isinstance(event, oa.SessionUpdateEvent)
+    assert isinstance(event.session, oa.RealtimeSessionCreateRequest)
+    assert event.session.instructions == "Be terse."
+    # An active response, cut by the bot's clear: cancelled.
+    session.receive(_openai_json(oa.ResponseCreatedEvent, response=created))
+    (cancel,) = session.encode(ClearedOut(None, by_bot=True))
+    event = _strict_openai(cancel, oa.ResponseCancelEvent)
+    assert isinstance(event, oa.ResponseCancelEvent) and event.response_id == "resp_2"
+
+
+def test_openai_next_session_update_with_what_the_bot_changed_is_valid() -> None:
+    dialect = openai_realtime.OpenAIRealtime(Options(session=FULL_SESSION))
+    first = dialect.session()
+    first.encode(SetInstructions("Be terse."))
+    first.encode(AddContext("Bob is the host."))
+    (wire,) = dialect.session().opening()
+    event = _strict_openai(wire, oa.SessionUpdateEvent)
+    assert isinstance(event, oa.SessionUpdateEvent)
+    assert isinstance(event.session, oa.RealtimeSessionCreateRequest)
+    assert event.session.instructions == "Be terse.\n\nBob is the host."
+
+
+def _strict_deepgram(wire: str | bytes, model: type[pydantic.BaseModel]) -> Any:
+    assert isinstance(wire, str)
+    data = json.loads(wire)
+    parsed = model.model_validate(data)
+    assert unknown_fields(parsed) == []
+    assert parsed.model_dump(mode="json", exclude_unset=True) == data
+    return parsed
+
+
+def test_deepgram_commands_are_valid() -> None:
+    dialect = deepgram_agent.DeepgramAgent(Options(session=DOCS_SETTINGS))
+    session = dialect.session()
+    request = dg.AgentV1FunctionCallRequest.model_validate(
+        {"functions": [{"id": "fc_1", "name": "lookup", "arguments": "{}", "client_side": True}]}
+    )
+    (call,) = session.receive(request.model_dump_json())
+    assert call == ToolCallIn("fc_1", "lookup", "{}")
+    (answer,) = session.encode(ToolResult("fc_1", "42"))
+    model = _strict_deepgram(answer, dg.AgentV1SendFunctionCallResponse)
+    assert (model.id, model.name, model.content) == ("fc_1", "lookup", "42")
+    (say,) = session.encode(Say("Hello, room."))
+    assert _strict_deepgram(say, dg.AgentV1InjectAgentMessage).message == "Hello, room."
+    (user,) = session.encode(UserText("Alice joined."))
+    assert _strict_deepgram(user, dg.AgentV1InjectUserMessage).content == "Alice joined."
+    (context,) = session.encode(AddContext("Bob is the host."))
+    assert _strict_deepgram(context, dg.AgentV1UpdatePrompt).prompt == "Bob is the host."
+    (think,) = session.encode(SetInstructions("Be terse."))
+    model = _strict_deepgram(think, dg.AgentV1UpdateThink)
+    assert isinstance(model.think, list) and len(model.think) == 2
+    assert [t.prompt for t in model.think] == ["Be terse.\n\nBob is the host."] * 2
+    # And the next session's Settings carry it.
+    (settings,) = dialect.session().opening()
+    parsed, problems = validate_agent_settings(json.loads(settings))
+    assert problems == [] and parsed is not None
+    assert json.loads(settings)["agent"]["think"][0]["prompt"] == "Be terse.\n\nBob is the host."
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        (
+            dg.AgentV1FunctionCallCancelled.model_validate(
+                {"functions": [{"id": "fc_1", "name": "lookup"}]}
+            ),
+            [ToolCallCancelledIn("fc_1", "cancelled")],
+        ),
+        (dg.AgentV1InjectionRefused(message="Busy."), None),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_deepgram_call_messages_the_dialect_acts_on(model: Any, expected: Any) -> None:
+    session = deepgram_agent.DeepgramAgent(Options(session={"agent": {}})).session()
+    request = dg.AgentV1FunctionCallRequest.model_validate(
+        {"functions": [{"id": "fc_1", "name": "lookup", "arguments": "{}", "client_side": True}]}
+    )
+    session.receive(request.model_dump_json())
+    got = list(session.receive(model.model_dump_json()))
+    if expected is None:
+        assert _notice(tuple(got)) == AgentWarning(message="Busy.", code="InjectionRefused")
+    else:
+        assert got == expected

@@ -1,4 +1,5 @@
-"""Author the golden vectors of the Twilio and Vonage dialects (twilio.json, vonage.json).
+"""Author the golden vectors of the Twilio and Vonage dialects (twilio.json, vonage.json),
+and the command cases of the agent dialects (openai-realtime.json, deepgram-agent.json).
 
 Like generate.py, this imports nothing from `sidecar`: the expected wire text
 is written from Twilio's "Media Streams - WebSocket Messages" page and
@@ -906,11 +907,509 @@ def vonage_receive_cases() -> list[Case]:
     ]
 
 
+# -- the agents' commands (openai-realtime.json, deepgram-agent.json) -----------------------------
+#
+# Those two files were written by hand before the control channel; their other
+# cases are kept as they are, and the `command_*` cases below are (re)generated
+# after them, from the vendors' documented messages.
+
+PCM24 = {"type": "audio/pcm", "rate": 24000}
+SAY = "Say the following to the user, word for word, and nothing else:\n\n{text}"
+"""How openai-realtime asks the model to speak a text (the API has no verbatim speech)."""
+
+
+def oa_update(session: dict[str, Any]) -> Wire:
+    return text({"type": "session.update", "session": session})
+
+
+def oa_session(instructions: str) -> dict[str, Any]:
+    return {
+        "type": "realtime",
+        "instructions": instructions,
+        "audio": {"input": {"format": PCM24}, "output": {"format": PCM24}},
+    }
+
+
+def oa_created(response_id: str) -> Wire:
+    response = {"id": response_id, "object": "realtime.response", "status": "in_progress"}
+    return text({"type": "response.created", "event_id": "event_C1", "response": response})
+
+
+def oa_done(response_id: str, status: str = "completed", reason: str | None = None) -> Wire:
+    response: dict[str, Any] = {"id": response_id, "object": "realtime.response", "status": status}
+    if reason is not None:
+        response["status_details"] = {"type": status, "reason": reason}
+    return text({"type": "response.done", "event_id": "event_C2", "response": response})
+
+
+def oa_call(response_id: str, call_id: str, status: str = "completed") -> Wire:
+    item = {
+        "id": "item_" + call_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": "lookup_order",
+        "arguments": '{"id":"42"}',
+    }
+    event = {
+        "type": "response.output_item.done",
+        "event_id": "event_C3",
+        "response_id": response_id,
+        "output_index": 0,
+        "item": item,
+    }
+    return text(event)
+
+
+def oa_output(call_id: str, output: str) -> Wire:
+    item = {"type": "function_call_output", "call_id": call_id, "output": output}
+    return text({"type": "conversation.item.create", "item": item})
+
+
+def oa_message(role: str, said: str) -> Wire:
+    item = {"type": "message", "role": role, "content": [{"type": "input_text", "text": said}]}
+    return text({"type": "conversation.item.create", "item": item})
+
+
+def oa_create(instructions: str | None = None) -> Wire:
+    if instructions is None:
+        return text({"type": "response.create"})
+    return text({"type": "response.create", "response": {"instructions": instructions}})
+
+
+def oa_delta(response_id: str, item_id: str, data: bytes) -> Wire:
+    return text(
+        {
+            "type": "response.output_audio.delta",
+            "event_id": "event_D1",
+            "response_id": response_id,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": b64(data),
+        }
+    )
+
+
+def receive(wire: Wire, *expect: Any) -> dict[str, Any]:
+    return {"do": "receive", "wire": wire, "expect": list(expect)}
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
+
+
+def cancelled(call_id: str, reason: str) -> dict[str, Any]:
+    return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
+
+
+def command(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"kind": kind, **fields}
+
+
+def openai_command_cases() -> list[Case]:
+    call = tool_call("call_1", "lookup_order", '{"id":"42"}')
+    brief = {"session": {"instructions": "Be brief."}}
+    pcm = ramp(480)
+    return [
+        session_case(
+            "command_tool_result_after_the_response",
+            "a completed function_call item is a tool call; its result, once the response "
+            "is done, is a function_call_output item and one response.create; a second "
+            "result for the same call sends nothing",
+            {},
+            [
+                receive(oa_created("resp_1")),
+                receive(oa_call("resp_1", "call_1"), call),
+                receive(oa_done("resp_1")),
+                step("replies"),
+                send(
+                    command("tool_result", call_id="call_1", output='{"status":"shipped"}'),
+                    oa_output("call_1", '{"status":"shipped"}'),
+                    oa_create(),
+                ),
+                send(command("tool_result", call_id="call_1", output="again")),
+            ],
+        ),
+        session_case(
+            "command_tool_result_before_the_response_is_done",
+            "a result while its response still runs: the output goes at once, the "
+            "response.create once response.done came (a session reply)",
+            {},
+            [
+                receive(oa_created("resp_1")),
+                receive(oa_call("resp_1", "call_1"), call),
+                send(
+                    command("tool_result", call_id="call_1", output="42"),
+                    oa_output("call_1", "42"),
+                ),
+                receive(oa_done("resp_1")),
+                step("replies", oa_create()),
+            ],
+        ),
+        session_case(
+            "command_tool_result_every_call_answered_first",
+            "two calls in one response: one response.create, after the last result",
+            {},
+            [
+                receive(oa_created("resp_1")),
+                receive(oa_call("resp_1", "call_1"), call),
+                receive(
+                    oa_call("resp_1", "call_2"), tool_call("call_2", "lookup_order", '{"id":"42"}')
+                ),
+                receive(oa_done("resp_1")),
+                send(
+                    command("tool_result", call_id="call_2", output="b"), oa_output("call_2", "b")
+                ),
+                send(
+                    command("tool_result", call_id="call_1", output="a"),
+                    oa_output("call_1", "a"),
+                    oa_create(),
+                ),
+            ],
+        ),
+        session_case(
+            "command_tool_result_for_an_unknown_call",
+            "a result for a call this connection never made (an earlier one's) sends nothing",
+            {},
+            [send(command("tool_result", call_id="call_old", output="x"))],
+        ),
+        session_case(
+            "command_calls_of_an_interrupted_response",
+            "a response cancelled by the user's speech (turn_detected): its unanswered "
+            "calls are cancelled as interrupted, and a late result sends nothing",
+            {},
+            [
+                receive(oa_created("resp_1")),
+                receive(oa_call("resp_1", "call_1"), call),
+                receive(oa_call("resp_1", "call_2", status="incomplete")),
+                receive(
+                    oa_done("resp_1", "cancelled", "turn_detected"),
+                    cancelled("call_1", "interrupted"),
+                ),
+                step("replies"),
+                send(command("tool_result", call_id="call_1", output="late")),
+            ],
+        ),
+        session_case(
+            "command_calls_of_an_incomplete_response",
+            "a response that ended incomplete: its unanswered calls are cancelled",
+            {},
+            [
+                receive(oa_created("resp_1")),
+                receive(oa_call("resp_1", "call_1"), call),
+                receive(
+                    oa_done("resp_1", "incomplete", "max_output_tokens"),
+                    cancelled("call_1", "cancelled"),
+                ),
+            ],
+        ),
+        session_case(
+            "command_say",
+            "say: a response.create whose instructions ask the model to say the text "
+            "(generated speech: not guaranteed verbatim)",
+            {},
+            [
+                send(
+                    command("say", text="We are out of time."),
+                    oa_create(SAY.format(text="We are out of time.")),
+                )
+            ],
+        ),
+        session_case(
+            "command_user_text",
+            "user_text: a user message item (input_text), then response.create",
+            {},
+            [
+                send(
+                    command("user_text", text="Alice just joined."),
+                    oa_message("user", "Alice just joined."),
+                    oa_create(),
+                )
+            ],
+        ),
+        session_case(
+            "command_context",
+            "context: a system message item (input_text), no response",
+            {},
+            [
+                send(
+                    command("context", text="Bob is the host."),
+                    oa_message("system", "Bob is the host."),
+                )
+            ],
+        ),
+        session_case(
+            "command_instructions",
+            "instructions: a session.update of the instructions alone",
+            brief,
+            [
+                send(
+                    command("instructions", text="Be terse."),
+                    oa_update({"type": "realtime", "instructions": "Be terse."}),
+                )
+            ],
+        ),
+        session_case(
+            "command_response_create_waits_for_the_active_response",
+            "one response at a time: say and user_text while a response runs send no "
+            "response.create; each goes as a session reply once the one before is done",
+            {},
+            [
+                receive(oa_created("resp_vad")),
+                send(command("say", text="Hello.")),
+                send(command("user_text", text="Hi."), oa_message("user", "Hi.")),
+                step("replies"),
+                receive(oa_done("resp_vad")),
+                step("replies", oa_create(SAY.format(text="Hello."))),
+                receive(oa_created("resp_say")),
+                receive(oa_done("resp_say")),
+                step("replies", oa_create()),
+            ],
+        ),
+        session_case(
+            "command_kept_for_the_next_session",
+            "what instructions and context changed is where the next connection's "
+            "session.update starts: the bot's instructions, then each context text",
+            brief,
+            [
+                step("opening", oa_update(oa_session("Be brief."))),
+                send(
+                    command("context", text="Bob is the host."),
+                    oa_message("system", "Bob is the host."),
+                ),
+                send(
+                    command("instructions", text="Be terse."),
+                    oa_update({"type": "realtime", "instructions": "Be terse."}),
+                ),
+                step("reconnect", oa_update(oa_session("Be terse.\n\nBob is the host."))),
+            ],
+        ),
+        session_case(
+            "command_clear_by_the_bot",
+            "the bot's clear: the truncate of what was heard, then response.cancel of the "
+            "active response; its audio still in flight is cut, not played",
+            {},
+            [
+                receive(oa_created("resp_1")),
+                receive(
+                    oa_delta("resp_1", "item_A1", pcm),
+                    {
+                        "kind": "play_audio",
+                        "rate": 24000,
+                        "pcm_hex": pcm.hex(),
+                        "segment": "item_A1:0",
+                    },
+                ),
+                send(
+                    command("cleared", heard={"segment": "item_A1:0", "ms": 5}, by_bot=True),
+                    text(
+                        {
+                            "type": "conversation.item.truncate",
+                            "item_id": "item_A1",
+                            "content_index": 0,
+                            "audio_end_ms": 5,
+                        }
+                    ),
+                    text({"type": "response.cancel", "response_id": "resp_1"}),
+                ),
+                receive(
+                    oa_delta("resp_1", "item_A2", pcm),
+                    {"kind": "cut_audio", "samples": 480, "rate": 24000},
+                ),
+            ],
+        ),
+    ]
+
+
+DG_AGENT: dict[str, Any] = {
+    "listen": {"provider": {"type": "deepgram", "model": "nova-3"}},
+    "think": {"provider": {"type": "open_ai", "model": "gpt-4o-mini"}, "prompt": "Be brief."},
+    "speak": {"provider": {"type": "deepgram", "model": "aura-2-thalia-en"}},
+}
+
+
+def dg_settings(agent: dict[str, Any], rate: int = 16000) -> Wire:
+    audio_ = {
+        "input": {"encoding": "linear16", "sample_rate": rate},
+        "output": {"encoding": "linear16", "sample_rate": rate, "container": "none"},
+    }
+    return text({"type": "Settings", "audio": audio_, "agent": agent})
+
+
+def dg_request(*functions: tuple[str, str, bool]) -> Wire:
+    entries = [
+        {"id": id_, "name": name, "arguments": '{"id":"42"}', "client_side": client}
+        for id_, name, client in functions
+    ]
+    return text({"type": "FunctionCallRequest", "functions": entries})
+
+
+def dg_event(name: str, **fields: Any) -> dict[str, Any]:
+    event = {
+        "event": "agent_event", "name": name, "request_id": None, "text": None,
+        "total_latency": None, "tts_latency": None, "ttt_latency": None,
+    }  # fmt: skip
+    return {"kind": "notice", "event": event | fields}
+
+
+def deepgram_command_cases() -> list[Case]:
+    options = {"session": {"agent": DG_AGENT}}
+    think = DG_AGENT["think"]
+    pcm = ramp(160)
+    return [
+        session_case(
+            "command_tool_result",
+            "each client-side FunctionCallRequest entry is a tool call (a server-side one "
+            "is not); its result is a FunctionCallResponse with the call's name; a "
+            "second result for it sends nothing",
+            options,
+            [
+                receive(
+                    dg_request(("fc_1", "lookup_order", True), ("fc_2", "served", False)),
+                    tool_call("fc_1", "lookup_order", '{"id":"42"}'),
+                ),
+                send(
+                    command("tool_result", call_id="fc_1", output='{"ok":true}'),
+                    text(
+                        {
+                            "type": "FunctionCallResponse",
+                            "id": "fc_1",
+                            "name": "lookup_order",
+                            "content": '{"ok":true}',
+                        }
+                    ),
+                ),
+                send(command("tool_result", call_id="fc_1", output="again")),
+                send(command("tool_result", call_id="fc_2", output="not ours")),
+            ],
+        ),
+        session_case(
+            "command_function_call_cancelled",
+            "FunctionCallCancelled cancels the call; a late result sends nothing",
+            options,
+            [
+                receive(
+                    dg_request(("fc_1", "lookup_order", True)),
+                    tool_call("fc_1", "lookup_order", '{"id":"42"}'),
+                ),
+                receive(
+                    text(
+                        {
+                            "type": "FunctionCallCancelled",
+                            "functions": [{"id": "fc_1", "name": "lookup_order"}],
+                        }
+                    ),
+                    cancelled("fc_1", "cancelled"),
+                ),
+                send(command("tool_result", call_id="fc_1", output="late")),
+            ],
+        ),
+        session_case(
+            "command_say_user_text_context",
+            "say is InjectAgentMessage (spoken verbatim), user_text InjectUserMessage, "
+            "context UpdatePrompt (appended to the prompt)",
+            options,
+            [
+                send(
+                    command("say", text="We are out of time."),
+                    text({"type": "InjectAgentMessage", "message": "We are out of time."}),
+                ),
+                send(
+                    command("user_text", text="Alice just joined."),
+                    text({"type": "InjectUserMessage", "content": "Alice just joined."}),
+                ),
+                send(
+                    command("context", text="Bob is the host."),
+                    text({"type": "UpdatePrompt", "prompt": "Bob is the host."}),
+                ),
+            ],
+        ),
+        session_case(
+            "command_instructions",
+            "instructions: UpdateThink with the session's think settings, the prompt "
+            "replaced (and the context added so far kept after it)",
+            options,
+            [
+                send(
+                    command("instructions", text="Be terse."),
+                    text({"type": "UpdateThink", "think": think | {"prompt": "Be terse."}}),
+                ),
+            ],
+        ),
+        session_case(
+            "command_kept_for_the_next_session",
+            "the next connection's Settings carry what instructions and context changed",
+            options,
+            [
+                step("opening", dg_settings(DG_AGENT)),
+                send(
+                    command("instructions", text="Be terse."),
+                    text({"type": "UpdateThink", "think": think | {"prompt": "Be terse."}}),
+                ),
+                send(
+                    command("context", text="Bob is the host."),
+                    text({"type": "UpdatePrompt", "prompt": "Bob is the host."}),
+                ),
+                step(
+                    "reconnect",
+                    dg_settings(
+                        DG_AGENT | {"think": think | {"prompt": "Be terse.\n\nBob is the host."}}
+                    ),
+                ),
+            ],
+        ),
+        session_case(
+            "command_injection_refused",
+            "InjectionRefused is an agent_warning whose code is the message type",
+            options,
+            [
+                receive(
+                    text({"type": "InjectionRefused", "message": "The agent is speaking."}),
+                    {
+                        "kind": "notice",
+                        "event": {
+                            "event": "agent_warning",
+                            "message": "The agent is speaking.",
+                            "code": "InjectionRefused",
+                        },
+                    },
+                )
+            ],
+        ),
+        session_case(
+            "command_clear_by_the_bot",
+            "the bot's clear sends nothing; the rest of the reply's audio is cut (counted, "
+            "not played) until AgentAudioDone",
+            options,
+            [
+                receive(text({"type": "AgentStartedSpeaking"}), dg_event("AgentStartedSpeaking")),
+                receive(binary(pcm), {"kind": "play_audio", "rate": 16000, "pcm_hex": pcm.hex()}),
+                send(command("cleared", by_bot=True)),
+                receive(binary(pcm), {"kind": "cut_audio", "samples": 160, "rate": 16000}),
+                receive(text({"type": "AgentAudioDone"}), dg_event("AgentAudioDone")),
+                receive(binary(pcm), {"kind": "play_audio", "rate": 16000, "pcm_hex": pcm.hex()}),
+            ],
+        ),
+    ]
+
+
+def kept(name: str) -> list[Case]:
+    """The hand-written cases of an agent file: all but the generated ones."""
+    path = HERE / name
+    if not path.exists():
+        return []
+    cases: list[Case] = json.loads(path.read_text(encoding="utf-8"))
+    return [case for case in cases if not case["name"].startswith("command_")]
+
+
 # -- files ----------------------------------------------------------------------------------
 
 FILES: dict[str, Callable[[], list[Case]]] = {
     "twilio.json": lambda: twilio_session_cases() + twilio_receive_cases(),
     "vonage.json": lambda: vonage_session_cases() + vonage_receive_cases(),
+    "openai-realtime.json": lambda: kept("openai-realtime.json") + openai_command_cases(),
+    "deepgram-agent.json": lambda: kept("deepgram-agent.json") + deepgram_command_cases(),
 }
 
 

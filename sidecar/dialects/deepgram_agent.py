@@ -11,10 +11,21 @@ Barge-in: `UserStartedSpeaking` means "stop playback at once and discard
 buffered agent audio"; Deepgram keeps no per-reply position, so there is
 nothing to tell it back (`ClearedOut` sends nothing). Transcripts, errors,
 warnings and the steps of a turn become stdout events.
+
+The bot's commands map one to one: a client-side `FunctionCallRequest` entry
+is a tool call, answered by `FunctionCallResponse` (the agent goes on by
+itself); `FunctionCallCancelled` withdraws one; `say` is `InjectAgentMessage`
+(spoken verbatim), `user_text` `InjectUserMessage`, `context` `UpdatePrompt`
+(which appends) and `instructions` `UpdateThink` with the session's think
+settings and the new prompt. What `context` and `instructions` change is
+remembered by the dialect (`Briefing`): the next session's Settings carry it.
+The bot's `clear` has no message here: the rest of the reply's audio is
+dropped as it comes (counted) until the reply ends.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final, Literal
@@ -23,11 +34,14 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from sidecar.dialects.base import (
+    COMMANDS,
     MIXED,
+    AddContext,
     AgentCommand,
     AudioOut,
     ClearedOut,
     ClearPlayout,
+    CutAudio,
     Dialect,
     DtmfOut,
     Encodable,
@@ -37,10 +51,17 @@ from sidecar.dialects.base import (
     MarkOut,
     Options,
     PlayAudio,
+    Say,
     Session,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
     Wire,
     WireAudio,
 )
+from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import (
     AgentError,
     AgentEvent,
@@ -55,6 +76,9 @@ from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
 
 KEEPALIVE_S: Final = 8.0
 """Deepgram: "While idle, send one KeepAlive every 8 seconds"."""
+MAX_CALLS: Final = 256
+"""Tool calls remembered per connection (the control plane answers or forgets
+each long before: at most 64 wait for the bot)."""
 
 
 # -- client messages (sidecar -> Deepgram) -------------------------------------------
@@ -101,7 +125,39 @@ class KeepAlive(_ClientMessage, frozen=True, tag="KeepAlive"):
     pass
 
 
-ClientMessage = Settings | KeepAlive
+class FunctionCallResponse(_ClientMessage, frozen=True, tag="FunctionCallResponse"):
+    id: str
+    name: str
+    content: str
+
+
+class InjectAgentMessage(_ClientMessage, frozen=True, tag="InjectAgentMessage"):
+    message: str
+
+
+class InjectUserMessage(_ClientMessage, frozen=True, tag="InjectUserMessage"):
+    content: str
+
+
+class UpdatePrompt(_ClientMessage, frozen=True, tag="UpdatePrompt"):
+    prompt: str
+    """Appended to the agent's prompt (Deepgram: it "adds to" it)."""
+
+
+class UpdateThink(_ClientMessage, frozen=True, tag="UpdateThink"):
+    think: dict[str, Any] | list[dict[str, Any]]
+    """The whole think settings (or fallback list): Deepgram replaces them all."""
+
+
+ClientMessage = (
+    Settings
+    | KeepAlive
+    | FunctionCallResponse
+    | InjectAgentMessage
+    | InjectUserMessage
+    | UpdatePrompt
+    | UpdateThink
+)
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -151,6 +207,30 @@ class AgentAudioDone(_ServerMessage, frozen=True, tag="AgentAudioDone"):
     pass
 
 
+class FunctionCall(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    arguments: str
+    client_side: bool
+
+
+class FunctionCallRequest(_ServerMessage, frozen=True, tag="FunctionCallRequest"):
+    functions: list[FunctionCall]
+
+
+class CancelledCall(msgspec.Struct, frozen=True):
+    id: str
+    name: str | None = None
+
+
+class FunctionCallCancelled(_ServerMessage, frozen=True, tag="FunctionCallCancelled"):
+    functions: list[CancelledCall]
+
+
+class InjectionRefused(_ServerMessage, frozen=True, tag="InjectionRefused"):
+    message: str = ""
+
+
 # Lenient on purpose: a report of trouble must reach the bot even if half-formed.
 class ErrorMessage(_ServerMessage, frozen=True, tag="Error"):
     description: str = ""
@@ -170,11 +250,17 @@ ServerMessage = (
     | AgentThinking
     | AgentStartedSpeaking
     | AgentAudioDone
+    | FunctionCallRequest
+    | FunctionCallCancelled
+    | InjectionRefused
     | ErrorMessage
     | WarningMessage
 )
 SERVER_TYPES: Final = frozenset(
     {
+        "FunctionCallRequest",
+        "FunctionCallCancelled",
+        "InjectionRefused",
         "Welcome",
         "SettingsApplied",
         "ConversationText",
@@ -198,8 +284,13 @@ _server_decoder: Final = msgspec.json.Decoder(ServerMessage)
 class Statistics:
     audio_frames: int = 0
     audio_bytes: int = 0
+    cut_frames: int = 0
+    """Frames of a reply the bot's `clear` cut, dropped as they came."""
+    tool_calls: int = 0
+    server_side_calls: int = 0
+    """FunctionCallRequest entries Deepgram runs itself: nothing for the bot."""
     ignored: int = 0
-    """Messages of a type this dialect does not act on (FunctionCallRequest, History, ...)."""
+    """Messages of a type this dialect does not act on (History, PromptUpdated, ...)."""
     invalid: int = 0
 
 
@@ -207,17 +298,33 @@ class DeepgramAgentSession(Session):
     keepalive_s: ClassVar[float | None] = KEEPALIVE_S
 
     def __init__(
-        self, settings: Settings, rate: int, max_message_bytes: int = MAX_MESSAGE_BYTES
+        self,
+        settings: Settings,
+        rate: int,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        briefing: Briefing | None = None,
     ) -> None:
-        self._opening = encode(settings)
+        self._settings = settings
+        self._briefing = briefing if briefing is not None else Briefing()
         self._rate = rate
         self._max_bytes = max_message_bytes
         self._applied = False
         self._carry = b""
         self._stats = Statistics()
+        self._calls: OrderedDict[str, str] = OrderedDict()
+        """Open client-side calls: id -> name (FunctionCallResponse needs both)."""
+        self._speaking = False
+        """Between AgentStartedSpeaking and AgentAudioDone: a reply's audio flows."""
+        self._cutting = False
+        """The bot's `clear` cut the reply in flight: its audio is dropped."""
 
     def opening(self) -> Sequence[Wire]:
-        return (self._opening,)
+        # Read now, not when the session was made: what the bot changed since counts.
+        settings = self._settings
+        think = current_think(settings.agent, self._briefing)
+        if think is not None and isinstance(settings.agent, dict):
+            settings = msgspec.structs.replace(settings, agent=settings.agent | {"think": think})
+        return (encode(settings),)
 
     @property
     def audio_ready(self) -> bool:
@@ -233,11 +340,34 @@ class DeepgramAgentSession(Session):
         match item:
             case AudioOut(stream=stream) if stream == MIXED:
                 return (item.pcm,)
+            case ClearedOut(by_bot=True):
+                # No message stops a Deepgram reply; what is left of it is not played.
+                self._cutting = self._speaking
+                self._carry = b""
+                return ()
             case AudioOut() | ClearedOut() | MarkOut() | DtmfOut() | ErrorOut():
                 # One mixed stream; no marks, DTMF, error replies or playback position here.
                 return ()
+            case ToolResult(call_id=call_id, output=output):
+                name = self._calls.pop(call_id, None)
+                if name is None:
+                    return ()  # a call of an earlier connection, cancelled, or answered
+                return (encode(FunctionCallResponse(id=call_id, name=name, content=output)),)
+            case Say(text=text):
+                return (encode(InjectAgentMessage(message=text)),)
+            case UserText(text=text):
+                return (encode(InjectUserMessage(content=text)),)
+            case AddContext(text=text):
+                self._briefing.add_context(text)
+                return (encode(UpdatePrompt(prompt=text)),)
+            case SetInstructions(text=text):
+                self._briefing.set_instructions(text)
+                think = current_think(self._settings.agent, self._briefing)
+                if think is None:
+                    return ()  # refused before it was queued (`DeepgramAgent.refuses`)
+                return (encode(UpdateThink(think=think)),)
             case AgentCommand():
-                return ()  # not yet spoken here
+                return ()
 
     def receive(self, message: Wire) -> Sequence[Incoming]:
         if isinstance(message, bytes):
@@ -263,6 +393,7 @@ class DeepgramAgentSession(Session):
             case AgentThinking(content=content):
                 return (notice(AgentEvent(name="AgentThinking", text=content)),)
             case AgentStartedSpeaking():
+                self._speaking, self._cutting = True, False
                 event = AgentEvent(
                     name="AgentStartedSpeaking",
                     total_latency=decoded.total_latency,
@@ -272,11 +403,35 @@ class DeepgramAgentSession(Session):
                 return (notice(event),)
             case AgentAudioDone():
                 # Deepgram has *sent* the reply's last audio; it may still be playing.
+                self._speaking = self._cutting = False
                 return (notice(AgentEvent(name="AgentAudioDone")),)
+            case FunctionCallRequest(functions=functions):
+                return self._calls_requested(functions)
+            case FunctionCallCancelled(functions=functions):
+                return tuple(
+                    ToolCallCancelledIn(f.id, "cancelled")
+                    for f in functions
+                    if self._calls.pop(f.id, None) is not None
+                )
+            case InjectionRefused(message=text):
+                return (notice(AgentWarning(message=text, code="InjectionRefused")),)
             case ErrorMessage(description=description, code=code):
                 return (notice(AgentError(message=description, code=code)),)
             case WarningMessage(description=description, code=code):
                 return (notice(AgentWarning(message=description, code=code)),)
+
+    def _calls_requested(self, functions: list[FunctionCall]) -> Sequence[Incoming]:
+        out: list[Incoming] = []
+        for function in functions:
+            if not function.client_side:
+                self._stats.server_side_calls += 1
+                continue
+            self._calls[function.id] = function.name
+            while len(self._calls) > MAX_CALLS:
+                self._calls.popitem(last=False)
+            self._stats.tool_calls += 1
+            out.append(ToolCallIn(function.id, function.name, function.arguments))
+        return out
 
     def _audio(self, message: bytes) -> Sequence[Incoming]:
         if len(message) > self._max_bytes:
@@ -285,6 +440,10 @@ class DeepgramAgentSession(Session):
             return (Invalid(MessageError(ErrorCode.MESSAGE_TOO_LARGE, text)),)
         self._stats.audio_frames += 1
         self._stats.audio_bytes += len(message)
+        if self._cutting:
+            self._stats.cut_frames += 1
+            # Whole samples only; a stray byte's sample is never played either.
+            return (CutAudio(len(message) // 2, self._rate),) if len(message) > 1 else ()
         # Deepgram's frames are a byte stream: a sample split across two frames is
         # carried, not dropped, or every later sample would be read off by a byte.
         data = self._carry + message if self._carry else message
@@ -337,11 +496,6 @@ def prepare_settings(user: object, rate: int) -> Prepared:
             f"--session: `audio` {show(given.audio)} replaced by {show(ours_plain)}: the "
             f"sidecar sends and plays raw linear16 at {rate} Hz (--sample-rate)"
         )
-    if _client_side_functions(given.agent):
-        warnings.append(
-            "--session: functions without an `endpoint` are called on the client, and the "
-            "sidecar cannot answer a FunctionCallRequest: such a call goes unanswered"
-        )
     settings = Settings(
         tags=given.tags,
         experimental=given.experimental,
@@ -353,16 +507,32 @@ def prepare_settings(user: object, rate: int) -> Prepared:
     return Prepared(settings, (), tuple(warnings))
 
 
-def _client_side_functions(agent: dict[str, Any] | str) -> bool:
+def think_of(agent: dict[str, Any] | str) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """The agent's think settings (one object, or Deepgram's fallback list); None
+    when there are none to change (an agent id, or no `think`)."""
     think = agent.get("think") if isinstance(agent, dict) else None
-    thinks = think if isinstance(think, list) else [think]  # Deepgram allows a fallback list
-    for entry in thinks:
-        functions = entry.get("functions") if isinstance(entry, dict) else None
-        if isinstance(functions, list) and any(
-            isinstance(f, dict) and "endpoint" not in f for f in functions
-        ):
-            return True
-    return False
+    if isinstance(think, dict):
+        return think
+    if isinstance(think, list) and think and all(isinstance(t, dict) for t in think):
+        return think
+    return None
+
+
+def current_think(
+    agent: dict[str, Any] | str, briefing: Briefing
+) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """The think settings with what the bot changed: its instructions in place of
+    the prompt, then its context texts (each entry of a fallback list alike)."""
+    think = think_of(agent)
+    if think is None or (briefing.instructions is None and not briefing.contexts):
+        return think
+
+    def update(entry: dict[str, Any]) -> dict[str, Any]:
+        base = entry.get("prompt")
+        prompt = briefing.prompt(base if isinstance(base, str) else None)
+        return entry | {"prompt": prompt or ""}
+
+    return update(think) if isinstance(think, dict) else [update(t) for t in think]
 
 
 def _where(exc: msgspec.ValidationError) -> str:
@@ -379,10 +549,26 @@ class DeepgramAgent(Dialect):
     default_url: ClassVar[str | None] = "wss://agent.deepgram.com/v1/agent/converse"
     auth_env: ClassVar[str | None] = "DEEPGRAM_API_KEY"
     uses_session: ClassVar[bool] = True
+    commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self._prepared = prepare_settings(options.session, options.sample_rate)
+        self.briefing = Briefing()
+        """What the bot's `instructions` and `context` changed, for every later session."""
+
+    def refuses(self, command: str) -> str | None:
+        if (
+            command in ("instructions", "context")
+            and think_of(self._prepared.settings.agent) is None
+        ):
+            # UpdateThink needs the think settings to send whole, and a new
+            # session's Settings must carry the change: an agent id has neither.
+            return (
+                f"--protocol {self.name} needs `agent.think` in --session (an object, not an "
+                f"agent id) for `{command}`: the change is sent as, and kept in, those settings"
+            )
+        return super().refuses(command)
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(self.options.sample_rate)
@@ -402,4 +588,5 @@ class DeepgramAgent(Dialect):
             self._prepared.settings,
             self.options.sample_rate,
             max_message_bytes=self.options.max_message_bytes,
+            briefing=self.briefing,
         )

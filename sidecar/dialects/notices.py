@@ -108,16 +108,3 @@ __all__ = [
     "notice",
     "show",
 ]
-
-
-__all__ = [
-    "AgentError",
-    "AgentEvent",
-    "AgentNotice",
-    "AgentWarning",
-    "Transcript",
-    "Unknown",
-    "decode_event",
-    "notice",
-    "show",
-]

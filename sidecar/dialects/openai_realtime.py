@@ -11,17 +11,28 @@ audio or text replies, and of the user when the session transcribes input)
 and `error` become stdout events; every other event type is ignored and
 counted. Binary frames are read as JSON too; the API sends none.
 
+The bot's commands: a tool call is a `function_call` item done with status
+`completed`; its answer is a `function_call_output` item, and once every call
+of that response is answered and the response is done, one `response.create`
+makes the model go on. Only one response may be active at a time (another
+`response.create` gets `conversation_already_has_active_response`), so the
+session tracks the active one and defers every `response.create` it owes
+until that is done (`replies`). `say` is a `response.create` whose
+instructions ask for the text: the model speaks it, not necessarily verbatim.
+`instructions` and `context` are remembered by the dialect (`Briefing`): the
+next session's `session.update` starts from them.
+
 The API ends every session after 60 minutes: a close 1001 whose reason says
 "maximum duration". `reconnect_at_once` sees it, so the link reconnects with
 the same session object at once, if the session lived a quarter of that
 (`renew_after_s`); sooner, the close is retried like any failure. The new
 session starts with an empty conversation: the model does not remember what
-was said before.
+was said before, only what the bot's `instructions` and `context` gave it.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Final
@@ -29,7 +40,9 @@ from typing import Annotated, Any, ClassVar, Final
 import msgspec
 
 from sidecar.dialects.base import (
+    COMMANDS,
     MIXED,
+    AddContext,
     AgentCommand,
     AudioOut,
     ClearedOut,
@@ -45,10 +58,17 @@ from sidecar.dialects.base import (
     MarkOut,
     Options,
     PlayAudio,
+    Say,
     Session,
+    SetInstructions,
+    ToolCallCancelledIn,
+    ToolCallIn,
+    ToolResult,
+    UserText,
     Wire,
     WireAudio,
 )
+from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import (
     AgentError,
     Transcript,
@@ -67,6 +87,16 @@ SESSION_CAP_S: Final = 60 * 60.0
 """The API ends every session after this long (1001 "maximum duration")."""
 MAX_SEGMENTS: Final = 64
 """Reply parts remembered per connection: a barge-in only ever cuts a recent one."""
+MAX_CALLS: Final = 256
+"""Tool calls remembered per connection (the control plane answers or forgets
+each long before: at most 64 wait for the bot)."""
+MAX_DEFERRED: Final = 64
+"""`response.create`s owed at once; beyond that the oldest is dropped (counted)."""
+SAY_INSTRUCTIONS: Final = (
+    "Say the following to the user, word for word, and nothing else:\n\n{text}"
+)
+"""How `say` asks the model to speak a text: the API has no verbatim speech."""
+ACTIVE_RESPONSE: Final = "conversation_already_has_active_response"
 
 
 # -- client events (sidecar -> API) ---------------------------------------------------
@@ -91,7 +121,46 @@ class ConversationItemTruncate(_ClientEvent, frozen=True, tag="conversation.item
     audio_end_ms: int
 
 
-ClientEvent = SessionUpdate | InputAudioBufferAppend | ConversationItemTruncate
+class FunctionCallOutput(msgspec.Struct, frozen=True, tag_field="type", tag="function_call_output"):
+    call_id: str
+    output: str
+
+
+class InputText(msgspec.Struct, frozen=True, tag_field="type", tag="input_text"):
+    text: str
+
+
+class MessageItem(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
+    role: str
+    """`user` (a turn to answer) or `system` (context, no turn)."""
+    content: list[InputText]
+
+
+class ConversationItemCreate(_ClientEvent, frozen=True, tag="conversation.item.create"):
+    item: FunctionCallOutput | MessageItem
+
+
+class ResponseParams(msgspec.Struct, frozen=True, omit_defaults=True):
+    instructions: str | None = None
+    """This response's instructions, in place of the session's."""
+
+
+class ResponseCreate(_ClientEvent, frozen=True, omit_defaults=True, tag="response.create"):
+    response: ResponseParams | None = None
+
+
+class ResponseCancel(_ClientEvent, frozen=True, omit_defaults=True, tag="response.cancel"):
+    response_id: str | None = None
+
+
+ClientEvent = (
+    SessionUpdate
+    | InputAudioBufferAppend
+    | ConversationItemTruncate
+    | ConversationItemCreate
+    | ResponseCreate
+    | ResponseCancel
+)
 
 
 # -- server events (API -> sidecar): only those acted on; fields beyond these are ignored --
@@ -108,8 +177,14 @@ OUTPUT_TRANSCRIPT_DONE: Final = "response.output_audio_transcript.done"
 OUTPUT_TEXT_DONE: Final = "response.output_text.done"
 INPUT_TRANSCRIPT_COMPLETED: Final = "conversation.item.input_audio_transcription.completed"
 ERROR: Final = "error"
+RESPONSE_CREATED: Final = "response.created"
+RESPONSE_DONE: Final = "response.done"
+OUTPUT_ITEM_DONE: Final = "response.output_item.done"
 SERVER_TYPES: Final = frozenset(
     {
+        RESPONSE_CREATED,
+        RESPONSE_DONE,
+        OUTPUT_ITEM_DONE,
         AUDIO_DELTA,
         AUDIO_DONE,
         SPEECH_STARTED,
@@ -128,6 +203,41 @@ class OutputAudioDelta(_ServerEvent, frozen=True, tag=AUDIO_DELTA):
     item_id: str
     content_index: ContentIndex
     delta: bytes
+    response_id: str | None = None
+
+
+class StatusDetails(msgspec.Struct, frozen=True):
+    type: str | None = None
+    reason: str | None = None
+
+
+class ResponseRef(msgspec.Struct, frozen=True):
+    id: str | None = None
+    status: str | None = None
+    status_details: StatusDetails | None = None
+
+
+class ResponseCreated(_ServerEvent, frozen=True, tag=RESPONSE_CREATED):
+    response: ResponseRef
+
+
+class ResponseDone(_ServerEvent, frozen=True, tag=RESPONSE_DONE):
+    response: ResponseRef
+
+
+class OutputItem(msgspec.Struct, frozen=True):
+    """Any item; only a `function_call`'s fields are read."""
+
+    type: str
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    status: str | None = None
+
+
+class OutputItemDone(_ServerEvent, frozen=True, tag=OUTPUT_ITEM_DONE):
+    item: OutputItem
+    response_id: str | None = None
 
 
 class OutputAudioDone(_ServerEvent, frozen=True, tag=AUDIO_DONE):
@@ -169,7 +279,10 @@ class ErrorEvent(_ServerEvent, frozen=True, tag=ERROR):
 
 
 ServerEvent = (
-    OutputAudioDelta
+    ResponseCreated
+    | ResponseDone
+    | OutputItemDone
+    | OutputAudioDelta
     | OutputAudioDone
     | SpeechStarted
     | OutputTranscriptDone
@@ -218,9 +331,29 @@ class Statistics:
     dropped_deltas: int = 0
     """Deltas of a reply part already cut by a barge-in (in flight when it came)."""
     truncates: int = 0
+    tool_calls: int = 0
+    response_creates: int = 0
+    deferred_creates: int = 0
+    """`response.create`s held until the active response was done."""
+    deferred_dropped: int = 0
     ignored: int = 0
     """Events of a type this dialect does not act on."""
     invalid: int = 0
+
+
+@dataclass(slots=True)
+class _Call:
+    name: str
+    response_id: str | None
+    answered: bool = False
+
+
+@dataclass(slots=True)
+class _Response:
+    """A response that made tool calls: the model goes on once all are answered."""
+
+    calls: list[str] = field(default_factory=list)
+    done: bool = False
 
 
 class OpenAIRealtimeSession(Session):
@@ -229,19 +362,45 @@ class OpenAIRealtimeSession(Session):
         session_object: dict[str, Any],
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_segments: int = MAX_SEGMENTS,
+        briefing: Briefing | None = None,
     ) -> None:
-        self._opening = encode(SessionUpdate(session=session_object))
+        self._session_object = session_object
+        self._briefing = briefing if briefing is not None else Briefing()
         self._max_bytes = max_message_bytes
         self._max_segments = max_segments
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
         self._expired = False
         self._stats = Statistics()
+        self._calls: OrderedDict[str, _Call] = OrderedDict()
+        self._responses: OrderedDict[str | None, _Response] = OrderedDict()
+        self._active: str | None = None
+        """The response in progress (`response.created` came, `response.done` not yet)."""
+        self._requested: ResponseCreate | None = None
+        """Our `response.create` whose `response.created` has not come yet."""
+        self._last_sent: ResponseCreate | None = None
+        """Our latest `response.create`: the one a `conversation_already_has_active_response`
+        refuses, as we never send another while one is known to be active."""
+        self._deferred: deque[ResponseCreate] = deque()
+        self._owed: list[Wire] = []
+        self._cut_responses: deque[str] = deque(maxlen=8)
+        """Responses the bot's `clear` cancelled: their late audio is not played."""
 
     def opening(self) -> Sequence[Wire]:
-        return (self._opening,)
+        # Read now, not when the session was made: what the bot changed since counts.
+        session = self._session_object
+        briefing = self._briefing
+        if briefing.instructions is not None or briefing.contexts:
+            base = session.get("instructions")
+            prompt = briefing.prompt(base if isinstance(base, str) else None)
+            session = session | {"instructions": prompt or ""}
+        return (encode(SessionUpdate(session=session)),)
 
     def statistics(self) -> Statistics:
         return replace(self._stats)
+
+    def replies(self) -> Sequence[Wire]:
+        owed, self._owed = self._owed, []
+        return tuple(owed)
 
     # -- up ----------------------------------------------------------------------
 
@@ -249,13 +408,84 @@ class OpenAIRealtimeSession(Session):
         match item:
             case AudioOut(stream=stream) if stream == MIXED:
                 return (encode(InputAudioBufferAppend(audio=item.pcm)),)
+            case ClearedOut(by_bot=True):
+                return self._interrupt(item.heard)
             case ClearedOut(heard=Heard() as heard):
                 return self._truncate(heard)
             case AudioOut() | ClearedOut() | MarkOut() | DtmfOut() | ErrorOut():
                 # One mixed stream only; no marks, DTMF or error replies in this API.
                 return ()
+            case ToolResult(call_id=call_id, output=output):
+                return self._tool_result(call_id, output)
+            case Say(text=text):
+                params = ResponseParams(instructions=SAY_INSTRUCTIONS.format(text=text))
+                return self._create(ResponseCreate(response=params))
+            case UserText(text=text):
+                message = MessageItem(role="user", content=[InputText(text)])
+                created = encode(ConversationItemCreate(item=message))
+                return (created, *self._create(ResponseCreate()))
+            case AddContext(text=text):
+                self._briefing.add_context(text)
+                message = MessageItem(role="system", content=[InputText(text)])
+                return (encode(ConversationItemCreate(item=message)),)
+            case SetInstructions(text=text):
+                self._briefing.set_instructions(text)
+                return (encode(SessionUpdate(session={"type": "realtime", "instructions": text})),)
             case AgentCommand():
-                return ()  # not yet spoken here
+                return ()
+
+    def _tool_result(self, call_id: str, output: str) -> Sequence[Wire]:
+        call = self._calls.get(call_id)
+        if call is None or call.answered:
+            # A call of an earlier connection, cancelled, or answered already:
+            # this conversation has no such open call.
+            return ()
+        call.answered = True
+        wires: list[Wire] = [
+            encode(ConversationItemCreate(item=FunctionCallOutput(call_id=call_id, output=output)))
+        ]
+        response = self._responses.get(call.response_id)
+        if response is not None and response.done and self._answered(response):
+            del self._responses[call.response_id]
+            wires += self._create(ResponseCreate())
+        return tuple(wires)
+
+    def _answered(self, response: _Response) -> bool:
+        return all(call is None or call.answered for call in map(self._calls.get, response.calls))
+
+    def _create(self, create: ResponseCreate) -> Sequence[Wire]:
+        """`create` now, or once the active response is done: one at a time."""
+        if self._active is None and self._requested is None:
+            self._requested = self._last_sent = create
+            self._stats.response_creates += 1
+            return (encode(create),)
+        self._defer(create)
+        return ()
+
+    def _defer(self, create: ResponseCreate) -> None:
+        if create.response is None and any(d.response is None for d in self._deferred):
+            return  # one plain response answers everything waiting for one
+        self._stats.deferred_creates += 1
+        self._deferred.append(create)
+        if len(self._deferred) > MAX_DEFERRED:
+            self._deferred.popleft()
+            self._stats.deferred_dropped += 1
+
+    def _flush(self) -> None:
+        if self._active is None and self._requested is None and self._deferred:
+            create = self._requested = self._last_sent = self._deferred.popleft()
+            self._stats.response_creates += 1
+            self._owed.append(encode(create))
+
+    def _interrupt(self, heard: Heard | None) -> Sequence[Wire]:
+        """The bot's `clear`: what the meeting heard, and stop the model too."""
+        wires = list(self._truncate(heard)) if heard is not None else []
+        for segment in self._segments.values():
+            segment.cut = True
+        if self._active is not None:
+            self._cut_responses.append(self._active)
+            wires.append(encode(ResponseCancel(response_id=self._active)))
+        return tuple(wires)
 
     def _truncate(self, heard: Heard) -> Sequence[Wire]:
         segment = self._segments.get(heard.segment)
@@ -285,6 +515,14 @@ class OpenAIRealtimeSession(Session):
             case Unknown():
                 self._stats.ignored += 1
                 return ()
+            case ResponseCreated(response=response):
+                self._active = response.id or ""
+                self._requested = None
+                return ()
+            case OutputItemDone(item=item, response_id=response_id):
+                return self._item_done(item, response_id)
+            case ResponseDone(response=response):
+                return self._response_done(response)
             case OutputAudioDelta():
                 return self._delta(decoded)
             case OutputAudioDone(item_id=item_id, content_index=index):
@@ -305,6 +543,19 @@ class OpenAIRealtimeSession(Session):
             case ErrorEvent(error=error):
                 if error.code == "session_expired":
                     self._expired = True
+                elif error.code == ACTIVE_RESPONSE and self._last_sent is not None:
+                    # Our response.create met one we did not know of yet (server
+                    # VAD's, whose response.created we took for ours): it goes
+                    # again once that one is done (its response.done will come).
+                    self._deferred.appendleft(self._last_sent)
+                    self._last_sent = self._requested = None
+                elif self._requested is not None and self._active is None:
+                    # Perhaps our response.create failed (nothing names the event
+                    # an error is about): waiting for its response.created could
+                    # hold every later create for good. If it did not fail, the
+                    # next create meets it and comes back by the branch above.
+                    self._requested = None
+                    self._flush()
                 event = AgentError(
                     message=error.message,
                     code=error.code,
@@ -313,6 +564,55 @@ class OpenAIRealtimeSession(Session):
                     event_id=error.event_id,
                 )
                 return (notice(event),)
+
+    def _item_done(self, item: OutputItem, response_id: str | None) -> Sequence[Incoming]:
+        if item.type != "function_call" or item.status != "completed":
+            # A call cut short (incomplete) was never made; other items are not calls.
+            return ()
+        if not item.call_id or item.name is None:
+            self._stats.invalid += 1
+            missing = "call_id" if not item.call_id else "name"
+            text = f"`item.{missing}`: a function_call item needs one"
+            return (Invalid(MessageError(ErrorCode.INVALID_FIELD, text, OUTPUT_ITEM_DONE)),)
+        rid = response_id if response_id is not None else self._active
+        self._calls[item.call_id] = _Call(item.name, rid)
+        while len(self._calls) > MAX_CALLS:
+            self._calls.popitem(last=False)
+        response = self._responses.get(rid)
+        if response is None:
+            response = self._responses[rid] = _Response()
+            while len(self._responses) > MAX_CALLS:
+                self._responses.popitem(last=False)
+        response.calls.append(item.call_id)
+        self._stats.tool_calls += 1
+        return (ToolCallIn(item.call_id, item.name, item.arguments or ""),)
+
+    def _response_done(self, done: ResponseRef) -> Sequence[Incoming]:
+        if self._active is None or done.id is None or done.id == self._active:
+            self._active = None
+        out: list[Incoming] = []
+        response = self._responses.get(done.id)
+        if response is not None:
+            if done.status == "completed":
+                response.done = True
+                if self._answered(response):
+                    del self._responses[done.id]
+                    self._defer(ResponseCreate())  # sent by the flush just below
+            else:
+                # Cancelled, incomplete or failed: the model will not wait for these.
+                del self._responses[done.id]
+                details = done.status_details
+                reason = (
+                    "interrupted"
+                    if details is not None and details.reason == "turn_detected"
+                    else "cancelled"
+                )
+                for call_id in response.calls:
+                    call = self._calls.pop(call_id, None)
+                    if call is not None and not call.answered:
+                        out.append(ToolCallCancelledIn(call_id, reason))
+        self._flush()
+        return out
 
     def _delta(self, event: OutputAudioDelta) -> Sequence[Incoming]:
         pcm = event.delta
@@ -330,7 +630,7 @@ class OpenAIRealtimeSession(Session):
         segment.received_bytes += len(pcm)
         self._stats.audio_deltas += 1
         self._stats.audio_bytes += len(pcm)
-        if segment.cut:
+        if segment.cut or event.response_id in self._cut_responses:
             self._stats.dropped_deltas += 1
             return (CutAudio(len(pcm) // 2, RATE),) if pcm else ()
         if not pcm:
@@ -456,26 +756,20 @@ def _behaviour(session: dict[str, Any], report: _Report) -> None:
         if detection is None:
             report.warnings.append(
                 "--session: turn detection is off (`audio.input.turn_detection` null): the "
-                "model answers only a `response.create`, which the sidecar never sends"
+                "model answers the meeting's audio only after a `response.create`, which the "
+                "sidecar sends only for the bot's `say`, `user_text` and `tool_result`"
             )
         elif isinstance(detection, dict) and detection.get("create_response") is False:
             report.warnings.append(
                 "--session: `audio.input.turn_detection.create_response` is false: the model "
-                "answers only a `response.create`, which the sidecar never sends"
+                "answers the meeting's audio only after a `response.create`, which the sidecar "
+                "sends only for the bot's `say`, `user_text` and `tool_result`"
             )
     modalities = session.get("output_modalities")
     if isinstance(modalities, list) and "audio" not in modalities:
         report.warnings.append(
             '--session: `output_modalities` has no "audio": the agent replies in text '
             "only and the bot plays nothing (transcripts still arrive)"
-        )
-    tools = session.get("tools")
-    if isinstance(tools, list) and any(
-        isinstance(t, dict) and t.get("type", "function") == "function" for t in tools
-    ):
-        report.warnings.append(
-            "--session: function tools are declared, but the sidecar cannot return a "
-            "function's result, so a turn that calls one ends without a spoken answer"
         )
 
 
@@ -500,10 +794,13 @@ class OpenAIRealtime(Dialect):
     # A quarter of the cap: a session-length close sooner than that is no
     # session's end but a server closing early, retried like any failure.
     renew_after_s: ClassVar[float | None] = SESSION_CAP_S / 4
+    commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self._prepared = prepare_session(options.session)
+        self.briefing = Briefing()
+        """What the bot's `instructions` and `context` changed, for every later session."""
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(RATE)
@@ -520,5 +817,7 @@ class OpenAIRealtime(Dialect):
 
     def session(self) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(
-            self._prepared.session, max_message_bytes=self.options.max_message_bytes
+            self._prepared.session,
+            max_message_bytes=self.options.max_message_bytes,
+            briefing=self.briefing,
         )
