@@ -15,6 +15,7 @@ from pathlib import Path
 
 import trio
 from agent_servers import AgentConfig, AgentServer, RealtimeConfig, RealtimeServer
+from control_client import Client
 from support import (
     SidecarProcess,
     Speaker,
@@ -231,3 +232,96 @@ async def test_deepgram_keepalive_holds_a_silent_session_open(tmp_path: Path) ->
             assert len(server.connections) == 1
             assert not meeting.sidecar.named("disconnected")
     assert server.connections[0].violations == []
+
+
+# -- the bot's commands through the control channel (needs --control) ----------------------------
+
+
+async def _control(path: Path) -> Client:
+    with trio.fail_after(5):
+        return Client(await trio.open_unix_socket(str(path)))
+
+
+async def test_openai_tool_call_answered_end_to_end(tmp_path: Path) -> None:
+    """tool_call event -> tool_result -> function_call_output + response.create
+    -> the agent's spoken answer, heard by the bot."""
+    config = RealtimeConfig(reply_ms=1500, calls=[("lookup_time", '{"tz":"UTC"}')])
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), RealtimeServer(config) as server:
+        args = openai_args(server, tmp_path, "--control", str(control))
+        async with open_bot_loop(server.url, tmp_path, *args) as meeting:
+            client = await _control(control)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(talk_then_listen, meeting.bot, 0.6, 1.5)
+                call = await client.wait("tool_call")
+                assert call["name"] == "lookup_time"
+                assert call["arguments"] == {"tz": "UTC"}
+                assert call["arguments_json"] == '{"tz":"UTC"}'
+                answer = {"command": "tool_result", "id": "r1", "call_id": call["call_id"]}
+                await client.send(answer | {"output": {"time": "15:04"}})
+                result = await client.wait("command_result", id="r1")
+                assert result["ok"] is True, result
+                await client.wait("transcript", role="assistant")
+                await wait_until(
+                    lambda: audible_ms(tone_frames(meeting.speaker, 440)) >= 1400, 20, "the answer"
+                )
+                nursery.cancel_scope.cancel()
+    conn = server.current
+    state = server.state(conn)
+    assert conn.violations == []
+    ((call_id, output),) = state.outputs
+    assert call_id == call["call_id"] and json.loads(output) == {"time": "15:04"}
+    kinds = [m["type"] for m in conn.received if m["type"] != "input_audio_buffer.append"]
+    assert kinds == ["session.update", "conversation.item.create", "response.create"]
+    assert state.refused_creates == 0
+
+
+async def test_deepgram_tool_call_answered_end_to_end(tmp_path: Path) -> None:
+    config = AgentConfig(reply_ms=1500, calls=[("lookup_time", '{"tz":"UTC"}')])
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), AgentServer(config) as server:
+        args = deepgram_args(server, "--control", str(control))
+        async with open_bot_loop(server.url, tmp_path, *args) as meeting:
+            client = await _control(control)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(talk_then_listen, meeting.bot, 0.6, 1.5)
+                call = await client.wait("tool_call")
+                assert call["name"] == "lookup_time"
+                assert call["arguments"] == {"tz": "UTC"}
+                answer = {"command": "tool_result", "id": "r1", "call_id": call["call_id"]}
+                await client.send(answer | {"output": "15:04"})
+                assert (await client.wait("command_result", id="r1"))["ok"] is True
+                await client.wait("transcript", role="assistant")
+                await wait_until(
+                    lambda: audible_ms(tone_frames(meeting.speaker, 330)) >= 1400, 20, "the answer"
+                )
+                nursery.cancel_scope.cancel()
+    conn = server.current
+    assert conn.violations == []
+    assert server.state(conn).answers == [(call["call_id"], "lookup_time", "15:04")]
+
+
+async def test_openai_say_context_and_instructions_reach_the_agent(tmp_path: Path) -> None:
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), RealtimeServer(RealtimeConfig(reply_ms=600)) as server:
+        args = openai_args(server, tmp_path, "--control", str(control))
+        async with open_bot_loop(server.url, tmp_path, *args) as meeting:
+            client = await _control(control)
+            commands = [
+                {"command": "instructions", "id": "1", "text": "Be terse."},
+                {"command": "context", "id": "2", "text": "Bob is the host."},
+                {"command": "say", "id": "3", "text": "Welcome, everyone."},
+            ]
+            for command in commands:
+                await client.send(command)
+                assert (await client.wait("command_result", id=command["id"]))["ok"] is True
+            said = await client.wait("transcript", role="assistant")
+            assert said["text"].endswith("Welcome, everyone.")
+            await wait_until(
+                lambda: audible_ms(tone_frames(meeting.speaker, 440)) >= 500, 20, "the greeting"
+            )
+    conn = server.current
+    state = server.state(conn)
+    assert conn.violations == []
+    assert state.session["instructions"] == "Be terse."
+    assert state.messages == [("system", "Bob is the host.")]

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 import trio
+from control_client import READ_S, Client, connect
 from e2e_bots import open_bot, play_tone
 from e2e_peers import reserve_port
 from support import (
@@ -22,43 +23,6 @@ from support import (
     socketpair_fds,
     wait_until,
 )
-
-READ_S = 10.0
-
-
-class Client:
-    """The bot's end of the control socket: commands out, event lines in."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.raw = b""
-        self.lines: list[bytes] = []
-
-    async def send(self, command: Json | bytes) -> None:
-        data = command if isinstance(command, bytes) else json.dumps(command).encode() + b"\n"
-        await self.stream.send_all(data)
-
-    @property
-    def events(self) -> list[Json]:
-        return [json.loads(line) for line in self.lines]
-
-    async def wait(self, name: str, **fields: object) -> Json:
-        with trio.fail_after(READ_S):
-            while True:
-                for event in self.events:
-                    if event["event"] == name and all(event.get(k) == v for k, v in fields.items()):
-                        return event
-                data = await self.stream.receive_some(65536)
-                assert data, f"the sidecar closed the control connection before {name} {fields}"
-                self.raw += data
-                *done, rest = self.raw.split(b"\n")
-                self.lines += done
-                self.raw = rest
-
-
-async def connect(path: Path) -> Client:
-    with trio.fail_after(5):
-        return Client(await trio.open_unix_socket(str(path)))
 
 
 def results(sidecar: SidecarProcess) -> list[Json]:
