@@ -536,6 +536,26 @@ def test_without_a_handle_the_record_is_the_initial_history() -> None:
     ]
 
 
+def test_nothing_overtakes_the_seeded_history() -> None:
+    """Between setupComplete and the link taking the history, neither audio nor
+    a command may go: the server would take them for part of the history."""
+    session = dialect().session(SNAPSHOT)
+    session.opening()
+    session.receive(SETUP_COMPLETE)
+    before = session.audio_ready
+    assert session.wire(UserText("Now?")) == ()
+    history, held = session.replies()
+    assert (before, session.audio_ready) == (False, True)
+    assert sent(history).client_content is not None
+    turn = sent(held).client_content
+    assert turn is not None and turn.turns is not None and _text(turn.turns[0]) == "Now?"
+    assert session.wire(UserText("Later.")) != ()
+
+
+def _text(content: types.Content) -> str | None:
+    return content.parts[0].text if content.parts else None
+
+
 def test_the_first_connection_restores_nothing() -> None:
     session = dialect().session()
     assert session.restoring is None and session.restored() is None

@@ -169,12 +169,14 @@ def cases() -> list[Case]:
         ),
         case(
             "commands_before_setup_complete_wait_for_it",
-            "the API wants nothing before setupComplete: a user_text waits, then goes",
+            "the API wants nothing before setupComplete: a user_text waits, then goes as a "
+            "reply, and audio only once that reply is taken (nothing overtakes it)",
             [
                 step("opening", setup()),
                 send({"kind": "user_text", "text": "Hello"}),
                 step("replies"),
                 receive(SETUP_COMPLETE, event("setupComplete")),
+                {"do": "audio_ready", "expect": False},
                 step(
                     "replies",
                     text(
@@ -186,6 +188,7 @@ def cases() -> list[Case]:
                         }
                     ),
                 ),
+                {"do": "audio_ready", "expect": True},
             ],
         ),
         case(

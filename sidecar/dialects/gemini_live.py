@@ -4,7 +4,8 @@ Up: one `setup` per connection (the user's `--session` object: model, system
 instruction, tools, voice...), with what the sidecar needs set by it: audio
 replies only, both transcriptions, and session resumption. The API wants
 nothing else before its `setupComplete`, so `audio_ready` waits for it, and
-what the bot commands meanwhile is held and sent right after it. Then
+what the bot commands meanwhile is held and sent right after it (behind the
+seeded history: audio waits until the link has taken both as `replies`). Then
 `realtimeInput.audio`, 16 kHz 16-bit PCM (`audio/pcm;rate=16000`).
 
 Down: every message is JSON (the service sends it in binary frames; text is
@@ -437,7 +438,11 @@ class GeminiLiveSession(Session):
         self._history = list(history)
         self.restoring = restoring
         self._max_bytes = max_message_bytes
+        self._set_up = False
+        """setupComplete came."""
         self._ready = False
+        """Audio may go: set up, and what it owed the server (the history, held
+        commands) taken by `replies`, so that no audio or command overtakes it."""
         self._held: deque[str] = deque()
         self._owed: list[Wire] = []
         self._stats = Statistics()
@@ -481,6 +486,11 @@ class GeminiLiveSession(Session):
         )
 
     def replies(self) -> Sequence[Wire]:
+        if self._set_up and not self._ready:
+            # Taken now, to be queued ahead of anything encoded from here on.
+            self._ready = True
+            self._owed += self._held
+            self._held.clear()
         owed, self._owed = self._owed, []
         return tuple(owed)
 
@@ -524,7 +534,8 @@ class GeminiLiveSession(Session):
         return encode(ClientMessage(context_update=update))
 
     def _after_setup(self, wire: str) -> Sequence[Wire]:
-        """`wire` now, or, before setupComplete (the API wants nothing before it), then."""
+        """`wire` now, or, before setupComplete (the API wants nothing before it)
+        and until the seeded history is on its way, then."""
         if self._ready:
             return (wire,)
         if len(self._held) == MAX_HELD:
@@ -577,9 +588,9 @@ class GeminiLiveSession(Session):
         return out
 
     def _setup_complete(self, complete: SetupComplete) -> Sequence[Incoming]:
-        if self._ready:
+        if self._set_up:
             return ()
-        self._ready = True
+        self._set_up = True
         self.session_id = complete.session_id
         if self._handle is not None and self._resumption.sent == self._handle:
             self._resumption.sent = None  # the handle worked
@@ -588,6 +599,8 @@ class GeminiLiveSession(Session):
             self._owed.append(encode(ClientMessage(client_content=turns)))
         self._owed += self._held
         self._held.clear()
+        # Nothing owed: audio may go at once (`check` never asks for replies).
+        self._ready = not self._owed
         return (notice(AgentEvent(name="setupComplete")),)
 
     def _content(self, content: ServerContent) -> Sequence[Incoming]:
