@@ -1544,14 +1544,14 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "clear"}
         case CutAudio(samples=samples, rate=rate):
             return {"kind": "cut_audio", "samples": samples, "rate": rate}
+        case SessionExpiring(within_s=within_s):
+            return {"kind": "session_expiring", "within_s": within_s}
         case ToolCallIn(call_id=call_id, name=name, arguments_json=arguments):
             return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
         case ToolCallCancelledIn(call_id=call_id, reason=reason):
             return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
-        case SessionExpiring(within_s=within_s):
-            return {"kind": "session_expiring", "within_s": within_s}
-        case UserSpeaking(item=said):
-            return {"kind": "user_speaking"} | ({} if said is None else {"item": said})
+        case UserSpeaking(item=key):
+            return {"kind": "user_speaking", "item": key}
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract

@@ -90,6 +90,8 @@ def setup(
 
 
 SETUP_COMPLETE = server({"setupComplete": {"sessionId": "s1"}})
+SPEAKING = {"kind": "user_speaking", "item": None}
+"""The meeting began a turn (Gemini names no item for it)."""
 
 
 def step(do: str, *wire: Wire) -> dict[str, Any]:
@@ -214,7 +216,7 @@ def cases() -> list[Case]:
             [
                 step("opening", setup()),
                 receive(SETUP_COMPLETE, event("setupComplete")),
-                receive(served(inputTranscription={"text": "book "}), {"kind": "user_speaking"}),
+                receive(served(inputTranscription={"text": "book "}), SPEAKING),
                 receive(served(inputTranscription={"text": "a room"})),
                 receive(
                     served(outputTranscription={"text": "Done, "}),
@@ -241,7 +243,7 @@ def cases() -> list[Case]:
                     served(interrupted=True),
                     transcript("assistant", "Sure,", "gemini-1"),
                     {"kind": "clear"},
-                    {"kind": "user_speaking"},
+                    SPEAKING,
                 ),
                 receive(
                     parts((a, "audio/pcm;rate=24000")),
