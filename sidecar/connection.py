@@ -101,6 +101,11 @@ class ConnState(enum.Enum):
     """Over: nothing more is written or delivered."""
 
 
+# Where the link counts the connection as up (from `Link._connected` to the
+# connection's end), so where the session's readiness is the outbox's.
+_UP = frozenset({ConnState.OPENING, ConnState.OPEN, ConnState.CLOSING})
+
+
 @dataclass(frozen=True, slots=True)
 class End:
     """Why a connection ended, as the supervisor judges it."""
@@ -318,8 +323,15 @@ class Connection:
             # Behind what waits already, in the one ordered writer.
             self._outbox.put_control(SessionReply(session, tuple(replies)))
             self.notify()
-        if session.audio_ready and not ready:
-            self.notify()  # the server's go-ahead: queued audio may go now
+        now_ready = session.audio_ready
+        if now_ready != ready:
+            if self.state in _UP:
+                # The outbox's limit follows the session's readiness while the
+                # link counts the connection up (it opened the outbox with the
+                # readiness the session had then).
+                self._outbox.accepting = now_ready
+            if now_ready:
+                self.notify()  # the server's go-ahead: queued audio may go now
 
     # -- the connection's life ----------------------------------------------------------
 

@@ -68,10 +68,10 @@ async def test_an_item_the_dialect_cannot_encode_is_dropped_and_counted(tmp_path
             outbox.put_control(DtmfOut("5"))
             link.notify()  # raised _Broken here, in the caller's task
             bad = AudioOut(b"\x00\x01" * 320, 16000, 13)
-            outbox.put_audio(bad, connected=True)
+            outbox.put_audio(bad)
             link.notify()
             good = AudioOut(b"\x02\x03" * 320, 16000, 14)
-            outbox.put_audio(good, connected=True)
+            outbox.put_audio(good)
             link.notify()
             await wait_until(lambda: bool(server.messages()), 10, "audio")
             assert link.statistics().encode_failures == 2
