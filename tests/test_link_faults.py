@@ -17,7 +17,15 @@ from support import WsServer, sidecar_args, wait_until
 from sidecar import cli, events, service
 from sidecar.config import Config, dialect_options
 from sidecar.dialects.attendee import Attendee, AttendeeSession
-from sidecar.dialects.base import AudioOut, DtmfOut, Encodable, Incoming, Wire
+from sidecar.dialects.base import (
+    AudioOut,
+    DtmfOut,
+    Encodable,
+    Incoming,
+    Outgoing,
+    Utf8Text,
+    Wire,
+)
 from sidecar.link import Link, LinkUnusable
 from sidecar.outbox import Outbox
 
@@ -41,6 +49,10 @@ class _DtmfBugSession(AttendeeSession):
         if isinstance(item, DtmfOut) or (isinstance(item, AudioOut) and item.timestamp_ms == 13):
             raise _Broken("no encoding for this")
         return super().encode(item)
+
+    def wire_utf8(self, item: Outgoing) -> Sequence[Wire | Utf8Text]:
+        # Audio through encode() too, where the bug is (not Attendee's fast path).
+        return self.wire(item)
 
 
 class _DtmfBugDialect(Attendee):
