@@ -285,7 +285,8 @@ class Connection:
                 if encoded is None:
                     continue
                 wires, data = encoded
-                stream.try_send(data)
+                if data:  # nothing on the wire (a clear Attendee answers by its marks)
+                    stream.try_send(data)
             except (OSError, trio.BrokenResourceError, LocalProtocolError) as exc:
                 # Raised in the caller's task (the uplink's, the clock's): the
                 # sender raises it in the connection's own, where it ends it.
@@ -481,6 +482,9 @@ class Connection:
                 if encoded is None:
                     continue
                 wires, data = encoded
+                if not data:  # nothing on the wire for it (see _write_now)
+                    self._account(item, wires)
+                    continue
                 bound.deadline = trio.current_time() + timeout
                 try:
                     await stream.send_all(data)
