@@ -24,6 +24,7 @@ import math
 
 from sidecar.chunker import GAP_MS, Chunk, Chunker
 from sidecar.frames import Audio
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.resample import Quality, Resampler
 
 
@@ -100,7 +101,7 @@ class CaptureStream:
         contiguous = end + n * 1000.0 / rate
         if arrival_ms - contiguous < self.chunk_ms:
             arrival_ms = contiguous
-        return self._push(Audio(rate, bytes(2 * n)), arrival_ms)
+        return self._push(Audio(rate, bytes(SAMPLE_BYTES * n)), arrival_ms)
 
     def _push(self, frame: Audio, arrival_ms: float) -> list[Chunk]:
         chunks: list[Chunk] = []
@@ -125,7 +126,10 @@ class CaptureStream:
         offset = 0
         while offset < frame.samples:
             take = min(frame.samples - offset, chunker.samples_to_boundary())
-            part = pcm if take == frame.samples else pcm[2 * offset : 2 * (offset + take)]
+            if take == frame.samples:
+                part = pcm
+            else:
+                part = pcm[SAMPLE_BYTES * offset : SAMPLE_BYTES * (offset + take)]
             capture_ms = start_ms + offset * 1000.0 / rate
             self._last_capture_ms = capture_ms
             chunk = chunker.push(resampler.process(part), take, capture_ms)

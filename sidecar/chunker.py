@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from sidecar.pcm import SAMPLE_BYTES
+
 GAP_MS: Final = 100.0
 """Input later than this (against the stream clock) is a gap, not jitter."""
 
@@ -44,7 +46,7 @@ class Chunk:
     timestamp_ms: int
     """Unix ms capture time of the chunk's first sample (floored)."""
     samples: int
-    """``len(pcm) // 2``."""
+    """``len(pcm) // SAMPLE_BYTES``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ class Chunker:
 
         ``capture_ms`` is the unix ms capture time of the frame's first input sample.
         """
-        if len(pcm_out) % 2:
+        if len(pcm_out) % SAMPLE_BYTES:
             raise ValueError(f"s16le PCM must have an even byte count, got {len(pcm_out)}")
         if in_samples < 0:
             raise ValueError(f"in_samples must not be negative, got {in_samples}")
@@ -114,7 +116,7 @@ class Chunker:
         self._in_pos += in_samples
         if pcm_out:
             self._held_parts.append(pcm_out)
-            self._held += len(pcm_out) // 2
+            self._held += len(pcm_out) // SAMPLE_BYTES
 
         self._accumulated += in_samples * 1000
         boundary = self._accumulated >= self._span

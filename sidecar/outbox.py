@@ -38,6 +38,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UserText,
 )
+from sidecar.pcm import SAMPLE_BYTES
 
 MAX_CONTROL: Final = 256
 MAX_CONTROL_BYTES: Final = 1 << 20
@@ -136,7 +137,7 @@ class Outbox:
         stream.queue.append((self._seq, item))
         self._seq += 1
         self._queued += 1
-        stream.samples += len(item.pcm) >> 1
+        stream.samples += len(item.pcm) // SAMPLE_BYTES
         if self.accepting:
             if stream.samples > stream.live:
                 self._trim(item.stream, stream, stream.live, "backpressure")
@@ -215,7 +216,7 @@ class Outbox:
             )
         _, item = stream.queue.popleft()
         self._queued -= 1
-        stream.samples -= len(item.pcm) >> 1
+        stream.samples -= len(item.pcm) // SAMPLE_BYTES
         if not stream.open and not stream.queue:
             self._forget_if_done(key, stream)
         return item
@@ -252,7 +253,7 @@ class Outbox:
         while queue and stream.samples > limit:
             _, item = queue.popleft()
             self._queued -= 1
-            stream.samples -= len(item.pcm) >> 1
+            stream.samples -= len(item.pcm) // SAMPLE_BYTES
             self._count(item, reason)
         self._forget_if_done(key, stream)
 

@@ -434,7 +434,7 @@ class Uplink:
         if not chunks:
             return
         if self._stats.muted:
-            muted = sum(len(chunk.pcm) // 2 for chunk in chunks)
+            muted = sum(chunk.samples for chunk in chunks)
             self._stats.muted_samples += muted
             self._stats.muted_by_stream[stream.key] += muted
             stream.counters.chunks += len(chunks)

@@ -26,6 +26,7 @@ from typing import ClassVar, Final, Literal
 
 from sidecar import events
 from sidecar.messages import MAX_MESSAGE_BYTES, MessageError
+from sidecar.pcm import SAMPLE_BYTES
 
 Wire = str | bytes
 """One websocket message: text (str) or binary (bytes)."""
@@ -67,11 +68,11 @@ class AudioOut:
 
     @property
     def samples(self) -> int:
-        return len(self.pcm) // 2
+        return len(self.pcm) // SAMPLE_BYTES
 
     @property
     def ms(self) -> float:
-        return len(self.pcm) * 500.0 / self.rate
+        return len(self.pcm) * (1000.0 / SAMPLE_BYTES) / self.rate
 
 
 @dataclass(frozen=True, slots=True)
