@@ -45,6 +45,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UserSpeaking,
     UserText,
+    Utf8Text,
 )
 from sidecar.dialects.gemini_live import (
     DEFAULT_MODEL,
@@ -234,6 +235,14 @@ def test_audio_waits_for_setup_complete_then_goes_as_realtime_input() -> None:
     assert realtime is not None and realtime.audio is not None
     assert realtime.audio.mime_type == "audio/pcm;rate=16000"
     assert realtime.audio.data == pcm
+
+
+def test_audio_goes_as_msgspecs_bytes_the_same_text() -> None:
+    session = ready(dialect().session())
+    item = AudioOut(tone(440, 0.02, 16000), 16000, 0)
+    (fast,) = session.wire_utf8(item)
+    assert isinstance(fast, Utf8Text) and fast.data.decode() == session.wire(item)[0]
+    assert session.wire_utf8(UserText("hi")) == session.wire(UserText("hi"))
 
 
 def test_commands_before_setup_complete_are_held_until_it() -> None:

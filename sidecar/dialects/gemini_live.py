@@ -84,6 +84,7 @@ from sidecar.dialects.base import (
     Invalid,
     MarkOut,
     Options,
+    Outgoing,
     PlayAudio,
     Say,
     Session,
@@ -94,6 +95,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UserSpeaking,
     UserText,
+    Utf8Text,
     Wire,
     WireAudio,
 )
@@ -208,6 +210,11 @@ _encoder: Final = msgspec.json.Encoder()
 
 def encode(message: ClientMessage) -> str:
     return _encoder.encode(message).decode()
+
+
+def _audio_message(pcm: bytes) -> ClientMessage:
+    blob = Blob(data=pcm, mime_type=INPUT_MIME)
+    return ClientMessage(realtime_input=RealtimeInput(audio=blob))
 
 
 def text_content(text: str, role: str | UnsetType = UNSET) -> Content:
@@ -496,11 +503,16 @@ class GeminiLiveSession(Session):
 
     # -- up ------------------------------------------------------------------------
 
+    def wire_utf8(self, item: Outgoing) -> Sequence[Wire | Utf8Text]:
+        # Audio, nearly every message: msgspec's bytes go out as they are.
+        if isinstance(item, AudioOut) and item.stream == MIXED:
+            return (Utf8Text(_encoder.encode(_audio_message(item.pcm))),)
+        return self.wire(item)
+
     def encode(self, item: Encodable) -> Sequence[Wire]:
         match item:
             case AudioOut(stream=stream) if stream == MIXED:
-                blob = Blob(data=item.pcm, mime_type=INPUT_MIME)
-                return (encode(ClientMessage(realtime_input=RealtimeInput(audio=blob))),)
+                return (encode(_audio_message(item.pcm)),)
             case ClearedOut(by_bot=True):
                 # No message stops a Gemini turn: what is left of it is not played.
                 self._cutting = self._segment is not None
