@@ -160,6 +160,8 @@ class ConnectionStatistics:
     unconfirmed_samples: int = 0
     """Sent, then the connection died before a pong (or our close handshake)
     proved the server had read them: maybe lost, maybe not."""
+    commands_dropped: int = 0
+    """The bot's commands the session held and let go (Session.commands_dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +201,7 @@ class Connection:
         self._audio_sent_at = 0.0
 
     def statistics(self) -> ConnectionStatistics:
-        return dataclasses.replace(self._stats)
+        return dataclasses.replace(self._stats, commands_dropped=self.session.commands_dropped)
 
     # -- the upgrade ------------------------------------------------------------
 

@@ -101,6 +101,8 @@ class LinkStatistics:
     # Messages the dialect could not encode, dropped (outbox audio among them
     # also counted as uplink_unencodable).
     encode_failures: int = 0
+    # The bot's commands a session held and let go past its bounds.
+    commands_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +246,6 @@ class Link:
             self._outbox.disconnected()
             if was_up:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
-                await self._on_incoming(SessionEnded())
             if self._stopping.is_set():
                 return
             if end.call_ended:
@@ -398,6 +399,11 @@ class Link:
                 if conn is not None:
                     conn.state = ConnState.CLOSED
                     _add(self._stats, conn.statistics())
+                    if self._stats.connected:
+                        # Before any await: from now on a tool_result for this
+                        # session's calls is answered stale, not queued for a
+                        # session that never made them.
+                        await self._on_incoming(SessionEnded())
                     await trio.aclose_forcefully(conn.stream)
                 nursery.cancel_scope.cancel()
 
@@ -437,6 +443,7 @@ def _add(total: LinkStatistics, conn: ConnectionStatistics) -> None:
         "bytes_in",
         "encode_failures",
         "unconfirmed_samples",
+        "commands_dropped",
     ):
         setattr(total, name, getattr(total, name) + getattr(conn, name))
 

@@ -279,6 +279,7 @@ class Sidecar:
             gate=None if self.gate is None else self.gate.statistics(),
             events_dropped=self.events.dropped,
             control=self.control.statistics(),
+            dialect_commands_dropped=self.dialect.commands_dropped,
         )
 
 

@@ -52,6 +52,7 @@ from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import AgentError, Transcript
 from sidecar.dialects.notices import notice as as_notice
 from sidecar.dialects.openai_realtime import (
+    MAX_CALLS,
     MAX_SEGMENTS,
     SAY_INSTRUCTIONS,
     OpenAIRealtime,
@@ -812,6 +813,42 @@ def test_remembered_context_is_bounded_oldest_first() -> None:
     assert briefing.prompt(None) == "bbbb\n\ncccc"
     assert Briefing().prompt("base") == "base"
     assert Briefing().prompt(None) is None
+
+
+def test_remembered_context_is_bounded_in_count_too() -> None:
+    briefing = Briefing(max_contexts=3)
+    for text in "abcde":
+        briefing.add_context(text)
+    assert briefing.contexts == ("c", "d", "e")
+    assert briefing.contexts_dropped == 2
+
+
+def test_instructions_keep_the_context_this_session_began_with() -> None:
+    d = dialect({"instructions": "Be brief."})
+    d.session().encode(AddContext("Alice joined."))
+    second = d.session()
+    second.opening()
+    update = json.loads(one(second.encode(SetInstructions("Be terse."))))
+    # The live agent must not lose the context only its instructions hold.
+    assert update["session"]["instructions"] == "Be terse.\n\nAlice joined."
+
+
+def test_held_creates_are_bounded_in_bytes_and_counted() -> None:
+    session = opened()
+    session.receive(created("resp_vad"))
+    for _ in range(3):
+        assert session.encode(Say("x" * 600_000)) == ()
+    # 1 MiB of held text: the oldest goes, counted where stats reads it.
+    assert session.statistics().deferred_dropped == 2
+    assert session.commands_dropped == 2
+
+
+def test_a_response_that_never_ends_keeps_a_bounded_list_of_calls() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    for n in range(3 * MAX_CALLS):
+        session.receive(call_done("resp_1", f"call_{n}"))
+    assert all(len(r.calls) <= MAX_CALLS + 1 for r in session._responses.values())
 
 
 # -- against the fake API --------------------------------------------------------------------

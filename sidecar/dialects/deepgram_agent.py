@@ -588,6 +588,10 @@ class DeepgramAgent(Dialect):
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
+    @property
+    def commands_dropped(self) -> int:
+        return self.briefing.contexts_dropped
+
     def session(self, history: MemorySnapshot | None = None) -> DeepgramAgentSession:
         return DeepgramAgentSession(
             self._prepared.settings,

@@ -95,6 +95,8 @@ MAX_CALLS: Final = 256
 """Tool calls remembered per connection (the control plane answers or forgets
 each long before: at most 64 wait for the bot)."""
 MAX_DEFERRED: Final = 64
+MAX_DEFERRED_BYTES: Final = 1 << 20
+"""What held `response.create`s may weigh (a `say` carries its text), like the control lane."""
 """`response.create`s owed at once; beyond that the oldest is dropped (counted)."""
 SAY_INSTRUCTIONS: Final = (
     "Say the following to the user, word for word, and nothing else:\n\n{text}"
@@ -299,6 +301,12 @@ _encoder: Final = msgspec.json.Encoder()
 _server_decoder: Final = msgspec.json.Decoder(ServerEvent)
 
 
+def _weight(create: ResponseCreate) -> int:
+    """What a held `response.create` costs against MAX_DEFERRED_BYTES."""
+    instructions = create.response.instructions if create.response is not None else None
+    return 64 + (len(instructions) if instructions else 0)
+
+
 def encode(event: ClientEvent) -> str:
     return _encoder.encode(event).decode()
 
@@ -385,6 +393,10 @@ class OpenAIRealtimeSession(Session):
         """Our latest `response.create`: the one a `conversation_already_has_active_response`
         refuses, as we never send another while one is known to be active."""
         self._deferred: deque[ResponseCreate] = deque()
+        self._deferred_bytes = 0
+        self._carried: tuple[str, ...] = ()
+        """Context texts of earlier sessions that this one's opening put into
+        its instructions: they live nowhere else in it."""
         self._owed: list[Wire] = []
         self._cut_responses: deque[str] = deque(maxlen=8)
         """Responses the bot's `clear` cancelled: their late audio is not played."""
@@ -397,10 +409,15 @@ class OpenAIRealtimeSession(Session):
             base = session.get("instructions")
             prompt = briefing.prompt(base if isinstance(base, str) else None)
             session = session | {"instructions": prompt or ""}
+            self._carried = briefing.contexts
         return (encode(SessionUpdate(session=session)),)
 
     def statistics(self) -> Statistics:
         return replace(self._stats)
+
+    @property
+    def commands_dropped(self) -> int:
+        return self._stats.deferred_dropped
 
     def replies(self) -> Sequence[Wire]:
         owed, self._owed = self._owed, []
@@ -434,7 +451,11 @@ class OpenAIRealtimeSession(Session):
                 return (encode(ConversationItemCreate(item=message)),)
             case SetInstructions(text=text):
                 self._briefing.set_instructions(text)
-                return (encode(SessionUpdate(session={"type": "realtime", "instructions": text})),)
+                # The contexts this session began with are in its instructions
+                # only: replacing them alone would make the live agent forget them.
+                instructions = "\n\n".join((text, *self._carried))
+                update = {"type": "realtime", "instructions": instructions}
+                return (encode(SessionUpdate(session=update)),)
             case AgentCommand():
                 return ()
 
@@ -471,13 +492,15 @@ class OpenAIRealtimeSession(Session):
             return  # one plain response answers everything waiting for one
         self._stats.deferred_creates += 1
         self._deferred.append(create)
-        if len(self._deferred) > MAX_DEFERRED:
-            self._deferred.popleft()
+        self._deferred_bytes += _weight(create)
+        while len(self._deferred) > MAX_DEFERRED or self._deferred_bytes > MAX_DEFERRED_BYTES:
+            self._deferred_bytes -= _weight(self._deferred.popleft())
             self._stats.deferred_dropped += 1
 
     def _flush(self) -> None:
         if self._active is None and self._requested is None and self._deferred:
             create = self._requested = self._last_sent = self._deferred.popleft()
+            self._deferred_bytes -= _weight(create)
             self._stats.response_creates += 1
             self._owed.append(encode(create))
 
@@ -552,6 +575,7 @@ class OpenAIRealtimeSession(Session):
                     # VAD's, whose response.created we took for ours): it goes
                     # again once that one is done (its response.done will come).
                     self._deferred.appendleft(self._last_sent)
+                    self._deferred_bytes += _weight(self._last_sent)
                     self._last_sent = self._requested = None
                 elif self._requested is not None and self._active is None:
                     # Perhaps our response.create failed (nothing names the event
@@ -587,6 +611,10 @@ class OpenAIRealtimeSession(Session):
             response = self._responses[rid] = _Response()
             while len(self._responses) > MAX_CALLS:
                 self._responses.popitem(last=False)
+        if len(response.calls) >= MAX_CALLS:
+            # A response that never ends must not grow its list for ever: a
+            # call forgotten by `_calls` counts as answered anyway.
+            response.calls = [c for c in response.calls if c in self._calls]
         response.calls.append(item.call_id)
         self._stats.tool_calls += 1
         return (ToolCallIn(item.call_id, item.name, item.arguments or ""),)
@@ -820,6 +848,10 @@ class OpenAIRealtime(Dialect):
 
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
+
+    @property
+    def commands_dropped(self) -> int:
+        return self.briefing.contexts_dropped
 
     def session(self, history: MemorySnapshot | None = None) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(
