@@ -129,6 +129,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.messages import ErrorCode, MessageError
@@ -1546,6 +1547,8 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
         case ToolCallCancelledIn(call_id=call_id, reason=reason):
             return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
+        case UserSpeaking(item=key):
+            return {"kind": "user_speaking", "item": key}
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract

@@ -46,6 +46,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.dialects.briefing import Briefing
@@ -242,7 +243,8 @@ def test_deltas_play_with_their_segment() -> None:
 def test_truncate_says_what_was_heard() -> None:
     session = opened()
     session.receive(delta("item_a", ms_of_audio(300)))
-    assert one(session.receive('{"type":"input_audio_buffer.speech_started"}')) == ClearPlayout()
+    started = session.receive('{"type":"input_audio_buffer.speech_started"}')
+    assert tuple(started) == (ClearPlayout(), UserSpeaking())
     wire = one(session.encode(ClearedOut(Heard("item_a:0", 120))))
     assert wire == (
         '{"type":"conversation.item.truncate","item_id":"item_a","content_index":0,'
@@ -331,7 +333,9 @@ def test_transcripts_become_events() -> None:
         "transcript": "Hello there.",
     }
     notice = one(session.receive(json.dumps(done)))
-    assert notice == as_notice(Transcript(role="assistant", text="Hello there.", item_id="item_a"))
+    assert notice == as_notice(
+        Transcript(role="assistant", text="Hello there.", item_id="item_a", segment="item_a:0")
+    )
     heard = {
         "type": "conversation.item.input_audio_transcription.completed",
         "event_id": "e",
@@ -352,6 +356,7 @@ def test_transcripts_become_events() -> None:
         "role": "user",
         "text": "Hi.",
         "item_id": "item_u",
+        "segment": None,
     }
 
 

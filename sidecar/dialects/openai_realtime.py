@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
 import msgspec
 
+from sidecar import memory
 from sidecar.dialects.base import (
     COMMANDS,
     MIXED,
@@ -64,6 +65,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
     Wire,
     WireAudio,
@@ -77,6 +79,7 @@ from sidecar.dialects.notices import (
     notice,
     show,
 )
+from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
 
 if TYPE_CHECKING:
@@ -88,6 +91,9 @@ BYTES_PER_MS: Final = RATE * 2 // 1000
 AUDIO_FORMAT: Final[Mapping[str, object]] = {"type": "audio/pcm", "rate": RATE}
 SESSION_CAP_S: Final = 60 * 60.0
 """The API ends every session after this long (1001 "maximum duration")."""
+ROTATE_MARGIN_S: Final = 5 * 60.0
+"""From 55 minutes on, the sidecar moves to a new session at the first quiet
+moment, so the cap itself (which cuts whatever is playing) is rarely met."""
 MAX_SEGMENTS: Final = 64
 """Reply parts remembered per connection: a barge-in only ever cuts a recent one."""
 MAX_CALLS: Final = 256
@@ -133,10 +139,17 @@ class InputText(msgspec.Struct, frozen=True, tag_field="type", tag="input_text")
     text: str
 
 
+class OutputText(msgspec.Struct, frozen=True, tag_field="type", tag="output_text"):
+    """An assistant message's text (the API takes no assistant audio items)."""
+
+    text: str
+
+
 class MessageItem(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
     role: str
-    """`user` (a turn to answer) or `system` (context, no turn)."""
-    content: list[InputText]
+    """`user` (a turn to answer), `system` (context, no turn), or `assistant`
+    (an earlier reply, carried into a new session)."""
+    content: list[InputText] | list[OutputText]
 
 
 class ConversationItemCreate(_ClientEvent, frozen=True, tag="conversation.item.create"):
@@ -255,6 +268,7 @@ class SpeechStarted(_ServerEvent, frozen=True, tag=SPEECH_STARTED):
 class OutputTranscriptDone(_ServerEvent, frozen=True, tag=OUTPUT_TRANSCRIPT_DONE):
     item_id: str
     transcript: str
+    content_index: int = 0
 
 
 class OutputTextDone(_ServerEvent, frozen=True, tag=OUTPUT_TEXT_DONE):
@@ -366,9 +380,12 @@ class OpenAIRealtimeSession(Session):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_segments: int = MAX_SEGMENTS,
         briefing: Briefing | None = None,
+        history: MemorySnapshot | None = None,
     ) -> None:
         self._session_object = session_object
         self._briefing = briefing if briefing is not None else Briefing()
+        self._history = history
+        self._restored: MemoryRestored | None = None
         self._max_bytes = max_message_bytes
         self._max_segments = max_segments
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
@@ -396,7 +413,33 @@ class OpenAIRealtimeSession(Session):
             base = session.get("instructions")
             prompt = briefing.prompt(base if isinstance(base, str) else None)
             session = session | {"instructions": prompt or ""}
-        return (encode(SessionUpdate(session=session)),)
+        return (encode(SessionUpdate(session=session)), *self._seed())
+
+    def _seed(self) -> list[Wire]:
+        """The conversation so far, one item per turn, in order."""
+        if self._history is None:
+            return []
+        wires: list[Wire] = []
+        chars = 0
+        for turn in memory.carried(self._history):
+            match turn:
+                case memory.UserTurn(text=text) | memory.CommandTurn(text=text):
+                    message = MessageItem(role="user", content=[InputText(text)])
+                case memory.AgentTurn():
+                    text = memory.spoken(turn)
+                    message = MessageItem(role="assistant", content=[OutputText(text)])
+                case memory.ToolTurn():
+                    text = memory.tool_note(turn)
+                    message = MessageItem(role="system", content=[InputText(text)])
+            wires.append(encode(ConversationItemCreate(item=message)))
+            chars += turn.chars
+        self._restored = MemoryRestored(
+            turns=len(wires), chars=chars, dropped_turns=self._history.dropped_turns
+        )
+        return wires
+
+    def restored(self) -> MemoryRestored | None:
+        return self._restored
 
     def statistics(self) -> Statistics:
         return replace(self._stats)
@@ -536,9 +579,12 @@ class OpenAIRealtimeSession(Session):
             case SpeechStarted():
                 for segment in self._segments.values():
                     segment.cut = True
-                return (ClearPlayout(),)
-            case OutputTranscriptDone(item_id=item_id, transcript=text):
-                return (notice(Transcript(role="assistant", text=text, item_id=item_id)),)
+                return (ClearPlayout(), UserSpeaking())
+            case OutputTranscriptDone(item_id=item_id, content_index=index, transcript=text):
+                said = Transcript(
+                    role="assistant", text=text, item_id=item_id, segment=segment_id(item_id, index)
+                )
+                return (notice(said),)
             case OutputTextDone(item_id=item_id, text=text):
                 return (notice(Transcript(role="assistant", text=text, item_id=item_id)),)
             case InputTranscriptCompleted(item_id=item_id, transcript=text):
@@ -797,6 +843,8 @@ class OpenAIRealtime(Dialect):
     # A quarter of the cap: a session-length close sooner than that is no
     # session's end but a server closing early, retried like any failure.
     renew_after_s: ClassVar[float | None] = SESSION_CAP_S / 4
+    session_cap_s: ClassVar[float | None] = SESSION_CAP_S
+    rotate_margin_s: ClassVar[float] = ROTATE_MARGIN_S
     commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
 
     def __init__(self, options: Options) -> None:
@@ -823,4 +871,5 @@ class OpenAIRealtime(Dialect):
             self._prepared.session,
             max_message_bytes=self.options.max_message_bytes,
             briefing=self.briefing,
+            history=history,
         )
