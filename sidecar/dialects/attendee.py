@@ -110,6 +110,11 @@ class Attendee(Dialect):
     name: ClassVar[str] = "attendee"
     per_participant: ClassVar[bool] = True
     error_replies: ClassVar[bool] = True
+    summary: ClassVar[str] = "Attendee's realtime audio websocket (the default)"
+    sample_rates: ClassVar[tuple[int, ...]] = messages.SAMPLE_RATES
+    default_sample_rate: ClassVar[int] = 16000
+    participant_sample_rates: ClassVar[tuple[int, ...]] = messages.PARTICIPANT_SAMPLE_RATES
+    server_audio: ClassVar[str] = "realtime_audio.bot_output"
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         if stream == MIXED:

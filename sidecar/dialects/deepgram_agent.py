@@ -44,6 +44,7 @@ from sidecar.dialects.base import (
     ClearPlayout,
     CutAudio,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -609,7 +610,12 @@ class DeepgramAgent(Dialect):
     name: ClassVar[str] = "deepgram-agent"
     default_url: ClassVar[str | None] = "wss://agent.deepgram.com/v1/agent/converse"
     auth_env: ClassVar[str | None] = "DEEPGRAM_API_KEY"
-    uses_session: ClassVar[bool] = True
+    auth_scheme: ClassVar[str] = "Token"
+    summary: ClassVar[str] = "Deepgram's Voice Agent API"
+    flags: ClassVar[tuple[DialectFlag, ...]] = (DialectFlag("--session", "the Settings message"),)
+    sample_rates: ClassVar[tuple[int, ...]] = (8000, 16000, 24000)
+    default_sample_rate: ClassVar[int] = 16000
+    server_audio: ClassVar[str] = "binary audio"
     commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
     session_cap_s: ClassVar[float | None] = SESSION_CAP_S
     rotate_margin_s: ClassVar[float] = ROTATE_MARGIN_S
@@ -635,10 +641,6 @@ class DeepgramAgent(Dialect):
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(self.options.sample_rate)
-
-    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
-        key = environ.get("DEEPGRAM_API_KEY", "").strip()
-        return (("Authorization", f"Token {key}"),) if key else ()
 
     def problems(self) -> Sequence[str]:
         return self._prepared.problems

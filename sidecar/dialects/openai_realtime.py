@@ -50,6 +50,7 @@ from sidecar.dialects.base import (
     ClearPlayout,
     CutAudio,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -839,7 +840,13 @@ class OpenAIRealtime(Dialect):
     name: ClassVar[str] = "openai-realtime"
     default_url: ClassVar[str | None] = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     auth_env: ClassVar[str | None] = "OPENAI_API_KEY"
-    uses_session: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "OpenAI's Realtime API (and the compatible Azure OpenAI and xAI, with --url)"
+    )
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag("--session", "the session object of session.update"),
+    )
+    server_audio: ClassVar[str] = "response.output_audio.delta"
     # A quarter of the cap: a session-length close sooner than that is no
     # session's end but a server closing early, retried like any failure.
     renew_after_s: ClassVar[float | None] = SESSION_CAP_S / 4
@@ -855,10 +862,6 @@ class OpenAIRealtime(Dialect):
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(RATE)
-
-    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
-        key = environ.get("OPENAI_API_KEY", "").strip()
-        return (("Authorization", f"Bearer {key}"),) if key else ()
 
     def problems(self) -> Sequence[str]:
         return self._prepared.problems

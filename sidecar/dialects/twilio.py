@@ -43,6 +43,7 @@ from sidecar.dialects.base import (
     ClearedOut,
     ClearPlayout,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -416,8 +417,14 @@ class Twilio(Dialect):
     name: ClassVar[str] = "twilio"
     per_participant: ClassVar[bool] = False
     error_replies: ClassVar[bool] = False
-    uses_stream_params: ClassVar[bool] = True  # start.customParameters
-    uses_call_sid: ClassVar[bool] = True  # callSid and accountSid
+    summary: ClassVar[str] = "Twilio Media Streams, as the client a Twilio server expects"
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag("--stream-param", "a customParameters entry of the start message"),
+        DialectFlag("--call-sid", "callSid (default: generated, CA + 32 hex)"),
+        DialectFlag("--account-sid", "accountSid (default: generated, AC + 32 hex)"),
+    )
+    server_audio: ClassVar[str] = "media"
+    auth_scheme: ClassVar[str] = ""
     auth_env: ClassVar[str | None] = "TWILIO_AUTH_TOKEN"
     auth_header: ClassVar[str] = "X-Twilio-Signature"
     # A Media Stream ends with the call (or <Stop>): a reconnect would be a new

@@ -33,6 +33,7 @@ from sidecar.dialects.base import (
     ClearedOut,
     ClearPlayout,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -241,7 +242,13 @@ class Vonage(Dialect):
     name: ClassVar[str] = "vonage"
     per_participant: ClassVar[bool] = False
     error_replies: ClassVar[bool] = False
-    uses_stream_params: ClassVar[bool] = True  # the headers of websocket:connected
+    summary: ClassVar[str] = "Vonage's websocket connection"
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag("--stream-param", "a header field of the websocket:connected message"),
+    )
+    sample_rates: ClassVar[tuple[int, ...]] = RATES
+    default_sample_rate: ClassVar[int] = 16000
+    server_audio: ClassVar[str] = "binary audio"
     # Vonage closes the websocket when the call ends; a new one would be a new call leg.
     reconnect_on_clean_close: ClassVar[bool] = False
 
