@@ -637,8 +637,17 @@ class RealtimeServer(_FakeServer):
                 )  # fmt: skip
                 return
         elif isinstance(
-            item, RealtimeConversationItemUserMessage | RealtimeConversationItemSystemMessage
+            item,
+            RealtimeConversationItemUserMessage
+            | RealtimeConversationItemSystemMessage
+            | RealtimeConversationItemAssistantMessage,
         ):
+            if isinstance(item, RealtimeConversationItemAssistantMessage) and any(
+                c.type != "output_text" for c in item.content
+            ):
+                # The API refuses assistant audio items (and the beta's `text`).
+                conn.violations.append(f"an assistant item not output_text: {item!r}")
+                return
             text = "".join(c.text or "" for c in item.content)
             with conn.lock:
                 state.messages.append((item.role, text))
