@@ -399,6 +399,12 @@ class RealtimeConfig:
     tone_hz: float = 440.0
     barge_in_at_ms: int | None = None
     """Pretend the user spoke once this much of the first reply was sent."""
+    barge_in_reply: int = 1
+    """Which reply (counting a tool call's) the barge-in cue is for."""
+    words: str | None = None
+    """The transcript of every reply, in place of "reply of N ms": of a cut
+    reply, the share of it its audio sent so far stands for, as the API
+    transcribes only the audio it generated."""
     answer_barge_in: bool = True
     """After a barge-in on cue, commit the turn and answer it."""
     max_session_s: float | None = None
@@ -752,7 +758,7 @@ class RealtimeServer(_FakeServer):
             state.responding = threading.Event()
             state.cancel_reason = "turn_detected"
             state.replies += 1
-            first = state.replies == 1
+            first = state.replies == self.config.barge_in_reply
             call = self.config.calls.pop(0) if self.config.calls else None
         if call is not None:
             target: Callable[..., None] = self._call_reply
@@ -928,6 +934,8 @@ class RealtimeServer(_FakeServer):
                 continue
             cancel.wait(ms / 1000 / config.speed)
         words = f"reply of {sent_ms} ms" if instructions is None else instructions
+        if instructions is None and config.words is not None:
+            words = config.words[: len(config.words) * sent_ms // config.reply_ms]
         self._finish(conn, cancel.is_set(), words, ids)
         with conn.lock:
             state.responding = None
