@@ -5,11 +5,12 @@ validate strictly (tests/agent_servers.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import trio
-from agent_servers import MAX_DURATION, RealtimeConfig, RealtimeServer
+from agent_servers import MAX_DURATION, Conn, RealtimeConfig, RealtimeServer
 from control_client import Client
 from support import open_bot_loop, wait_until
 from test_e2e_agents import talk_then_listen
@@ -93,3 +94,65 @@ async def test_openai_new_session_gets_the_turns_a_cut_reply_as_heard_and_a_tool
     assert len(WORDS) // 6 <= len(text) <= len(WORDS) // 3
     assert 700 <= cleared["heard_ms"] <= 1100
     assert restored["dropped_turns"] == 0 and restored["chars"] > len(text)
+
+
+def _uplink_samples(conn: Conn) -> int:
+    return sum(
+        len(base64.b64decode(m["audio"])) // 2
+        for m in conn.received
+        if m["type"] == "input_audio_buffer.append"
+    )
+
+
+async def test_openai_rotates_at_quiet_moments_losing_no_audio_and_reseeding(
+    tmp_path: Path,
+) -> None:
+    """--max-session-s 5 over a 20 s conversation: every rotation waits for a
+    quiet moment (no reply cut, no agent audio playing), each new session is
+    seeded, and every sample the bot wrote reached a session or was counted."""
+    config = RealtimeConfig(reply_ms=1200, speed=1.0)
+    session = {"audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+    with trio.fail_after(90), RealtimeServer(config) as server:
+        args = [
+            *("--protocol", "openai-realtime"),
+            *("--header", f"Authorization: Bearer {server.config.api_key}"),
+            *("--session", json.dumps(session)),
+            *("--max-session-s", "5", "--replay-ms", "5000"),
+        ]
+        async with open_bot_loop(server.url, tmp_path, *args) as meeting:
+            for _ in range(4):
+                await talk_then_listen(meeting.bot, 0.6, 5.0)
+            await meeting.sidecar.wait_event(
+                "stats", lambda e: e["samples_out"] * 2 >= e["samples_in"] - 480, timeout=10
+            )
+        stats = meeting.sidecar.named("stats")[-1]
+    sidecar = meeting.sidecar
+    rotated = sidecar.named("session_rotated")
+    assert len(rotated) >= 2, rotated
+    assert all(r["reason"] == "cap" and r["after_s"] >= 5 for r in rotated)
+    # At each rotation the agent was silent: the last agent_speaking before it said so.
+    speaking = False
+    for event in sidecar.events:
+        if event["event"] == "agent_speaking":
+            speaking = event["speaking"]
+        elif event["event"] == "session_rotated":
+            assert not speaking, "rotated while the agent spoke"
+    # No reply was cut: nothing queued for the bot was ever dropped.
+    assert all(e["dropped_ms"] == 0 for e in sidecar.named("playout_cleared"))
+    # Each new session was seeded with the conversation, before its audio.
+    connections = server.connections
+    assert len(connections) == len(rotated) + 1
+    restored = sidecar.named("memory_restored")
+    assert len(restored) == len(rotated)
+    for conn, memory in zip(connections[1:], restored, strict=True):
+        assert conn.violations == []
+        kinds = [m["type"] for m in conn.received]
+        turns = memory["turns"]
+        assert turns >= 2
+        assert kinds[: 1 + turns] == ["session.update", *["conversation.item.create"] * turns]
+    # Every sample: sent on some session (and confirmed), or counted as dropped.
+    delivered = sum(_uplink_samples(conn) for conn in connections)
+    dropped = sum(stats["dropped"].values())
+    assert delivered == stats["samples_out"]
+    assert stats["unconfirmed_samples"] == 0 and dropped == 0, stats["dropped"]
+    assert stats["samples_out"] * 2 >= stats["samples_in"] - 480
