@@ -10,10 +10,17 @@ import json
 from pathlib import Path
 
 import trio
-from agent_servers import MAX_DURATION, Conn, RealtimeConfig, RealtimeServer
+from agent_servers import (
+    MAX_DURATION,
+    AgentConfig,
+    AgentServer,
+    Conn,
+    RealtimeConfig,
+    RealtimeServer,
+)
 from control_client import Client
 from support import open_bot_loop, wait_until
-from test_e2e_agents import talk_then_listen
+from test_e2e_agents import deepgram_args, talk_then_listen
 
 WORDS = (
     "I have booked the Lotus room for three in the afternoon and sent the invitation "
@@ -156,3 +163,51 @@ async def test_openai_rotates_at_quiet_moments_losing_no_audio_and_reseeding(
     assert delivered == stats["samples_out"]
     assert stats["unconfirmed_samples"] == 0 and dropped == 0, stats["dropped"]
     assert stats["samples_out"] * 2 >= stats["samples_in"] - 480
+
+
+async def test_deepgram_new_session_settings_carry_the_turns_and_the_tool_call(
+    tmp_path: Path,
+) -> None:
+    config = AgentConfig(reply_ms=1500, calls=[("lookup_time", '{"tz":"UTC"}')])
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), AgentServer(config) as server:
+        args = deepgram_args(server, "--control", str(control), "--retry-delay", "0.1")
+        async with open_bot_loop(server.url, tmp_path, *args) as meeting:
+            client = await _control(control)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(talk_then_listen, meeting.bot, 0.6, 1.5)
+                call = await client.wait("tool_call")
+                answer = {"command": "tool_result", "id": "r1", "call_id": call["call_id"]}
+                await client.send(answer | {"output": "15:04"})
+                await client.wait("transcript", role="assistant")
+                await wait_until(
+                    lambda: bool(meeting.sidecar.named("agent_speaking")), 20, "the answer"
+                )
+                first = server.current
+                first.close(1011, "internal error")
+                restored = await meeting.sidecar.wait_event("memory_restored", timeout=20)
+                await wait_until(lambda: len(server.connections) == 2, what="a new session")
+                second = server.current
+                await wait_until(lambda: bool(second.received), what="the new Settings")
+                nursery.cancel_scope.cancel()
+    assert first.violations == [] and second.violations == []
+    settings = second.received[0]
+    assert settings["type"] == "Settings"
+    messages = settings["agent"]["context"]["messages"]
+    assert messages == [
+        {"type": "History", "role": "user", "content": "what the user said"},
+        {
+            "type": "History",
+            "function_calls": [
+                {
+                    "id": call["call_id"],
+                    "name": "lookup_time",
+                    "client_side": True,
+                    "arguments": '{"tz":"UTC"}',
+                    "response": "15:04",
+                }
+            ],
+        },
+        {"type": "History", "role": "assistant", "content": "the answer is 15:04"},
+    ]
+    assert restored["turns"] == 3 and restored["dropped_turns"] == 0
