@@ -211,3 +211,23 @@ async def test_deepgram_new_session_settings_carry_the_turns_and_the_tool_call(
         {"type": "History", "role": "assistant", "content": "the answer is 15:04"},
     ]
     assert restored["turns"] == 3 and restored["dropped_turns"] == 0
+
+
+async def test_memory_off_gives_a_new_session_nothing(tmp_path: Path) -> None:
+    with trio.fail_after(60), RealtimeServer(RealtimeConfig(reply_ms=600)) as server:
+        args = [
+            *("--protocol", "openai-realtime"),
+            *("--header", f"Authorization: Bearer {server.config.api_key}"),
+            *("--retry-delay", "0.1", "--memory", "off"),
+        ]
+        async with open_bot_loop(server.url, tmp_path, *args) as meeting:
+            await talk_then_listen(meeting.bot, 0.6, 1.0)
+            await meeting.sidecar.wait_event("transcript", lambda e: e["role"] == "assistant")
+            server.current.close(1001, MAX_DURATION)
+            await wait_until(lambda: len(server.connections) == 2, what="a new session")
+            second = server.current
+            await talk_then_listen(meeting.bot, 0.3, 0.5)
+            await wait_until(lambda: len(second.received) > 1, what="audio")
+    kinds = {m["type"] for m in second.received}
+    assert kinds == {"session.update", "input_audio_buffer.append"}
+    assert not meeting.sidecar.named("memory_restored")
