@@ -406,6 +406,7 @@ class Link:
                         history = None
                         if self._history is not None and self._stats.connects:
                             history = self._history()
+                        self._new_session()
                         conn = self._conn = Connection(
                             self._dialect.session(history),
                             stream,
@@ -483,7 +484,6 @@ class Link:
         (the dialect's cap less its margin, or --max-session-s), or before the
         time the server said it expires (at that time whether quiet or not)."""
         started = trio.current_time()
-        self._new_session()
         due = math.inf if self._rotate_after is None else started + self._rotate_after
         while True:
             now = trio.current_time()
