@@ -245,6 +245,11 @@ def test_truncate_says_what_was_heard() -> None:
     session.receive(delta("item_a", ms_of_audio(300)))
     started = session.receive('{"type":"input_audio_buffer.speech_started"}')
     assert tuple(started) == (ClearPlayout(), UserSpeaking())
+    # The user's item names the turn; a bad one never stops the clear.
+    named = session.receive('{"type":"input_audio_buffer.speech_started","item_id":"item_u"}')
+    assert tuple(named) == (ClearPlayout(), UserSpeaking("item_u"))
+    odd = session.receive('{"type":"input_audio_buffer.speech_started","item_id":5}')
+    assert tuple(odd) == (ClearPlayout(), UserSpeaking())
     wire = one(session.encode(ClearedOut(Heard("item_a:0", 120))))
     assert wire == (
         '{"type":"conversation.item.truncate","item_id":"item_a","content_index":0,'

@@ -24,6 +24,7 @@ from sidecar.dialects.base import (
     SessionEnded,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.dialects.deepgram_agent import DeepgramAgent
@@ -176,3 +177,18 @@ def test_memory_bounds_hold_over_ten_thousand_turns() -> None:
     assert snapshot.turn_count <= 50 and snapshot.chars <= 2000
     assert snapshot.dropped_turns == 10_000 - snapshot.turn_count
     assert "turn 9999" in snapshot.turns[-1].text  # type: ignore[union-attr]
+
+
+def test_a_user_turn_transcribed_after_the_reply_began_keeps_its_place() -> None:
+    """OpenAI transcribes the user's audio while the agent already answers: the
+    turn's place is taken when the speech starts, so the order stays true."""
+    recall = Recall(ConversationRecord())
+    recall.incoming(UserSpeaking("item_u"))
+    recall.incoming(audio(500, "item_a:0"))
+    reply = events.Transcript(role="assistant", text="Sure.", item_id="item_a", segment="item_a:0")
+    recall.incoming(Notice(reply))
+    asked = events.Transcript(role="user", text="Can you help?", item_id="item_u")
+    recall.incoming(Notice(asked))
+    turns = recall.snapshot().turns
+    assert [type(t).__name__ for t in turns] == ["UserTurn", "AgentTurn"]
+    assert [t.text for t in turns] == ["Can you help?", "Sure."]  # type: ignore[union-attr]

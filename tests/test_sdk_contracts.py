@@ -333,7 +333,7 @@ def test_openai_server_events_the_dialect_acts_on() -> None:
     pcm = b"\x01\x00\x02\x00" * 240
     assert _receive_openai(_openai_delta("item_1", pcm)) == (PlayAudio(pcm, 24000, "item_1:0"),)
     started = _openai_json(oa.InputAudioBufferSpeechStartedEvent, audio_start_ms=1200)
-    assert _receive_openai(started) == (ClearPlayout(), UserSpeaking())
+    assert _receive_openai(started) == (ClearPlayout(), UserSpeaking("item_id_1"))
     done = _openai_json(oa.ResponseAudioTranscriptDoneEvent, transcript="Sure.")
     assert _notice(_receive_openai(done)) == Transcript(
         role="assistant", text="Sure.", item_id="item_id_1", segment="item_id_1:0"

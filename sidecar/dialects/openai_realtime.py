@@ -263,7 +263,10 @@ class OutputAudioDone(_ServerEvent, frozen=True, tag=AUDIO_DONE):
 
 
 class SpeechStarted(_ServerEvent, frozen=True, tag=SPEECH_STARTED):
-    """No field is read: nothing in it is needed to stop playback, so nothing may void it."""
+    """Nothing in it is needed to stop playback, so nothing may void it: the
+    user turn's `item_id` is taken as any value, and used only if a string."""
+
+    item_id: Any = None
 
 
 class OutputTranscriptDone(_ServerEvent, frozen=True, tag=OUTPUT_TRANSCRIPT_DONE):
@@ -577,10 +580,13 @@ class OpenAIRealtimeSession(Session):
                 if segment is not None:
                     segment.done = True
                 return ()
-            case SpeechStarted():
+            case SpeechStarted(item_id=item_id):
                 for segment in self._segments.values():
                     segment.cut = True
-                return (ClearPlayout(), UserSpeaking())
+                # The user's turn takes its place now: its transcript comes later,
+                # often after the reply to it has begun.
+                key = item_id if isinstance(item_id, str) else None
+                return (ClearPlayout(), UserSpeaking(key))
             case OutputTranscriptDone(item_id=item_id, content_index=index, transcript=text):
                 said = Transcript(
                     role="assistant", text=text, item_id=item_id, segment=segment_id(item_id, index)
