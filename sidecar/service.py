@@ -74,7 +74,7 @@ class Sidecar:
             self.dialect,
             self._reply,
             mute=lambda muted: self.uplink.mute(muted),
-            clear=lambda: self.downlink.clear(by_bot=True),
+            clear=self._bot_clear,
             tool_timeout=config.tool_timeout,
         )
         self.downlink = Downlink(
@@ -124,8 +124,19 @@ class Sidecar:
 
     async def _incoming(self, incoming: base.Incoming) -> None:
         if self.recall is not None:
+            if isinstance(incoming, base.ClearPlayout):
+                self._clearing()
             self.recall.incoming(incoming)
         await self.downlink.on_incoming(incoming)
+
+    def _bot_clear(self) -> None:
+        self._clearing()
+        self.downlink.clear(by_bot=True)
+
+    def _clearing(self) -> None:
+        """What of the agent's audio the clear about to come drops, for the record."""
+        if self.recall is not None:
+            self.recall.clearing(self.downlink.voice.playout.buffered_ms)
 
     def _history(self) -> MemorySnapshot | None:
         return None if self.recall is None else self.recall.snapshot()

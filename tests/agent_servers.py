@@ -1058,6 +1058,8 @@ class AgentConfig:
     calls: list[tuple[str, str]] = field(default_factory=list)
     """The next user turns are answered with a client-side FunctionCallRequest
     for these (name, arguments JSON) instead of speech, one turn each."""
+    words: str | None = None
+    """The text of the agent's answers, in place of "the agent's answer"."""
 
 
 @dataclass
@@ -1305,7 +1307,7 @@ class AgentServer(_FakeServer):
         if call is not None:
             self.request_call(conn, *call)
         else:
-            self.respond(conn, "the agent's answer")
+            self.respond(conn, self.config.words or "the agent's answer")
 
     def respond(self, conn: Conn, text: str) -> None:
         state = self.state(conn)

@@ -234,3 +234,29 @@ async def test_memory_off_gives_a_new_session_nothing(tmp_path: Path) -> None:
     kinds = {m["type"] for m in second.received}
     assert kinds == {"session.update", "input_audio_buffer.append"}
     assert not meeting.sidecar.named("memory_restored")
+
+
+async def test_deepgram_reply_cut_by_a_barge_in_is_carried_as_heard(tmp_path: Path) -> None:
+    """Deepgram names no segments: the cut of a 3 s answer the meeting
+    interrupted 1 s in is measured from what never played."""
+    config = AgentConfig(
+        reply_ms=3000, speed=1.0, barge_in_at_ms=1000, answer_barge_in=False, words=WORDS
+    )
+    with trio.fail_after(60), AgentServer(config) as server:
+        args = deepgram_args(server, "--retry-delay", "0.1")
+        async with open_bot_loop(server.url, tmp_path, *args) as meeting:
+            await talk_then_listen(meeting.bot, 0.6, 1.0)
+            cleared = await meeting.sidecar.wait_event(
+                "playout_cleared", lambda e: e["dropped_ms"] > 0, timeout=20
+            )
+            server.current.close(1011, "internal error")
+            await wait_until(lambda: len(server.connections) == 2, what="a new session")
+            second = server.current
+            await wait_until(lambda: bool(second.received), what="the new Settings")
+    assert second.violations == []
+    messages = second.received[0]["agent"]["context"]["messages"]
+    (agent,) = [m for m in messages if m.get("role") == "assistant"]
+    text = agent["content"].removesuffix("…")
+    assert agent["content"].endswith("…")
+    assert text and WORDS.startswith(text) and len(text) < len(WORDS) // 2
+    assert cleared["dropped_ms"] > 0

@@ -8,6 +8,7 @@ SDK models (tests/agent_servers.py validates strictly: no unknown field).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from agent_servers import validate_agent_settings, validate_realtime_client_event
@@ -16,6 +17,7 @@ from sidecar import events
 from sidecar.dialects.base import (
     AddContext,
     ClearedOut,
+    ClearPlayout,
     Heard,
     Notice,
     Options,
@@ -30,7 +32,7 @@ from sidecar.dialects.base import (
 from sidecar.dialects.deepgram_agent import DeepgramAgent
 from sidecar.dialects.openai_realtime import OpenAIRealtime
 from sidecar.memory import AgentState, AgentTurn, ConversationRecord, MemorySnapshot
-from sidecar.recall import Recall
+from sidecar.recall import SLOW_SPEECH_CHARS_PER_S, Recall
 
 RATE = 24000
 AGENT = {
@@ -192,3 +194,27 @@ def test_a_user_turn_transcribed_after_the_reply_began_keeps_its_place() -> None
     turns = recall.snapshot().turns
     assert [type(t).__name__ for t in turns] == ["UserTurn", "AgentTurn"]
     assert [t.text for t in turns] == ["Can you help?", "Sure."]  # type: ignore[union-attr]
+
+
+def test_a_reply_without_segments_is_cut_by_what_never_played() -> None:
+    """Deepgram names no segments: the clear's cut is the reply's audio received
+    less what was still waiting to play when the clear came, of the longer of
+    the audio received and the reply's text spoken slowly."""
+    recall = Recall(ConversationRecord())
+    recall.incoming(Notice(events.Transcript(role="assistant", text=REPLY)))
+    for _ in range(30):
+        recall.incoming(audio(100, None))
+    recall.clearing(unplayed_ms=2000.0)
+    recall.incoming(ClearPlayout())
+    recall.outgoing(ClearedOut())
+    (turn,) = recall.snapshot().turns
+    assert isinstance(turn, AgentTurn) and turn.state is AgentState.INTERRUPTED
+    # Its whole text came first: the reply is at least that text spoken slowly.
+    spoken_ms = math.ceil(len(REPLY) * 1000 / SLOW_SPEECH_CHARS_PER_S)
+    assert (turn.heard_ms, turn.total_ms) == (1000, max(3000, spoken_ms))
+    assert REPLY.startswith(turn.text) and 0 < len(turn.text) <= len(REPLY) * 1000 // spoken_ms
+    # A clear with nothing left to play cuts nothing.
+    recall.incoming(Notice(events.Transcript(role="assistant", text="Done.")))
+    recall.incoming(audio(300, None))
+    recall.clearing(unplayed_ms=0.0)
+    assert recall.snapshot().turns[-1] == AgentTurn("Done.", None, AgentState.STREAMING, 5)
