@@ -95,7 +95,7 @@ class Sidecar:
             history=self._history,
             quiet=self._quiet,
         )
-        mixed = Route(self.outbox, self.link.notify, lambda: self.link.accepting_audio)
+        mixed = Route(self.outbox, self.link.notify)
         self.links = [self.link]
         participants: Route | None = None
         if config.per_participant:
@@ -114,9 +114,7 @@ class Sidecar:
                     redactor=self.redactor,
                 )
                 self.links.append(plink)
-                participants = Route(
-                    self.participant_outbox, plink.notify, lambda: plink.accepting_audio
-                )
+                participants = Route(self.participant_outbox, plink.notify)
         self.uplink = Uplink(config, mixed, participants, log_sink, gate=self.gate)
         self._stopping = False
         self._links_running = len(self.links)
