@@ -498,7 +498,7 @@ class Link:
                     await self._expiring.wait()
                 continue
             late = expires_at is not None and now >= expires_at
-            if late or self._quiet_now(now):
+            if late or (self._quiet_now(now) and not conn.session.replying):
                 self._rotation = ("expiring" if expiring else "cap", now - started)
                 conn.rotate()
                 return

@@ -1120,3 +1120,19 @@ async def _wait_conn(server: RealtimeServer) -> Any:
 async def _until(predicate: Any) -> None:
     while not predicate():
         await trio.sleep(0.01)
+
+
+def test_a_response_in_progress_is_a_reply_the_link_must_not_rotate_over() -> None:
+    session = opened()
+    seen = [session.replying]
+    session.encode(Say("Hello."))  # our response.create: its audio is coming
+    seen.append(session.replying)
+    session.receive(created("resp_1"))
+    seen.append(session.replying)
+    session.receive(done("resp_1"))
+    seen.append(session.replying)
+    session.receive(created("resp_2"))  # the server's own, for the user's turn
+    seen.append(session.replying)
+    session.receive(done("resp_2", "cancelled", "turn_detected"))
+    seen.append(session.replying)
+    assert seen == [False, True, True, False, True, False]

@@ -370,6 +370,10 @@ class DeepgramAgentSession(Session):
         return self._restored
 
     @property
+    def replying(self) -> bool:
+        return self._speaking
+
+    @property
     def audio_ready(self) -> bool:
         return self._applied
 

@@ -445,6 +445,10 @@ class OpenAIRealtimeSession(Session):
     def restored(self) -> MemoryRestored | None:
         return self._restored
 
+    @property
+    def replying(self) -> bool:
+        return self._active is not None or self._requested is not None or bool(self._deferred)
+
     def statistics(self) -> Statistics:
         return replace(self._stats)
 
