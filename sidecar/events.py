@@ -130,6 +130,9 @@ class Transcript(_Event, frozen=True, kw_only=True, tag="transcript"):
     text: str
     item_id: str | None = None
     """The vendor's id of the conversation item (OpenAI); Deepgram has none."""
+    segment: str | None = None
+    """The segment of the agent's audio this text belongs to (as in
+    `agent_speaking`); null where the dialect has none."""
 
 
 class AgentError(_Event, frozen=True, kw_only=True, tag="agent_error"):

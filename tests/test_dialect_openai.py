@@ -46,6 +46,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.dialects.briefing import Briefing
@@ -243,7 +244,13 @@ def test_deltas_play_with_their_segment() -> None:
 def test_truncate_says_what_was_heard() -> None:
     session = opened()
     session.receive(delta("item_a", ms_of_audio(300)))
-    assert one(session.receive('{"type":"input_audio_buffer.speech_started"}')) == ClearPlayout()
+    started = session.receive('{"type":"input_audio_buffer.speech_started"}')
+    assert tuple(started) == (ClearPlayout(), UserSpeaking())
+    # The user's item names the turn; a bad one never stops the clear.
+    named = session.receive('{"type":"input_audio_buffer.speech_started","item_id":"item_u"}')
+    assert tuple(named) == (ClearPlayout(), UserSpeaking("item_u"))
+    odd = session.receive('{"type":"input_audio_buffer.speech_started","item_id":5}')
+    assert tuple(odd) == (ClearPlayout(), UserSpeaking())
     wire = one(session.encode(ClearedOut(Heard("item_a:0", 120))))
     assert wire == (
         '{"type":"conversation.item.truncate","item_id":"item_a","content_index":0,'
@@ -332,7 +339,9 @@ def test_transcripts_become_events() -> None:
         "transcript": "Hello there.",
     }
     notice = one(session.receive(json.dumps(done)))
-    assert notice == as_notice(Transcript(role="assistant", text="Hello there.", item_id="item_a"))
+    assert notice == as_notice(
+        Transcript(role="assistant", text="Hello there.", item_id="item_a", segment="item_a:0")
+    )
     heard = {
         "type": "conversation.item.input_audio_transcription.completed",
         "event_id": "e",
@@ -353,6 +362,7 @@ def test_transcripts_become_events() -> None:
         "role": "user",
         "text": "Hi.",
         "item_id": "item_u",
+        "segment": None,
     }
 
 
@@ -1147,3 +1157,19 @@ async def _wait_conn(server: RealtimeServer) -> Any:
 async def _until(predicate: Any) -> None:
     while not predicate():
         await trio.sleep(0.01)
+
+
+def test_a_response_in_progress_is_a_reply_the_link_must_not_rotate_over() -> None:
+    session = opened()
+    seen = [session.replying]
+    session.encode(Say("Hello."))  # our response.create: its audio is coming
+    seen.append(session.replying)
+    session.receive(created("resp_1"))
+    seen.append(session.replying)
+    session.receive(done("resp_1"))
+    seen.append(session.replying)
+    session.receive(created("resp_2"))  # the server's own, for the user's turn
+    seen.append(session.replying)
+    session.receive(done("resp_2", "cancelled", "turn_detected"))
+    seen.append(session.replying)
+    assert seen == [False, True, True, False, True, False]

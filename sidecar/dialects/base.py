@@ -429,6 +429,12 @@ class Session(abc.ABC):
         `receive` and queues them as a `SessionReply`, in order with the rest."""
         return ()
 
+    @property
+    def replying(self) -> bool:
+        """Is the agent producing a reply whose audio may not have arrived yet
+        (a response in progress)? The link does not rotate the session then."""
+        return False
+
     def restored(self) -> events.MemoryRestored | None:
         """What of the conversation this session's opening carried over (the
         link emits it once the opening is sent); None: nothing was given."""

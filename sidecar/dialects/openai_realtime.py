@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
 import msgspec
 
+from sidecar import memory
 from sidecar.dialects.base import (
     COMMANDS,
     MIXED,
@@ -65,6 +66,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
     Wire,
     WireAudio,
@@ -78,6 +80,7 @@ from sidecar.dialects.notices import (
     notice,
     show,
 )
+from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
 
 if TYPE_CHECKING:
@@ -89,6 +92,9 @@ BYTES_PER_MS: Final = RATE * 2 // 1000
 AUDIO_FORMAT: Final[Mapping[str, object]] = {"type": "audio/pcm", "rate": RATE}
 SESSION_CAP_S: Final = 60 * 60.0
 """The API ends every session after this long (1001 "maximum duration")."""
+ROTATE_MARGIN_S: Final = 5 * 60.0
+"""From 55 minutes on, the sidecar moves to a new session at the first quiet
+moment, so the cap itself (which cuts whatever is playing) is rarely met."""
 MAX_SEGMENTS: Final = 64
 """Reply parts remembered per connection: a barge-in only ever cuts a recent one."""
 MAX_CALLS: Final = 256
@@ -136,10 +142,17 @@ class InputText(msgspec.Struct, frozen=True, tag_field="type", tag="input_text")
     text: str
 
 
+class OutputText(msgspec.Struct, frozen=True, tag_field="type", tag="output_text"):
+    """An assistant message's text (the API takes no assistant audio items)."""
+
+    text: str
+
+
 class MessageItem(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
     role: str
-    """`user` (a turn to answer) or `system` (context, no turn)."""
-    content: list[InputText]
+    """`user` (a turn to answer), `system` (context, no turn), or `assistant`
+    (an earlier reply, carried into a new session)."""
+    content: list[InputText] | list[OutputText]
 
 
 class ConversationItemCreate(_ClientEvent, frozen=True, tag="conversation.item.create"):
@@ -252,12 +265,16 @@ class OutputAudioDone(_ServerEvent, frozen=True, tag=AUDIO_DONE):
 
 
 class SpeechStarted(_ServerEvent, frozen=True, tag=SPEECH_STARTED):
-    """No field is read: nothing in it is needed to stop playback, so nothing may void it."""
+    """Nothing in it is needed to stop playback, so nothing may void it: the
+    user turn's `item_id` is taken as any value, and used only if a string."""
+
+    item_id: Any = None
 
 
 class OutputTranscriptDone(_ServerEvent, frozen=True, tag=OUTPUT_TRANSCRIPT_DONE):
     item_id: str
     transcript: str
+    content_index: int = 0
 
 
 class OutputTextDone(_ServerEvent, frozen=True, tag=OUTPUT_TEXT_DONE):
@@ -375,9 +392,12 @@ class OpenAIRealtimeSession(Session):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_segments: int = MAX_SEGMENTS,
         briefing: Briefing | None = None,
+        history: MemorySnapshot | None = None,
     ) -> None:
         self._session_object = session_object
         self._briefing = briefing if briefing is not None else Briefing()
+        self._history = history
+        self._restored: MemoryRestored | None = None
         self._max_bytes = max_message_bytes
         self._max_segments = max_segments
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
@@ -410,7 +430,37 @@ class OpenAIRealtimeSession(Session):
             prompt = briefing.prompt(base if isinstance(base, str) else None)
             session = session | {"instructions": prompt or ""}
             self._carried = briefing.contexts
-        return (encode(SessionUpdate(session=session)),)
+        return (encode(SessionUpdate(session=session)), *self._seed())
+
+    def _seed(self) -> list[Wire]:
+        """The conversation so far, one item per turn, in order."""
+        if self._history is None:
+            return []
+        wires: list[Wire] = []
+        chars = 0
+        for turn in memory.carried(self._history):
+            match turn:
+                case memory.UserTurn(text=text) | memory.CommandTurn(text=text):
+                    message = MessageItem(role="user", content=[InputText(text)])
+                case memory.AgentTurn():
+                    text = memory.spoken(turn)
+                    message = MessageItem(role="assistant", content=[OutputText(text)])
+                case memory.ToolTurn():
+                    text = memory.tool_note(turn)
+                    message = MessageItem(role="system", content=[InputText(text)])
+            wires.append(encode(ConversationItemCreate(item=message)))
+            chars += turn.chars
+        self._restored = MemoryRestored(
+            turns=len(wires), chars=chars, dropped_turns=self._history.dropped_turns
+        )
+        return wires
+
+    def restored(self) -> MemoryRestored | None:
+        return self._restored
+
+    @property
+    def replying(self) -> bool:
+        return self._active is not None or self._requested is not None or bool(self._deferred)
 
     def statistics(self) -> Statistics:
         return replace(self._stats)
@@ -557,12 +607,18 @@ class OpenAIRealtimeSession(Session):
                 if segment is not None:
                     segment.done = True
                 return ()
-            case SpeechStarted():
+            case SpeechStarted(item_id=item_id):
                 for segment in self._segments.values():
                     segment.cut = True
-                return (ClearPlayout(),)
-            case OutputTranscriptDone(item_id=item_id, transcript=text):
-                return (notice(Transcript(role="assistant", text=text, item_id=item_id)),)
+                # The user's turn takes its place now: its transcript comes later,
+                # often after the reply to it has begun.
+                key = item_id if isinstance(item_id, str) else None
+                return (ClearPlayout(), UserSpeaking(key))
+            case OutputTranscriptDone(item_id=item_id, content_index=index, transcript=text):
+                said = Transcript(
+                    role="assistant", text=text, item_id=item_id, segment=segment_id(item_id, index)
+                )
+                return (notice(said),)
             case OutputTextDone(item_id=item_id, text=text):
                 return (notice(Transcript(role="assistant", text=text, item_id=item_id)),)
             case InputTranscriptCompleted(item_id=item_id, transcript=text):
@@ -832,6 +888,8 @@ class OpenAIRealtime(Dialect):
     # A quarter of the cap: a session-length close sooner than that is no
     # session's end but a server closing early, retried like any failure.
     renew_after_s: ClassVar[float | None] = SESSION_CAP_S / 4
+    session_cap_s: ClassVar[float | None] = SESSION_CAP_S
+    rotate_margin_s: ClassVar[float] = ROTATE_MARGIN_S
     commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
 
     def __init__(self, options: Options) -> None:
@@ -858,4 +916,5 @@ class OpenAIRealtime(Dialect):
             self._prepared.session,
             max_message_bytes=self.options.max_message_bytes,
             briefing=self.briefing,
+            history=history,
         )
