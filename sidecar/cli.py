@@ -443,6 +443,37 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with an error output, and a warning says so (default: %(default)s)",
     )
 
+    mem = p.add_argument_group("meetings that outlast agent sessions")
+    mem.add_argument(
+        "--memory",
+        choices=("on", "off"),
+        default="on" if DEFAULT["memory"] else "off",
+        help="keep the conversation as the meeting heard it and give it to every new "
+        "agent session (default: %(default)s)",
+    )
+    mem.add_argument(
+        "--memory-turns",
+        type=int,
+        default=DEFAULT["memory_turns"],
+        metavar="N",
+        help="turns kept, the oldest dropped first (default: %(default)s)",
+    )
+    mem.add_argument(
+        "--memory-chars",
+        type=int,
+        default=DEFAULT["memory_chars"],
+        metavar="N",
+        help="characters of text kept, the oldest turns dropped first (default: %(default)s)",
+    )
+    mem.add_argument(
+        "--max-session-s",
+        type=float,
+        default=DEFAULT["max_session_s"],
+        metavar="SECONDS",
+        help="move to a new agent session at the first quiet moment after this long, "
+        "if sooner than the vendor's cap (default: the vendor's cap)",
+    )
+
     life = p.add_argument_group("lifecycle and output")
     life.add_argument(
         "--exit-on-stdin-eof",
@@ -591,6 +622,10 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         control=control_endpoint(args.control, args.control_fd),
         control_stdin=args.control_stdin,
         tool_timeout=args.tool_timeout,
+        memory=args.memory == "on",
+        memory_turns=args.memory_turns,
+        memory_chars=args.memory_chars,
+        max_session_s=args.max_session_s,
         per_participant=per_participant,
         per_participant_url=per_participant_url,
         pause_threshold=pause_threshold,

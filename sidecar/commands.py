@@ -209,6 +209,10 @@ def _invalid(line: bytes, reason: str) -> Refusal:
         return refusal("invalid_json", message)
     except msgspec.DecodeError:  # pragma: no cover - the full decoder read it as JSON
         return refusal("invalid_json", reason)
+    except RecursionError:
+        # The full decoder stopped at a field's type before the depth; the
+        # envelope reads every field as any JSON, and goes deeper.
+        return refusal("invalid_json", "nested too deeply for the JSON decoder")
     name = envelope.command if isinstance(envelope.command, str) else None
     echo = envelope.id if _echoable(envelope.id) else None
     found = _FIELD.search(reason)

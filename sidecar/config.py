@@ -28,6 +28,7 @@ from sidecar.calls import TIMEOUT_S
 from sidecar.dialects.base import Options
 from sidecar.fill import HOLD_MS, HOLD_RANGE_MS
 from sidecar.gate import MAX_THRESHOLD
+from sidecar.memory import DEFAULT_MAX_CHARS, DEFAULT_MAX_TURNS
 from sidecar.messages import (
     MAX_MESSAGE_BYTES,
     PARTICIPANT_SAMPLE_RATES,
@@ -148,6 +149,13 @@ class Config:
     """The control socket (--control, --control-fd); None: none."""
     control_stdin: bool = False
     tool_timeout: float = TIMEOUT_S
+    # The conversation record a new agent session is seeded with (sidecar/memory.py).
+    memory: bool = True
+    memory_turns: int = DEFAULT_MAX_TURNS
+    memory_chars: int = DEFAULT_MAX_CHARS
+    max_session_s: float | None = None
+    """Move to a new agent session (at a quiet moment) after this long, if
+    sooner than the dialect's own cap; None: the dialect's cap only."""
     warnings: tuple[str, ...] = ()
 
 
@@ -677,6 +685,9 @@ RANGES: Final = (
     Range("--stats-interval", "stats_interval", 0.005, 86_400),
     Range("--max-participants", "max_participants", 1, 256),
     Range("--tool-timeout", "tool_timeout", 0.1, 3600),
+    Range("--memory-turns", "memory_turns", 1, 10_000),
+    Range("--memory-chars", "memory_chars", 1, 1_000_000),
+    Range("--max-session-s", "max_session_s", 1, 86_400),
     Range("--pause-threshold", "pause_threshold", 0, MAX_THRESHOLD),
     Range("--fill-hold-ms", "fill_hold_ms", HOLD_RANGE_MS.start, HOLD_RANGE_MS.stop - 1),
     Range("--max-retries", "retry.max_retries", 0, 1_000_000),

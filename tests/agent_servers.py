@@ -400,6 +400,12 @@ class RealtimeConfig:
     tone_hz: float = 440.0
     barge_in_at_ms: int | None = None
     """Pretend the user spoke once this much of the first reply was sent."""
+    barge_in_reply: int = 1
+    """Which reply (counting a tool call's) the barge-in cue is for."""
+    words: str | None = None
+    """The transcript of every reply, in place of "reply of N ms": of a cut
+    reply, the share of it its audio sent so far stands for, as the API
+    transcribes only the audio it generated."""
     answer_barge_in: bool = True
     """After a barge-in on cue, commit the turn and answer it."""
     max_session_s: float | None = None
@@ -638,8 +644,17 @@ class RealtimeServer(_FakeServer):
                 )  # fmt: skip
                 return
         elif isinstance(
-            item, RealtimeConversationItemUserMessage | RealtimeConversationItemSystemMessage
+            item,
+            RealtimeConversationItemUserMessage
+            | RealtimeConversationItemSystemMessage
+            | RealtimeConversationItemAssistantMessage,
         ):
+            if isinstance(item, RealtimeConversationItemAssistantMessage) and any(
+                c.type != "output_text" for c in item.content
+            ):
+                # The API refuses assistant audio items (and the beta's `text`).
+                conn.violations.append(f"an assistant item not output_text: {item!r}")
+                return
             text = "".join(c.text or "" for c in item.content)
             with conn.lock:
                 state.messages.append((item.role, text))
@@ -744,7 +759,7 @@ class RealtimeServer(_FakeServer):
             state.responding = threading.Event()
             state.cancel_reason = "turn_detected"
             state.replies += 1
-            first = state.replies == 1
+            first = state.replies == self.config.barge_in_reply
             call = self.config.calls.pop(0) if self.config.calls else None
         if call is not None:
             target: Callable[..., None] = self._call_reply
@@ -920,6 +935,8 @@ class RealtimeServer(_FakeServer):
                 continue
             cancel.wait(ms / 1000 / config.speed)
         words = f"reply of {sent_ms} ms" if instructions is None else instructions
+        if instructions is None and config.words is not None:
+            words = config.words[: len(config.words) * sent_ms // config.reply_ms]
         self._finish(conn, cancel.is_set(), words, ids)
         with conn.lock:
             state.responding = None
@@ -1042,6 +1059,8 @@ class AgentConfig:
     calls: list[tuple[str, str]] = field(default_factory=list)
     """The next user turns are answered with a client-side FunctionCallRequest
     for these (name, arguments JSON) instead of speech, one turn each."""
+    words: str | None = None
+    """The text of the agent's answers, in place of "the agent's answer"."""
 
 
 @dataclass
@@ -1289,7 +1308,7 @@ class AgentServer(_FakeServer):
         if call is not None:
             self.request_call(conn, *call)
         else:
-            self.respond(conn, "the agent's answer")
+            self.respond(conn, self.config.words or "the agent's answer")
 
     def respond(self, conn: Conn, text: str) -> None:
         state = self.state(conn)

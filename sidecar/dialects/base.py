@@ -417,11 +417,23 @@ class Session(abc.ABC):
     def keepalive(self) -> Sequence[Wire]:
         return ()
 
+    @property
+    def commands_dropped(self) -> int:
+        """The bot's commands this session held and had to let go past its
+        bounds (OpenAI: a `say` waiting for its turn); counted in `stats`."""
+        return 0
+
     def replies(self) -> Sequence[Wire]:
         """Messages the last `receive` made the session owe the server (a pong,
         a deferred `response.create`); the link takes them after each
         `receive` and queues them as a `SessionReply`, in order with the rest."""
         return ()
+
+    @property
+    def replying(self) -> bool:
+        """Is the agent producing a reply whose audio may not have arrived yet
+        (a response in progress)? The link does not rotate the session then."""
+        return False
 
     def restored(self) -> events.MemoryRestored | None:
         """What of the conversation this session's opening carried over (the
@@ -489,6 +501,12 @@ class Dialect(abc.ABC):
 
     def __init__(self, options: Options) -> None:
         self.options = options
+
+    @property
+    def commands_dropped(self) -> int:
+        """What the run's kept instructions and context let go past their
+        bounds (dialects/briefing.py); counted in `stats`."""
+        return 0
 
     def refuses(self, command: str) -> str | None:
         """Why this dialect cannot do `command` (a name in `COMMANDS`), for the
