@@ -106,6 +106,8 @@ class GeminiConfig:
     go_away_after_s: float | None = None
     """Each connection: a goAway this long after setupComplete, then the close."""
     go_away_left_s: float = 0.5
+    handles_expire: bool = False
+    """Every handle is refused as expired (valid 2 hours): the close modelled as 1007."""
 
 
 @dataclass
@@ -233,6 +235,10 @@ class GeminiServer(_FakeServer):
                 conn.violations.append(f"no {key}")
         handle = setup.get("sessionResumption", {}).get("handle")
         if handle is not None:
+            if self.config.handles_expire:
+                # Modelled: the docs do not say how an expired handle is refused.
+                conn.close(1007, "Request contains an invalid argument.")
+                return
             if handle not in self.handles:
                 # Modelled: the docs do not say how a bad handle is refused.
                 conn.violations.append(f"unknown handle {handle!r}")

@@ -308,7 +308,7 @@ def test_interrupted_clears_the_playout_and_drops_the_rest_of_that_turn() -> Non
     session.receive(content(output_transcription=types.Transcription(text="Sure, ")))
     out = session.receive(content(interrupted=True))
     assert out == [
-        Notice(Transcript(role="assistant", text="Sure,", item_id="gemini-1")),
+        Notice(Transcript(role="assistant", text="Sure,", segment="gemini-1")),
         ClearPlayout(),
         UserSpeaking(),
     ]
@@ -362,7 +362,7 @@ def test_transcription_pieces_are_one_transcript_per_turn() -> None:
     session.receive(content(output_transcription=types.Transcription(text="it is booked.")))
     out = session.receive(content(generation_complete=True))
     assert out == [
-        Notice(Transcript(role="assistant", text="Done, it is booked.", item_id="gemini-1"))
+        Notice(Transcript(role="assistant", text="Done, it is booked.", segment="gemini-1"))
     ]
     assert session.receive(content(turn_complete=True)) == []
 

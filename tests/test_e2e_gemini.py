@@ -150,6 +150,11 @@ async def test_a_go_away_is_followed_by_a_connection_that_resumes(tmp_path: Path
             await wait_until(
                 lambda: fake.state(second).user_texts == ["What was it?"], 10, "the new turn"
             )
+    # The goAway moved the sidecar to a new connection at once, no failure.
+    assert [e["reason"] for e in meeting.sidecar.named("session_rotated")] == ["expiring"]
+    assert not meeting.sidecar.named("retrying")
+    (restored,) = meeting.sidecar.named("memory_restored")
+    assert restored["turns"] >= 2
     first = fake.connections[0]
     assert first.violations == [] and second.violations == []
     handle = second.received[0]["setup"]["sessionResumption"]["handle"]
@@ -241,3 +246,35 @@ async def test_the_bots_clear_stops_the_reply_and_drops_the_rest_of_its_turn(
             )
     assert fake.connections[0].violations == []
     assert heard < 2000  # of the 4 s the agent sent
+
+
+async def test_without_a_valid_handle_the_record_seeds_the_new_session(tmp_path: Path) -> None:
+    """The handle is refused (expired): the next connection gives the server the
+    conversation as initial history instead, before any audio, unanswered."""
+    config = GeminiConfig(reply_ms=400, go_away_after_s=3.0, go_away_left_s=0.3)
+    config.handles_expire = True
+    control = tmp_path / "control.sock"
+    with trio.fail_after(60), GeminiServer(config) as fake:
+        args = gemini_args("--control", str(control), "--retry-delay", "0.1")
+        async with open_bot_loop(fake.url, tmp_path, *args, env=key_env(fake)) as meeting:
+            client = await _control(control)
+            await client.send({"command": "user_text", "id": "u1", "text": "Remember 42."})
+            await client.wait("transcript", role="assistant")
+            await wait_until(lambda: len(fake.connections) >= 3, 20, "a seeded connection")
+            seeded = fake.connections[2]
+            await wait_until(lambda: fake.state(seeded).ready, 10, "its setupComplete")
+            await wait_until(lambda: len(seeded.received) >= 2, 10, "its history")
+            await meeting.sidecar.wait_event("memory_restored", timeout=10)
+    refused, seeded = fake.connections[1], fake.connections[2]
+    assert "handle" in refused.received[0]["setup"]["sessionResumption"]
+    setup = seeded.received[0]["setup"]
+    assert setup["sessionResumption"] == {}
+    assert setup["historyConfig"] == {"initialHistoryInClientContent": True}
+    history = seeded.received[1]["clientContent"]
+    assert history["turnComplete"] is True
+    said = [(t["role"], t["parts"][0]["text"]) for t in history["turns"]]
+    assert ("user", "Remember 42.") in said
+    assert any(role == "model" for role, _ in said)
+    assert all(c.violations == [] for c in fake.connections)
+    state = fake.state(seeded)
+    assert not state.history_open and state.replies == 0

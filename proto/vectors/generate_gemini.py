@@ -114,8 +114,8 @@ def event(name: str, text_: str | None = None) -> dict[str, Any]:
     return {"kind": "notice", "event": body}
 
 
-def transcript(role: str, said: str, item_id: str | None = None) -> dict[str, Any]:
-    body = {"event": "transcript", "role": role, "text": said, "item_id": item_id}
+def transcript(role: str, said: str, segment: str | None = None) -> dict[str, Any]:
+    body = {"event": "transcript", "role": role, "text": said, "item_id": None, "segment": segment}
     return {"kind": "notice", "event": body}
 
 

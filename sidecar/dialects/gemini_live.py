@@ -18,7 +18,8 @@ transcriptions come in pieces; each side's pieces are joined into one
 `turnComplete` or `interrupted` (what it had said until then), the user's
 as soon as the agent's turn starts (or at `turnComplete`, or `finished`).
 Every reply is one segment (`gemini-N`, numbered over the run), which the
-agent's transcript names as its `item_id`.
+agent's transcript names (`segment`: Gemini has no item ids), so the
+conversation record keeps of a cut reply what the meeting heard.
 
 Memory: the server hands out resumption handles (`sessionResumptionUpdate`);
 the dialect keeps the newest for the run, and a new connection's setup
@@ -697,7 +698,7 @@ class GeminiLiveSession(Session):
         text = self._said.take()
         if not text:
             return ()
-        return (notice(Transcript(role="assistant", text=text, item_id=self._segment)),)
+        return (notice(Transcript(role="assistant", text=text, segment=self._segment)),)
 
     def _tool_call(self, call: ToolCall) -> Sequence[Incoming]:
         out: list[Incoming] = []
