@@ -45,7 +45,7 @@ class Redactor:
         """`configured`: config.secrets(); plus every dialect's credential variable."""
         from sidecar.dialects import DIALECTS
 
-        names = {d.auth_env for d in DIALECTS.values() if d.auth_env is not None}
+        names = {name for d in DIALECTS.values() for name in d.credential_envs()}
         found = [*configured, *(environ.get(name, "") for name in sorted(names))]
         # A token is used stripped (the dialects strip it): hide both spellings.
         found += [s.strip() for s in found]
