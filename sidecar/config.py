@@ -34,6 +34,7 @@ from sidecar.messages import (
     SAMPLE_RATES,
     ParticipantSampleRate,
     SampleRate,
+    validation_parts,
 )
 from sidecar.resample import Quality
 from sidecar.retry import RetryConfig
@@ -275,8 +276,7 @@ def parse_settings(text: str) -> WebsocketSettings:
 
 def _settings_error(text: str) -> tuple[str, str]:
     """msgspec's "<reason> - at `$.path`" as (dotted field name, plain reason)."""
-    reason, _, where = text.partition(" - at `")
-    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    reason, path = validation_parts(text)
     # A missing or unknown key is reported at its parent; name the key itself.
     for prefix, plain in (
         ("Object missing required field ", "is required"),

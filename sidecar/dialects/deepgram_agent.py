@@ -63,6 +63,7 @@ from sidecar.dialects.base import (
     WireAudio,
 )
 from sidecar.dialects.briefing import Briefing
+from sidecar.dialects.jsonwire import where
 from sidecar.dialects.notices import (
     AgentError,
     AgentEvent,
@@ -486,7 +487,7 @@ def prepare_settings(user: object, rate: int) -> Prepared:
     try:
         given = msgspec.convert(user, _UserSettings)
     except msgspec.ValidationError as exc:
-        problem = f"--session is not a Voice Agent Settings object: {_where(exc)}"
+        problem = f"--session is not a Voice Agent Settings object: {where(exc)}"
         return Prepared(Settings(audio=ours, agent={}), (problem,))
     warnings: list[str] = []
     if given.type is not UNSET and given.type != "Settings":
@@ -534,12 +535,6 @@ def current_think(
         return entry | {"prompt": prompt or ""}
 
     return update(think) if isinstance(think, dict) else [update(t) for t in think]
-
-
-def _where(exc: msgspec.ValidationError) -> str:
-    reason, _, where = str(exc).partition(" - at `")
-    field = where.rstrip("`").removeprefix("$").removeprefix(".")
-    return f"`{field}`: {reason}" if field else reason
 
 
 # -- the dialect ------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ from sidecar.dialects.base import (
     Session,
     Wire,
 )
-from sidecar.dialects.twilio import tag_of
+from sidecar.dialects.jsonwire import tag_of
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.link import tls_context
 from sidecar.ratelimit import TokenBucket
