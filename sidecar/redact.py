@@ -39,6 +39,13 @@ def secret_words(found: Iterable[str]) -> tuple[str, ...]:
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.words = secret_words(secrets)
+        self._base = self.words
+
+    def connection_secrets(self, secrets: Iterable[str]) -> None:
+        """Secrets of the current connection alone (a signed URL's token),
+        hidden besides the run's; they replace the previous connection's, so
+        reconnecting for days keeps the list the size it was."""
+        self.words = secret_words((*self._base, *secrets))
 
     @classmethod
     def for_run(cls, configured: Iterable[str], environ: Mapping[str, str]) -> Redactor:

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -82,15 +82,6 @@ MAX_LISTED_VIOLATIONS = 10
 MAX_DRAIN_S = 30.0
 HARD_MAX_MESSAGE = 8 * messages.MAX_MESSAGE_BYTES
 CLOSE_TIMEOUT_S = 2.0
-
-SERVER_AUDIO: Final = {
-    "attendee": "realtime_audio.bot_output",
-    "twilio": "media",
-    "vonage": "binary audio",
-    "openai-realtime": "response.output_audio.delta",
-    "deepgram-agent": "binary audio",
-}
-"""What each dialect calls the server's audio, for the report (default: "audio")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,7 +648,7 @@ def _summarise_session(
         report.add(
             "bot_output",
             "fail" if options.require_output else "warn",
-            f"no {SERVER_AUDIO.get(options.protocol, 'audio')} came back: "
+            f"no {dialects.DIALECTS[options.protocol].server_audio} came back: "
             "the bot would stay silent",
         )
     if report.marks or report.clears:
@@ -779,8 +770,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--sample-rate",
         type=int,
-        choices=messages.SAMPLE_RATES,
-        help="rate of the audio sent, where the dialect lets it be chosen [default: 16000]",
+        help="rate of the audio sent, where the dialect lets it be chosen (one of its "
+        "rates, as `run` checks them) [default: the dialect's]",
     )
     p.add_argument(
         "--header",
