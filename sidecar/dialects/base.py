@@ -22,10 +22,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from sidecar import events
 from sidecar.messages import MAX_MESSAGE_BYTES, MessageError
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 Wire = str | bytes
 """One websocket message: text (str) or binary (bytes)."""
@@ -250,6 +253,23 @@ class SessionEnded:
     to its session (a pending tool call) died with it."""
 
 
+@dataclass(frozen=True, slots=True)
+class SessionExpiring:
+    """The server says this session ends within `within_s` seconds (Gemini's
+    goAway): the link rotates to a new one at the next quiet moment before then."""
+
+    within_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpeaking:
+    """The server heard the meeting start a turn (its VAD): the link waits for a
+    quiet moment before rotating the session."""
+
+    item: str | None = None
+    """The vendor's id of the turn whose transcript comes later, if it has one."""
+
+
 Incoming = (
     PlayAudio
     | ClearPlayout
@@ -260,6 +280,8 @@ Incoming = (
     | ToolCallIn
     | ToolCallCancelledIn
     | SessionEnded
+    | SessionExpiring
+    | UserSpeaking
 )
 
 
@@ -379,6 +401,11 @@ class Session(abc.ABC):
         `receive` and queues them as a `SessionReply`, in order with the rest."""
         return ()
 
+    def restored(self) -> events.MemoryRestored | None:
+        """What of the conversation this session's opening carried over (the
+        link emits it once the opening is sent); None: nothing was given."""
+        return None
+
     def reconnect_at_once(self, code: int | None, reason: str) -> bool:
         """Does this close say it is the server's routine end of a session (not
         a failure), to be followed by a new connection without the retry delay?
@@ -429,6 +456,11 @@ class Dialect(abc.ABC):
     renew_after_s: ClassVar[float | None] = None
     """How long a session must have lived for its `reconnect_at_once` close to
     be believed (a plausible share of the vendor's session cap); None: never."""
+    session_cap_s: ClassVar[float | None] = None
+    """The vendor's longest session; None: no cap known."""
+    rotate_margin_s: ClassVar[float] = 0.0
+    """How long before `session_cap_s` the link starts looking for a quiet
+    moment to move to a new session."""
     commands: ClassVar[frozenset[str]] = frozenset()
     """The dialect-specific commands (`COMMANDS`' names) this dialect encodes;
     any other is answered `unsupported` before it is queued."""
@@ -506,6 +538,15 @@ class Dialect(abc.ABC):
     def warnings(self) -> Sequence[str]:
         return ()
 
+    @property
+    def rotate_after_s(self) -> float | None:
+        """When a session should move to a new one, at a quiet moment."""
+        if self.session_cap_s is None:
+            return None
+        return max(self.session_cap_s - self.rotate_margin_s, 0.0)
+
     @abc.abstractmethod
-    def session(self) -> Session:
-        """A new connection's state."""
+    def session(self, history: MemorySnapshot | None = None) -> Session:
+        """A new connection's state; `history` is the conversation so far, for a
+        dialect that can seed a new session with it (None: the first
+        connection, or --memory off)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -75,6 +75,9 @@ from sidecar.dialects.notices import (
     show,
 )
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 KEEPALIVE_S: Final = 8.0
 """Deepgram: "While idle, send one KeepAlive every 8 seconds"."""
@@ -580,7 +583,7 @@ class DeepgramAgent(Dialect):
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
-    def session(self) -> DeepgramAgentSession:
+    def session(self, history: MemorySnapshot | None = None) -> DeepgramAgentSession:
         return DeepgramAgentSession(
             self._prepared.settings,
             self.options.sample_rate,

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
 import msgspec
 
@@ -79,6 +79,9 @@ from sidecar.dialects.notices import (
     show,
 )
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 RATE: Final = 24000
 """The only PCM rate the Realtime API takes and gives."""
@@ -818,7 +821,7 @@ class OpenAIRealtime(Dialect):
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
-    def session(self) -> OpenAIRealtimeSession:
+    def session(self, history: MemorySnapshot | None = None) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(
             self._prepared.session,
             max_message_bytes=self.options.max_message_bytes,

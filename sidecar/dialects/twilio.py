@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, ClassVar, Final
+from typing import TYPE_CHECKING, Annotated, ClassVar, Final
 
 import msgspec
 
@@ -71,6 +71,9 @@ from sidecar.dialects.server import (
     register,
 )
 from sidecar.messages import ErrorCode, MessageError, too_large
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 RATE = 8000
 TRACK = "inbound"
@@ -391,7 +394,7 @@ class Twilio(Dialect):
             found.append(f"stream parameter {name!r} is given twice; the last value is sent")
         return found
 
-    def session(self) -> TwilioSession:
+    def session(self, history: MemorySnapshot | None = None) -> TwilioSession:
         return TwilioSession(
             stream_sid=self._sids("MZ"),
             call_sid=self.call_sid,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
 
@@ -60,6 +60,9 @@ from sidecar.dialects.server import (
     register,
 )
 from sidecar.messages import ErrorCode, MessageError, too_large
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 RATES: Final = (8000, 16000)
 FRAME_MS: Final = 20
@@ -263,7 +266,7 @@ class Vonage(Dialect):
             found.append(f"stream parameter {name!r} would replace the message's own field")
         return found
 
-    def session(self) -> VonageSession:
+    def session(self, history: MemorySnapshot | None = None) -> VonageSession:
         return VonageSession(
             rate=self.options.sample_rate,
             headers=self.options.stream_params,
