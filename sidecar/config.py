@@ -340,8 +340,10 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
     headers = config.headers
     auth = dialect.auth_header
 
+    carriers = {auth.lower(), *(name.lower() for name in dialect.auth_alternatives)}
+
     def authorized() -> bool:
-        return any(name.lower() == auth.lower() for name, _ in headers)
+        return any(name.lower() in carriers for name, _ in headers)
 
     envs = dialect.credential_envs()
     if not authorized():
