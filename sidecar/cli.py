@@ -72,16 +72,28 @@ EVENT_NAMES = textwrap.fill(
 COMMAND_NAMES = textwrap.fill(
     ", ".join(commands.NAMES), width=78, initial_indent="  ", subsequent_indent="  "
 )
-VENDOR_DIALECTS = tuple(name for name, d in dialects.DIALECTS.items() if d.default_url)
-CREDENTIAL_ENVS = "\n".join(
-    f"  {env}\n{'':19}--protocol {name}: {d.auth_header} (a --header wins)"
-    for name, d in dialects.DIALECTS.items()
-    for env in d.credential_envs()
-)
-PROTOCOLS = "; ".join(
-    f"{name}: {d.summary}" if d.summary else name for name, d in dialects.DIALECTS.items()
-)
-STOP_ON_CLOSE = tuple(n for n, d in dialects.DIALECTS.items() if not d.reconnect_on_clean_close)
+
+
+def _vendor_dialects() -> tuple[str, ...]:
+    return tuple(name for name, d in dialects.DIALECTS.items() if d.default_url)
+
+
+def _credential_envs() -> str:
+    return "\n".join(
+        f"  {env}\n{'':19}--protocol {name}: {d.auth_header} (a --header wins)"
+        for name, d in dialects.DIALECTS.items()
+        for env in d.credential_envs()
+    )
+
+
+def _protocols() -> str:
+    return "; ".join(
+        f"{name}: {d.summary}" if d.summary else name for name, d in dialects.DIALECTS.items()
+    )
+
+
+def _stop_on_close() -> tuple[str, ...]:
+    return tuple(n for n, d in dialects.DIALECTS.items() if not d.reconnect_on_clean_close)
 
 
 def _takers(flag: str) -> list[tuple[str, str]]:
@@ -127,7 +139,8 @@ def _participant_rates() -> tuple[int, ...]:
     )
 
 
-RUN_EPILOG = f"""\
+def _run_epilog() -> str:
+    return f"""\
 Either --url or --settings names the server; with neither, {URL_ENV} is used.
 Give one of --audio-in/--audio-in-fd and one of --audio-out/--audio-out-fd.
 The bot's commands come on --control, --control-fd or --control-stdin, each
@@ -141,7 +154,7 @@ may read (/proc/PID/cmdline):
   {HEADERS_ENV}  the same lines in an environment variable, sent before the
                    --header ones
   {URL_ENV}      the URL, for one with a token in its query
-{CREDENTIAL_ENVS}
+{_credential_envs()}
 
 events (stdout, one JSON object per line, each with "event" and "ts_ms"):
 {EVENT_NAMES}.
@@ -164,7 +177,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "run",
         help="run the sidecar: bot sockets <-> websocket",
         description="Stream a bot's audio to a websocket server and play its answers back.",
-        epilog=RUN_EPILOG,
+        epilog=_run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ws = p.add_argument_group("websocket server")
@@ -172,13 +185,13 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--protocol",
         choices=tuple(dialects.DIALECTS),
         default=dialects.DEFAULT,
-        help=f"the dialect spoken on the websocket: {PROTOCOLS} (default: %(default)s)",
+        help=f"the dialect spoken on the websocket: {_protocols()} (default: %(default)s)",
     )
     ws.add_argument(
         "--url",
         metavar="URL",
         help=f"ws:// or wss:// URL of your server (or env {URL_ENV}; "
-        f"{' and '.join(VENDOR_DIALECTS)} default to the vendor's)",
+        f"{' and '.join(_vendor_dialects())} default to the vendor's)",
     )
     ws.add_argument(
         "--settings",
@@ -285,7 +298,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=get_args(ReconnectOnClose),
         default="auto",
         help="after the server closes cleanly (1000): reconnect, or stop with exit 0 "
-        f"(the call ended); auto: stop for {' and '.join(STOP_ON_CLOSE) or 'none'}, whose "
+        f"(the call ended); auto: stop for {' and '.join(_stop_on_close()) or 'none'}, whose "
         "servers close so at the end of the call, reconnect for the rest "
         "(default: %(default)s)",
     )
