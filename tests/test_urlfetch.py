@@ -16,13 +16,14 @@ from support import WsServer, sidecar_args, wait_until
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
-from sidecar import cli, events, urlfetch
+from sidecar import cli, dialects, events, urlfetch
 from sidecar.config import Config, dialect_options
 from sidecar.dialects.attendee import Attendee
 from sidecar.dialects.base import Incoming, UrlAnswerError, UrlRequest
 from sidecar.link import Link, LinkRejected
 from sidecar.link import tls_context as system_tls
 from sidecar.outbox import Outbox
+from sidecar.tools import check
 
 KEY = "sk-url-request-secret-0123456789"
 
@@ -237,3 +238,36 @@ async def test_a_4xx_answer_is_a_rejection_anything_else_a_failure_retried(
         assert not isinstance(info.value, LinkRejected)
         assert "holds no signed_url" in str(gave_up["reason"]) and len(http.requests) == 2
     assert KEY not in out.getvalue().decode()
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 401])
+async def test_check_fetches_the_url_as_run_does(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    paths: list[str] = []
+
+    def record(ws: ServerConnection, request: Request) -> Response | None:
+        paths.append(request.path)
+        return None
+
+    monkeypatch.setitem(dialects.DIALECTS, "signed-test", SignedUrlAttendee)
+    with trio.fail_after(30), WsServer(process_request=record) as ws_server:
+        url = ws_server.url + "?token=check-token-abcdef"
+        http = HttpServer([Answer(status, signed(url))])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(http.run)
+            monkeypatch.setattr(SignedUrlAttendee, "base", http.base)
+            options = check.CheckOptions(
+                url="ws://127.0.0.1:9/unused", protocol="signed-test", seconds=0.2, quiet_after=0.2
+            )
+            report = await check.run_check(options)
+            nursery.cancel_scope.cancel()
+    (finding,) = [f for f in report.findings if f.step == "url_request"]
+    if status == 200:
+        assert finding.status == "ok" and paths == ["/audio?token=check-token-abcdef"]
+        assert "check-token-abcdef" not in finding.text
+    else:
+        assert finding.status == "fail" and "HTTP 401" in finding.text and paths == []
