@@ -353,7 +353,8 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
             # signed with it): held to the rules of a header value all the same.
             check_header_value(found[1], found[0])
         headers += dialect.auth_headers(environ, config.url)
-        if config.url == dialect.default_url and envs and not authorized():
+        needed = envs and dialect.auth_required
+        if config.url == dialect.default_url and needed and not authorized():
             raise ConfigError(
                 f"--protocol {config.protocol} needs credentials: set {' or '.join(envs)} "
                 f"or give --header '{auth}: ...'"

@@ -128,6 +128,14 @@ def test_the_configuration_validates_as_the_dialect_says(tmp_path: Path) -> None
         cli.build_config(args, {})
 
 
+def test_a_dialect_with_public_endpoints_needs_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Throwaway, "auth_required", False)
+    config = _build(tmp_path, environ={})
+    assert config.url == Throwaway.default_url and config.headers == ()
+
+
 def test_check_takes_it_as_a_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THROWAWAY_KEY", KEY)
     assert _says(_help("check"), NAME)
