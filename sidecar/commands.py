@@ -27,6 +27,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UserText,
 )
+from sidecar.messages import validation_parts
 
 MAX_LINE_BYTES: Final = 1 << 20
 """A command line longer than this (its newline not counted) is refused
@@ -233,7 +234,7 @@ def _invalid(line: bytes, reason: str) -> Refusal:
     elif "missing required field" in reason:
         message = f"`{field}` is missing"
     else:
-        message = f"`{field}`: {reason.partition(' - at ')[0]}"
+        message = f"`{field}`: {validation_parts(reason)[0]}"
     return refusal("invalid_field", message, echo, name)
 
 

@@ -45,8 +45,16 @@ import trio
 import trio_websocket as tw
 from wsproto.utilities import ProtocolError
 
-from sidecar import events
-from sidecar.config import Config, redact_url, request_target, secrets
+from sidecar import events, urlfetch
+from sidecar.config import (
+    Config,
+    ConfigError,
+    check_url,
+    redact_url,
+    request_secrets,
+    request_target,
+    secrets,
+)
 from sidecar.connection import (
     NETWORK_ERRORS,
     NORMAL_CLOSURE,
@@ -67,6 +75,7 @@ from sidecar.dialects.base import (
     PlayAudio,
     SessionEnded,
     SessionExpiring,
+    UrlAnswerError,
     UserSpeaking,
 )
 from sidecar.fastpath import DirectStream
@@ -402,8 +411,9 @@ class Link:
         async with trio.open_nursery() as nursery:
             try:
                 try:
+                    target = await self._connection_target()
                     with trio.fail_after(config.connect_timeout):
-                        stream = await self._open_stream()
+                        stream = await self._open_stream(target)
                         history = None
                         if self._history is not None and self._stats.connects:
                             history = self._history()
@@ -417,8 +427,8 @@ class Link:
                         )
                         await conn.handshake(
                             nursery,
-                            self._target.host_header,
-                            self._target.resource,
+                            target.host_header,
+                            target.resource,
                             self._headers,
                             # Our own limit (config.max_message_bytes) answers with an
                             # error reply; this hard cap only stops a hostile server's
@@ -450,6 +460,35 @@ class Link:
                         await self._on_incoming(SessionEnded())
                     await trio.aclose_forcefully(conn.stream)
                 nursery.cancel_scope.cancel()
+
+    async def _connection_target(self) -> _Target:
+        """Where this connection goes: the run's URL, or the one the dialect
+        reads from its per-connection request's answer (a signed URL that
+        expires: fetched anew for every connection). Judged as a handshake
+        is: a 4xx answer is a rejection (exit 4), anything else a failure,
+        retried; bounded by --connect-timeout and in bytes (urlfetch)."""
+        request = self._dialect.url_request(self._url, os.environ)
+        if request is None:
+            return self._target
+        what = f"the URL request to {redact_url(request.url)}"
+        # Its own secrets (its key header, its query) are hidden from here on.
+        self._redact.connection_secrets(request_secrets(request.headers, (request.url,)))
+        try:
+            with trio.fail_after(self._config.connect_timeout):
+                status, body = await urlfetch.fetch(request, tls_context(self._config.ca_file))
+            url = self._dialect.url_from_answer(self._url, status, body)
+            check_url(url, "the URL from the answer")
+            target = _Target.parse(url)
+        except trio.TooSlowError:
+            raise HandshakeFailed(
+                f"{what}: no answer within {self._config.connect_timeout:g} s"
+            ) from None
+        except urlfetch.UrlFetchFailed as exc:
+            raise HandshakeFailed(f"{what}: {exc.reason}", exc.status) from None
+        except (UrlAnswerError, ConfigError, ValueError) as exc:
+            raise HandshakeFailed(f"{what}: {exc}") from None
+        self._redact.connection_secrets(request_secrets(request.headers, (request.url, url)))
+        return target
 
     def _judge(self, conn: Connection, end: End) -> End:
         """The supervisor's reading of a close: the end of the call, or a
@@ -510,11 +549,11 @@ class Link:
                 return
             await trio.sleep(QUIET_POLL_S)
 
-    async def _open_stream(self) -> DirectStream:
-        target = self._target
+    async def _open_stream(self, target: _Target) -> DirectStream:
         tcp = await trio.open_tcp_stream(target.host, target.port)
+        context = (self._ssl or tls_context(self._config.ca_file)) if target.tls else None
         try:
-            return await DirectStream.open(tcp, self._ssl, target.host)
+            return await DirectStream.open(tcp, context, target.host)
         except BaseException:
             await trio.aclose_forcefully(tcp)
             raise

@@ -268,7 +268,16 @@ class Conn:
 class _FakeServer:
     """websockets' threaded server on 127.0.0.1, port 0, with an auth check."""
 
-    def __init__(self, accept: Callable[[str], bool], reject_body: str) -> None:
+    def __init__(
+        self,
+        accept: Callable[[str], bool],
+        reject_body: str,
+        auth_header: str = "Authorization",
+        path: str | None = None,
+    ) -> None:
+        self._auth_header = auth_header
+        self._path = path
+        """The one request target served (None: any); another is a 404."""
         self._accept = accept
         self._reject_body = reject_body
         self.connections: list[Conn] = []
@@ -324,7 +333,9 @@ class _FakeServer:
     def _request(self, ws: ServerConnection, request: Request) -> Response | None:
         with self._lock:
             self.handshakes += 1
-        if self._accept(request.headers.get("Authorization", "")):
+        if self._path is not None and request.path != self._path:
+            return ws.respond(404, "Not Found\n")
+        if self._accept(request.headers.get(self._auth_header, "")):
             return None
         with self._lock:
             self.rejected += 1
@@ -392,6 +403,11 @@ MAX_DURATION = "Your session hit the maximum duration of 60 minutes."
 @dataclass
 class RealtimeConfig:
     api_key: str = "sk-test"
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    """The key is accepted as `auth_header: auth_scheme KEY` ("" : the key alone)."""
+    path: str = "/v1/realtime?model=gpt-realtime"
+    """The request target served: OpenAI's, or Azure's or xAI's (compatible APIs)."""
     reply_ms: int = 1500
     speed: float = 4.0
     """How much faster than real time replies are streamed."""
@@ -470,7 +486,11 @@ class RealtimeServer(_FakeServer):
                 }
             }
         )
-        super().__init__(lambda header: header == f"Bearer {key}", body)
+        scheme = self.config.auth_scheme
+        expected = f"{scheme} {key}" if scheme else key
+        super().__init__(
+            lambda header: header == expected, body, self.config.auth_header, self.config.path
+        )
         self.states: dict[int, _RealtimeState] = {}
         self._events = _ids("event")
         self._item_ids = _ids("item")
@@ -478,7 +498,7 @@ class RealtimeServer(_FakeServer):
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime?model=gpt-realtime"
+        return f"ws://127.0.0.1:{self.port}{self.config.path}"
 
     def state(self, conn: Conn) -> _RealtimeState:
         return self.states[id(conn)]

@@ -464,6 +464,13 @@ class Dialect(abc.ABC):
     """Where there are several (GEMINI_API_KEY, GOOGLE_API_KEY): the first set wins."""
     auth_header: ClassVar[str] = "Authorization"
     """The handshake header `auth_headers` makes; one the user gives wins."""
+    auth_required: ClassVar[bool] = True
+    """Must a key be set (or a header given) to reach `default_url`? False
+    where the vendor has public endpoints too (ElevenLabs' public agents)."""
+    auth_alternatives: ClassVar[tuple[str, ...]] = ()
+    """Other headers that carry a key to a compatible endpoint (Azure's
+    `api-key`): with one of them given, no `auth_header` is made from the
+    environment (it would hand the vendor's key to another's server)."""
     auth_scheme: ClassVar[str] = "Bearer"
     """The word before the key in `auth_header` (Bearer, Token); "" for the key alone
     (`xi-api-key: KEY`, `api-key: KEY`)."""

@@ -65,6 +65,7 @@ from sidecar.dialects.base import (
     WireAudio,
 )
 from sidecar.dialects.briefing import Briefing
+from sidecar.dialects.jsonwire import where
 from sidecar.dialects.notices import (
     AgentError,
     AgentEvent,
@@ -533,7 +534,7 @@ def prepare_settings(user: object, rate: int) -> Prepared:
     try:
         given = msgspec.convert(user, _UserSettings)
     except msgspec.ValidationError as exc:
-        problem = f"--session is not a Voice Agent Settings object: {_where(exc)}"
+        problem = f"--session is not a Voice Agent Settings object: {where(exc)}"
         return Prepared(Settings(audio=ours, agent={}), (problem,))
     warnings: list[str] = []
     if given.type is not UNSET and given.type != "Settings":
@@ -599,12 +600,6 @@ def _function_call(turn: memory.ToolTurn) -> dict[str, Any]:
         "response": response,
     }
     return {"type": "History", "function_calls": [call]}
-
-
-def _where(exc: msgspec.ValidationError) -> str:
-    reason, _, where = str(exc).partition(" - at `")
-    field = where.rstrip("`").removeprefix("$").removeprefix(".")
-    return f"`{field}`: {reason}" if field else reason
 
 
 # -- the dialect ------------------------------------------------------------------------------

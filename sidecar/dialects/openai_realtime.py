@@ -878,6 +878,8 @@ class OpenAIRealtime(Dialect):
     name: ClassVar[str] = "openai-realtime"
     default_url: ClassVar[str | None] = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     auth_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    # Azure OpenAI's key header: OPENAI_API_KEY is not sent beside it.
+    auth_alternatives: ClassVar[tuple[str, ...]] = ("api-key",)
     summary: ClassVar[str] = (
         "OpenAI's Realtime API (and the compatible Azure OpenAI and xAI, with --url)"
     )
