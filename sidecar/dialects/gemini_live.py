@@ -102,7 +102,13 @@ from sidecar.dialects.base import (
 )
 from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import AgentEvent, Transcript, notice, show
-from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError, decode_json
+from sidecar.messages import (
+    MAX_MESSAGE_BYTES,
+    ErrorCode,
+    MessageError,
+    decode_json,
+    validation_parts,
+)
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
@@ -314,9 +320,9 @@ _server_decoder: Final = msgspec.json.Decoder(ServerMessage)
 
 
 def _classify(reason: str, raw: bytes) -> MessageError:
-    # msgspec reports "<reason> - at `$.path`"; the path names the field.
-    text, _, where = reason.partition(" - at `")
-    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    """A message that does not fit, named by its field; the message's kind (its
+    one top-level key) is the trigger."""
+    text, path = validation_parts(reason)
     if not path:
         return MessageError(ErrorCode.INVALID_JSON, f"message must be a JSON object: {text}")
     trigger = path.split(".")[0].split("[")[0]
