@@ -68,6 +68,7 @@ from sidecar.memory import (
     UserTurn,
 )
 from sidecar.messages import ErrorCode, MessageError
+from sidecar.tools.protocols import resolve
 
 SETUP: dict[str, Any] = {
     "model": "gemini-3.8-live",
@@ -846,3 +847,19 @@ def test_every_field_name_is_the_sdks(ours: type[msgspec.Struct], sdk: type[Any]
     names = {f.encode_name for f in msgspec.structs.fields(ours)}
     aliases = {field.alias or name for name, field in sdk.model_fields.items()}
     assert names <= aliases, names - aliases
+
+
+def test_a_users_bearer_keeps_the_google_key_at_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-secret")
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    config = resolve(
+        "gemini-live",
+        "wss://proxy.example/live",
+        headers=(("Authorization", "Bearer ya29.token"),),
+        session={"model": "gemini-3.8-live"},
+    )
+    names = [name.lower() for name, _ in config.headers]
+    assert names == ["authorization"]
+    # Without a header of the user's, the key goes as Google's own header.
+    config = resolve("gemini-live", "wss://proxy.example/live", session={"model": "m"})
+    assert ("x-goog-api-key", "AIza-secret") in config.headers

@@ -883,6 +883,9 @@ class GeminiLive(Dialect):
     auth_envs: ClassVar[tuple[str, ...]] = KEY_ENVS
     auth_header: ClassVar[str] = "x-goog-api-key"
     auth_scheme: ClassVar[str] = ""
+    # Vertex or a proxy takes the user's bearer: a Google key from the
+    # environment must not travel beside it to someone else's server.
+    auth_alternatives: ClassVar[tuple[str, ...]] = ("Authorization",)
     flags: ClassVar[tuple[DialectFlag, ...]] = (
         DialectFlag(
             "--session",
