@@ -47,6 +47,9 @@ class Recall:
         self.record = record
         self._audio_ms: collections.OrderedDict[str, float] = collections.OrderedDict()
         """Per segment: the agent's audio received for it, in ms."""
+        self._said: collections.OrderedDict[str, None] = collections.OrderedDict()
+        """Segments whose reply has its transcript already: a second one is the
+        vendor's correction of a cut reply (ElevenLabs), already as heard."""
         self._heard_ms: dict[str, int] = {}
         """Segments a clear cut: what of each was heard."""
         self._unkeyed_ms = 0.0
@@ -69,7 +72,14 @@ class Recall:
                     self._audio(segment, len(pcm) * 500 / rate)
             case Notice(event=Transcript(role="user", text=text, item_id=item_id)):
                 record.user_said(text, item_id)
+            case Notice(event=Transcript(text=text, segment=segment)) if segment in self._said:
+                # Already what was heard: it replaces the text, not cut again.
+                record.agent_corrected(segment, text)
             case Notice(event=Transcript(text=text, segment=segment)):
+                if segment is not None:
+                    self._said[segment] = None
+                    while len(self._said) > MAX_SEGMENTS:
+                        self._said.popitem(last=False)
                 if segment is None:
                     # A new reply's text: its audio follows.
                     self._unkeyed_ms, self._unkeyed_chars = 0.0, len(text.strip())
@@ -83,6 +93,7 @@ class Recall:
             case SessionEnded():
                 record.session_ended()
                 self._audio_ms.clear()
+                self._said.clear()
                 self._heard_ms.clear()
 
     def clearing(self, unplayed_ms: float) -> None:

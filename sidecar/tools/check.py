@@ -59,6 +59,7 @@ from sidecar.dialects.base import (
     Outgoing,
     PlayAudio,
     Session,
+    SessionReply,
     UrlAnswerError,
     Wire,
 )
@@ -321,6 +322,11 @@ class _Run:
                     self.wake.set()
                 case Notice(event=event):
                     self.notices[tag_of(event)] += 1
+        replies = self.session.replies()
+        if replies:
+            # What the session owes the server (a pong, a held response.create),
+            # in order with the rest, as the sidecar's link sends it.
+            self.reply(SessionReply(self.session, tuple(replies)))
 
     def note_violation(self, error: messages.MessageError) -> None:
         for known in self.report.violation_list:
