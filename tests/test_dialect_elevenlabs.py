@@ -5,11 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import urllib.error
+import urllib.request
 from typing import Any
 
 import numpy as np
 import pytest
-from agent_servers import load_vectors, options_from, run_vector
+import trio
+import trio_websocket
+from agent_servers import AgentClient, load_vectors, options_from, run_vector
+from elevenlabs_server import ElevenLabsConfig, ElevenLabsServer, SignedUrlServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import dominant_frequency, tone
@@ -38,6 +43,7 @@ from sidecar.dialects.elevenlabs_agent import (
     ElevenLabsAgent,
     ElevenLabsAgentSession,
     Format,
+    SignedUrlRequest,
     agent_id_of,
     prepare_initiation,
     signed_url_from,
@@ -527,3 +533,68 @@ def test_the_run_rate_is_the_capture_rate() -> None:
         for m in sent(session.wire(AudioOut(pcm, 8000, 0)))
     )
     assert 3200 * 0.9 <= len(out) // 2 <= 3200
+
+
+# -- against the fake service, over real sockets (the sidecar's link does this in the e2e tests) --
+
+
+async def fetch(request: SignedUrlRequest) -> tuple[int, bytes]:
+    def get() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(request.url, headers=dict(request.headers)), timeout=5
+            ) as answer:
+                return int(answer.status), bytes(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    return await trio.to_thread.run_sync(get)
+
+
+async def converse(url: str, session: ElevenLabsAgentSession) -> AgentClient:
+    """Open, wait for the metadata and one ping answered; the client, closed."""
+    async with trio_websocket.open_websocket_url(url) as ws:
+        client = AgentClient(session, ws)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.serve)
+            await client.open()
+            await client.wait(lambda: session.audio_ready and bool(client.replied))
+            nursery.cancel_scope.cancel()
+    return client
+
+
+async def test_a_signed_url_serves_one_conversation_and_a_new_one_is_fetched() -> None:
+    config = ElevenLabsConfig(private=True, ping_every_s=0.05)
+    with trio.fail_after(20), ElevenLabsServer(config) as agents, SignedUrlServer(agents) as rest:
+        environ = {"ELEVENLABS_API_KEY": rest.api_key, "ELEVENLABS_API_BASE": rest.base}
+        request = signed_url_request(environ, agent_id_of(agents.url) or "")
+        assert request is not None
+        status, body = await fetch(request)
+        assert status == 200
+        first = signed_url_from(body)
+        client = await converse(first, dialect().session())
+        assert sent(client.replied)[0]["type"] == "pong"
+        # The old signed URL no longer opens a conversation; a new one does.
+        agents.expire()
+        with pytest.raises(trio_websocket.HandshakeError):
+            await converse(first, dialect().session())
+        status, body = await fetch(request)
+        await converse(signed_url_from(body), dialect().session())
+    assert [k for _, k in rest.requests] == [rest.api_key, rest.api_key]
+    assert len(set(rest.issued)) == 2
+    assert agents.refusals == ["the signature is unknown or expired"]
+    assert all(conn.violations == [] for conn in agents.connections)
+    assert all(conn.received[0]["type"] == "conversation_initiation_client_data"
+               for conn in agents.connections)  # fmt: skip
+
+
+async def test_a_wrong_key_is_401() -> None:
+    with trio.fail_after(20), ElevenLabsServer() as agents, SignedUrlServer(agents) as rest:
+        environ = {"ELEVENLABS_API_KEY": "xi-wrong", "ELEVENLABS_API_BASE": rest.base}
+        request = signed_url_request(environ, "agent_test")
+        assert request is not None
+        status, body = await fetch(request)
+    assert status == 401
+    assert json.loads(body)["detail"]["status"] == "invalid_api_key"
+    with pytest.raises(ValueError, match="signed_url"):
+        signed_url_from(body)
