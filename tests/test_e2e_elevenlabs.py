@@ -12,6 +12,7 @@ still in flight is dropped; pings are answered; a tool call is answered over
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -19,6 +20,9 @@ from control_client import connect
 from elevenlabs_server import ElevenLabsConfig, ElevenLabsServer
 from support import SidecarProcess, dominant_frequency, open_bot_loop, sidecar_args, wait_until
 from test_e2e_agents import FRAME_MS, audible_ms, talk_then_listen, tone_frames
+from test_tools_check import check_options
+
+from sidecar.tools.check import render, run_check
 
 SESSION = {
     "conversation_config_override": {
@@ -169,3 +173,23 @@ async def test_an_unknown_agent_is_refused_exit_4(tmp_path: Path) -> None:
     gave_up = sidecar.named("gave_up")[0]
     assert gave_up["status"] == 403
     assert server.refusals == ["no agent 'agent_wrong'"]
+
+
+async def test_check_speaks_elevenlabs_agent(tmp_path: Path) -> None:
+    """`check --protocol elevenlabs-agent`: nothing in check knows the dialect; the
+    session holds the audio until the metadata and converts it to the announced format."""
+    session = {"conversation_config_override": {"agent": {"first_message": "Hello!"}}}
+    config = ElevenLabsConfig(input_format="pcm_24000", output_format="pcm_44100", reply_ms=800)
+    with ElevenLabsServer(config) as server, trio.fail_after(30):
+        options = check_options(
+            "--protocol", "elevenlabs-agent", server.url, "--seconds", "2",
+            "--session", json.dumps(session),
+        )  # fmt: skip
+        report = await run_check(replace(options, quiet_after=0.5))
+    assert report.ok, render(report)
+    assert [v for conn in server.connections for v in conn.violations] == []
+    assert report.bot_output_rates == [44100]
+    assert report.bot_output_messages > 0
+    conn = server.connections[0]
+    # 2 s sent, converted to the announced 24 kHz (less the converter's hold-back).
+    assert 24000 * 2 * 0.97 <= len(conn.audio) // 2 <= 24000 * 2
