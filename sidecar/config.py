@@ -142,6 +142,8 @@ class Config:
     account_sid: str | None = None
     session: dict[str, object] | None = None
     """--session's object; None when not given."""
+    dialect_flags: tuple[tuple[str, str], ...] = ()
+    """The dialects' own flags given (`--agent-id`, value), for `Options.extra`."""
     control: Endpoint | None = None
     """The control socket (--control, --control-fd); None: none."""
     control_stdin: bool = False
@@ -161,6 +163,7 @@ def dialect_options(config: Config) -> Options:
         call_sid=config.call_sid,
         account_sid=config.account_sid,
         session=config.session or {},
+        extra=dict(config.dialect_flags),
     )
 
 
@@ -321,13 +324,15 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
         )
     if config.per_participant and not dialect.per_participant:
         problems.append(f"--protocol {config.protocol} has no per-participant streams")
-    for flag, given, used in (
-        ("--stream-param", bool(config.stream_params), dialect.uses_stream_params),
-        ("--call-sid", config.call_sid is not None, dialect.uses_call_sid),
-        ("--account-sid", config.account_sid is not None, dialect.uses_call_sid),
-        ("--session", config.session is not None, dialect.uses_session),
-    ):
-        if given and not used:
+    given = {
+        "--stream-param": bool(config.stream_params),
+        "--call-sid": config.call_sid is not None,
+        "--account-sid": config.account_sid is not None,
+        "--session": config.session is not None,
+        **{name: True for name, _ in config.dialect_flags},
+    }
+    for flag, present in given.items():
+        if present and not dialect.takes(flag):
             problems.append(f"{flag} means nothing to --protocol {config.protocol}")
     if problems:
         raise ConfigError("; ".join(problems))

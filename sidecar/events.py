@@ -222,6 +222,29 @@ class AgentSpeaking(_Event, frozen=True, kw_only=True, tag="agent_speaking"):
     cause: Literal["started", "finished", "cleared"]
 
 
+class MemoryRestored(_Event, frozen=True, kw_only=True, tag="memory_restored"):
+    """A new agent session was given the conversation so far (--memory)."""
+
+    turns: int
+    """Turns carried over."""
+    chars: int
+    """Characters of their text."""
+    dropped_turns: int
+    """Older turns the bounds (--memory-turns, --memory-chars, or the vendor's
+    own limit) left out."""
+
+
+class SessionRotated(_Event, frozen=True, kw_only=True, tag="session_rotated"):
+    """The sidecar moved to a new agent session at a quiet moment, before the
+    vendor's cap would end it."""
+
+    reason: str
+    """`cap` (the dialect's session cap, or --max-session-s), `expiring` (the
+    server said the session ends soon)."""
+    after_s: float
+    """How long the old session lived."""
+
+
 class Stopped(_Event, frozen=True, kw_only=True, tag="stopped"):
     reason: str
     exit_code: int
@@ -310,6 +333,8 @@ Event = (
     | ToolCall
     | ToolCallCancelled
     | AgentSpeaking
+    | MemoryRestored
+    | SessionRotated
     | Stopped
     | Stats
 )

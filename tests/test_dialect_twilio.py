@@ -293,7 +293,11 @@ def test_registered_with_its_properties() -> None:
     dialect = make("twilio", Options())
     assert dialect.per_participant is False
     assert dialect.error_replies is False
-    assert dialect.uses_stream_params and dialect.uses_call_sid and not dialect.uses_session
+    assert [f.name for f in dialect.accepted_flags()] == [
+        "--stream-param",
+        "--call-sid",
+        "--account-sid",
+    ]
     assert dialect.uplink_audio() == WireAudio(8000, "mulaw")
     assert dialect.problems() == ()
     assert not dialect.warnings()

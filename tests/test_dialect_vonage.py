@@ -90,7 +90,7 @@ def test_registered_with_its_properties() -> None:
     dialect = make("vonage", Options(sample_rate=8000))
     assert dialect.per_participant is False
     assert dialect.error_replies is False
-    assert dialect.uses_stream_params and not dialect.uses_call_sid and not dialect.uses_session
+    assert [f.name for f in dialect.accepted_flags()] == ["--stream-param"]
     assert dialect.uplink_audio() == WireAudio(8000, "pcm16")
     assert make("vonage", Options()).uplink_audio() == WireAudio(16000, "pcm16")
     assert dialect.problems() == []

@@ -19,6 +19,7 @@ from sidecar.config import Config, dialect_options
 from sidecar.dialects.attendee import Attendee, AttendeeSession
 from sidecar.dialects.base import AudioOut, DtmfOut, Encodable, Incoming, Wire
 from sidecar.link import Link, LinkUnusable
+from sidecar.memory import MemorySnapshot
 from sidecar.outbox import Outbox
 
 
@@ -44,7 +45,7 @@ class _DtmfBugSession(AttendeeSession):
 
 
 class _DtmfBugDialect(Attendee):
-    def session(self) -> AttendeeSession:
+    def session(self, history: MemorySnapshot | None = None) -> AttendeeSession:
         return _DtmfBugSession(self.options.bot_id, self.options.max_message_bytes)
 
 

@@ -187,6 +187,8 @@ SAMPLE_EVENTS: list[events.Event] = [
     ),
     events.ToolCallCancelled(call_id="call_1", reason="cancelled", ts_ms=1),
     events.AgentSpeaking(speaking=True, segment="item_1:0", cause="started", ts_ms=1),
+    events.MemoryRestored(turns=12, chars=3400, dropped_turns=2, ts_ms=1),
+    events.SessionRotated(reason="cap", after_s=3300.0, ts_ms=1),
     events.Stopped(reason="SIGTERM", exit_code=0, ts_ms=1),
     zero_stats(),
 ]

@@ -11,7 +11,7 @@ for the sidecar's role (`AttendeeSession`) and a server's (`AttendeeServerSessio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sidecar import messages
 from sidecar.dialects.base import (
@@ -40,6 +40,9 @@ from sidecar.dialects.server import (
     ServerSession,
     register,
 )
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 
 class AttendeeSession(Session):
@@ -107,13 +110,18 @@ class Attendee(Dialect):
     name: ClassVar[str] = "attendee"
     per_participant: ClassVar[bool] = True
     error_replies: ClassVar[bool] = True
+    summary: ClassVar[str] = "Attendee's realtime audio websocket (the default)"
+    sample_rates: ClassVar[tuple[int, ...]] = messages.SAMPLE_RATES
+    default_sample_rate: ClassVar[int] = 16000
+    participant_sample_rates: ClassVar[tuple[int, ...]] = messages.PARTICIPANT_SAMPLE_RATES
+    server_audio: ClassVar[str] = "realtime_audio.bot_output"
 
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         if stream == MIXED:
             return WireAudio(self.options.sample_rate)
         return WireAudio(self.options.participant_sample_rate)
 
-    def session(self) -> AttendeeSession:
+    def session(self, history: MemorySnapshot | None = None) -> AttendeeSession:
         return AttendeeSession(self.options.bot_id, self.options.max_message_bytes)
 
 

@@ -20,12 +20,15 @@ connection's state machine: opening messages, encode, decode, closing.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from sidecar import events
 from sidecar.messages import MAX_MESSAGE_BYTES, MessageError
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 Wire = str | bytes
 """One websocket message: text (str) or binary (bytes)."""
@@ -250,6 +253,23 @@ class SessionEnded:
     to its session (a pending tool call) died with it."""
 
 
+@dataclass(frozen=True, slots=True)
+class SessionExpiring:
+    """The server says this session ends within `within_s` seconds (Gemini's
+    goAway): the link rotates to a new one at the next quiet moment before then."""
+
+    within_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpeaking:
+    """The server heard the meeting start a turn (its VAD): the link waits for a
+    quiet moment before rotating the session."""
+
+    item: str | None = None
+    """The vendor's id of the turn whose transcript comes later, if it has one."""
+
+
 Incoming = (
     PlayAudio
     | ClearPlayout
@@ -260,6 +280,8 @@ Incoming = (
     | ToolCallIn
     | ToolCallCancelledIn
     | SessionEnded
+    | SessionExpiring
+    | UserSpeaking
 )
 
 
@@ -288,6 +310,45 @@ class Options:
     account_sid: str | None = None
     session: dict[str, object] = field(default_factory=dict)
     """The user's session object (--session), for dialects that take one."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """The values of the dialect's own flags (`DialectFlag` not in
+    SHARED_FLAGS), by flag name (`--agent-id`); a flag not given is absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialectFlag:
+    """A `run` flag that means something to some dialects only.
+
+    The flags in SHARED_FLAGS exist once in the CLI, whichever dialects take
+    them; any other name is the dialect's own, added to the CLI for it (a
+    string value, read from `Options.extra`). Given with a dialect that does
+    not list it, a flag is a usage error."""
+
+    name: str
+    help: str
+    """What the flag means to this dialect (the CLI's help joins them)."""
+    metavar: str = "VALUE"
+    """For a flag of the dialect's own: how the help names its value."""
+
+
+SHARED_FLAGS: Final = ("--stream-param", "--call-sid", "--account-sid", "--session")
+"""The dialect flags the CLI defines itself (their values have their own
+shapes and fields); a dialect's `flags` says which of them it takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class UrlRequest:
+    """An HTTP GET the link makes before a connection (a signed URL's fetch);
+    the dialect reads the websocket URL from its answer (`url_from_answer`)."""
+
+    url: str
+    """http:// or https://"""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class UrlAnswerError(Exception):
+    """The answer to a `UrlRequest` holds no URL; the message says why, and
+    never quotes the answer (it may hold a token)."""
 
 
 class Session(abc.ABC):
@@ -340,6 +401,11 @@ class Session(abc.ABC):
         `receive` and queues them as a `SessionReply`, in order with the rest."""
         return ()
 
+    def restored(self) -> events.MemoryRestored | None:
+        """What of the conversation this session's opening carried over (the
+        link emits it once the opening is sent); None: nothing was given."""
+        return None
+
     def reconnect_at_once(self, code: int | None, reason: str) -> bool:
         """Does this close say it is the server's routine end of a session (not
         a failure), to be followed by a new connection without the retry delay?
@@ -354,25 +420,50 @@ class Dialect(abc.ABC):
     """Has a message for one participant's stream."""
     error_replies: ClassVar[bool] = False
     """Answers an invalid server message on the wire (else only on stdout)."""
+    summary: ClassVar[str] = ""
+    """One line for the CLI's help and the docs: who speaks this protocol."""
     default_url: ClassVar[str | None] = None
     auth_env: ClassVar[str | None] = None
-    """The environment variable holding the vendor's key, for `auth_headers`."""
+    """The environment variable holding the vendor's key, for `auth_headers`
+    (shorthand for a one-name `auth_envs`)."""
+    auth_envs: ClassVar[tuple[str, ...]] = ()
+    """Where there are several (GEMINI_API_KEY, GOOGLE_API_KEY): the first set wins."""
     auth_header: ClassVar[str] = "Authorization"
     """The handshake header `auth_headers` makes; one the user gives wins."""
+    auth_scheme: ClassVar[str] = "Bearer"
+    """The word before the key in `auth_header` (Bearer, Token); "" for the key alone
+    (`xi-api-key: KEY`, `api-key: KEY`)."""
+    flags: ClassVar[tuple[DialectFlag, ...]] = ()
+    """The dialect flags (SHARED_FLAGS, and flags of its own) this dialect takes."""
+    sample_rates: ClassVar[tuple[int, ...]] = ()
+    """The uplink rates --sample-rate may choose; empty: the rate is the
+    dialect's own (`uplink_audio`), and --sample-rate another is a usage error."""
+    default_sample_rate: ClassVar[int] = 16000
+    """With `sample_rates`: the rate when --sample-rate is not given."""
+    participant_sample_rates: ClassVar[tuple[int, ...]] = ()
+    """With `per_participant`: the rates --per-participant-sample-rate may choose."""
+    server_audio: ClassVar[str] = "audio"
+    """What `check` waits for from the server, as the protocol names it
+    (`response.output_audio.delta`, `media`), for its report."""
     uses_stream_params: ClassVar[bool] = False
     uses_call_sid: ClassVar[bool] = False
     uses_session: ClassVar[bool] = False
-    """Which of the dialect flags mean something here: the rest are usage errors."""
+    """Older spelling of `flags` (True adds the shared flag with a generic help)."""
     reconnect_on_clean_close: ClassVar[bool] = True
     """Is a clean close (1000) from the server a drop to reconnect after (True),
     or the end of the call (False: the sidecar stops, exit 0)? The default of
     --reconnect-on-close."""
     renew_after_s: ClassVar[float | None] = None
+    """How long a session must have lived for its `reconnect_at_once` close to
+    be believed (a plausible share of the vendor's session cap); None: never."""
+    session_cap_s: ClassVar[float | None] = None
+    """The vendor's longest session; None: no cap known."""
+    rotate_margin_s: ClassVar[float] = 0.0
+    """How long before `session_cap_s` the link starts looking for a quiet
+    moment to move to a new session."""
     commands: ClassVar[frozenset[str]] = frozenset()
     """The dialect-specific commands (`COMMANDS`' names) this dialect encodes;
     any other is answered `unsupported` before it is queued."""
-    """How long a session must have lived for its `reconnect_at_once` close to
-    be believed (a plausible share of the vendor's session cap); None: never."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -388,10 +479,57 @@ class Dialect(abc.ABC):
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         """The format the capture must produce for `stream`."""
 
+    @classmethod
+    def credential_envs(cls) -> tuple[str, ...]:
+        """Every environment variable that may hold the key, in order of preference."""
+        return cls.auth_envs or ((cls.auth_env,) if cls.auth_env is not None else ())
+
+    @classmethod
+    def credential(cls, environ: Mapping[str, str]) -> tuple[str, str] | None:
+        """(variable, key) of the first variable set, or None."""
+        for name in cls.credential_envs():
+            key = environ.get(name, "").strip()
+            if key:
+                return name, key
+        return None
+
+    @classmethod
+    def accepted_flags(cls) -> tuple[DialectFlag, ...]:
+        """`flags`, with those the older `uses_*` spelling names."""
+        found = list(cls.flags)
+        for used, names in (
+            (cls.uses_stream_params, ("--stream-param",)),
+            (cls.uses_call_sid, ("--call-sid", "--account-sid")),
+            (cls.uses_session, ("--session",)),
+        ):
+            for name in names:
+                if used and all(f.name != name for f in found):
+                    found.append(DialectFlag(name, "taken"))
+        return tuple(found)
+
+    @classmethod
+    def takes(cls, flag: str) -> bool:
+        return any(f.name == flag for f in cls.accepted_flags())
+
     def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
         """Handshake headers made from the environment when the user gave none;
-        `url` is the one the connection requests (some schemes sign it)."""
-        return ()
+        `url` is the one the connection requests (some schemes sign it). By
+        default `auth_header: auth_scheme KEY` from the first of `credential_envs`."""
+        found = self.credential(environ)
+        if found is None:
+            return ()
+        key = found[1]
+        return ((self.auth_header, f"{self.auth_scheme} {key}" if self.auth_scheme else key),)
+
+    def url_request(self, url: str, environ: Mapping[str, str]) -> UrlRequest | None:
+        """An HTTP request the link must make before each connection to `url`
+        (a signed URL that expires); None: connect to `url` as it is."""
+        return None
+
+    def url_from_answer(self, url: str, status: int, body: bytes) -> str:
+        """The websocket URL in the 2xx answer to `url_request(url)`; raises
+        UrlAnswerError where it holds none."""
+        raise UrlAnswerError("this dialect makes no URL request")
 
     def problems(self) -> Sequence[str]:
         """What is wrong with the options for this dialect (usage errors)."""
@@ -400,6 +538,15 @@ class Dialect(abc.ABC):
     def warnings(self) -> Sequence[str]:
         return ()
 
+    @property
+    def rotate_after_s(self) -> float | None:
+        """When a session should move to a new one, at a quiet moment."""
+        if self.session_cap_s is None:
+            return None
+        return max(self.session_cap_s - self.rotate_margin_s, 0.0)
+
     @abc.abstractmethod
-    def session(self) -> Session:
-        """A new connection's state."""
+    def session(self, history: MemorySnapshot | None = None) -> Session:
+        """A new connection's state; `history` is the conversation so far, for a
+        dialect that can seed a new session with it (None: the first
+        connection, or --memory off)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -43,6 +43,7 @@ from sidecar.dialects.base import (
     ClearPlayout,
     CutAudio,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -73,6 +74,9 @@ from sidecar.dialects.notices import (
     show,
 )
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 KEEPALIVE_S: Final = 8.0
 """Deepgram: "While idle, send one KeepAlive every 8 seconds"."""
@@ -548,7 +552,12 @@ class DeepgramAgent(Dialect):
     name: ClassVar[str] = "deepgram-agent"
     default_url: ClassVar[str | None] = "wss://agent.deepgram.com/v1/agent/converse"
     auth_env: ClassVar[str | None] = "DEEPGRAM_API_KEY"
-    uses_session: ClassVar[bool] = True
+    auth_scheme: ClassVar[str] = "Token"
+    summary: ClassVar[str] = "Deepgram's Voice Agent API"
+    flags: ClassVar[tuple[DialectFlag, ...]] = (DialectFlag("--session", "the Settings message"),)
+    sample_rates: ClassVar[tuple[int, ...]] = (8000, 16000, 24000)
+    default_sample_rate: ClassVar[int] = 16000
+    server_audio: ClassVar[str] = "binary audio"
     commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
 
     def __init__(self, options: Options) -> None:
@@ -573,17 +582,13 @@ class DeepgramAgent(Dialect):
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(self.options.sample_rate)
 
-    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
-        key = environ.get("DEEPGRAM_API_KEY", "").strip()
-        return (("Authorization", f"Token {key}"),) if key else ()
-
     def problems(self) -> Sequence[str]:
         return self._prepared.problems
 
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
-    def session(self) -> DeepgramAgentSession:
+    def session(self, history: MemorySnapshot | None = None) -> DeepgramAgentSession:
         return DeepgramAgentSession(
             self._prepared.settings,
             self.options.sample_rate,

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
 import msgspec
 
@@ -49,6 +49,7 @@ from sidecar.dialects.base import (
     ClearPlayout,
     CutAudio,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -78,6 +79,9 @@ from sidecar.dialects.notices import (
     show,
 )
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 RATE: Final = 24000
 """The only PCM rate the Realtime API takes and gives."""
@@ -790,7 +794,13 @@ class OpenAIRealtime(Dialect):
     name: ClassVar[str] = "openai-realtime"
     default_url: ClassVar[str | None] = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     auth_env: ClassVar[str | None] = "OPENAI_API_KEY"
-    uses_session: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "OpenAI's Realtime API (and the compatible Azure OpenAI and xAI, with --url)"
+    )
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag("--session", "the session object of session.update"),
+    )
+    server_audio: ClassVar[str] = "response.output_audio.delta"
     # A quarter of the cap: a session-length close sooner than that is no
     # session's end but a server closing early, retried like any failure.
     renew_after_s: ClassVar[float | None] = SESSION_CAP_S / 4
@@ -805,17 +815,13 @@ class OpenAIRealtime(Dialect):
     def uplink_audio(self, stream: str = MIXED) -> WireAudio:
         return WireAudio(RATE)
 
-    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
-        key = environ.get("OPENAI_API_KEY", "").strip()
-        return (("Authorization", f"Bearer {key}"),) if key else ()
-
     def problems(self) -> Sequence[str]:
         return self._prepared.problems
 
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
-    def session(self) -> OpenAIRealtimeSession:
+    def session(self, history: MemorySnapshot | None = None) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(
             self._prepared.session,
             max_message_bytes=self.options.max_message_bytes,

@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Generic, TypeVar
 
 import msgspec
 
@@ -43,6 +43,7 @@ from sidecar.dialects.base import (
     ClearedOut,
     ClearPlayout,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -69,6 +70,9 @@ from sidecar.dialects.server import (
     register,
 )
 from sidecar.messages import ErrorCode, MessageError, decode_json, too_large
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 RATE = 8000
 TRACK = "inbound"
@@ -413,8 +417,14 @@ class Twilio(Dialect):
     name: ClassVar[str] = "twilio"
     per_participant: ClassVar[bool] = False
     error_replies: ClassVar[bool] = False
-    uses_stream_params: ClassVar[bool] = True  # start.customParameters
-    uses_call_sid: ClassVar[bool] = True  # callSid and accountSid
+    summary: ClassVar[str] = "Twilio Media Streams, as the client a Twilio server expects"
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag("--stream-param", "a customParameters entry of the start message"),
+        DialectFlag("--call-sid", "callSid (default: generated, CA + 32 hex)"),
+        DialectFlag("--account-sid", "accountSid (default: generated, AC + 32 hex)"),
+    )
+    server_audio: ClassVar[str] = "media"
+    auth_scheme: ClassVar[str] = ""
     auth_env: ClassVar[str | None] = "TWILIO_AUTH_TOKEN"
     auth_header: ClassVar[str] = "X-Twilio-Signature"
     # A Media Stream ends with the call (or <Stop>): a reconnect would be a new
@@ -455,7 +465,7 @@ class Twilio(Dialect):
             found.append(f"stream parameter {name!r} is given twice; the last value is sent")
         return found
 
-    def session(self) -> TwilioSession:
+    def session(self, history: MemorySnapshot | None = None) -> TwilioSession:
         return TwilioSession(
             stream_sid=self._sids("MZ"),
             call_sid=self.call_sid,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
 
@@ -33,6 +33,7 @@ from sidecar.dialects.base import (
     ClearedOut,
     ClearPlayout,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -59,6 +60,9 @@ from sidecar.dialects.server import (
 )
 from sidecar.dialects.twilio import JsonWire, tag_of
 from sidecar.messages import ErrorCode, MessageError, too_large
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 RATES: Final = (8000, 16000)
 FRAME_MS: Final = 20
@@ -238,7 +242,13 @@ class Vonage(Dialect):
     name: ClassVar[str] = "vonage"
     per_participant: ClassVar[bool] = False
     error_replies: ClassVar[bool] = False
-    uses_stream_params: ClassVar[bool] = True  # the headers of websocket:connected
+    summary: ClassVar[str] = "Vonage's websocket connection"
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag("--stream-param", "a header field of the websocket:connected message"),
+    )
+    sample_rates: ClassVar[tuple[int, ...]] = RATES
+    default_sample_rate: ClassVar[int] = 16000
+    server_audio: ClassVar[str] = "binary audio"
     # Vonage closes the websocket when the call ends; a new one would be a new call leg.
     reconnect_on_clean_close: ClassVar[bool] = False
 
@@ -256,7 +266,7 @@ class Vonage(Dialect):
             found.append(f"stream parameter {name!r} would replace the message's own field")
         return found
 
-    def session(self) -> VonageSession:
+    def session(self, history: MemorySnapshot | None = None) -> VonageSession:
         return VonageSession(
             rate=self.options.sample_rate,
             headers=self.options.stream_params,
