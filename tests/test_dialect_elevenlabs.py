@@ -36,14 +36,16 @@ from sidecar.dialects.base import (
     PlayAudio,
     ToolCallIn,
     ToolResult,
+    UrlAnswerError,
+    UrlRequest,
     UserText,
 )
 from sidecar.dialects.elevenlabs_agent import (
     DEFAULT_API_BASE,
+    DEFAULT_URL,
     ElevenLabsAgent,
     ElevenLabsAgentSession,
     Format,
-    SignedUrlRequest,
     agent_id_of,
     prepare_initiation,
     signed_url_from,
@@ -117,7 +119,7 @@ def sent(wires: Any) -> list[dict[str, Any]]:
 def test_registered_with_its_defaults() -> None:
     assert DIALECTS["elevenlabs-agent"] is ElevenLabsAgent
     assert ElevenLabsAgent.default_url == "wss://api.elevenlabs.io/v1/convai/conversation"
-    assert ElevenLabsAgent.uses_session
+    assert ElevenLabsAgent.takes("--session")
     assert dialect().uplink_audio().rate == 16000
     assert dialect(rate=8000).uplink_audio().rate == 8000
 
@@ -502,6 +504,7 @@ def test_the_signed_url_request_needs_the_key_and_takes_the_base() -> None:
         request.url == f"{DEFAULT_API_BASE}/v1/convai/conversation/get-signed-url?agent_id=agent+1"
     )
     assert request.headers == (("xi-api-key", "k1"),)
+    assert "k1" not in request.url
     based = signed_url_request(
         {"ELEVENLABS_API_KEY": "k1", "ELEVENLABS_API_BASE": "http://127.0.0.1:9/"}, "a"
     )
@@ -519,7 +522,7 @@ def test_the_signed_url_is_read_from_the_answer() -> None:
         (b"nope", "signed_url"),
         (b'{"signed_url":"https://x"}', "ws://"),
     ):
-        with pytest.raises(ValueError, match=needle):
+        with pytest.raises(UrlAnswerError, match=needle):
             signed_url_from(body)
 
 
@@ -538,7 +541,7 @@ def test_the_run_rate_is_the_capture_rate() -> None:
 # -- against the fake service, over real sockets (the sidecar's link does this in the e2e tests) --
 
 
-async def fetch(request: SignedUrlRequest) -> tuple[int, bytes]:
+async def fetch(request: UrlRequest) -> tuple[int, bytes]:
     def get() -> tuple[int, bytes]:
         try:
             with urllib.request.urlopen(
@@ -596,5 +599,70 @@ async def test_a_wrong_key_is_401() -> None:
         status, body = await fetch(request)
     assert status == 401
     assert json.loads(body)["detail"]["status"] == "invalid_api_key"
-    with pytest.raises(ValueError, match="signed_url"):
+    with pytest.raises(UrlAnswerError, match="signed_url"):
         signed_url_from(body)
+
+
+# -- what the dialect tells the link and the CLI (the seam) ------------------------------------
+
+
+def test_the_dialect_declares_its_flags_key_and_rates() -> None:
+    assert ElevenLabsAgent.takes("--session") and ElevenLabsAgent.takes("--agent-id")
+    assert not ElevenLabsAgent.takes("--call-sid")
+    assert ElevenLabsAgent.credential_envs() == ("ELEVENLABS_API_KEY",)
+    assert ElevenLabsAgent.sample_rates == (8000, 16000, 24000)
+    # The key goes to get-signed-url only, never to the websocket.
+    assert dialect().auth_headers({"ELEVENLABS_API_KEY": "k"}, "wss://x/?agent_id=a") == ()
+
+
+def test_the_agent_id_comes_from_the_flag_or_the_url() -> None:
+    flagged = ElevenLabsAgent(Options(extra={"--agent-id": "agent_7"}))
+    environ = {"ELEVENLABS_API_KEY": "k", "ELEVENLABS_API_BASE": "http://127.0.0.1:9"}
+    request = flagged.url_request(ElevenLabsAgent.default_url or "", environ)
+    assert request is not None and request.url.endswith("get-signed-url?agent_id=agent_7")
+    url = "wss://api.elevenlabs.io/v1/convai/conversation?agent_id=agent_8"
+    request = dialect().url_request(url, environ)
+    assert request is not None and request.url.endswith("?agent_id=agent_8")
+    # No key: a public agent, reached at the URL itself.
+    assert dialect().url_request(url, {}) is None
+    assert flagged.connect_url(DEFAULT_URL) == f"{DEFAULT_URL}?agent_id=agent_7"
+    assert flagged.connect_url(url) == f"{DEFAULT_URL}?agent_id=agent_7"
+    assert dialect().connect_url(url) == url
+    answer = json.dumps({"signed_url": url + "&conversation_signature=s"}).encode()
+    assert flagged.url_from_answer("", 200, answer).endswith("conversation_signature=s")
+    assert ElevenLabsAgent(Options(extra={"--agent-id": " "})).problems() == (
+        "--agent-id must not be empty",
+    )
+
+
+def test_the_conversation_so_far_is_told_in_a_contextual_update() -> None:
+    from sidecar.memory import ConversationRecord
+
+    record = ConversationRecord()
+    record.user_said("What time is it?")
+    record.tool_called("t_1", "lookup_time", '{"tz":"UTC"}')
+    record.tool_answered("t_1", "15:04")
+    record.agent_said("It is 15:04.", "7")
+    record.agent_finished("7")
+    history = record.snapshot()
+    d = dialect({})
+    d.briefing.add_context("Bob is the host.")
+    session = d.session(history)
+    initiation, context, told = sent(session.opening())
+    assert initiation == {"type": "conversation_initiation_client_data"}
+    assert context == {"type": "contextual_update", "text": "Bob is the host."}
+    assert told["type"] == "contextual_update"
+    assert told["text"].splitlines()[1:] == [
+        "User: What time is it?",
+        'Tool lookup_time({"tz":"UTC"}) -> 15:04',
+        "Agent: It is 15:04.",
+    ]
+    restored = session.restored()
+    assert restored is not None
+    assert (restored.turns, restored.chars, restored.dropped_turns) == (
+        history.turn_count,
+        history.chars,
+        history.dropped_turns,
+    )
+    assert d.session().restored() is None
+    assert d.session(ConversationRecord().snapshot()).restored() is None

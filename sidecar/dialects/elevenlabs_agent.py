@@ -42,8 +42,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final, Literal
-from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -57,6 +57,7 @@ from sidecar.dialects.base import (
     ClearPlayout,
     CutAudio,
     Dialect,
+    DialectFlag,
     DtmfOut,
     Encodable,
     ErrorOut,
@@ -68,6 +69,8 @@ from sidecar.dialects.base import (
     Session,
     ToolCallIn,
     ToolResult,
+    UrlAnswerError,
+    UrlRequest,
     UserText,
     Wire,
     WireAudio,
@@ -75,8 +78,12 @@ from sidecar.dialects.base import (
 from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.g711 import pcm16_from_ulaw, ulaw_from_pcm16
 from sidecar.dialects.notices import AgentEvent, Transcript, Unknown, decode_event, notice, show
+from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
 from sidecar.resample import Resampler
+
+if TYPE_CHECKING:
+    from sidecar.memory import MemorySnapshot
 
 DEFAULT_URL: Final = "wss://api.elevenlabs.io/v1/convai/conversation"
 """Needs `?agent_id=ID`; a private agent's signed URL is fetched instead."""
@@ -313,8 +320,10 @@ class ElevenLabsAgentSession(Session):
         initiation: ConversationInitiationClientData,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         briefing: Briefing | None = None,
+        history: MemorySnapshot | None = None,
     ) -> None:
         self._initiation = initiation
+        self._history = history
         self._briefing = briefing if briefing is not None else Briefing()
         self._max_bytes = max_message_bytes
         self._input: Format | None = None
@@ -331,8 +340,19 @@ class ElevenLabsAgentSession(Session):
 
     def opening(self) -> Sequence[Wire]:
         # The bot's context so far: a new conversation knows nothing of it otherwise.
-        contexts = (encode(ContextualUpdate(text)) for text in self._briefing.contexts)
+        contexts = [encode(ContextualUpdate(text)) for text in self._briefing.contexts]
+        told = history_text(self._history) if self._history is not None else ""
+        if told:
+            contexts.append(encode(ContextualUpdate(told)))
         return (encode(self._initiation), *contexts)
+
+    def restored(self) -> MemoryRestored | None:
+        history = self._history
+        if history is None or not history_text(history):
+            return None
+        return MemoryRestored(
+            turns=history.turn_count, chars=history.chars, dropped_turns=history.dropped_turns
+        )
 
     @property
     def audio_ready(self) -> bool:
@@ -524,15 +544,40 @@ def prepare_initiation(user: object) -> Prepared:
     return Prepared(ConversationInitiationClientData(**fields), (), tuple(warnings))
 
 
+# -- the conversation so far, for a new connection ---------------------------------------------
+
+HISTORY_HEADING: Final = (
+    "The conversation so far (the connection was renewed; go on from here, do not greet again):"
+)
+
+
+def history_text(history: MemorySnapshot) -> str:
+    """The turns as one contextual update: ElevenLabs takes no history in the
+    initiation, and a contextual update is its one way to tell the agent
+    something without a turn. The bot's `context` texts are left out: the
+    Briefing sends them again on their own. Empty: nothing to tell."""
+    # Here, not at the top: sidecar.memory imports the dialect seam, whose
+    # package imports this module.
+    from sidecar.memory import AgentTurn, CommandKind, CommandTurn, ToolTurn, UserTurn
+
+    lines: list[str] = []
+    for turn in history.turns:
+        match turn:
+            case UserTurn(text=text):
+                lines.append(f"User: {text}")
+            case AgentTurn(text=text):
+                lines.append(f"Agent: {text}")
+            case ToolTurn(name=name, arguments_json=arguments, output=output):
+                result = "no result" if output is None else output
+                lines.append(f"Tool {name}({arguments}) -> {result}")
+            case CommandTurn(kind=CommandKind.USER_TEXT, text=text):
+                lines.append(f"User: {text}")
+            case CommandTurn(kind=CommandKind.SAY, text=text):
+                lines.append(f"Agent: {text}")
+    return "\n".join([HISTORY_HEADING, *lines]) if lines else ""
+
+
 # -- the signed URL of a private agent ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SignedUrlRequest:
-    """A GET to make before each connection; its answer names the URL to connect to."""
-
-    url: str
-    headers: tuple[tuple[str, str], ...]
 
 
 class _SignedUrl(msgspec.Struct):
@@ -547,25 +592,35 @@ def agent_id_of(url: str) -> str | None:
     return ids[0] if ids else None
 
 
-def signed_url_request(environ: Mapping[str, str], agent_id: str) -> SignedUrlRequest | None:
+def signed_url_request(environ: Mapping[str, str], agent_id: str) -> UrlRequest | None:
     """The get-signed-url request for a private agent; None without a key (a public agent)."""
     key = environ.get(API_KEY_ENV, "").strip()
     if not key:
         return None
     base = environ.get(API_BASE_ENV, "").strip() or DEFAULT_API_BASE
     url = f"{base.rstrip('/')}{SIGNED_URL_PATH}?{urlencode({'agent_id': agent_id})}"
-    return SignedUrlRequest(url, ((API_KEY_HEADER, key),))
+    return UrlRequest(url, ((API_KEY_HEADER, key),))
 
 
 def signed_url_from(body: bytes) -> str:
-    """The websocket URL in get-signed-url's answer; ValueError naming what is wrong."""
+    """The websocket URL in get-signed-url's answer; UrlAnswerError naming what is
+    wrong, never quoting the answer (a signed URL is a credential)."""
     try:
         url = _signed_url_decoder.decode(body).signed_url
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"get-signed-url answered without a `signed_url`: {exc}") from None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise UrlAnswerError("get-signed-url answered without a `signed_url` string") from None
     if urlsplit(url).scheme not in ("ws", "wss"):
-        raise ValueError("get-signed-url answered a `signed_url` that is not a ws:// or wss:// URL")
+        raise UrlAnswerError(
+            "get-signed-url answered a `signed_url` that is not a ws:// or wss:// URL"
+        )
     return url
+
+
+def with_agent_id(url: str, agent_id: str) -> str:
+    """`url` asking for `agent_id` (replacing any agent_id it names)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, vs in parse_qs(parts.query).items() for v in vs if k != "agent_id"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("agent_id", agent_id)])))
 
 
 # -- the dialect ----------------------------------------------------------------------------------
@@ -573,8 +628,19 @@ def signed_url_from(body: bytes) -> str:
 
 class ElevenLabsAgent(Dialect):
     name: ClassVar[str] = "elevenlabs-agent"
+    summary: ClassVar[str] = "ElevenLabs Agents (Conversational AI)"
     default_url: ClassVar[str | None] = DEFAULT_URL
-    uses_session: ClassVar[bool] = True
+    auth_envs: ClassVar[tuple[str, ...]] = (API_KEY_ENV,)
+    auth_header: ClassVar[str] = API_KEY_HEADER
+    auth_scheme: ClassVar[str] = ""
+    flags: ClassVar[tuple[DialectFlag, ...]] = (
+        DialectFlag("--session", "the conversation_initiation_client_data (overrides, variables)"),
+        DialectFlag("--agent-id", "the agent to talk to (else agent_id in --url)", metavar="ID"),
+    )
+    sample_rates: ClassVar[tuple[int, ...]] = (8000, 16000, 24000)
+    """What the capture makes; each session converts to the format its server announces."""
+    default_sample_rate: ClassVar[int] = 16000
+    server_audio: ClassVar[str] = "audio"
     commands: ClassVar[frozenset[str]] = frozenset({"tool_result", "user_text", "context"})
 
     def __init__(self, options: Options) -> None:
@@ -597,15 +663,41 @@ class ElevenLabsAgent(Dialect):
         # The capture's rate; each session converts to the format its server announces.
         return WireAudio(self.options.sample_rate)
 
+    @property
+    def agent_id(self) -> str | None:
+        return self.options.extra.get("--agent-id") or None
+
+    def auth_headers(self, environ: dict[str, str], url: str) -> tuple[tuple[str, str], ...]:
+        # The key goes to get-signed-url only: the websocket takes the signed URL.
+        return ()
+
+    def connect_url(self, url: str) -> str:
+        """The websocket URL for a public agent: `url` with --agent-id's agent."""
+        agent = self.agent_id
+        return url if agent is None else with_agent_id(url, agent)
+
+    def url_request(self, url: str, environ: Mapping[str, str]) -> UrlRequest | None:
+        # A key means a private agent (or one that wants it): a signed URL, fresh
+        # for every connection, as it expires after 15 minutes.
+        agent = self.agent_id or agent_id_of(url)
+        return None if agent is None else signed_url_request(environ, agent)
+
+    def url_from_answer(self, url: str, status: int, body: bytes) -> str:
+        return signed_url_from(body)
+
     def problems(self) -> Sequence[str]:
+        agent = self.options.extra.get("--agent-id")
+        if agent is not None and not agent.strip():
+            return (*self._prepared.problems, "--agent-id must not be empty")
         return self._prepared.problems
 
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
-    def session(self) -> ElevenLabsAgentSession:
+    def session(self, history: MemorySnapshot | None = None) -> ElevenLabsAgentSession:
         return ElevenLabsAgentSession(
             self._prepared.initiation,
             max_message_bytes=self.options.max_message_bytes,
             briefing=self.briefing,
+            history=history,
         )
