@@ -127,6 +127,8 @@ class _State:
     user_messages: list[str] = field(default_factory=list)
     contexts: list[str] = field(default_factory=list)
     interruptions: list[int] = field(default_factory=list)
+    chunk_arrivals: list[float] = field(default_factory=list)
+    """time.monotonic() at each user_audio_chunk, in this process: the uplink's pace."""
     stale_sent: int = 0
     audio_samples_sent: int = 0
     """Audio events sent for a reply after its interruption."""
@@ -317,6 +319,8 @@ class ElevenLabsServer(_FakeServer):
         elif state.initiation is None:
             conn.violations.append(f"{kind or 'user_audio_chunk'} before the initiation data")
         elif "user_audio_chunk" in data:
+            with conn.lock:
+                state.chunk_arrivals.append(time.monotonic())
             self._audio(conn, base64.b64decode(data["user_audio_chunk"]))
         elif kind == "pong":
             with conn.lock:

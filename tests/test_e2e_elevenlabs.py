@@ -108,6 +108,9 @@ async def test_ulaw_both_ways_and_the_capture_converted(tmp_path: Path) -> None:
     received = bytes(conn.audio)
     assert len(received) // 2 >= 8000 * 0.6 * 0.9
     assert abs(dominant_frequency(received[:8000], 8000) - 1000) < 20
+    # Paced: the chunks came over about as long as the audio they carried, not in a burst.
+    arrivals = server.state(conn).chunk_arrivals
+    assert arrivals[-1] - arrivals[0] >= 0.8 * (len(received) // 2 / 8000 - 0.1)
 
 
 async def test_a_tool_call_answered_end_to_end(tmp_path: Path) -> None:
