@@ -31,10 +31,13 @@ The bot's commands: `client_tool_call` is a tool call, answered with
 `client_tool_result`; `user_text` is `user_message`, `context`
 `contextual_update` (remembered: a new connection sends them again after its
 opening). ElevenLabs has no message for `say` or `instructions` mid-conversation.
+It takes no history either: a new connection is told the conversation so far
+in one more `contextual_update` after its opening (`history_text`).
 
 A private agent connects through a signed URL that expires after 15 minutes:
-`signed_url_request` is the request that fetches one (again before every
-connection), `signed_url_from` reads the answer.
+with ELEVENLABS_API_KEY set, `url_request` asks the link to fetch one before
+every connection (from ELEVENLABS_API_BASE, for tests and the EU residency),
+and `url_from_answer` reads it. The key goes nowhere else.
 """
 
 from __future__ import annotations
@@ -92,8 +95,6 @@ API_KEY_HEADER: Final = "xi-api-key"
 API_BASE_ENV: Final = "ELEVENLABS_API_BASE"
 DEFAULT_API_BASE: Final = "https://api.elevenlabs.io"
 SIGNED_URL_PATH: Final = "/v1/convai/conversation/get-signed-url"
-SIGNED_URL_TTL_S: Final = 15 * 60.0
-"""ElevenLabs: a signed URL "expires after fifteen minutes"; fetched anew per connection."""
 MAX_CALLS: Final = 256
 """Tool calls remembered per connection (the control plane answers or forgets
 each long before: at most 64 wait for the bot)."""
