@@ -57,3 +57,26 @@ def test_the_cli_accepts_the_pods_arguments_with_the_secret_file(tmp_path: Path)
     assert config.url == "wss://bots.example.com/audio"
     assert config.headers == (("Authorization", "Bearer t0ken-from-file"),)
     assert "Bearer t0ken-from-file" in secrets(config)
+
+
+def test_the_bot_reaches_the_sidecar_through_control_on_the_shared_volume(tmp_path: Path) -> None:
+    init, main = sidecar_container()
+    control = args()[args().index("--control") + 1]
+    # The socket is on the volume both containers mount, at the same path in each.
+    mount = "- name: audio-sockets\n          mountPath: "
+    shared = init.partition(mount)[2].splitlines()[0]
+    assert PurePosixPath(control).parent == PurePosixPath(shared)
+    assert f"{mount}{shared}\n" in main
+    # The bot is told where it is, and starts only once it exists.
+    assert f"- name: SIDECAR_CONTROL\n          value: {control}\n" in main
+    probe = next(line for line in init.splitlines() if "S_ISSOCK" in line)
+    assert f"'{control}'" in probe
+    # The CLI takes the pod's flag as the control socket's path.
+    headers = tmp_path / "headers"
+    headers.write_text("Authorization: Bearer t0ken\n")
+    mounted = args()[args().index("--header") + 1][1:]
+    argv = [a.replace(mounted, str(headers)) for a in args()]
+    config = cli.build_config(
+        cli.parser().parse_args(argv), environ={"SIDECAR_URL": "wss://bots.example.com/audio"}
+    )
+    assert config.control is not None and str(config.control.path) == control

@@ -88,6 +88,15 @@ async def test_node_bot() -> None:
     check_run(out, server)
     ready = json.loads(out.split("sidecar event ready: ", 1)[1].splitlines()[0])
     assert (ready["audio_in"], ready["audio_out"]) == ("fd:3", "fd:4")
+    # Its control channel (--control PATH): the `send` reached the server as is, and
+    # `say` was answered `unsupported`, naming the dialect, and sent nowhere. The
+    # answers were read from the socket (the bot reads no command_result on stdout).
+    assert server.messages("bot.hello") == [{"trigger": "bot.hello", "data": {"bot": "node_bot"}}]
+    assert "bot: control: send (hello-1) answered ok" in out, out
+    unsupported = re.search(r"^bot: control: say \(say-1\) answered unsupported: (.*)$", out, re.M)
+    assert unsupported and "attendee" in unsupported.group(1), out
+    assert "bot: commands: send ok, say unsupported" in out
+    assert {m["trigger"] for m in server.messages()} == {"realtime_audio.mixed", "bot.hello"}
 
 
 def test_pod_example_runs_the_sidecar_as_a_native_sidecar_with_valid_args(

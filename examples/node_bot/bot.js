@@ -13,6 +13,13 @@
 // its stdout, reads back the bot output from audio-out, and exits cleanly by
 // closing the sidecar's stdin (--exit-on-stdin-eof).
 //
+// It also talks to the sidecar over its control channel, `--control PATH`: a
+// Unix socket that carries every event line (as stdout does) one way and the
+// bot's commands, one JSON object per line, the other. That is how a bot in
+// another container of a pod reaches the sidecar; this one spawns it, and
+// uses the socket to show the exchange: a `send` (a message for the server,
+// as is) and a `say`, which the attendee dialect answers `unsupported`.
+//
 //   audio-sidecar serve --echo &          # listens on ws://127.0.0.1:8765/
 //   node examples/node_bot/bot.js --url ws://127.0.0.1:8765/
 //
@@ -22,6 +29,10 @@
 'use strict';
 
 const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
 const readline = require('node:readline');
 
 const RATE = 48000;
@@ -103,11 +114,68 @@ class Speaker {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
+// The control channel: connect to the socket, log every event line that comes
+// on it, and write commands. Each command gets exactly one `command_result`
+// event, which echoes its `id`.
+class Control {
+  constructor(socketPath) {
+    this.socketPath = socketPath;
+    this.results = new Map();
+    this.socket = null;
+  }
+
+  // The sidecar creates the socket before its `ready` event; retry briefly anyway.
+  async connect(timeoutMs = 5000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        this.socket = await new Promise((resolve, reject) => {
+          const socket = net.connect(this.socketPath);
+          socket.once('connect', () => resolve(socket));
+          socket.once('error', reject);
+        });
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await sleep(50);
+      }
+    }
+    this.socket.on('error', () => {});
+    readline.createInterface({ input: this.socket }).on('line', (line) => {
+      const event = JSON.parse(line);
+      if (event.event === 'command_result') {
+        const outcome = event.ok ? 'ok' : `${event.error.code}: ${event.error.message}`;
+        console.log(`bot: control: ${event.command} (${event.id}) answered ${outcome}`);
+        const waiter = this.results.get(event.id);
+        if (waiter) waiter(event);
+      } else if (event.event !== 'stats') {
+        console.log(`bot: control event ${event.event}`);
+      }
+    });
+  }
+
+  // Sends one command; resolves with its answer (or, should the sidecar be
+  // gone, with a failure of our own after a few seconds).
+  send(command, id, fields = {}) {
+    const answered = new Promise((resolve) => this.results.set(id, resolve));
+    this.socket.write(`${JSON.stringify({ command, id, ...fields })}\n`);
+    const noAnswer = { ok: false, error: { code: 'no_answer', message: 'no command_result in 5 s' } };
+    return Promise.race([answered, sleep(5000).then(() => noAnswer)]);
+  }
+
+  close() {
+    if (this.socket) this.socket.end();
+  }
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const [command, ...prefix] = (process.env.SIDECAR_CMD || 'python3 -m sidecar')
     .split(/\s+/)
     .filter(Boolean);
+  // The control socket's directory: ours alone (mkdtemp makes it 0700).
+  const controlDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sidecar-'));
+  const control = new Control(path.join(controlDir, 'control.sock'));
   const sidecar = spawn(
     command,
     [
@@ -116,6 +184,7 @@ async function main() {
       '--url', args.url,
       '--audio-in-fd', '3',
       '--audio-out-fd', '4',
+      '--control', control.socketPath,
       '--exit-on-stdin-eof',
       '--stats-interval', '1',
     ],
@@ -149,6 +218,13 @@ async function main() {
     process.exit(1);
   }
 
+  await control.connect();
+  // `send` puts any JSON object on the websocket as is: here, for the server.
+  const hello = { trigger: 'bot.hello', data: { bot: 'node_bot' } };
+  const sent = await control.send('send', 'hello-1', { message: hello });
+  // The attendee dialect has no agent to speak: answered `unsupported`.
+  const said = await control.send('say', 'say-1', { text: 'Hello, meeting.' });
+
   const pcm = tone(args.freq, args.seconds);
   const step = FRAME_SAMPLES * 2;
   const start = Date.now();
@@ -167,9 +243,11 @@ async function main() {
     if (speaker.frames && Date.now() - speaker.lastFrameAt > 500) break;
   }
 
+  control.close();
   sidecar.stdin.end();
   const code = await exited;
   await eventsDone; // the last lines (final stats, stopped) may still be in the pipe
+  fs.rmSync(controlDir, { recursive: true, force: true });
   mic.destroy();
   sidecar.stdio[4].destroy();
   for (const error of speaker.errors) {
@@ -178,6 +256,9 @@ async function main() {
   console.log(
     `bot: sidecar stats: ${lastStats.messages_out} messages out, ${lastStats.messages_in} in, ` +
       `dropped ${JSON.stringify(lastStats.dropped)}`,
+  );
+  console.log(
+    `bot: commands: send ${sent.ok ? 'ok' : sent.error.code}, say ${said.ok ? 'ok' : said.error.code}`,
   );
   console.log(
     `done: sent ${pcm.length / 2} samples, received ${speaker.samples} samples of bot output, ` +

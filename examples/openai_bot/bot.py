@@ -16,7 +16,11 @@ Standard library only, so it can be copied into any bot. It:
 5. prints the live captions from the sidecar's JSON-lines events:
    `transcript` (who said what), `playout_cleared` (a barge-in) and
    `agent_error`;
-6. stops once the agent has answered and gone quiet, by closing the sidecar's
+6. talks to the agent over the control channel, commands as JSON lines on
+   the sidecar's stdin (`--control-stdin`): greets the room with `say` once
+   connected, and answers the agent's calls of the `meeting_clock` tool
+   (declared in session.json) with `tool_result`;
+7. stops once the agent has answered and gone quiet, by closing the sidecar's
    stdin (`--exit-on-stdin-eof`).
 
 For real, from the repository root:
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -45,8 +50,10 @@ import sys
 import threading
 import time
 import wave
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 HERE = Path(__file__).resolve().parent
 RATE = 48000
@@ -64,6 +71,8 @@ PLAYERS = {
     "paplay": ["--raw", "--format=s16le", f"--rate={RATE}", "--channels=1"],
     "play": ["-q", "-t", "raw", "-r", str(RATE), "-e", "signed", "-b", "16", "-c", "1", "-"],
 }
+
+GREETING = "Hello everyone, I'm the meeting's assistant. Ask me anything, or what time it is."
 
 _print_lock = threading.Lock()
 
@@ -207,19 +216,85 @@ class Speaker(threading.Thread):
                 self.player = None
 
 
+# -- the bot's side of the conversation: its tools and its commands -----------------------------
+
+
+class MeetingClock:
+    """The `meeting_clock` tool (session.json declares it): the time now, in the
+    timezone the agent asks for, and how long the meeting has run. A real bot
+    would answer from the meeting's own start; this one's meeting starts with it."""
+
+    name = "meeting_clock"
+
+    def __init__(self) -> None:
+        self.started = datetime.now(UTC)
+        self.started_at = time.monotonic()
+
+    def __call__(self, arguments: Any) -> dict[str, Any]:
+        # The arguments are null when the agent's text was not JSON: UTC then.
+        zone_name = arguments.get("timezone") if isinstance(arguments, dict) else None
+        zone_name = zone_name or "UTC"
+        try:
+            zone = ZoneInfo(str(zone_name))
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            return {"error": f"unknown timezone {zone_name!r}: use an IANA name like Europe/Paris"}
+        elapsed = time.monotonic() - self.started_at
+        now = self.started + timedelta(seconds=elapsed)
+        return {
+            "timezone": str(zone_name),
+            "now": now.astimezone(zone).isoformat(timespec="seconds"),
+            "started": self.started.astimezone(zone).isoformat(timespec="seconds"),
+            "elapsed_minutes": int(elapsed // 60),
+        }
+
+
+class Control:
+    """Our end of the control channel: one command per line on the sidecar's
+    stdin (`--control-stdin`); each is answered by a `command_result` event."""
+
+    def __init__(self, stdin: IO[str]) -> None:
+        self.stdin = stdin
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+
+    def send(self, command: str, **fields: Any) -> str:
+        """Sends one command; returns its `id`, which its answer echoes."""
+        ident = f"{command}-{next(self.ids)}"
+        line = json.dumps({"command": command, "id": ident, **fields})
+        # Closed or broken: the sidecar is gone, and its exit status says why.
+        with self.lock, contextlib.suppress(OSError, ValueError):
+            self.stdin.write(line + "\n")
+            self.stdin.flush()
+        return ident
+
+    def close(self) -> None:
+        """With --exit-on-stdin-eof, a clean stop."""
+        with self.lock, contextlib.suppress(OSError, ValueError):
+            self.stdin.close()
+
+
 # -- the sidecar's events --------------------------------------------------------------------
 
 
 class Events(threading.Thread):
     """Reads the sidecar's stdout, one JSON object per line, and prints the captions."""
 
-    def __init__(self, stream: IO[str], start: float) -> None:
+    def __init__(
+        self, stream: IO[str], start: float, control: Control, greeting: str | None
+    ) -> None:
         super().__init__(daemon=True)
         self.stream = stream
         self.start_at = start
+        self.control = control
+        self.greeting = greeting
+        self.tools = {MeetingClock.name: MeetingClock()}
+        self.tool_calls = 0
+        self.refused = 0
         self.connected = threading.Event()
         self.ended = threading.Event()
         self.transcripts: list[dict[str, Any]] = []
+        self.last_reply_at = 0.0
+        """When the agent's latest reply was final (monotonic): its transcript came."""
         self.barge_ins = 0
         self.errors = 0
         self.last_stats: dict[str, Any] = {}
@@ -245,6 +320,8 @@ class Events(threading.Thread):
         name = event.get("event")
         if name == "transcript":
             self.transcripts.append(event)
+            if event["role"] == "assistant":
+                self.last_reply_at = time.monotonic()
             self.caption(f"{event['role']}: {event['text']}")
         elif name == "playout_cleared":
             # Every time the service hears the meeting speak, the sidecar clears the
@@ -261,8 +338,25 @@ class Events(threading.Thread):
             self.errors += 1
             code = f" ({event['code']})" if event.get("code") else ""
             self.caption(f"agent error: {event['message']}{code}")
+        elif name == "tool_call":
+            self.answer(event)
+        elif name == "tool_call_cancelled":
+            self.caption(f"tool: call {event['call_id']} cancelled ({event['reason']})")
+        elif name == "command_result":
+            if not event["ok"]:
+                self.refused += 1
+                error = event["error"]
+                say(
+                    f"bot: the sidecar refused {event['command']} ({event['id']}): "
+                    f"{error['code']}: {error['message']}",
+                    sys.stderr,
+                )
         elif name == "connected":
             say(f"bot: connected to {event['url']} (attempt {event['attempt']})")
+            if not self.connected.is_set() and self.greeting:
+                # Once, not after every reconnect: the room has been greeted.
+                self.control.send("say", text=self.greeting)
+                say(f"bot: greeting the room: {self.greeting}")
             self.connected.set()
         elif name == "disconnected":
             say(f"bot: disconnected: {event['reason']}")
@@ -277,7 +371,23 @@ class Events(threading.Thread):
             self.last_stats = event
         elif name == "stopped":
             self.stopped = event
-        # Other events (ready, bot_connected, ...) and unknown ones: nothing to show.
+        # Other events (ready, bot_connected, agent_speaking, ...) and unknown ones:
+        # nothing to show.
+
+    def answer(self, call: dict[str, Any]) -> None:
+        """Runs the tool the agent called and answers with its output."""
+        tool = self.tools.get(call["name"])
+        output: dict[str, Any]
+        if tool is None:  # the session declares no such tool: say so, or the agent waits
+            output = {"error": f"no tool named {call['name']!r}"}
+        else:
+            try:
+                output = tool(call["arguments"])
+            except Exception as exc:  # a bug in a tool must not stop the events
+                output = {"error": f"{call['name']} failed: {exc}"}
+        self.control.send("tool_result", call_id=call["call_id"], output=output)
+        self.tool_calls += 1
+        self.caption(f"tool: {call['name']}({call['arguments_json']}) -> {json.dumps(output)}")
 
 
 # -- the bot ---------------------------------------------------------------------------------
@@ -296,6 +406,7 @@ def sidecar_command(args: argparse.Namespace, in_fd: int, out_fd: int) -> list[s
         str(in_fd),
         "--audio-out-fd",
         str(out_fd),
+        "--control-stdin",
         "--exit-on-stdin-eof",
         "--log-level",
         args.log_level,
@@ -338,6 +449,12 @@ def parse_args() -> argparse.Namespace:
         default=[],
         help="extra handshake header for the sidecar, 'Name: value' or @FILE (repeatable). "
         "The key belongs in OPENAI_API_KEY (or an @FILE): arguments are visible to others",
+    )
+    parser.add_argument(
+        "--greeting",
+        default=GREETING,
+        help="what the agent says to the room once connected (the `say` command); "
+        "'' for nothing (default: %(default)r)",
     )
     parser.add_argument("--seconds", type=float, default=1.5, help="length of the tone")
     parser.add_argument("--freq", type=float, default=300.0, help="tone frequency (Hz)")
@@ -413,7 +530,8 @@ def stream_meeting(
         now = time.monotonic()
         if now < spoken_until:
             continue
-        answered = speaker.frames > 0 and any(t["role"] == "assistant" for t in events.transcripts)
+        # A reply that came after the meeting spoke (not the greeting) is the answer.
+        answered = speaker.frames > 0 and events.last_reply_at > spoken_until
         if answered and now - speaker.last_frame_at >= args.linger:
             return True
         if now - spoken_until >= args.timeout:
@@ -449,7 +567,8 @@ def main() -> int:
     speaker_child.close()
     assert sidecar.stdout is not None and sidecar.stdin is not None
 
-    events = Events(sidecar.stdout, started)
+    control = Control(sidecar.stdin)
+    events = Events(sidecar.stdout, started, control, args.greeting)
     events.start()
     speaker = Speaker(speaker_sock, player)
     speaker.start()
@@ -471,8 +590,7 @@ def main() -> int:
     except OSError as exc:
         say(f"bot: audio-in failed: {exc}", sys.stderr)
 
-    with contextlib.suppress(OSError):  # already gone if the sidecar exited
-        sidecar.stdin.close()  # --exit-on-stdin-eof: a clean stop
+    control.close()  # --exit-on-stdin-eof: a clean stop
     try:
         code = sidecar.wait(timeout=15)
     except subprocess.TimeoutExpired:
@@ -500,7 +618,8 @@ def main() -> int:
         f"done: sent {mic.audio_bytes / (2 * RATE):.2f} s of audio, received "
         f"{len(speaker.pcm) / (2 * RATE):.2f} s of the agent's voice at {RATE} Hz, "
         f"{len(events.transcripts)} transcripts, {events.barge_ins} barge-ins, "
-        f"{events.errors} agent errors, sidecar exited with {code}"
+        f"{events.errors} agent errors, {events.tool_calls} tool calls answered, "
+        f"{events.refused} commands refused, sidecar exited with {code}"
     )
     if code != 0:
         return code
