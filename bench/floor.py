@@ -86,7 +86,8 @@ def _uplink(quality: Quality, rate: int, encoded: list[bytes]) -> float:
                         timestamp_ms=chunk.timestamp_ms,
                     ),
                 )
-                sink += len(messages.encode(message).decode())
+                # msgspec's UTF-8 bytes are what the link frames (Utf8Text): no str.
+                sink += len(messages.encode(message))
     elapsed = time.perf_counter() - start
     assert sink > 0
     return elapsed / len(encoded) * 1e6

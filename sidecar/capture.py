@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import math
 
-from sidecar.chunker import Chunk, Chunker
+from sidecar.chunker import GAP_MS, Chunk, Chunker
 from sidecar.frames import Audio
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.resample import Quality, Resampler
-
-# The chunker's own default: later input than this is a gap, not jitter.
-GAP_MS = 100.0
 
 
 class CaptureStream:
@@ -43,9 +41,8 @@ class CaptureStream:
         self.quality = quality
         self.gap_ms = gap_ms
         self._resampler: Resampler | None = None
+        # One for the stream's life: it carries its clock over a change of rate.
         self._chunker: Chunker | None = None
-        # End, on the stream clock, of the newest emitted chunk; None before the first.
-        self._end_ms: float | None = None
         self._last_capture_ms = 0.0
         self.samples_in = 0
         self.samples_out = 0
@@ -104,24 +101,20 @@ class CaptureStream:
         contiguous = end + n * 1000.0 / rate
         if arrival_ms - contiguous < self.chunk_ms:
             arrival_ms = contiguous
-        return self._push(Audio(rate, bytes(2 * n)), arrival_ms)
+        return self._push(Audio(rate, bytes(SAMPLE_BYTES * n)), arrival_ms)
 
     def _push(self, frame: Audio, arrival_ms: float) -> list[Chunk]:
         chunks: list[Chunk] = []
         rate = frame.rate
         start_ms = arrival_ms - frame.samples * 1000.0 / rate
-        if self._resampler is None or self._resampler.in_rate != rate:
-            chunks += self.flush()
-            self._resampler = Resampler(rate, self.out_rate, self.quality)
-            self._chunker = Chunker(rate, self.out_rate, self.chunk_ms, self.gap_ms)
-            # The new chunker anchors its clock on its first frame; when the bot
-            # merely switched rate, that frame follows the previous audio
-            # directly, so start where the old clock ended instead of letting
-            # arrival jitter open a crack (or an overlap) at the switch.
-            if self._end_ms is not None and start_ms - self._end_ms <= self.gap_ms:
-                start_ms = self._end_ms
-        assert self._chunker is not None
         resampler, chunker = self._resampler, self._chunker
+        if resampler is None or chunker is None:
+            resampler = self._resampler = Resampler(rate, self.out_rate, self.quality)
+            chunker = self._chunker = Chunker(rate, self.out_rate, self.chunk_ms, self.gap_ms)
+        elif resampler.in_rate != rate:
+            chunks += self.flush()
+            resampler = self._resampler = Resampler(rate, self.out_rate, self.quality)
+            chunker.set_rate(rate)
         # The chunker never splits a frame and sends all it holds once a chunk's
         # worth of input is in, so input that straddles a chunk boundary would
         # make a long message (up to twice --chunk-ms; a 680 ms frame, one of
@@ -133,12 +126,16 @@ class CaptureStream:
         offset = 0
         while offset < frame.samples:
             take = min(frame.samples - offset, chunker.samples_to_boundary())
-            part = pcm if take == frame.samples else pcm[2 * offset : 2 * (offset + take)]
+            if take == frame.samples:
+                part = pcm
+            else:
+                part = pcm[SAMPLE_BYTES * offset : SAMPLE_BYTES * (offset + take)]
             capture_ms = start_ms + offset * 1000.0 / rate
             self._last_capture_ms = capture_ms
             chunk = chunker.push(resampler.process(part), take, capture_ms)
             if chunk is not None:
-                chunks.append(self._monotonic(chunk))
+                self.samples_out += chunk.samples
+                chunks.append(chunk)
             offset += take
         return chunks
 
@@ -153,7 +150,10 @@ class CaptureStream:
         if self._chunker is None:
             return []
         chunk = self._chunker.flush()
-        return [] if chunk is None else [self._monotonic(chunk)]
+        if chunk is None:
+            return []
+        self.samples_out += chunk.samples
+        return [chunk]
 
     def flush(self) -> list[Chunk]:
         """End of the stream (or of a rate): emit everything still held."""
@@ -166,13 +166,6 @@ class CaptureStream:
         held = self._chunker.push(tail, 0, self._last_capture_ms)
         for chunk in (held, self._chunker.flush()):
             if chunk is not None:
-                chunks.append(self._monotonic(chunk))
+                self.samples_out += chunk.samples
+                chunks.append(chunk)
         return chunks
-
-    def _monotonic(self, chunk: Chunk) -> Chunk:
-        # A new rate starts a new chunker clock; never let it run backwards.
-        if self._end_ms is not None and chunk.timestamp_ms < int(self._end_ms):
-            chunk = Chunk(chunk.pcm, int(self._end_ms), chunk.samples)
-        self._end_ms = chunk.timestamp_ms + chunk.samples * 1000.0 / self.out_rate
-        self.samples_out += chunk.samples
-        return chunk

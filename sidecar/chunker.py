@@ -17,6 +17,9 @@ sample ``j`` is input position ``j * in_rate / out_rate``), so an output sample'
 time follows from its index alone. The clock only jumps, forwards, when the input has a gap
 longer than ``gap_ms``.
 
+A stream's input may change rate (`set_rate`, after a `flush`): the same chunker carries on
+at the new rate, its clock continuing where its output ended unless the input had a gap.
+
 A frame larger than a chunk is not split: it comes out as one correspondingly larger chunk.
 Callers that want every chunk one span long cut their input at `Chunker.samples_to_boundary`.
 """
@@ -25,6 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+
+from sidecar.pcm import SAMPLE_BYTES
+
+GAP_MS: Final = 100.0
+"""Input later than this (against the stream clock) is a gap, not jitter."""
 
 # Output held without any input completing a chunk (only possible when callers push output
 # with ``in_samples=0``, e.g. a resampler flush) is released once it reaches this many chunks.
@@ -38,7 +46,7 @@ class Chunk:
     timestamp_ms: int
     """Unix ms capture time of the chunk's first sample (floored)."""
     samples: int
-    """``len(pcm) // 2``."""
+    """``len(pcm) // SAMPLE_BYTES``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +70,7 @@ class _Anchor:
 
 class Chunker:
     def __init__(
-        self, in_rate: int, out_rate: int, chunk_ms: int = 20, gap_ms: float = 100.0
+        self, in_rate: int, out_rate: int, chunk_ms: int = 20, gap_ms: float = GAP_MS
     ) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
@@ -70,24 +78,28 @@ class Chunker:
             raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
         if gap_ms < 0:
             raise ValueError(f"gap_ms must not be negative, got {gap_ms}")
-        self._in_rate = in_rate
         self._out_rate = out_rate
+        self._chunk_ms = chunk_ms
         self._gap_ms = gap_ms
-        self._ticks_per_ms: Final = in_rate * out_rate
+        self._in_rate = in_rate
+        self._ticks_per_ms = in_rate * out_rate
         # Input accounting is kept in units of samples * 1000 so spans such as 20 ms at
         # 11025 Hz (220.5 samples) stay exact.
-        self._span: Final = in_rate * chunk_ms
+        self._span = in_rate * chunk_ms
         self._accumulated = 0
         self._max_held = _MAX_HELD_CHUNKS * out_rate * chunk_ms // 1000
         # Joined only when a chunk leaves: a chunk made of one push costs no copy at all.
         self._held_parts: list[bytes] = []
         self._held = 0  # samples in _held_parts
+        # Positions since the stream (or its current rate) started.
         self._in_pos = 0
-        self._out_pos = 0  # stream index of the first held output sample
+        self._out_pos = 0  # index of the first held output sample
+        self._out_before = 0  # output samples at earlier rates
         # Oldest first; older anchors are kept only while held samples still precede the
         # newest one.
         self._anchors: list[_Anchor] = []
-        self._last_timestamp: int | None = None
+        self._end_ms: float | None = None
+        """Where the newest chunk ends on the stream clock; None before the first."""
         self._chunks = 0
         self._reanchors = 0
 
@@ -96,7 +108,7 @@ class Chunker:
 
         ``capture_ms`` is the unix ms capture time of the frame's first input sample.
         """
-        if len(pcm_out) % 2:
+        if len(pcm_out) % SAMPLE_BYTES:
             raise ValueError(f"s16le PCM must have an even byte count, got {len(pcm_out)}")
         if in_samples < 0:
             raise ValueError(f"in_samples must not be negative, got {in_samples}")
@@ -104,7 +116,7 @@ class Chunker:
         self._in_pos += in_samples
         if pcm_out:
             self._held_parts.append(pcm_out)
-            self._held += len(pcm_out) // 2
+            self._held += len(pcm_out) // SAMPLE_BYTES
 
         self._accumulated += in_samples * 1000
         boundary = self._accumulated >= self._span
@@ -115,6 +127,27 @@ class Chunker:
         if self._held and (boundary or self._held >= self._max_held):
             return self._emit()
         return None
+
+    def set_rate(self, in_rate: int) -> None:
+        """The input goes on at `in_rate` (call `flush` first: nothing may be held).
+
+        The stream clock carries on: the first input at the new rate starts where the
+        output so far ends, unless it was captured over ``gap_ms`` later than that (then
+        at its capture time), so arrival jitter opens no crack (nor overlap) at the
+        switch; and no timestamp ever goes back before that end.
+        """
+        if in_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate}")
+        if self._held:
+            raise ValueError("flush the chunker before changing its rate")
+        self._in_rate = in_rate
+        self._ticks_per_ms = in_rate * self._out_rate
+        self._span = in_rate * self._chunk_ms
+        self._accumulated = 0
+        self._in_pos = 0
+        self._out_before += self._out_pos
+        self._out_pos = 0
+        self._anchors.clear()
 
     def samples_to_boundary(self) -> int:
         """Input samples that complete the current chunk span (at least 1).
@@ -140,7 +173,9 @@ class Chunker:
 
     def statistics(self) -> ChunkerStatistics:
         return ChunkerStatistics(
-            chunks=self._chunks, samples_out=self._out_pos, reanchors=self._reanchors
+            chunks=self._chunks,
+            samples_out=self._out_before + self._out_pos,
+            reanchors=self._reanchors,
         )
 
     def _anchor(self, capture_ms: float) -> _Anchor:
@@ -150,6 +185,9 @@ class Chunker:
 
     def _observe_capture(self, capture_ms: float) -> None:
         if not self._anchors:
+            # The first input (at this rate): it continues the output unless it came late.
+            if self._end_ms is not None and capture_ms - self._end_ms <= self._gap_ms:
+                capture_ms = self._end_ms
             self._anchors.append(self._anchor(capture_ms))
             return
         newest = self._anchors[-1]
@@ -176,15 +214,17 @@ class Chunker:
 
     def _emit(self) -> Chunk:
         timestamp = self._timestamp_of_output(self._out_pos)
-        # Cannot trigger with forward-only anchors; kept so the guarantee does not hinge on it.
-        if self._last_timestamp is not None and timestamp < self._last_timestamp:
-            timestamp = self._last_timestamp
+        # Never before the previous chunk's end. At one rate this cannot trigger with
+        # forward-only anchors (kept so the guarantee does not hinge on it); after a rate
+        # change it keeps a clock anchored on the first frame's rounding from going back.
+        if self._end_ms is not None and timestamp < int(self._end_ms):
+            timestamp = int(self._end_ms)
         pcm = b"".join(self._held_parts)
         samples = self._held
         self._held_parts.clear()
         self._held = 0
         self._out_pos += samples
-        self._last_timestamp = timestamp
+        self._end_ms = timestamp + samples * 1000.0 / self._out_rate
         self._chunks += 1
         self._drop_stale_anchors()
         return Chunk(pcm=pcm, timestamp_ms=timestamp, samples=samples)

@@ -38,6 +38,11 @@ below in its _impl.py, then update the version):
    DirectStream, which orders its own writes with trio-websocket's. While
    the reader answers a server's close, _close_reason is still unset but
    wsproto is no longer OPEN and would refuse a frame: _sendable() asks it.
+6. A text message whose UTF-8 bytes a dialect already made (Utf8Text) is
+   framed by wsproto's private FrameProtocol._serialize_frame (reached as
+   _wsproto.connection._proto), which its send(TextMessage) calls after encoding the
+   str; our messages are always whole (fin), so its continuation bookkeeping
+   in send_data() never applies. Checked against wsproto CHECKED_WSPROTO.
 """
 
 from __future__ import annotations
@@ -55,15 +60,25 @@ import trio
 import trio_websocket as tw
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, TextMessage
+from wsproto.frame_protocol import Opcode
 from wsproto.utilities import LocalProtocolError
 
-from sidecar.dialects.base import AudioOut, Incoming, Outgoing, Session, SessionReply, Wire
+from sidecar.dialects.base import (
+    AudioOut,
+    Incoming,
+    Outgoing,
+    Session,
+    SessionReply,
+    Utf8Text,
+    Wire,
+)
 from sidecar.fastpath import RECEIVE_BYTES, Delivery, DirectStream
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.outbox import Outbox
 from sidecar.redact import Redactor
 
 CHECKED_TRIO_WEBSOCKET = "0.12.2"
+CHECKED_WSPROTO = "1.3.2"
 
 # trio-websocket's own queue for messages; Delivery replaces its send side, so
 # nothing waits in it.
@@ -99,6 +114,11 @@ class ConnState(enum.Enum):
     the server still sends is delivered."""
     CLOSED = "closed"
     """Over: nothing more is written or delivered."""
+
+
+# Where the link counts the connection as up (from `Link._connected` to the
+# connection's end), so where the session's readiness is the outbox's.
+_UP = frozenset({ConnState.OPENING, ConnState.OPEN, ConnState.CLOSING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +285,8 @@ class Connection:
                 if encoded is None:
                     continue
                 wires, data = encoded
-                stream.try_send(data)
+                if data:  # nothing on the wire (a clear Attendee answers by its marks)
+                    stream.try_send(data)
             except (OSError, trio.BrokenResourceError, LocalProtocolError) as exc:
                 # Raised in the caller's task (the uplink's, the clock's): the
                 # sender raises it in the connection's own, where it ends it.
@@ -275,13 +296,13 @@ class Connection:
                 return
             self._account(item, wires)
 
-    def _encode(self, item: Outgoing) -> tuple[Sequence[Wire], bytes] | None:
+    def _encode(self, item: Outgoing) -> tuple[Sequence[Wire | Utf8Text], bytes] | None:
         """`item`'s messages and their frames; None, counted, where the dialect
         cannot encode it. Whatever the dialect raises is contained here: this
         runs in whichever task called notify() (the uplink's, the clock's)."""
         assert self.ws is not None
         try:
-            wires = self.session.wire(item)
+            wires = self.session.wire_utf8(item)
             return wires, b"".join(frame(self.ws, wire) for wire in wires)
         except LocalProtocolError:
             # Not the item: wsproto's connection closed under us (a drop).
@@ -293,7 +314,7 @@ class Connection:
             self._encode_failed(item, exc)
             return None
 
-    def _account(self, item: Outgoing, wires: Sequence[Wire]) -> None:
+    def _account(self, item: Outgoing, wires: Sequence[Wire | Utf8Text]) -> None:
         self._stats.messages_out += len(wires)
         self._stats.bytes_out += sum(len(wire) for wire in wires)
         if isinstance(item, AudioOut):
@@ -318,8 +339,15 @@ class Connection:
             # Behind what waits already, in the one ordered writer.
             self._outbox.put_control(SessionReply(session, tuple(replies)))
             self.notify()
-        if session.audio_ready and not ready:
-            self.notify()  # the server's go-ahead: queued audio may go now
+        now_ready = session.audio_ready
+        if now_ready != ready:
+            if self.state in _UP:
+                # The outbox's limit follows the session's readiness while the
+                # link counts the connection up (it opened the outbox with the
+                # readiness the session had then).
+                self._outbox.accepting = now_ready
+            if now_ready:
+                self.notify()  # the server's go-ahead: queued audio may go now
 
     # -- the connection's life ----------------------------------------------------------
 
@@ -454,6 +482,9 @@ class Connection:
                 if encoded is None:
                     continue
                 wires, data = encoded
+                if not data:  # nothing on the wire for it (see _write_now)
+                    self._account(item, wires)
+                    continue
                 bound.deadline = trio.current_time() + timeout
                 try:
                     await stream.send_all(data)
@@ -584,10 +615,17 @@ def _sendable(ws: tw.WebSocketConnection) -> bool:
     return ws.closed is None and ws._wsproto.state is ConnectionState.OPEN
 
 
-def frame(ws: tw.WebSocketConnection, wire: Wire) -> bytes:
+def frame(ws: tw.WebSocketConnection, wire: Wire | Utf8Text) -> bytes | bytearray:
     """One message as the bytes of a websocket frame (point 5 of the list above)."""
+    proto = ws._wsproto
+    if isinstance(wire, Utf8Text):
+        # Point 6: what wsproto's send(TextMessage) does past its str.encode().
+        conn = proto.connection
+        if conn is None or conn.state is not ConnectionState.OPEN:
+            raise LocalProtocolError(f"a text message cannot be sent in state {proto.state}")
+        return conn._proto._serialize_frame(Opcode.TEXT, wire.data, True)
     event = TextMessage(data=wire) if isinstance(wire, str) else BytesMessage(data=wire)
-    data: bytes = ws._wsproto.send(event)
+    data: bytes = proto.send(event)
     return data
 
 

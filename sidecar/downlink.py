@@ -52,6 +52,7 @@ from sidecar.dialects.base import (
     ToolCallIn,
 )
 from sidecar.gate import PauseGate
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.playout import MAX_PENDING_MARK_CHARS, MAX_PENDING_MARKS, MarkResolved
 from sidecar.ratelimit import TokenBucket
 from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
@@ -135,7 +136,7 @@ class Downlink:
         self._reply = reply
         self._error_replies = error_replies
         # The segment (an agent's reply) now arriving, and where its audio
-        # starts in the playout's byte timeline, to tell a barge-in how much
+        # starts on the voice's sample timeline, to tell a barge-in how much
         # of it was heard.
         self._segment: str | None = None
         self._segment_start = 0
@@ -144,7 +145,7 @@ class Downlink:
         # reach the server only after it sent more of that reply).
         self._cut_segment: str | None = None
         # Where each segment's audio starts in that timeline, oldest first,
-        # the first at or before the playout's read position.
+        # the first at or before the voice's play position.
         self._segment_starts: collections.deque[tuple[int, str]] = collections.deque()
         # The segment of the utterance the playout is handing out, and whether
         # (and for which segment) the bot was told the agent is speaking.
@@ -179,11 +180,11 @@ class Downlink:
         match incoming:
             case PlayAudio(pcm=pcm, rate=rate, segment=segment):
                 if segment is not None and segment == self._cut_segment:
-                    self._cut(len(pcm) // 2, rate)
+                    self._cut(len(pcm) // SAMPLE_BYTES, rate)
                     return
                 if segment is not None and segment != self._segment:
                     self._segment = segment
-                    self._segment_start = self.voice.playout.write_pos
+                    self._segment_start = self.voice.written
                     self._segment_started(segment, self._segment_start)
                 await self._bot_output(pcm, rate)
             case ClearPlayout():
@@ -243,12 +244,11 @@ class Downlink:
         """How much of the current segment reached the bot before a clear."""
         if self._segment is None:
             return None
-        played = self.voice.playout.read_pos - 2 * sum(item.samples for item in unsent)
-        heard_bytes = max(0, played - self._segment_start)
-        return Heard(self._segment, heard_bytes * 500 // self._config.output_rate)
+        unplayed = sum(item.samples for item in unsent)
+        return Heard(self._segment, self.voice.heard_ms(self._segment_start, unplayed))
 
     async def _bot_output(self, pcm: bytes, rate: int) -> None:
-        step = rate * SLICE_MS // 1000 * 2
+        step = rate * SLICE_MS // 1000 * SAMPLE_BYTES
         # An empty chunk still goes in: a change of rate flushes the old resampler.
         for start in range(0, max(len(pcm), 1), step):
             if start:
@@ -292,7 +292,8 @@ class Downlink:
                 tick = self.voice.tick()
                 if tick.frame is not None:
                     if tick.starts:
-                        first = self.voice.playout.read_pos - len(tick.frame) + 2 * tick.padding
+                        # The timeline position of the frame's first sample.
+                        first = self.voice.played - self.voice.playout.frame_samples + tick.padding
                         self._utterance_segment = self._segment_at(first)
                     self._deliver(tick.frame, tick.marks, tick.padding)
                 else:
@@ -312,8 +313,8 @@ class Downlink:
         item = _Outgoing(
             frames.encode_audio(frame, self._config.output_rate),
             marks,
-            len(frame) // 2 - padding,
-            len(frame) // 2,
+            len(frame) // SAMPLE_BYTES - padding,
+            len(frame) // SAMPLE_BYTES,
             self._utterance_segment,
         )
         if self._bot is None:
@@ -363,14 +364,14 @@ class Downlink:
     # -- agent_speaking ----------------------------------------------------------------
 
     def _segment_started(self, segment: str, pos: int) -> None:
-        self._segment_at(self.voice.playout.read_pos)  # forget what was played
+        self._segment_at(self.voice.played)  # forget what was played
         if len(self._segment_starts) >= MAX_SEGMENT_STARTS:
             self._stats.segment_starts_dropped += 1
             return
         self._segment_starts.append((pos, segment))
 
     def _segment_at(self, pos: int) -> str | None:
-        """The segment whose audio holds byte `pos` of the playout's timeline."""
+        """The segment whose audio holds sample `pos` of the voice's timeline."""
         starts = self._segment_starts
         while len(starts) > 1 and starts[1][0] <= pos:
             starts.popleft()

@@ -182,9 +182,9 @@ class Link:
 
     @property
     def accepting_audio(self) -> bool:
-        """Up, and the session is ready for audio (a dialect may wait for a go-ahead)."""
-        conn = self._conn
-        return self._stats.connected and conn is not None and conn.session.audio_ready
+        """Up, and the session is ready for audio (a dialect may wait for a
+        go-ahead): the outbox's state, which the link and its connection set."""
+        return self._outbox.accepting
 
     def statistics(self) -> LinkStatistics:
         stats = dataclasses.replace(self._stats)
@@ -385,10 +385,14 @@ class Link:
                 except trio.TooSlowError:
                     raise Ended(f"no handshake within {config.connect_timeout:g} s") from None
                 self._connected(redacted)
+                # Open for audio now, or when the session's go-ahead arrives
+                # (Connection._deliver).
+                self._outbox.accepting = conn.session.audio_ready
                 end = await conn.run(self._timeouts, self._stopping, self._failure)
                 return self._judge(conn, end)
             finally:
                 self._conn = None
+                self._outbox.accepting = False
                 # Whatever ended the connection, its socket goes now: a dead
                 # peer gets no close handshake to wait for.
                 if conn is not None:

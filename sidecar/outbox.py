@@ -18,6 +18,7 @@ replayed after a reconnect is framed for the new connection.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -37,6 +38,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UserText,
 )
+from sidecar.pcm import SAMPLE_BYTES
 
 MAX_CONTROL: Final = 256
 MAX_CONTROL_BYTES: Final = 1 << 20
@@ -62,12 +64,39 @@ class _Counters:
     by_stream: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
+class _Stream:
+    """One stream's queue, kept for the stream's life (not rebuilt per chunk)."""
+
+    __slots__ = ("live", "open", "queue", "rate", "replay", "samples")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[tuple[int, AudioOut]] = collections.deque()
+        self.samples = 0
+        """Samples queued: the bound is kept in whole samples, not summed ms."""
+        self.rate = 0
+        self.live = 0
+        self.replay = 0
+        """The two limits in samples at `rate`."""
+        self.open = False
+        """It has put audio and has not been released."""
+
+
+def _limit(ms: float, rate: int) -> int:
+    # The most whole samples that fit in `ms` (the epsilon absorbs a product
+    # such as 0.06 * 16000 landing a hair under its integer).
+    return math.floor(ms * rate / 1000.0 + 1e-6)
+
+
 class Outbox:
     """One FIFO across streams, with each stream's queued audio bounded on its own.
 
     Limits are per stream (a participant that talks a lot must not push the
     mixed stream's replay out), while `get()` still hands out messages in the
     order they were put, whichever stream they belong to.
+
+    Which limit applies is the outbox's own state, `accepting`: the link sets
+    it when a connection opens for audio and clears it when the connection
+    goes down, so whoever puts audio need not ask.
     """
 
     def __init__(
@@ -81,30 +110,39 @@ class Outbox:
             raise ValueError("outbox limits must not be negative")
         self.replay_ms = replay_ms
         self.live_ms = max(live_ms, replay_ms)
-        self._streams: dict[str, collections.deque[tuple[int, AudioOut]]] = {}
-        self._depth: dict[str, float] = {}
+        self.accepting = False
+        """A connection is up and its session takes audio: the live limit
+        applies; otherwise only the newest `replay_ms` is kept."""
+        self._streams: dict[str, _Stream] = {}
+        self._queued = 0
+        """Audio messages queued, across streams."""
         self._seq = 0
         self._control: collections.deque[Control] = collections.deque()
         self._max_control = max_control
         self._max_control_bytes = max_control_bytes
         self._control_bytes = 0
         self._dropped = _Counters()
-        self._open: set[str] = set()
-        """Streams that have put audio and not been released."""
 
-    def put_audio(self, item: AudioOut, connected: bool) -> None:
-        self._open.add(item.stream)
-        queue = self._streams.get(item.stream)
-        if queue is None:
-            queue = self._streams[item.stream] = collections.deque()
-            self._depth[item.stream] = 0.0
-        queue.append((self._seq, item))
+    def put_audio(self, item: AudioOut) -> None:
+        stream = self._streams.get(item.stream)
+        if stream is None:
+            stream = self._streams[item.stream] = _Stream()
+        if item.rate != stream.rate:
+            # A stream's rate is the dialect's and does not change; were it
+            # to, the limits follow it.
+            stream.rate = item.rate
+            stream.live = _limit(self.live_ms, item.rate)
+            stream.replay = _limit(self.replay_ms, item.rate)
+        stream.open = True
+        stream.queue.append((self._seq, item))
         self._seq += 1
-        self._depth[item.stream] += item.ms
-        if connected:
-            self._trim(item.stream, self.live_ms, "backpressure")
-        else:
-            self._trim(item.stream, self.replay_ms, "disconnected")
+        self._queued += 1
+        stream.samples += len(item.pcm) // SAMPLE_BYTES
+        if self.accepting:
+            if stream.samples > stream.live:
+                self._trim(item.stream, stream, stream.live, "backpressure")
+        elif stream.samples > stream.replay:
+            self._trim(item.stream, stream, stream.replay, "disconnected")
 
     def put_control(self, item: Control) -> None:
         weight = control_bytes(item)
@@ -124,29 +162,38 @@ class Outbox:
     def release(self, stream: str) -> int:
         """The stream has ended: returns the samples of it dropped so far.
 
-        Its per-stream drop count is forgotten once none of its audio is left
-        queued, so participants that come and go leave nothing behind.
+        Its queue and per-stream drop count are forgotten once none of its
+        audio is left queued, so participants that come and go leave nothing
+        behind.
         """
-        self._open.discard(stream)
         dropped = self._dropped.by_stream[stream]
-        if stream not in self._streams:
-            del self._dropped.by_stream[stream]
+        record = self._streams.get(stream)
+        if record is None:
+            self._dropped.by_stream.pop(stream, None)
+            return dropped
+        record.open = False
+        self._forget_if_done(stream, record)
         return dropped
 
     def disconnected(self) -> None:
         """The link went down: keep only what replay allows."""
-        for stream in list(self._streams):
-            self._trim(stream, self.replay_ms, "disconnected")
+        self.accepting = False
+        for key, stream in list(self._streams.items()):
+            if stream.samples > stream.replay:
+                self._trim(key, stream, stream.replay, "disconnected")
 
     def discard(self, reason: str) -> None:
         """Nothing more will be sent (shutdown): count what is left as dropped."""
-        for queue in self._streams.values():
-            for _, item in queue:
+        for key, stream in list(self._streams.items()):
+            for _, item in stream.queue:
                 self._count(item, reason)
-        self._streams.clear()
-        self._depth.clear()
-        for stream in set(self._dropped.by_stream) - self._open:
-            del self._dropped.by_stream[stream]
+            stream.queue.clear()
+            stream.samples = 0
+            if not stream.open:
+                del self._streams[key]
+        self._queued = 0
+        for key in set(self._dropped.by_stream) - set(self._streams):
+            del self._dropped.by_stream[key]
         self._dropped.messages[reason] += len(self._control)
         self._control.clear()
         self._control_bytes = 0
@@ -156,13 +203,22 @@ class Outbox:
         connection is not ready for audio yet)."""
         if self._control:
             return self._pop_control()
-        if not self._streams or not audio:
+        if not self._queued or not audio:
             return None
-        # A scan of the heads: there are at most a few dozen streams.
-        stream = min(self._streams, key=lambda s: self._streams[s][0][0])
-        _, item = self._streams[stream].popleft()
-        self._depth[stream] -= item.ms
-        self._forget_if_empty(stream)
+        streams = self._streams
+        if len(streams) == 1:
+            key, stream = next(iter(streams.items()))
+        else:
+            # A scan of the heads: there are at most a few dozen streams.
+            key, stream = min(
+                ((k, s) for k, s in streams.items() if s.queue),
+                key=lambda ks: ks[1].queue[0][0],
+            )
+        _, item = stream.queue.popleft()
+        self._queued -= 1
+        stream.samples -= len(item.pcm) // SAMPLE_BYTES
+        if not stream.open and not stream.queue:
+            self._forget_if_done(key, stream)
         return item
 
     def count_lost(self, item: AudioOut, reason: str) -> None:
@@ -170,16 +226,16 @@ class Outbox:
         self._count(item, reason)
 
     def __bool__(self) -> bool:
-        return bool(self._control or self._streams)
+        return bool(self._control or self._queued)
 
     @property
     def depth_ms(self) -> float:
-        return sum(self._depth.values())
+        return sum(s.samples * 1000.0 / s.rate for s in self._streams.values() if s.samples)
 
     def statistics(self) -> OutboxStatistics:
         return OutboxStatistics(
             depth_ms=self.depth_ms,
-            audio_messages=sum(len(q) for q in self._streams.values()),
+            audio_messages=self._queued,
             control_messages=len(self._control),
             dropped_samples=dict(self._dropped.samples),
             dropped_messages=dict(self._dropped.messages),
@@ -191,28 +247,27 @@ class Outbox:
         self._control_bytes -= control_bytes(item)
         return item
 
-    def _trim(self, stream: str, limit_ms: float, reason: str) -> None:
+    def _trim(self, key: str, stream: _Stream, limit: int, reason: str) -> None:
         # Keep the newest audio: a listener wants what was just said.
-        queue = self._streams[stream]
-        while queue and self._depth[stream] > limit_ms + 1e-6:
+        queue = stream.queue
+        while queue and stream.samples > limit:
             _, item = queue.popleft()
-            self._depth[stream] -= item.ms
+            self._queued -= 1
+            stream.samples -= len(item.pcm) // SAMPLE_BYTES
             self._count(item, reason)
-        self._forget_if_empty(stream)
+        self._forget_if_done(key, stream)
 
-    def _forget_if_empty(self, stream: str) -> None:
+    def _forget_if_done(self, key: str, stream: _Stream) -> None:
         # Departed participants must not leave entries behind.
-        if not self._streams[stream]:
-            del self._streams[stream]
-            del self._depth[stream]
-            if stream not in self._open:
-                del self._dropped.by_stream[stream]
+        if not stream.open and not stream.queue:
+            del self._streams[key]
+            self._dropped.by_stream.pop(key, None)
 
     def _count(self, item: AudioOut, reason: str) -> None:
         self._dropped.samples[reason] += item.samples
         self._dropped.messages[reason] += 1
         # A released stream's audio lost in flight counts in the totals only.
-        if item.stream in self._open or item.stream in self._streams:
+        if item.stream in self._streams:
             self._dropped.by_stream[item.stream] += item.samples
 
 

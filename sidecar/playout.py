@@ -73,19 +73,32 @@ Speech
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["MarkResolved", "Playout", "PlayoutStatistics", "Tick"]
+from sidecar.pcm import SAMPLE_BYTES
 
-_SAMPLE_BYTES = 2
+__all__ = ["MarkResolved", "PlayState", "Playout", "PlayoutStatistics", "Tick"]
 
 MAX_PENDING_MARKS: Final = 8192
 """Marks waiting for their audio at once: far beyond one per 20 ms piece of a
 full 60 s playout (3000), far below what would weigh on memory."""
 MAX_PENDING_MARK_CHARS: Final = 1 << 20
 """Their names together: a server's 1 MB names once held 341 MiB in 300 marks."""
+
+
+class PlayState(enum.Enum):
+    """Where the buffer is between utterances and inside one (see the definitions above)."""
+
+    IDLE = "idle"
+    """Not handing out frames: empty, or holding audio while its jitter buffer fills."""
+    PLAYING = "playing"
+    """Handing out a frame per tick."""
+    DRY = "dry"
+    """Ran dry while playing (an underrun), and the dry spell may still turn out to be a
+    gap in speech rather than the end: idle, but counting ticks up to ``resume_ms``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,33 +162,34 @@ class Playout:
         if jitter_ms < 0:
             raise ValueError(f"jitter_ms must not be negative, got {jitter_ms}.")
         self._rate = rate
-        self._frame_bytes = rate * frame_ms // 1000 * _SAMPLE_BYTES
-        # Whole samples only, so the buffer size stays even and frames never split a sample.
-        self._max_bytes = rate * max_ms // 1000 * _SAMPLE_BYTES
-        self._jitter_bytes = (rate * jitter_ms + 999) // 1000 * _SAMPLE_BYTES
+        # Everything is counted in samples; bytes only where PCM is cut or joined.
+        self._frame = rate * frame_ms // 1000
+        self._max = rate * max_ms // 1000
+        self._jitter = (rate * jitter_ms + 999) // 1000
         self._jitter_ticks = -(-jitter_ms // frame_ms)
         self._resume_ticks = -(-resume_ms // frame_ms)
-        # Ticks since the buffer ran dry, while the dry spell may still be a gap in speech.
-        self._dry_ticks: int | None = None
 
         self._chunks: deque[bytes] = deque()
-        self._head = 0  # read offset into _chunks[0]; avoids re-slicing big chunks every tick
-        # Absolute byte positions (monotonic, never reset) so marks need no rebasing.
+        self._head = 0  # byte offset into _chunks[0]; avoids re-slicing big chunks every tick
+        # Absolute sample positions (monotonic, never reset) so marks need no rebasing.
         self._read_pos = 0
         self._write_pos = 0
         self._marks: deque[tuple[int, str]] = deque()
         self._mark_chars = 0
 
-        self._playing = False
-        self._held_ticks = 0
+        self._state = PlayState.IDLE
+        self._dry_ticks = 0  # ticks since running dry, in DRY
+        self._held_ticks = 0  # ticks the jitter buffer has held audio back, in IDLE
+        # A tick found less than a frame since the last accepted push (see Tail): the
+        # grace is over, whatever the state.
         self._short_seen = False
         self._speaking = False
         self._quiet = 0  # ticks without audio since the open utterance's last frame
 
         self._frames_out = 0
-        self._bytes_cleared = 0
-        self._bytes_dropped = 0
-        self._pad_bytes = 0
+        self._cleared = 0
+        self._dropped = 0
+        self._padded = 0
         self._underruns = 0
         self._marks_played = 0
         self._marks_cleared = 0
@@ -184,12 +198,20 @@ class Playout:
 
     @property
     def frame_bytes(self) -> int:
-        return self._frame_bytes
+        return self._frame * SAMPLE_BYTES
+
+    @property
+    def frame_samples(self) -> int:
+        return self._frame
+
+    @property
+    def state(self) -> PlayState:
+        return self._state
 
     @property
     def playing(self) -> bool:
         """Handing out a frame per tick (not idle, not filling the jitter buffer)."""
-        return self._playing
+        return self._state is PlayState.PLAYING
 
     @property
     def speaking(self) -> bool:
@@ -199,16 +221,16 @@ class Playout:
     @property
     def dry(self) -> bool:
         """In a dry spell that may still turn out to be a gap in speech: keep ticking."""
-        return self._dry_ticks is not None
+        return self._state is PlayState.DRY
 
     @property
-    def read_pos(self) -> int:
-        """Audio bytes handed out in frames since the start (padding not counted)."""
+    def played(self) -> int:
+        """Samples handed out in frames since the start (padding not counted)."""
         return self._read_pos
 
     @property
-    def write_pos(self) -> int:
-        """Audio bytes accepted since the start; a clear moves `read_pos` up to it."""
+    def written(self) -> int:
+        """Samples accepted since the start; a clear moves `played` up to it."""
         return self._write_pos
 
     @property
@@ -218,22 +240,24 @@ class Playout:
 
     @property
     def _size(self) -> int:
-        """Bytes buffered: what was accepted and neither handed out nor cleared."""
+        """Samples buffered: what was accepted and neither handed out nor cleared."""
         return self._write_pos - self._read_pos
 
     @property
     def buffered_ms(self) -> float:
-        return self._bytes_to_ms(self._size)
+        return self._to_ms(self._size)
 
-    def _bytes_to_ms(self, n: int) -> float:
-        return n * 1000 / (self._rate * _SAMPLE_BYTES)
+    def _to_ms(self, samples: int) -> float:
+        return samples * 1000 / self._rate
 
     def push(self, pcm: bytes) -> int:
-        if len(pcm) % _SAMPLE_BYTES:
+        """Queue s16le audio; returns the bytes accepted (the rest is refused, see Overflow)."""
+        if len(pcm) % SAMPLE_BYTES:
             raise ValueError(f"pcm must be whole s16le samples (even length), got {len(pcm)}.")
-        accepted = min(len(pcm), self._max_bytes - self._size)
-        self._bytes_dropped += len(pcm) - accepted
-        if accepted < len(pcm) and self.awaiting:
+        samples = len(pcm) // SAMPLE_BYTES
+        accepted = min(samples, self._max - self._size)
+        self._dropped += samples - accepted
+        if accepted < samples and self.awaiting:
             # Their audio was refused: they end where the accepted audio does.
             end = self._write_pos + accepted
             # Positions never decrease: only a run at the right can lie past
@@ -245,18 +269,19 @@ class Playout:
                 i -= 1
         if accepted == 0:
             return 0
-        if self._dry_ticks is not None:
+        if self._state is PlayState.DRY:
             self._underruns += 1
-            self._dry_ticks = None
-        if self._size == 0 and not self._playing:
+            self._state = PlayState.IDLE
+        if self._size == 0 and self._state is PlayState.IDLE:
             self._held_ticks = 0
+        kept = accepted * SAMPLE_BYTES
         # Copy only when truncating or when handed a mutable buffer the caller may reuse.
-        self._chunks.append(bytes(pcm[:accepted]) if accepted < len(pcm) else bytes(pcm))
+        self._chunks.append(bytes(pcm[:kept]) if accepted < samples else bytes(pcm))
         self._write_pos += accepted
         self._short_seen = False
         self._quiet = 0
         self._max_size = max(self._max_size, self._size)
-        return accepted
+        return kept
 
     def mark(self, name: str, ahead: int = 0) -> tuple[MarkResolved, ...]:
         """Queue a mark after what was pushed and `ahead` samples still to come."""
@@ -265,8 +290,7 @@ class Playout:
         if self._size == 0 and ahead == 0 and not self._marks:
             # Everything before the mark is already out; the server declared the end of the
             # utterance, so an empty tick next is not an underrun.
-            self._playing = False
-            self._dry_ticks = None
+            self._state = PlayState.IDLE
             self._marks_played += 1
             return (MarkResolved(name, True),)
         if (
@@ -275,7 +299,7 @@ class Playout:
         ):
             self._marks_refused += 1
             return (MarkResolved(name, False, refused=True),)
-        pos = self._write_pos + ahead * _SAMPLE_BYTES
+        pos = self._write_pos + ahead
         if self._marks:
             # Never before an earlier mark: marks are answered in order.
             pos = max(pos, self._marks[-1][0])
@@ -284,12 +308,11 @@ class Playout:
         return ()
 
     def clear(self) -> tuple[MarkResolved, ...]:
-        self._bytes_cleared += self._size
+        self._cleared += self._size
         self._chunks.clear()
         self._head = 0
         self._read_pos = self._write_pos
-        self._playing = False
-        self._dry_ticks = None
+        self._state = PlayState.IDLE
         self._held_ticks = 0
         self._short_seen = False
         self._speaking = False
@@ -318,39 +341,36 @@ class Playout:
         return tick
 
     def _tick(self) -> Tick:
+        state = self._state
         if self._size == 0:
-            if not self._playing:
-                if self._dry_ticks is not None:
+            if state is not PlayState.PLAYING:
+                if state is PlayState.DRY:
                     self._dry_ticks += 1
                     if self._dry_ticks > self._resume_ticks:
-                        self._dry_ticks = None  # long enough: that was the end
+                        self._state = PlayState.IDLE  # long enough: that was the end
                 return Tick(None, (), False)
-            self._playing = False
+            self._state = PlayState.DRY
             self._dry_ticks = 0
             return Tick(None, (), True)
 
-        if not self._playing:
-            if (
-                self._size >= self._jitter_bytes
-                or self._marks
-                or self._held_ticks >= self._jitter_ticks
-            ):
-                self._playing = True
+        # Holding audio: a push ended any dry spell, so IDLE or PLAYING.
+        if state is not PlayState.PLAYING:
+            if self._size >= self._jitter or self._marks or self._held_ticks >= self._jitter_ticks:
+                self._state = PlayState.PLAYING
             else:
                 self._held_ticks += 1
-                if self._size < self._frame_bytes:
+                if self._size < self._frame:
                     self._short_seen = True
                 return Tick(None, (), False)
 
-        if self._size >= self._frame_bytes:
-            frame = self._take(self._frame_bytes)
+        if self._size >= self._frame:
+            frame = self._take(self._frame)
             padded = 0
         elif (self._marks and self._marks[0][0] <= self._write_pos) or self._short_seen:
             size = self._size
-            pad = self._frame_bytes - size
-            frame = self._take(size) + bytes(pad)
-            self._pad_bytes += pad
-            padded = pad // _SAMPLE_BYTES
+            padded = self._frame - size
+            frame = self._take(size) + bytes(padded * SAMPLE_BYTES)
+            self._padded += padded
         else:
             self._short_seen = True
             return Tick(None, (), False)
@@ -365,12 +385,13 @@ class Playout:
             resolved.append(MarkResolved(name, True))
         self._marks_played += len(resolved)
         if self._size == 0 and (padded or ended_at_mark):
-            self._playing = False
+            self._state = PlayState.IDLE
         return Tick(frame, tuple(resolved), False, padded)
 
     def _take(self, n: int) -> bytes:
+        """The next `n` samples, as PCM."""
         parts: list[bytes] = []
-        need = n
+        need = n * SAMPLE_BYTES
         while need:
             chunk = self._chunks[0]
             avail = len(chunk) - self._head
@@ -389,15 +410,15 @@ class Playout:
     def statistics(self) -> PlayoutStatistics:
         return PlayoutStatistics(
             frames_out=self._frames_out,
-            bytes_in=self._write_pos,
-            bytes_out=self._frames_out * self._frame_bytes,
-            bytes_cleared=self._bytes_cleared,
-            bytes_dropped_overflow=self._bytes_dropped,
-            pad_bytes=self._pad_bytes,
+            bytes_in=self._write_pos * SAMPLE_BYTES,
+            bytes_out=self._frames_out * self._frame * SAMPLE_BYTES,
+            bytes_cleared=self._cleared * SAMPLE_BYTES,
+            bytes_dropped_overflow=self._dropped * SAMPLE_BYTES,
+            pad_bytes=self._padded * SAMPLE_BYTES,
             underruns=self._underruns,
             marks_played=self._marks_played,
             marks_cleared=self._marks_cleared,
             marks_refused=self._marks_refused,
-            depth_ms=self._bytes_to_ms(self._size),
-            max_depth_ms=self._bytes_to_ms(self._max_size),
+            depth_ms=self._to_ms(self._size),
+            max_depth_ms=self._to_ms(self._max_size),
         )

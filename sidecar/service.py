@@ -85,7 +85,7 @@ class Sidecar:
             log_sink,
             redactor=self.redactor,
         )
-        mixed = Route(self.outbox, self.link.notify, lambda: self.link.accepting_audio)
+        mixed = Route(self.outbox, self.link.notify)
         self.links = [self.link]
         participants: Route | None = None
         if config.per_participant:
@@ -104,9 +104,7 @@ class Sidecar:
                     redactor=self.redactor,
                 )
                 self.links.append(plink)
-                participants = Route(
-                    self.participant_outbox, plink.notify, lambda: plink.accepting_audio
-                )
+                participants = Route(self.participant_outbox, plink.notify)
         self.uplink = Uplink(config, mixed, participants, log_sink, gate=self.gate)
         self._stopping = False
         self._links_running = len(self.links)

@@ -52,11 +52,12 @@ log = logging.getLogger("sidecar.uplink")
 
 @dataclass(slots=True)
 class Route:
-    """Where one kind of stream's messages go: an outbox and its link."""
+    """Where one kind of stream's messages go: an outbox and its link's
+    `notify`. Whether the link takes audio is the outbox's own state
+    (`Outbox.accepting`, set by the link)."""
 
     outbox: Outbox
     notify: Callable[[], None]
-    connected: Callable[[], bool]
 
 
 @dataclass(slots=True)
@@ -222,7 +223,7 @@ class Uplink:
         if due is None:
             return math.inf
         delay = max(0.0, (due - self._clock_ms()) / 1000.0)
-        if not self._mixed.route.connected():
+        if not self._mixed.route.outbox.accepting:
             # Silence is for a listener; while the link is down it would only
             # push the bot's last words out of the replay. Look again later.
             delay = max(delay, self._config.chunk_ms / 1000.0)
@@ -237,7 +238,7 @@ class Uplink:
         stream = self._mixed
         capture = stream.capture
         end = capture.input_end_ms
-        if end is None or not stream.route.connected():
+        if end is None or not stream.route.outbox.accepting:
             return
         now = self._clock_ms()
         spans = self._filler.due(now, end, capture.to_boundary_ms)
@@ -258,7 +259,7 @@ class Uplink:
         for route in routes.values():
             turns = 0
             while (
-                route.connected()
+                route.outbox.accepting
                 and route.outbox.depth_ms > 2 * self._config.chunk_ms
                 and turns < MAX_TURNS
             ):
@@ -433,18 +434,16 @@ class Uplink:
         if not chunks:
             return
         if self._stats.muted:
-            muted = sum(len(chunk.pcm) // 2 for chunk in chunks)
+            muted = sum(chunk.samples for chunk in chunks)
             self._stats.muted_samples += muted
             self._stats.muted_by_stream[stream.key] += muted
             stream.counters.chunks += len(chunks)
             return
-        route, rate = stream.route, stream.rate
-        connected = route.connected()
+        route, rate, key = stream.route, stream.rate, stream.key
+        put = route.outbox.put_audio
         for chunk in chunks:
-            route.outbox.put_audio(
-                AudioOut(chunk.pcm, rate, chunk.timestamp_ms, stream.key), connected
-            )
-            stream.counters.chunks += 1
+            put(AudioOut(chunk.pcm, rate, chunk.timestamp_ms, key))
+        stream.counters.chunks += len(chunks)
         route.notify()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.playout import MarkResolved, Playout, PlayoutStatistics, Tick
 from sidecar.resample import Quality, Resampler
 
@@ -60,7 +61,7 @@ class Voice:
                 self._rate_changes += 1
             refused += self._flush()
             self._resampler = Resampler(rate, self.out_rate, self.quality)
-        self._received += len(pcm) // 2
+        self._received += len(pcm) // SAMPLE_BYTES
         out = self._resampler.process(pcm)
         # Something to flush: the filter holds back what it owes (nothing, for
         # an empty first message or a passthrough).
@@ -116,6 +117,23 @@ class Voice:
             and not self.playout.dry
             and not self.playout.speaking
         )
+
+    @property
+    def written(self) -> int:
+        """Where the next sample the playout accepts will sit on its timeline
+        (samples at `out_rate` since the start)."""
+        return self.playout.written
+
+    @property
+    def played(self) -> int:
+        """Where the next sample to be handed out sits on the same timeline."""
+        return self.playout.played
+
+    def heard_ms(self, since: int, unsent: int = 0) -> int:
+        """How much was heard from timeline position `since` (an earlier
+        `written`) on, in whole ms: what was handed out, less `unsent` samples
+        of it that never reached the listener."""
+        return max(0, self.playout.played - unsent - since) * 1000 // self.out_rate
 
     def statistics(self) -> VoiceStatistics:
         return VoiceStatistics(self.playout.statistics(), self._received, self._rate_changes)

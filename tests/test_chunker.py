@@ -315,3 +315,42 @@ def test_random_frames_keep_every_invariant(frames: list[tuple[int, float]]) -> 
         assert nxt.timestamp_ms >= prev.timestamp_ms + duration_ms(prev) - 1
     if chunker.statistics().reanchors == 0:
         assert_continuous(chunks)
+
+
+def test_a_rate_change_continues_the_clock_where_the_output_ended() -> None:
+    chunker = Chunker(16000, 16000)
+    first = chunker.push(silence(320), 320, T0)
+    assert first is not None and first.timestamp_ms == T0
+    chunker.set_rate(8000)
+    # Arrival jitter at the switch (3 ms late) opens no crack in the timestamps.
+    after = chunker.push(silence(160), 160, T0 + 23)
+    assert after is not None and after.timestamp_ms == T0 + 20
+    assert chunker.statistics() == ChunkerStatistics(chunks=2, samples_out=480, reanchors=0)
+
+
+def test_a_rate_change_after_a_gap_starts_at_the_capture_time() -> None:
+    chunker = Chunker(16000, 16000, gap_ms=100)
+    chunker.push(silence(320), 320, T0)
+    chunker.set_rate(8000)
+    after = chunker.push(silence(160), 160, T0 + 20 + 101)
+    assert after is not None and after.timestamp_ms == T0 + 121
+
+
+def test_a_rate_change_never_moves_a_timestamp_before_the_previous_end() -> None:
+    chunker = Chunker(16000, 16000)
+    chunker.push(silence(320), 320, T0)
+    chunker.set_rate(8000)
+    # Early (a bot writing ahead of real time): still after the previous chunk.
+    after = chunker.push(silence(160), 160, T0 + 5)
+    assert after is not None and after.timestamp_ms == T0 + 20
+
+
+def test_a_rate_change_with_output_held_is_refused() -> None:
+    chunker = Chunker(16000, 16000)
+    assert chunker.push(silence(100), 100, T0) is None
+    with pytest.raises(ValueError, match="flush"):
+        chunker.set_rate(8000)
+    assert chunker.flush() is not None
+    chunker.set_rate(8000)
+    with pytest.raises(ValueError):
+        chunker.set_rate(0)

@@ -171,8 +171,13 @@ async def test_excess_beyond_max_playout_is_dropped_and_counted(tmp_path: Path) 
             await until_connected(sidecar, server)
             speaker = await connected_speaker(sidecar, nursery, tmp_path)
             expected = send_tone(server, 16000, 2.0)
+            # The playout can stand empty for a tick while the resampler still
+            # holds the utterance's last samples (they are flushed on the next
+            # one): a stats line from that moment is not the end yet.
             stats = await sidecar.stats(
-                lambda e: e["playout_depth_ms"] == 0 and e["samples_played"] > 0
+                lambda e: e["playout_depth_ms"] == 0
+                and e["samples_played"] > 0
+                and e["bot_output_resampled"] >= expected
             )
             await trio.sleep(0.1)
             nursery.cancel_scope.cancel()

@@ -194,16 +194,15 @@ class Wire:
     """What the route carried, with the trio time each item left."""
 
     outbox: Outbox
-    up: bool = True
     sent: list[tuple[float, AudioOut]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.outbox.accepting = True
 
     def notify(self) -> None:
         while (item := self.outbox.get()) is not None:
             assert isinstance(item, AudioOut)
             self.sent.append((trio.current_time(), item))
-
-    def connected(self) -> bool:
-        return self.up
 
 
 def uplink_on_mock_clock(**config: Any) -> tuple[Uplink, Wire]:
@@ -216,7 +215,7 @@ def uplink_on_mock_clock(**config: Any) -> tuple[Uplink, Wire]:
         **config,
     )
     wire = Wire(Outbox(settings.replay_ms, 60_000))
-    route = Route(wire.outbox, wire.notify, wire.connected)
+    route = Route(wire.outbox, wire.notify)
     participants = route if settings.per_participant else None
     uplink = Uplink(
         settings, route, participants, RecordedLog(), clock_ms=lambda: trio.current_time() * 1000
@@ -310,7 +309,7 @@ async def test_no_fill_when_muted_off_or_disconnected(
         await speak(bot, 0.5)
         if option == "mute":
             uplink.mute(True)
-        wire.up = option != "link_down"
+        wire.outbox.accepting = option != "link_down"
         sent = len(wire.sent)
         await trio.sleep(2.0)
         assert uplink.statistics().samples_filled == 0

@@ -7,8 +7,10 @@ check against wsproto itself that nothing we let through can crash it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import cast
 
 import h11
@@ -20,10 +22,13 @@ import wsproto
 from e2e_peers import accept_key, read_upgrade_request, server_frame, upgrade_answer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wsproto.events import AcceptConnection, Request
-from wsproto.utilities import RemoteProtocolError
+from wsproto import WSConnection
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from sidecar import connection
+from sidecar.dialects.base import Utf8Text
 from sidecar.handshake import (
     BODY_LIMIT,
     BODY_WAIT,
@@ -605,6 +610,40 @@ def test_trio_websocket_is_the_version_link_was_checked_against() -> None:
         "trio-websocket changed: re-check each point of the comment block above "
         "CHECKED_TRIO_WEBSOCKET in sidecar/connection.py against its _impl.py, then update it"
     )
+
+
+def test_wsproto_is_the_version_link_was_checked_against() -> None:
+    assert importlib.metadata.version("wsproto") == connection.CHECKED_WSPROTO, (
+        "wsproto changed: re-check point 6 of the comment block in "
+        "sidecar/connection.py against its frame_protocol.py, then update CHECKED_WSPROTO"
+    )
+
+
+def upgraded() -> tw.WebSocketConnection:
+    """What frame() reads of a client connection past its upgrade: its wsproto."""
+    client = WSConnection(ConnectionType.CLIENT)
+    client.connection = Connection(ConnectionType.CLIENT)
+    return cast(tw.WebSocketConnection, SimpleNamespace(_wsproto=client))
+
+
+@pytest.mark.parametrize("text", ["", '{"a":1}', "\u00e9t\u00e9 \U0001f600", "x" * 70_000])
+def test_a_utf8_text_is_framed_as_its_str_would_be(text: str) -> None:
+    """Utf8Text skips wsproto's str -> bytes step: the server reads the same
+    text message, unmasked, as from the str (short, 16-bit and 64-bit lengths)."""
+    ws = upgraded()
+    for wire in (text, Utf8Text(text.encode())):
+        server = Connection(ConnectionType.SERVER)
+        server.receive_data(bytes(connection.frame(ws, wire)))
+        (message,) = server.events()
+        assert isinstance(message, TextMessage)
+        assert message.data == text and message.message_finished
+
+
+def test_a_utf8_text_is_refused_once_wsproto_is_closing() -> None:
+    ws = upgraded()
+    ws._wsproto.send(CloseConnection(code=1000))
+    with pytest.raises(LocalProtocolError):
+        connection.frame(ws, Utf8Text(b"{}"))
 
 
 def test_a_header_value_echoing_a_secret_is_redacted_before_it_is_cut() -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
@@ -17,7 +19,16 @@ from support import WsServer, sidecar_args, wait_until
 from sidecar import cli, events, service
 from sidecar.config import Config, dialect_options
 from sidecar.dialects.attendee import Attendee, AttendeeSession
-from sidecar.dialects.base import AudioOut, DtmfOut, Encodable, Incoming, Wire
+from sidecar.dialects.base import (
+    AudioOut,
+    ClearedOut,
+    DtmfOut,
+    Encodable,
+    Incoming,
+    Outgoing,
+    Utf8Text,
+    Wire,
+)
 from sidecar.link import Link, LinkUnusable
 from sidecar.memory import MemorySnapshot
 from sidecar.outbox import Outbox
@@ -42,6 +53,10 @@ class _DtmfBugSession(AttendeeSession):
         if isinstance(item, DtmfOut) or (isinstance(item, AudioOut) and item.timestamp_ms == 13):
             raise _Broken("no encoding for this")
         return super().encode(item)
+
+    def wire_utf8(self, item: Outgoing) -> Sequence[Wire | Utf8Text]:
+        # Audio through encode() too, where the bug is (not Attendee's fast path).
+        return self.wire(item)
 
 
 class _DtmfBugDialect(Attendee):
@@ -69,10 +84,10 @@ async def test_an_item_the_dialect_cannot_encode_is_dropped_and_counted(tmp_path
             outbox.put_control(DtmfOut("5"))
             link.notify()  # raised _Broken here, in the caller's task
             bad = AudioOut(b"\x00\x01" * 320, 16000, 13)
-            outbox.put_audio(bad, connected=True)
+            outbox.put_audio(bad)
             link.notify()
             good = AudioOut(b"\x02\x03" * 320, 16000, 14)
-            outbox.put_audio(good, connected=True)
+            outbox.put_audio(good)
             link.notify()
             await wait_until(lambda: bool(server.messages()), 10, "audio")
             assert link.statistics().encode_failures == 2
@@ -84,6 +99,47 @@ async def test_an_item_the_dialect_cannot_encode_is_dropped_and_counted(tmp_path
     assert message["data"]["timestamp_ms"] == 14
     (warning,) = [e for e in _lines(out) if e["event"] == "warning"]
     assert "cannot encode a DtmfOut" in str(warning["message"])
+
+
+class _Sends:
+    """The connection's socket, every send() it makes recorded on the way through."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.sizes: list[int] = []
+
+    def send(self, data: bytes) -> int:
+        self.sizes.append(len(data))
+        return self._sock.send(data)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+async def test_an_item_with_nothing_on_the_wire_makes_no_send(tmp_path: Path) -> None:
+    """Attendee answers a clear by its marks: the ClearedOut the downlink queues
+    makes no message, and must make no zero-byte send() either."""
+    with trio.fail_after(20), WsServer() as server:
+        config = _config(server.url, tmp_path)
+        outbox = Outbox(config.replay_ms, 2000.0)
+        log = events.EventLog(io.BytesIO())
+        link = Link(config, outbox, Attendee(dialect_options(config)), _ignore, log)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(log.serve)
+            nursery.start_soon(link.serve)
+            await wait_until(lambda: link.accepting_audio, 10, "connected")
+            conn = link._conn
+            assert conn is not None
+            spy = _Sends(conn.stream._raw)
+            conn.stream._raw = cast(socket.socket, spy)
+            outbox.put_control(ClearedOut())
+            link.notify()
+            outbox.put_audio(AudioOut(b"\x02\x03" * 320, 16000, 14))
+            link.notify()
+            await wait_until(lambda: bool(server.messages()), 10, "audio")
+            assert link.statistics().messages_out == 1
+            nursery.cancel_scope.cancel()
+    assert len(spy.sizes) == 1 and spy.sizes[0] > 0, spy.sizes
 
 
 async def test_an_opening_message_that_cannot_be_encoded_is_a_usage_error(

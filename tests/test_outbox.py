@@ -24,6 +24,11 @@ def label(item: Outgoing) -> str:
     return item.name
 
 
+def put(box: Outbox, item: AudioOut, accepting: bool) -> None:
+    box.accepting = accepting
+    box.put_audio(item)
+
+
 def drain(box: Outbox) -> list[str]:
     out = []
     while (item := box.get()) is not None:
@@ -34,11 +39,11 @@ def drain(box: Outbox) -> list[str]:
 def test_connected_queue_absorbs_up_to_live_ms_then_drops_oldest() -> None:
     box = Outbox(replay_ms=100, live_ms=200)
     for n in range(10):
-        box.put_audio(audio(n), connected=True)
+        put(box, audio(n), accepting=True)
     assert box.depth_ms == pytest.approx(200)
     assert box.statistics().dropped_samples == {}
     for n in range(10, 13):
-        box.put_audio(audio(n), connected=True)
+        put(box, audio(n), accepting=True)
     stats = box.statistics()
     assert stats.dropped_samples == {"backpressure": 3 * 320}
     assert stats.dropped_messages == {"backpressure": 3}
@@ -50,7 +55,7 @@ def test_connected_queue_absorbs_up_to_live_ms_then_drops_oldest() -> None:
 def test_disconnected_keeps_only_the_newest_replay_ms() -> None:
     box = Outbox(replay_ms=60, live_ms=2000)
     for n in range(5):
-        box.put_audio(audio(n), connected=False)
+        put(box, audio(n), accepting=False)
     stats = box.statistics()
     assert stats.dropped_samples == {"disconnected": 2 * 320}
     assert stats.audio_messages == 3
@@ -61,7 +66,7 @@ def test_disconnected_keeps_only_the_newest_replay_ms() -> None:
 def test_a_drop_trims_what_was_queued_while_connected() -> None:
     box = Outbox(replay_ms=40, live_ms=1000)
     for n in range(6):
-        box.put_audio(audio(n), connected=True)
+        put(box, audio(n), accepting=True)
     assert not box.statistics().dropped_samples
     box.disconnected()
     assert box.statistics().dropped_samples == {"disconnected": 4 * 320}
@@ -70,7 +75,7 @@ def test_a_drop_trims_what_was_queued_while_connected() -> None:
 
 def test_zero_replay_keeps_nothing_while_disconnected() -> None:
     box = Outbox(replay_ms=0)
-    box.put_audio(audio(0), connected=False)
+    put(box, audio(0), accepting=False)
     assert not box
     assert box.statistics().dropped_messages == {"disconnected": 1}
     assert box.depth_ms == 0
@@ -78,8 +83,8 @@ def test_zero_replay_keeps_nothing_while_disconnected() -> None:
 
 def test_control_messages_go_ahead_of_audio() -> None:
     box = Outbox(replay_ms=1000)
-    box.put_audio(audio(0), connected=True)
-    box.put_audio(audio(1), connected=True)
+    put(box, audio(0), accepting=True)
+    put(box, audio(1), accepting=True)
     box.put_control(control("mark echo"))
     first = box.get()
     assert first == MarkOut("mark echo", True)
@@ -89,7 +94,7 @@ def test_control_messages_go_ahead_of_audio() -> None:
 
 def test_without_audio_only_control_comes_out() -> None:
     box = Outbox(replay_ms=1000)
-    box.put_audio(audio(0), connected=True)
+    put(box, audio(0), accepting=True)
     box.put_control(DtmfOut("5"))
     assert box.get(audio=False) == DtmfOut("5")
     assert box.get(audio=False) is None
@@ -137,7 +142,7 @@ def test_control_messages_survive_a_disconnect() -> None:
 
 def test_lost_in_flight_is_counted_per_reason_and_stream() -> None:
     box = Outbox(replay_ms=1000)
-    box.put_audio(audio(0, stream="p1"), connected=True)
+    put(box, audio(0, stream="p1"), accepting=True)
     item = box.get()
     assert isinstance(item, AudioOut)
     box.count_lost(item, "in_flight")
@@ -149,7 +154,7 @@ def test_lost_in_flight_is_counted_per_reason_and_stream() -> None:
 def test_depth_tracks_queued_audio_and_returns_to_zero() -> None:
     box = Outbox(replay_ms=1000)
     for n in range(800):
-        box.put_audio(audio(n, ms=0.125), connected=True)
+        put(box, audio(n, ms=0.125), accepting=True)
     assert box.depth_ms == pytest.approx(100)
     drain(box)
     assert box.depth_ms == 0.0
@@ -170,7 +175,7 @@ def test_negative_limits_are_refused() -> None:
 def test_discard_counts_everything_left() -> None:
     box = Outbox(replay_ms=1000)
     for n in range(3):
-        box.put_audio(audio(n), connected=False)
+        put(box, audio(n), accepting=False)
     box.put_control(control("mark echo"))
     box.discard("stopped")
     assert not box
@@ -185,7 +190,7 @@ def test_released_streams_report_their_drops_and_leave_nothing_behind() -> None:
     for round_ in range(100):
         who = f"p{round_}"
         for n in range(4):  # two fit in 40 ms of replay, two are dropped
-            box.put_audio(audio(n, stream=who), connected=False)
+            put(box, audio(n, stream=who), accepting=False)
         assert box.statistics().dropped_by_stream[who] == 2 * 320
         # Still queued when released: dropped later, then forgotten when drained.
         assert box.release(who) == 2 * 320
@@ -203,10 +208,10 @@ def test_released_streams_report_their_drops_and_leave_nothing_behind() -> None:
 
 def test_a_stream_that_comes_back_counts_again() -> None:
     box = Outbox(replay_ms=20)
-    box.put_audio(audio(0, stream="p"), connected=False)
-    box.put_audio(audio(1, stream="p"), connected=False)
+    put(box, audio(0, stream="p"), accepting=False)
+    put(box, audio(1, stream="p"), accepting=False)
     assert box.release("p") == 320
-    box.put_audio(audio(2, stream="p"), connected=False)
+    put(box, audio(2, stream="p"), accepting=False)
     assert box.statistics().dropped_by_stream == {"p": 2 * 320}
     drain(box)
     assert box.statistics().dropped_by_stream == {"p": 2 * 320}
@@ -216,8 +221,8 @@ def test_a_stream_that_comes_back_counts_again() -> None:
 
 def test_discard_forgets_released_streams() -> None:
     box = Outbox(replay_ms=1000)
-    box.put_audio(audio(0, stream="gone"), connected=False)
-    box.put_audio(audio(0, stream="live"), connected=False)
+    put(box, audio(0, stream="gone"), accepting=False)
+    put(box, audio(0, stream="live"), accepting=False)
     box.release("gone")
     box.discard("stopped")
     assert box.statistics().dropped_by_stream == {"live": 320}

@@ -33,7 +33,7 @@ def in_process_uplink(**config: Any) -> tuple[Uplink, Outbox, RecordedLog]:
     outbox = Outbox(settings.replay_ms, 60_000)
     # Link "up", so nothing is dropped for being disconnected; nobody sends,
     # and the backlog is large enough to hold every test's audio.
-    route = Route(outbox, lambda: None, lambda: False)
+    route = Route(outbox, lambda: None)
     log = RecordedLog()
     participants = route if settings.per_participant else None
     return Uplink(settings, route, participants, log), outbox, log

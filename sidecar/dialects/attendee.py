@@ -28,8 +28,10 @@ from sidecar.dialects.base import (
     Invalid,
     MarkIn,
     MarkOut,
+    Outgoing,
     PlayAudio,
     Session,
+    Utf8Text,
     Wire,
     WireAudio,
 )
@@ -53,28 +55,37 @@ class AttendeeSession(Session):
     def opening(self) -> Sequence[Wire]:
         return ()
 
+    def wire_utf8(self, item: Outgoing) -> Sequence[Wire | Utf8Text]:
+        # Audio, nearly every message: msgspec's bytes go out as they are.
+        if isinstance(item, AudioOut):
+            return (Utf8Text(messages.encode(self._audio(item))),)
+        return self.wire(item)
+
+    def _audio(self, item: AudioOut) -> messages.SidecarMessage:
+        if item.stream == MIXED:
+            return messages.MixedAudio(
+                bot_id=self._bot_id,
+                data=messages.MixedData(
+                    chunk=item.pcm,
+                    sample_rate=item.rate,  # type: ignore[arg-type]
+                    timestamp_ms=item.timestamp_ms,
+                ),
+            )
+        return messages.ParticipantAudio(
+            bot_id=self._bot_id,
+            data=messages.ParticipantData(
+                chunk=item.pcm,
+                sample_rate=item.rate,  # type: ignore[arg-type]
+                timestamp_ms=item.timestamp_ms,
+                participant_uuid=item.stream,
+            ),
+        )
+
     def encode(self, item: Encodable) -> Sequence[Wire]:
         message: messages.SidecarMessage
         match item:
-            case AudioOut(stream=stream) if stream == MIXED:
-                message = messages.MixedAudio(
-                    bot_id=self._bot_id,
-                    data=messages.MixedData(
-                        chunk=item.pcm,
-                        sample_rate=item.rate,  # type: ignore[arg-type]
-                        timestamp_ms=item.timestamp_ms,
-                    ),
-                )
             case AudioOut():
-                message = messages.ParticipantAudio(
-                    bot_id=self._bot_id,
-                    data=messages.ParticipantData(
-                        chunk=item.pcm,
-                        sample_rate=item.rate,  # type: ignore[arg-type]
-                        timestamp_ms=item.timestamp_ms,
-                        participant_uuid=item.stream,
-                    ),
-                )
+                message = self._audio(item)
             case MarkOut(name=name, played=played):
                 status: messages.MarkStatus = "played" if played else "cleared"
                 data = messages.MarkEchoData(name=name, status=status)

@@ -26,12 +26,29 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from sidecar import events
 from sidecar.messages import MAX_MESSAGE_BYTES, MessageError
+from sidecar.pcm import SAMPLE_BYTES
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
 
 Wire = str | bytes
 """One websocket message: text (str) or binary (bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Utf8Text:
+    """A text message whose UTF-8 bytes are already made (msgspec's output).
+
+    What `Session.wire_utf8` may hand the link instead of a str: the link
+    frames it as it is, where a str would be decoded from msgspec's bytes by
+    the dialect only to be encoded again by wsproto, per message.
+    """
+
+    data: bytes
+
+    def __len__(self) -> int:
+        return len(self.data)
+
 
 MIXED = "mixed"
 """The stream key of the meeting's mixed audio; participants use their UUID."""
@@ -54,11 +71,11 @@ class AudioOut:
 
     @property
     def samples(self) -> int:
-        return len(self.pcm) // 2
+        return len(self.pcm) // SAMPLE_BYTES
 
     @property
     def ms(self) -> float:
-        return len(self.pcm) * 500.0 / self.rate
+        return len(self.pcm) * (1000.0 / SAMPLE_BYTES) / self.rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +395,11 @@ class Session(abc.ABC):
                 # Encoded for one connection: a later one's session drops them.
                 return wires if owner is self else ()
         return self.encode(item)
+
+    def wire_utf8(self, item: Outgoing) -> Sequence[Wire | Utf8Text]:
+        """What the link sends for `item`: `wire(item)`, where a dialect may
+        give a text message as its UTF-8 bytes (Utf8Text), the same text."""
+        return self.wire(item)
 
     @abc.abstractmethod
     def encode(self, item: Encodable) -> Sequence[Wire]:

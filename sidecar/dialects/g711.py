@@ -73,6 +73,9 @@ class Packetizer:
         return len(self._pending)
 
     def feed(self, data: bytes) -> list[bytes]:
+        if len(data) == self.size and self._lead is None and not self._pending:
+            # The usual chunk after the first: already one packet, passed on uncut.
+            return [data]
         if self._lead is not None and data:  # an empty feed is no first chunk
             short = -len(data) % self.size
             if short % len(self._lead):

@@ -52,8 +52,10 @@ from sidecar.dialects.base import (
     MarkIn,
     MarkOut,
     Options,
+    Outgoing,
     PlayAudio,
     Session,
+    Utf8Text,
     Wire,
     WireAudio,
 )
@@ -319,14 +321,25 @@ class TwilioSession(Session):
             _text(Start(self._next_sequence(), self.stream_sid, start)),
         )
 
+    def wire_utf8(self, item: Outgoing) -> Sequence[Wire | Utf8Text]:
+        # Audio, nearly every message: msgspec's bytes go out as they are.
+        if isinstance(item, AudioOut):
+            return [Utf8Text(self._media(p)) for p in self._audio_packets(item)]
+        return self.wire(item)
+
+    def _audio_packets(self, item: AudioOut) -> list[bytes]:
+        if item.stream != MIXED:
+            return []  # see encode()
+        if item.rate != RATE:
+            raise ValueError(f"Twilio audio is {RATE} Hz; got a chunk at {item.rate} Hz")
+        return self._packets.feed(ulaw_from_pcm16(item.pcm))
+
     def encode(self, item: Encodable) -> Sequence[Wire]:
         match item:
             case AudioOut(stream=stream) if stream != MIXED:
                 return ()  # one stream per call: Twilio has no participant audio
             case AudioOut():
-                if item.rate != RATE:
-                    raise ValueError(f"Twilio audio is {RATE} Hz; got a chunk at {item.rate} Hz")
-                return [self._media(p) for p in self._packets.feed(ulaw_from_pcm16(item.pcm))]
+                return [self._media(p).decode() for p in self._audio_packets(item)]
             case DtmfOut(digit=digit):
                 data = DtmfData(DTMF_TRACK, digit)
                 return (_text(Dtmf(self.stream_sid, self._next_sequence(), data)),)
@@ -338,18 +351,18 @@ class TwilioSession(Session):
             case AgentCommand():
                 return ()  # an audio protocol: no agent to steer (refused before queueing)
 
-    def _media(self, payload: bytes) -> str:
+    def _media(self, payload: bytes) -> bytes:
         self._chunks += 1
         # Media time, not the wall clock: exact, monotonic, and what a server
         # that sums the audio it got would compute too.
         timestamp = self._samples * 1000 // RATE
         self._samples += len(payload)
         data = MediaData(TRACK, str(self._chunks), str(timestamp), payload)
-        return _text(Media(self._next_sequence(), self.stream_sid, data))
+        return _encoder.encode(Media(self._next_sequence(), self.stream_sid, data))
 
     def closing(self) -> Sequence[Wire]:
         tail = self._packets.flush(ULAW_SILENCE)
-        media = [self._media(tail)] if tail is not None else []
+        media = [self._media(tail).decode()] if tail is not None else []
         stop = StopData(account_sid=self._account_sid, call_sid=self._call_sid)
         return [*media, _text(Stop(self._next_sequence(), self.stream_sid, stop))]
 

@@ -60,6 +60,7 @@ from sidecar.dialects.server import (
 )
 from sidecar.dialects.twilio import JsonWire, tag_of
 from sidecar.messages import ErrorCode, MessageError, too_large
+from sidecar.pcm import SAMPLE_BYTES
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 RATES: Final = (8000, 16000)
 FRAME_MS: Final = 20
 """Vonage's frame duration, both ways, whatever --chunk-ms the capture uses."""
-PCM_SILENCE: Final = b"\x00\x00"
+PCM_SILENCE: Final = bytes(SAMPLE_BYTES)
 MAX_NOTIFY_PAYLOAD: Final = 8192
 """Bytes of a notify's payload: Vonage documents no limit, and every pending one
 is held until the audio before it has played."""
@@ -75,7 +76,7 @@ is held until the audio before it has played."""
 
 def frame_bytes(rate: int) -> int:
     """The size of one 20 ms frame of 16-bit PCM at `rate`."""
-    return rate * FRAME_MS // 1000 * 2
+    return rate * FRAME_MS // 1000 * SAMPLE_BYTES
 
 
 # -- sidecar -> server (what Vonage sends) ----------------------------------------------
@@ -159,7 +160,7 @@ class VonageSession(Session):
                     raise ValueError(
                         f"this stream is {self.rate} Hz; got a chunk at {item.rate} Hz"
                     )
-                if len(item.pcm) % 2:
+                if len(item.pcm) % SAMPLE_BYTES:
                     raise ValueError(f"16-bit PCM needs an even byte count, got {len(item.pcm)}")
                 return self._frames.feed(item.pcm)
             case MarkOut(name=name):
@@ -210,7 +211,7 @@ def _unreadable(data: bytes, max_bytes: int) -> Invalid | None:
     """A binary frame that is no 16-bit PCM at all (either way)."""
     if len(data) > max_bytes:
         return Invalid(too_large(len(data), max_bytes))
-    if len(data) % 2:
+    if len(data) % SAMPLE_BYTES:
         return Invalid(
             MessageError(
                 ErrorCode.ODD_LENGTH,

@@ -1,0 +1,10 @@
+"""The one sample format the sidecar carries inside: s16le mono.
+
+Every count of audio inside is in samples; bytes appear only where audio is
+cut from or joined into PCM, and there through this constant.
+"""
+
+from typing import Final
+
+SAMPLE_BYTES: Final = 2
+"""Bytes per sample of s16le mono."""
