@@ -39,6 +39,7 @@ from sidecar.dialects.base import (
     UrlAnswerError,
     UrlRequest,
     UserText,
+    Utf8Text,
 )
 from sidecar.dialects.elevenlabs_agent import (
     DEFAULT_API_BASE,
@@ -199,6 +200,16 @@ def test_audio_at_the_announced_rate_goes_as_is() -> None:
     pcm = tone(440, 0.02, 16000)
     (message,) = sent(session.wire(AudioOut(pcm, 16000, 0)))
     assert message == {"user_audio_chunk": base64.b64encode(pcm).decode()}
+
+
+def test_the_links_utf8_audio_is_the_same_text() -> None:
+    first, second = opened(), opened()
+    pcm = tone(440, 0.02, 16000)
+    (fast,) = first.wire_utf8(AudioOut(pcm, 16000, 0))
+    assert isinstance(fast, Utf8Text)
+    assert [fast.data.decode()] == list(second.wire(AudioOut(pcm, 16000, 0)))
+    # Anything else goes by wire().
+    assert first.wire_utf8(UserText("hi")) == first.wire(UserText("hi"))
 
 
 @pytest.mark.parametrize(("name", "rate"), [("pcm_8000", 8000), ("pcm_44100", 44100)])

@@ -68,6 +68,7 @@ from sidecar.dialects.base import (
     Invalid,
     MarkOut,
     Options,
+    Outgoing,
     PlayAudio,
     Session,
     ToolCallIn,
@@ -75,6 +76,7 @@ from sidecar.dialects.base import (
     UrlAnswerError,
     UrlRequest,
     UserText,
+    Utf8Text,
     Wire,
     WireAudio,
 )
@@ -378,7 +380,7 @@ class ElevenLabsAgentSession(Session):
     def encode(self, item: Encodable) -> Sequence[Wire]:
         match item:
             case AudioOut(stream=stream) if stream == MIXED:
-                return self._audio_up(item)
+                return tuple(wire.data.decode() for wire in self._audio_up(item))
             case ClearedOut(by_bot=True):
                 # No message stops a reply here: what is left of it is not played.
                 self._cut_through = max(self._cut_through, self._last_audio_id)
@@ -398,7 +400,13 @@ class ElevenLabsAgentSession(Session):
             case AgentCommand():
                 return ()  # refused before it was queued (`ElevenLabsAgent.commands`)
 
-    def _audio_up(self, item: AudioOut) -> Sequence[Wire]:
+    def wire_utf8(self, item: Outgoing) -> Sequence[Wire | Utf8Text]:
+        # Audio, nearly every message: msgspec's bytes go out as they are.
+        if isinstance(item, AudioOut) and item.stream == MIXED:
+            return self._audio_up(item)
+        return self.wire(item)
+
+    def _audio_up(self, item: AudioOut) -> Sequence[Utf8Text]:
         target = self._input
         if target is None:
             return ()  # held by the outbox until the metadata: never asked for
@@ -409,7 +417,7 @@ class ElevenLabsAgentSession(Session):
         if not pcm:
             return ()  # the converter's hold-back: it comes out with the next chunk
         data = ulaw_from_pcm16(pcm) if target.mulaw else pcm
-        return (encode(UserAudioChunk(data)),)
+        return (Utf8Text(_encoder.encode(UserAudioChunk(data))),)
 
     # -- down --------------------------------------------------------------------------
 
