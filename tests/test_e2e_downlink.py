@@ -175,9 +175,11 @@ async def test_excess_beyond_max_playout_is_dropped_and_counted(tmp_path: Path) 
             # holds the utterance's last samples (they are flushed on the next
             # one): a stats line from that moment is not the end yet.
             stats = await sidecar.stats(
-                lambda e: e["playout_depth_ms"] == 0
-                and e["samples_played"] > 0
-                and e["bot_output_resampled"] >= expected
+                lambda e: (
+                    e["playout_depth_ms"] == 0
+                    and e["samples_played"] > 0
+                    and e["bot_output_resampled"] >= expected
+                )
             )
             await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
