@@ -40,7 +40,7 @@ from sidecar.config import (
     validate,
     wire_text,
 )
-from sidecar.messages import PARTICIPANT_SAMPLE_RATES, SAMPLE_RATES
+from sidecar.dialects.base import SHARED_FLAGS
 from sidecar.redact import Redactor
 from sidecar.resample import Quality
 from sidecar.retry import Backoff, RetryConfig
@@ -72,14 +72,75 @@ EVENT_NAMES = textwrap.fill(
 COMMAND_NAMES = textwrap.fill(
     ", ".join(commands.NAMES), width=78, initial_indent="  ", subsequent_indent="  "
 )
-VENDOR_DIALECTS = tuple(name for name, d in dialects.DIALECTS.items() if d.default_url)
-CREDENTIAL_ENVS = "\n".join(
-    f"  {d.auth_env}\n{'':19}--protocol {name}: {d.auth_header} (a --header wins)"
-    for name, d in dialects.DIALECTS.items()
-    if d.auth_env
-)
 
-RUN_EPILOG = f"""\
+
+def _vendor_dialects() -> tuple[str, ...]:
+    return tuple(name for name, d in dialects.DIALECTS.items() if d.default_url)
+
+
+def _credential_envs() -> str:
+    return "\n".join(
+        f"  {env}\n{'':19}--protocol {name}: {d.auth_header} (a --header wins)"
+        for name, d in dialects.DIALECTS.items()
+        for env in d.credential_envs()
+    )
+
+
+def _protocols() -> str:
+    return "; ".join(
+        f"{name}: {d.summary}" if d.summary else name for name, d in dialects.DIALECTS.items()
+    )
+
+
+def _stop_on_close() -> tuple[str, ...]:
+    return tuple(n for n, d in dialects.DIALECTS.items() if not d.reconnect_on_clean_close)
+
+
+def _takers(flag: str) -> list[tuple[str, str]]:
+    """(dialect, what `flag` means to it) for every dialect that takes `flag`."""
+    return [
+        (name, f.help)
+        for name, d in dialects.DIALECTS.items()
+        for f in d.accepted_flags()
+        if f.name == flag
+    ]
+
+
+def _flag_help(flag: str, tail: str = "") -> str:
+    """`twilio: ...; vonage: ...`: a dialect flag's help, from the dialects."""
+    text = "; ".join(f"{name}: {meaning}" for name, meaning in _takers(flag))
+    return f"{text}{tail}" if text else f"taken by no dialect{tail}"
+
+
+def _own_flags() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """The dialects' own flags (not in SHARED_FLAGS): name -> (metavar, takers)."""
+    found: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    for name, d in dialects.DIALECTS.items():
+        for f in d.accepted_flags():
+            if f.name not in SHARED_FLAGS:
+                found.setdefault(f.name, (f.metavar, []))[1].append((name, f.help))
+    return found
+
+
+def _rate_help() -> str:
+    choosers = [(n, d) for n, d in dialects.DIALECTS.items() if d.sample_rates]
+    fixed = [n for n, d in dialects.DIALECTS.items() if not d.sample_rates]
+    text = "; ".join(
+        f"{n}: {one_of(d.sample_rates)} (default: {d.default_sample_rate})" for n, d in choosers
+    )
+    return f"rate of the audio sent to the server, {text}" + (
+        f"; {', '.join(fixed)} send at their own rate" if fixed else ""
+    )
+
+
+def _participant_rates() -> tuple[int, ...]:
+    return tuple(
+        sorted({r for d in dialects.DIALECTS.values() for r in d.participant_sample_rates})
+    )
+
+
+def _run_epilog() -> str:
+    return f"""\
 Either --url or --settings names the server; with neither, {URL_ENV} is used.
 Give one of --audio-in/--audio-in-fd and one of --audio-out/--audio-out-fd.
 The bot's commands come on --control, --control-fd or --control-stdin, each
@@ -93,7 +154,7 @@ may read (/proc/PID/cmdline):
   {HEADERS_ENV}  the same lines in an environment variable, sent before the
                    --header ones
   {URL_ENV}      the URL, for one with a token in its query
-{CREDENTIAL_ENVS}
+{_credential_envs()}
 
 events (stdout, one JSON object per line, each with "event" and "ts_ms"):
 {EVENT_NAMES}.
@@ -116,7 +177,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "run",
         help="run the sidecar: bot sockets <-> websocket",
         description="Stream a bot's audio to a websocket server and play its answers back.",
-        epilog=RUN_EPILOG,
+        epilog=_run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ws = p.add_argument_group("websocket server")
@@ -124,13 +185,13 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--protocol",
         choices=tuple(dialects.DIALECTS),
         default=dialects.DEFAULT,
-        help="the dialect spoken on the websocket (default: %(default)s)",
+        help=f"the dialect spoken on the websocket: {_protocols()} (default: %(default)s)",
     )
     ws.add_argument(
         "--url",
         metavar="URL",
         help=f"ws:// or wss:// URL of your server (or env {URL_ENV}; "
-        f"{' and '.join(VENDOR_DIALECTS)} default to the vendor's)",
+        f"{' and '.join(_vendor_dialects())} default to the vendor's)",
     )
     ws.add_argument(
         "--settings",
@@ -145,11 +206,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ws.add_argument(
         "--sample-rate",
         type=int,
-        choices=SAMPLE_RATES,
         default=None,
         metavar="HZ",
-        help=f"rate of the audio sent to the server: {one_of(SAMPLE_RATES)} "
-        f"(default: {DEFAULT['sample_rate']})",
+        help=_rate_help(),
     )
     ws.add_argument(
         "--header",
@@ -190,22 +249,26 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="twilio: a customParameters entry of the start message (Twilio's <Parameter>); "
-        "vonage: a header field of the first message (repeatable)",
+        help=_flag_help("--stream-param", " (repeatable)"),
     )
-    dia.add_argument(
-        "--call-sid", metavar="SID", help="twilio: callSid (default: generated, CA + 32 hex)"
-    )
-    dia.add_argument(
-        "--account-sid", metavar="SID", help="twilio: accountSid (default: generated, AC + 32 hex)"
-    )
+    dia.add_argument("--call-sid", metavar="SID", help=_flag_help("--call-sid"))
+    dia.add_argument("--account-sid", metavar="SID", help=_flag_help("--account-sid"))
     dia.add_argument(
         "--session",
         metavar="JSON|FILE",
-        help="openai-realtime: the session object of session.update; deepgram-agent: the "
-        "Settings message; inline or from a file (FILE or @FILE), as --settings (the "
-        "sidecar sets the audio formats)",
+        help=_flag_help(
+            "--session",
+            "; inline or from a file (FILE or @FILE), as --settings (the sidecar sets "
+            "the audio formats)",
+        ),
     )
+    for flag, (metavar, takers) in _own_flags().items():
+        dia.add_argument(
+            flag,
+            metavar=metavar,
+            dest=_own_dest(flag),
+            help="; ".join(f"{name}: {meaning}" for name, meaning in takers),
+        )
 
     retry = p.add_argument_group("reconnecting")
     retry.add_argument(
@@ -235,8 +298,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=get_args(ReconnectOnClose),
         default="auto",
         help="after the server closes cleanly (1000): reconnect, or stop with exit 0 "
-        "(the call ended); auto: stop for twilio and vonage, whose servers close "
-        "so at the end of the call, reconnect for the rest (default: %(default)s)",
+        f"(the call ended); auto: stop for {' and '.join(_stop_on_close()) or 'none'}, whose "
+        "servers close so at the end of the call, reconnect for the rest "
+        "(default: %(default)s)",
     )
     retry.add_argument(
         "--max-retry-delay",
@@ -402,9 +466,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pp.add_argument(
         "--per-participant-sample-rate",
         type=int,
-        choices=PARTICIPANT_SAMPLE_RATES,
         metavar="HZ",
-        help=f"rate of per-participant audio: {one_of(PARTICIPANT_SAMPLE_RATES)} "
+        help=f"rate of per-participant audio: {one_of(_participant_rates())} "
         f"(default: {DEFAULT['per_participant_sample_rate']})",
     )
     pp.add_argument(
@@ -443,6 +506,37 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with an error output, and a warning says so (default: %(default)s)",
     )
 
+    mem = p.add_argument_group("meetings that outlast agent sessions")
+    mem.add_argument(
+        "--memory",
+        choices=("on", "off"),
+        default="on" if DEFAULT["memory"] else "off",
+        help="keep the conversation as the meeting heard it and give it to every new "
+        "agent session (default: %(default)s)",
+    )
+    mem.add_argument(
+        "--memory-turns",
+        type=int,
+        default=DEFAULT["memory_turns"],
+        metavar="N",
+        help="turns kept, the oldest dropped first (default: %(default)s)",
+    )
+    mem.add_argument(
+        "--memory-chars",
+        type=int,
+        default=DEFAULT["memory_chars"],
+        metavar="N",
+        help="characters of text kept, the oldest turns dropped first (default: %(default)s)",
+    )
+    mem.add_argument(
+        "--max-session-s",
+        type=float,
+        default=DEFAULT["max_session_s"],
+        metavar="SECONDS",
+        help="move to a new agent session at the first quiet moment after this long, "
+        "if sooner than the vendor's cap (default: the vendor's cap)",
+    )
+
     life = p.add_argument_group("lifecycle and output")
     life.add_argument(
         "--exit-on-stdin-eof",
@@ -477,6 +571,21 @@ def _show_ranges(p: argparse.ArgumentParser) -> None:
             action.help = f"{action.help[:-1]}; allowed: {bounds})"
         else:
             action.help += f" (allowed: {bounds})"
+
+
+def _own_dest(flag: str) -> str:
+    return "dialect_" + flag.removeprefix("--").replace("-", "_")
+
+
+def _own_values(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The dialects' own flags given, as (flag, value), each checked as wire text."""
+    found = []
+    for flag in _own_flags():
+        value = getattr(args, _own_dest(flag), None)
+        if value is not None:
+            found.append((flag, value))
+            wire_text(value, flag)
+    return tuple(found)
 
 
 def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
@@ -591,6 +700,10 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         control=control_endpoint(args.control, args.control_fd),
         control_stdin=args.control_stdin,
         tool_timeout=args.tool_timeout,
+        memory=args.memory == "on",
+        memory_turns=args.memory_turns,
+        memory_chars=args.memory_chars,
+        max_session_s=args.max_session_s,
         per_participant=per_participant,
         per_participant_url=per_participant_url,
         pause_threshold=pause_threshold,
@@ -601,6 +714,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         call_sid=args.call_sid,
         account_sid=args.account_sid,
         session=None if args.session is None else parse_session(args.session),
+        dialect_flags=_own_values(args),
         warnings=tuple(warnings),
         **extra,
     )

@@ -27,6 +27,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UserText,
 )
+from sidecar.messages import validation_parts
 
 MAX_LINE_BYTES: Final = 1 << 20
 """A command line longer than this (its newline not counted) is refused
@@ -209,6 +210,10 @@ def _invalid(line: bytes, reason: str) -> Refusal:
         return refusal("invalid_json", message)
     except msgspec.DecodeError:  # pragma: no cover - the full decoder read it as JSON
         return refusal("invalid_json", reason)
+    except RecursionError:
+        # The full decoder stopped at a field's type before the depth; the
+        # envelope reads every field as any JSON, and goes deeper.
+        return refusal("invalid_json", "nested too deeply for the JSON decoder")
     name = envelope.command if isinstance(envelope.command, str) else None
     echo = envelope.id if _echoable(envelope.id) else None
     found = _FIELD.search(reason)
@@ -229,7 +234,7 @@ def _invalid(line: bytes, reason: str) -> Refusal:
     elif "missing required field" in reason:
         message = f"`{field}` is missing"
     else:
-        message = f"`{field}`: {reason.partition(' - at ')[0]}"
+        message = f"`{field}`: {validation_parts(reason)[0]}"
     return refusal("invalid_field", message, echo, name)
 
 

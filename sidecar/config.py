@@ -28,12 +28,14 @@ from sidecar.calls import TIMEOUT_S
 from sidecar.dialects.base import Options
 from sidecar.fill import HOLD_MS, HOLD_RANGE_MS
 from sidecar.gate import MAX_THRESHOLD
+from sidecar.memory import DEFAULT_MAX_CHARS, DEFAULT_MAX_TURNS
 from sidecar.messages import (
     MAX_MESSAGE_BYTES,
     PARTICIPANT_SAMPLE_RATES,
     SAMPLE_RATES,
     ParticipantSampleRate,
     SampleRate,
+    validation_parts,
 )
 from sidecar.resample import Quality
 from sidecar.retry import RetryConfig
@@ -148,6 +150,13 @@ class Config:
     """The control socket (--control, --control-fd); None: none."""
     control_stdin: bool = False
     tool_timeout: float = TIMEOUT_S
+    # The conversation record a new agent session is seeded with (sidecar/memory.py).
+    memory: bool = True
+    memory_turns: int = DEFAULT_MAX_TURNS
+    memory_chars: int = DEFAULT_MAX_CHARS
+    max_session_s: float | None = None
+    """Move to a new agent session (at a quiet moment) after this long, if
+    sooner than the dialect's own cap; None: the dialect's cap only."""
     warnings: tuple[str, ...] = ()
 
 
@@ -275,8 +284,7 @@ def parse_settings(text: str) -> WebsocketSettings:
 
 def _settings_error(text: str) -> tuple[str, str]:
     """msgspec's "<reason> - at `$.path`" as (dotted field name, plain reason)."""
-    reason, _, where = text.partition(" - at `")
-    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    reason, path = validation_parts(text)
     # A missing or unknown key is reported at its parent; name the key itself.
     for prefix, plain in (
         ("Object missing required field ", "is required"),
@@ -314,6 +322,7 @@ def parse_stream_param(text: str) -> tuple[str, str]:
 
 def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]) -> Config:
     """Settle what depends on the dialect: its wire rate, its credentials, its checks."""
+    config = replace(config, sample_rate=_rate(config, rate_given=rate_given))
     dialect = dialects.make(config.protocol, dialect_options(config))
     problems = list(dialect.problems())
     rate = dialect.uplink_audio().rate
@@ -339,18 +348,23 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
     headers = config.headers
     auth = dialect.auth_header
 
-    def authorized() -> bool:
-        return any(name.lower() == auth.lower() for name, _ in headers)
+    carriers = {auth.lower(), *(name.lower() for name in dialect.auth_alternatives)}
 
+    def authorized() -> bool:
+        return any(name.lower() in carriers for name, _ in headers)
+
+    envs = dialect.credential_envs()
     if not authorized():
-        if dialect.auth_env is not None:
+        found = dialect.credential(environ)
+        if found is not None:
             # Not a header we were given, but one made from it (or, for Twilio,
             # signed with it): held to the rules of a header value all the same.
-            check_header_value(environ.get(dialect.auth_env, "").strip(), dialect.auth_env)
+            check_header_value(found[1], found[0])
         headers += dialect.auth_headers(environ, config.url)
-        if config.url == dialect.default_url and dialect.auth_env is not None and not authorized():
+        needed = envs and dialect.auth_required
+        if config.url == dialect.default_url and needed and not authorized():
             raise ConfigError(
-                f"--protocol {config.protocol} needs credentials: set {dialect.auth_env} "
+                f"--protocol {config.protocol} needs credentials: set {' or '.join(envs)} "
                 f"or give --header '{auth}: ...'"
             )
     for url, flag in ((config.url, "--url"), (config.per_participant_url, "--per-participant-url")):
@@ -362,6 +376,29 @@ def resolve_dialect(config: Config, *, rate_given: bool, environ: dict[str, str]
         headers=headers,
         warnings=(*config.warnings, *dialect.warnings()),
     )
+
+
+def _rate(config: Config, *, rate_given: bool) -> int:
+    """The uplink rate as the dialect allows it: one of its `sample_rates` (its
+    default when none was given), or its own rate (checked by the caller); the
+    per-participant rate is checked here too."""
+    cls = dialects.DIALECTS[config.protocol]
+    rate = config.sample_rate
+    if cls.sample_rates:
+        if not rate_given:
+            rate = cls.default_sample_rate
+        elif config.sample_rate not in cls.sample_rates:
+            raise ConfigError(
+                f"--sample-rate must be {one_of(cls.sample_rates)} for --protocol "
+                f"{config.protocol}, not {config.sample_rate}"
+            )
+    rates = cls.participant_sample_rates
+    if config.per_participant and rates and config.per_participant_sample_rate not in rates:
+        raise ConfigError(
+            f"--per-participant-sample-rate must be {one_of(rates)} for --protocol "
+            f"{config.protocol}, not {config.per_participant_sample_rate}"
+        )
+    return rate
 
 
 def check_url(url: str, flag: str) -> str | None:
@@ -677,6 +714,9 @@ RANGES: Final = (
     Range("--stats-interval", "stats_interval", 0.005, 86_400),
     Range("--max-participants", "max_participants", 1, 256),
     Range("--tool-timeout", "tool_timeout", 0.1, 3600),
+    Range("--memory-turns", "memory_turns", 1, 10_000),
+    Range("--memory-chars", "memory_chars", 1, 1_000_000),
+    Range("--max-session-s", "max_session_s", 1, 86_400),
     Range("--pause-threshold", "pause_threshold", 0, MAX_THRESHOLD),
     Range("--fill-hold-ms", "fill_hold_ms", HOLD_RANGE_MS.start, HOLD_RANGE_MS.stop - 1),
     Range("--max-retries", "retry.max_retries", 0, 1_000_000),
@@ -700,17 +740,9 @@ def check_ranges(values: Mapping[str, float | None]) -> None:
 def validate(config: Config) -> Config:
     """Ranges, and cross-field checks that flags alone cannot express."""
     check_ranges({r.flag: attrgetter(r.field)(config) for r in RANGES})
-    checks: list[tuple[bool, str]] = [
-        (config.sample_rate in SAMPLE_RATES, f"--sample-rate must be {one_of(SAMPLE_RATES)}"),
-        (config.max_playout_ms >= config.frame_ms, "--max-playout-ms must hold one frame"),
-        (
-            config.per_participant_sample_rate in PARTICIPANT_SAMPLE_RATES,
-            f"--per-participant-sample-rate must be {one_of(PARTICIPANT_SAMPLE_RATES)}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    # The rates are the dialect's to allow (resolve_dialect).
+    if config.max_playout_ms < config.frame_ms:
+        raise ConfigError("--max-playout-ms must hold one frame")
     if config.output_rate * config.frame_ms % 1000:
         raise ConfigError("--output-rate times --frame-ms must be a whole number of samples")
     control = config.control

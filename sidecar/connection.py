@@ -66,6 +66,7 @@ from wsproto.utilities import LocalProtocolError
 from sidecar.dialects.base import (
     AudioOut,
     Incoming,
+    Notice,
     Outgoing,
     Session,
     SessionReply,
@@ -135,6 +136,8 @@ class End:
     """A close frame the server sent (not one our side made for it)."""
     call_ended: bool = False
     """A clean close from the server that ends the call (--reconnect-on-close)."""
+    rotated: bool = False
+    """Our clean close, to move to a new session (the link's rotation)."""
 
 
 class Ended(Exception):
@@ -160,6 +163,8 @@ class ConnectionStatistics:
     unconfirmed_samples: int = 0
     """Sent, then the connection died before a pong (or our close handshake)
     proved the server had read them: maybe lost, maybe not."""
+    commands_dropped: int = 0
+    """The bot's commands the session held and let go (Session.commands_dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,7 @@ class Connection:
         self._broken: BaseException | None = None
         """A synchronous write failed; the sender raises it in its own task."""
         self._wake = trio.Event()
+        self._rotating = trio.Event()
         self._stats = ConnectionStatistics()
         # Samples sent, and how many of them a pong confirmed.
         self._sent = 0
@@ -199,7 +205,7 @@ class Connection:
         self._audio_sent_at = 0.0
 
     def statistics(self) -> ConnectionStatistics:
-        return dataclasses.replace(self._stats)
+        return dataclasses.replace(self._stats, commands_dropped=self.session.commands_dropped)
 
     # -- the upgrade ------------------------------------------------------------
 
@@ -379,19 +385,31 @@ class Connection:
             nursery.start_soon(guard, lambda ws: self._ping(ws, timeouts))
             if self.session.keepalive_s is not None:
                 nursery.start_soon(guard, lambda ws: self._keepalive(ws, timeouts))
+            nursery.start_soon(guard, self._until_rotated)
         self.state = ConnState.CLOSING
         end = ended[0] if ended else End("connection ended")
-        if stopping.is_set():
+        rotated = self._rotating.is_set() and not stopping.is_set()
+        if stopping.is_set() or rotated:
+            why = "session rotation" if rotated else "sidecar stopping"
             with trio.move_on_after(timeouts.close) as scope:
                 await self._write(self._closing())
-                await ws.aclose(code=NORMAL_CLOSURE, reason="sidecar stopping")
+                await ws.aclose(code=NORMAL_CLOSURE, reason=why)
             if not scope.cancelled_caught:
                 # The server answered our close: it has read everything before it.
                 self._confirmed = self._sent
-            end = End("sidecar stopping", NORMAL_CLOSURE)
+            end = End(why, NORMAL_CLOSURE, rotated=rotated)
         self._stats.unconfirmed_samples += self._sent - self._confirmed
         self.state = ConnState.CLOSED
         return end
+
+    def rotate(self) -> None:
+        """End this connection with a clean close, leaving what the outbox holds
+        for the next one (the link moves to a new session)."""
+        self._rotating.set()
+
+    async def _until_rotated(self, ws: tw.WebSocketConnection) -> None:
+        await self._rotating.wait()
+        raise Ended("session rotation", NORMAL_CLOSURE)
 
     async def _until_closed(self, ws: tw.WebSocketConnection) -> None:
         """Return... never: raise ConnectionClosed once trio-websocket closes.
@@ -450,6 +468,11 @@ class Connection:
             self._stats.bytes_out += sum(len(wire) for wire in opening)
             bound.deadline = math.inf
             self.state = ConnState.OPEN
+            # -- memory (issue 19): what of the conversation the opening carried over
+            restored = session.restored()
+            if restored is not None:
+                await self._on_incoming(Notice(restored))
+            # --
             while True:
                 if self._broken is not None:
                     raise self._broken

@@ -130,6 +130,9 @@ class Transcript(_Event, frozen=True, kw_only=True, tag="transcript"):
     text: str
     item_id: str | None = None
     """The vendor's id of the conversation item (OpenAI); Deepgram has none."""
+    segment: str | None = None
+    """The segment of the agent's audio this text belongs to (as in
+    `agent_speaking`); null where the dialect has none."""
 
 
 class AgentError(_Event, frozen=True, kw_only=True, tag="agent_error"):
@@ -290,6 +293,12 @@ class Stats(_Event, frozen=True, kw_only=True, tag="stats"):
     control_dropped: int
     # Valid marks refused because too many (or too long) were pending; answered as cleared.
     marks_refused: int
+    # The bot's commands accepted (ok: true) and then let go past a bound: an
+    # OpenAI `say` waiting behind more than 64 (or 1 MiB of) held responses,
+    # context text beyond what is kept for the next session (256 texts, 64 KiB).
+    commands_dropped: int = 0
+    # Segment names kept for agent_speaking beyond 256 (it reports null then).
+    segment_starts_dropped: int = 0
     # Stalls of the playout clock (over 3 frames late): playback resumed late, not lost.
     clock_restarts: int
     # --pause-threshold: times the bot's playback paused for a loud meeting, and for how long.

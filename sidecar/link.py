@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 import h11
@@ -43,8 +45,16 @@ import trio
 import trio_websocket as tw
 from wsproto.utilities import ProtocolError
 
-from sidecar import events
-from sidecar.config import Config, redact_url, request_target, secrets
+from sidecar import events, urlfetch
+from sidecar.config import (
+    Config,
+    ConfigError,
+    check_url,
+    redact_url,
+    request_secrets,
+    request_target,
+    secrets,
+)
 from sidecar.connection import (
     NETWORK_ERRORS,
     NORMAL_CLOSURE,
@@ -58,14 +68,30 @@ from sidecar.connection import (
     closed,
     describe,
 )
-from sidecar.dialects.base import Dialect, Incoming, Outgoing, SessionEnded
+from sidecar.dialects.base import (
+    Dialect,
+    Incoming,
+    Outgoing,
+    PlayAudio,
+    SessionEnded,
+    SessionExpiring,
+    UrlAnswerError,
+    UserSpeaking,
+)
 from sidecar.fastpath import DirectStream
 from sidecar.handshake import HandshakeFailed
+from sidecar.memory import MemorySnapshot
 from sidecar.outbox import Outbox
 from sidecar.redact import Redactor
 from sidecar.retry import RetryPolicy
 
 log = logging.getLogger("sidecar.link")
+
+QUIET_S: Final = 1.0
+"""A quiet moment to move to a new session: no agent audio arriving, none
+playing or queued, and no user speech started, for at least this long."""
+QUIET_POLL_S: Final = 0.1
+"""How often a session due to rotate looks for its quiet moment."""
 
 
 class LinkGaveUp(Exception):
@@ -101,6 +127,8 @@ class LinkStatistics:
     # Messages the dialect could not encode, dropped (outbox audio among them
     # also counted as uplink_unencodable).
     encode_failures: int = 0
+    # The bot's commands a session held and let go past its bounds.
+    commands_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +175,8 @@ class Link:
         *,
         url: str | None = None,
         redactor: Redactor | None = None,
+        history: Callable[[], MemorySnapshot | None] | None = None,
+        quiet: Callable[[], bool] | None = None,
     ) -> None:
         self._config = config
         self._url = url or config.url
@@ -175,6 +205,22 @@ class Link:
             ping_timeout=config.ping_timeout,
             close=config.close_timeout,
         )
+        # -- rotation (issue 19): a new session at a quiet moment before the cap
+        self._history = history
+        """The conversation so far, for every connection after the first."""
+        self._quiet = quiet
+        """Is the bot's side quiet (no agent audio playing or queued, nothing
+        else a new session would cut)? The service wires it in."""
+        caps = (dialect.rotate_after_s, config.max_session_s)
+        self._rotate_after = min((cap for cap in caps if cap is not None), default=None)
+        self._rotation: tuple[str, float] | None = None
+        """Why and after how long the connection that just ended was rotated."""
+        self._expires_at: float | None = None
+        """The server said its session ends then (SessionExpiring)."""
+        self._expiring = trio.Event()
+        self._user_spoke_at = -math.inf
+        self._agent_audio_at = -math.inf
+        # --
 
     @property
     def connected(self) -> bool:
@@ -244,9 +290,12 @@ class Link:
             self._outbox.disconnected()
             if was_up:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
-                await self._on_incoming(SessionEnded())
             if self._stopping.is_set():
                 return
+            if end.rotated and self._rotation is not None:
+                reason, after_s = self._rotation
+                self._log.emit(events.SessionRotated(reason=reason, after_s=round(after_s, 3)))
+                continue  # at once: no retry delay, no failure counted
             if end.call_ended:
                 raise LinkEnded(f"the server ended the call: {end.reason}")
             reason = end.reason
@@ -362,19 +411,24 @@ class Link:
         async with trio.open_nursery() as nursery:
             try:
                 try:
+                    target = await self._connection_target()
                     with trio.fail_after(config.connect_timeout):
-                        stream = await self._open_stream()
+                        stream = await self._open_stream(target)
+                        history = None
+                        if self._history is not None and self._stats.connects:
+                            history = self._history()
+                        self._new_session()
                         conn = self._conn = Connection(
-                            self._dialect.session(),
+                            self._dialect.session(history),
                             stream,
                             self._outbox,
-                            self._on_incoming,
+                            self._incoming,
                             self._encode_failed,
                         )
                         await conn.handshake(
                             nursery,
-                            self._target.host_header,
-                            self._target.resource,
+                            target.host_header,
+                            target.resource,
                             self._headers,
                             # Our own limit (config.max_message_bytes) answers with an
                             # error reply; this hard cap only stops a hostile server's
@@ -385,6 +439,7 @@ class Link:
                 except trio.TooSlowError:
                     raise Ended(f"no handshake within {config.connect_timeout:g} s") from None
                 self._connected(redacted)
+                nursery.start_soon(self._rotate_when_due, conn)
                 # Open for audio now, or when the session's go-ahead arrives
                 # (Connection._deliver).
                 self._outbox.accepting = conn.session.audio_ready
@@ -398,8 +453,42 @@ class Link:
                 if conn is not None:
                     conn.state = ConnState.CLOSED
                     _add(self._stats, conn.statistics())
+                    if self._stats.connected:
+                        # Before any await: from now on a tool_result for this
+                        # session's calls is answered stale, not queued for a
+                        # session that never made them.
+                        await self._on_incoming(SessionEnded())
                     await trio.aclose_forcefully(conn.stream)
                 nursery.cancel_scope.cancel()
+
+    async def _connection_target(self) -> _Target:
+        """Where this connection goes: the run's URL, or the one the dialect
+        reads from its per-connection request's answer (a signed URL that
+        expires: fetched anew for every connection). Judged as a handshake
+        is: a 4xx answer is a rejection (exit 4), anything else a failure,
+        retried; bounded by --connect-timeout and in bytes (urlfetch)."""
+        request = self._dialect.url_request(self._url, os.environ)
+        if request is None:
+            return self._target
+        what = f"the URL request to {redact_url(request.url)}"
+        # Its own secrets (its key header, its query) are hidden from here on.
+        self._redact.connection_secrets(request_secrets(request.headers, (request.url,)))
+        try:
+            with trio.fail_after(self._config.connect_timeout):
+                status, body = await urlfetch.fetch(request, tls_context(self._config.ca_file))
+            url = self._dialect.url_from_answer(self._url, status, body)
+            check_url(url, "the URL from the answer")
+            target = _Target.parse(url)
+        except trio.TooSlowError:
+            raise HandshakeFailed(
+                f"{what}: no answer within {self._config.connect_timeout:g} s"
+            ) from None
+        except urlfetch.UrlFetchFailed as exc:
+            raise HandshakeFailed(f"{what}: {exc.reason}", exc.status) from None
+        except (UrlAnswerError, ConfigError, ValueError) as exc:
+            raise HandshakeFailed(f"{what}: {exc}") from None
+        self._redact.connection_secrets(request_secrets(request.headers, (request.url, url)))
+        return target
 
     def _judge(self, conn: Connection, end: End) -> End:
         """The supervisor's reading of a close: the end of the call, or a
@@ -412,11 +501,59 @@ class Link:
             return dataclasses.replace(end, renew=True)
         return end
 
-    async def _open_stream(self) -> DirectStream:
-        target = self._target
+    # -- rotation (issue 19) ------------------------------------------------------------
+
+    async def _incoming(self, item: Incoming) -> None:
+        """What the connection delivers: noted for the rotation, then passed on."""
+        match item:
+            case PlayAudio():
+                self._agent_audio_at = trio.current_time()
+            case UserSpeaking():
+                self._user_spoke_at = trio.current_time()
+            case SessionExpiring(within_s=within_s):
+                expires_at = trio.current_time() + max(within_s, 0.0)
+                if self._expires_at is None or expires_at < self._expires_at:
+                    self._expires_at = expires_at
+                self._expiring.set()
+        await self._on_incoming(item)
+
+    def _new_session(self) -> None:
+        self._rotation, self._expires_at = None, None
+        self._expiring = trio.Event()
+
+    def _quiet_now(self, now: float) -> bool:
+        return (
+            now - self._user_spoke_at >= QUIET_S
+            and now - self._agent_audio_at >= QUIET_S
+            and (self._quiet is None or self._quiet())
+        )
+
+    async def _rotate_when_due(self, conn: Connection) -> None:
+        """Move to a new session at the first quiet moment once this one is due
+        (the dialect's cap less its margin, or --max-session-s), or before the
+        time the server said it expires (at that time whether quiet or not)."""
+        started = trio.current_time()
+        due = math.inf if self._rotate_after is None else started + self._rotate_after
+        while True:
+            now = trio.current_time()
+            expires_at = self._expires_at
+            expiring = expires_at is not None
+            if now < due and not expiring:
+                with trio.move_on_at(due):
+                    await self._expiring.wait()
+                continue
+            late = expires_at is not None and now >= expires_at
+            if late or (self._quiet_now(now) and not conn.session.replying):
+                self._rotation = ("expiring" if expiring else "cap", now - started)
+                conn.rotate()
+                return
+            await trio.sleep(QUIET_POLL_S)
+
+    async def _open_stream(self, target: _Target) -> DirectStream:
         tcp = await trio.open_tcp_stream(target.host, target.port)
+        context = (self._ssl or tls_context(self._config.ca_file)) if target.tls else None
         try:
-            return await DirectStream.open(tcp, self._ssl, target.host)
+            return await DirectStream.open(tcp, context, target.host)
         except BaseException:
             await trio.aclose_forcefully(tcp)
             raise
@@ -437,6 +574,7 @@ def _add(total: LinkStatistics, conn: ConnectionStatistics) -> None:
         "bytes_in",
         "encode_failures",
         "unconfirmed_samples",
+        "commands_dropped",
     ):
         setattr(total, name, getattr(total, name) + getattr(conn, name))
 

@@ -588,3 +588,39 @@ class ConversationRecord:
         if entry.turn is not None:
             self._turns -= 1
             self._chars -= entry.turn.chars
+
+
+# -- seeding: what a new session is given ---------------------------------------------------
+
+
+def carried(snapshot: MemorySnapshot) -> tuple[Turn, ...]:
+    """The turns a new session is seeded with, oldest first. A `context` text is
+    left out (the dialect's Briefing carries it in the instructions already), and
+    so is a `say` (the agent's transcript of what it said follows it)."""
+    return tuple(
+        turn
+        for turn in snapshot.turns
+        if not (isinstance(turn, CommandTurn) and turn.kind is not CommandKind.USER_TEXT)
+    )
+
+
+_OUTCOMES: Final = {
+    ToolState.PENDING: "no result yet",
+    ToolState.CANCELLED: "the call was cancelled before any result",
+    ToolState.NO_RESULT: "no result came (the session ended first)",
+}
+
+
+def tool_note(turn: ToolTurn) -> str:
+    """A tool call and its result as one line of text, for a vendor that takes
+    no tool calls in a session's history (OpenAI)."""
+    outcome = (
+        f"it returned: {turn.output}" if turn.state is ToolState.ANSWERED else _OUTCOMES[turn.state]
+    )
+    return f"Earlier, the agent called the tool `{turn.name}` with {turn.arguments_json}; {outcome}"
+
+
+def spoken(turn: AgentTurn) -> str:
+    """An agent turn's text, trailing off where a barge-in cut it (the rest was
+    never heard)."""
+    return f"{turn.text}…" if turn.state is AgentState.INTERRUPTED else turn.text

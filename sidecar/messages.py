@@ -266,10 +266,15 @@ def _classify(text: str, raw_trigger: Any) -> MessageError:
     return error
 
 
-def _classify_reason(text: str, trigger: str | None) -> MessageError:
-    # msgspec reports "<reason> - at `$.path`"; the path names the field.
+def validation_parts(text: str) -> tuple[str, str]:
+    """msgspec's "<reason> - at `$.path`" as (reason, dotted path; "" at the
+    top): the one reader of msgspec's error text."""
     reason, _, where = text.partition(" - at `")
-    field = where.rstrip("`").removeprefix("$").removeprefix(".")
+    return reason, where.rstrip("`").removeprefix("$").removeprefix(".")
+
+
+def _classify_reason(text: str, trigger: str | None) -> MessageError:
+    reason, field = validation_parts(text)
     if reason == "Object missing required field `trigger`" and not field:
         return MessageError(ErrorCode.MISSING_TRIGGER, "message has no `trigger` field", None)
     if reason.startswith("Expected `object`") and not field:

@@ -39,13 +39,20 @@ def secret_words(found: Iterable[str]) -> tuple[str, ...]:
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.words = secret_words(secrets)
+        self._base = self.words
+
+    def connection_secrets(self, secrets: Iterable[str]) -> None:
+        """Secrets of the current connection alone (a signed URL's token),
+        hidden besides the run's; they replace the previous connection's, so
+        reconnecting for days keeps the list the size it was."""
+        self.words = secret_words((*self._base, *secrets))
 
     @classmethod
     def for_run(cls, configured: Iterable[str], environ: Mapping[str, str]) -> Redactor:
         """`configured`: config.secrets(); plus every dialect's credential variable."""
         from sidecar.dialects import DIALECTS
 
-        names = {d.auth_env for d in DIALECTS.values() if d.auth_env is not None}
+        names = {name for d in DIALECTS.values() for name in d.credential_envs()}
         found = [*configured, *(environ.get(name, "") for name in sorted(names))]
         # A token is used stripped (the dialects strip it): hide both spellings.
         found += [s.strip() for s in found]

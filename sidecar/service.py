@@ -19,7 +19,9 @@ from sidecar.dialects import base
 from sidecar.downlink import Downlink
 from sidecar.gate import PauseGate
 from sidecar.link import Link, LinkEnded, LinkGaveUp, LinkRejected, LinkUnusable
+from sidecar.memory import ConversationRecord, MemorySnapshot
 from sidecar.outbox import Outbox
+from sidecar.recall import Recall
 from sidecar.redact import Redactor
 from sidecar.sockets import adopt_fd, open_unix_listener
 from sidecar.uplink import Route, Uplink
@@ -61,12 +63,18 @@ class Sidecar:
         self.outbox = Outbox(config.replay_ms, live_ms)
         self.gate = None if config.pause_threshold is None else PauseGate(config.pause_threshold)
         self.dialect = dialects.make(config.protocol, dialect_options(config))
+        # The conversation as the meeting heard it, for every new agent session.
+        self.recall = (
+            Recall(ConversationRecord(config.memory_turns, config.memory_chars))
+            if config.memory
+            else None
+        )
         self.control = Control(
             log_sink,
             self.dialect,
             self._reply,
             mute=lambda muted: self.uplink.mute(muted),
-            clear=lambda: self.downlink.clear(by_bot=True),
+            clear=self._bot_clear,
             tool_timeout=config.tool_timeout,
         )
         self.downlink = Downlink(
@@ -81,9 +89,11 @@ class Sidecar:
             config,
             self.outbox,
             self.dialect,
-            self.downlink.on_incoming,
+            self._incoming,
             log_sink,
             redactor=self.redactor,
+            history=self._history,
+            quiet=self._quiet,
         )
         mixed = Route(self.outbox, self.link.notify)
         self.links = [self.link]
@@ -110,6 +120,30 @@ class Sidecar:
         self._links_running = len(self.links)
         self._links_done = trio.Event()
 
+    async def _incoming(self, incoming: base.Incoming) -> None:
+        if self.recall is not None:
+            if isinstance(incoming, base.ClearPlayout):
+                self._clearing()
+            self.recall.incoming(incoming)
+        await self.downlink.on_incoming(incoming)
+
+    def _bot_clear(self) -> None:
+        self._clearing()
+        self.downlink.clear(by_bot=True)
+
+    def _clearing(self) -> None:
+        """What of the agent's audio the clear about to come drops, for the record."""
+        if self.recall is not None:
+            self.recall.clearing(self.downlink.voice.playout.buffered_ms)
+
+    def _history(self) -> MemorySnapshot | None:
+        return None if self.recall is None else self.recall.snapshot()
+
+    def _quiet(self) -> bool:
+        """Nothing a new agent session would cut: no agent audio playing or
+        queued for the bot, no tool call waiting for its result."""
+        return self.downlink.voice.idle and not self.control.statistics().calls.pending
+
     async def _participant_incoming(self, incoming: base.Incoming) -> None:
         # The agent's tool calls belong to the main connection: the end of
         # the participants' own connection must not end them.
@@ -117,6 +151,8 @@ class Sidecar:
             await self.downlink.on_incoming(incoming)
 
     def _reply(self, item: base.Control) -> None:
+        if self.recall is not None:
+            self.recall.outgoing(item)
         self.outbox.put_control(item)
         self.link.notify()
 
@@ -279,6 +315,7 @@ class Sidecar:
             gate=None if self.gate is None else self.gate.statistics(),
             events_dropped=self.events.dropped,
             control=self.control.statistics(),
+            dialect_commands_dropped=self.dialect.commands_dropped,
         )
 
 

@@ -34,6 +34,7 @@ def stats_event(
     gate: GateStatistics | None,
     events_dropped: int,
     control: ControlStatistics | None = None,
+    dialect_commands_dropped: int = 0,
 ) -> events.Stats:
     """Build one `stats` event.
 
@@ -107,6 +108,8 @@ def stats_event(
         events_dropped=events_dropped,
         control_dropped=control_dropped,
         marks_refused=play.marks_refused,
+        commands_dropped=dialect_commands_dropped + sum(s.commands_dropped for s in links),
+        segment_starts_dropped=downlink.segment_starts_dropped,
         clock_restarts=downlink.clock_restarts,
         pauses=0 if gate is None else gate.pauses,
         paused_ms=0 if gate is None else round(gate.paused_s * 1000),

@@ -129,6 +129,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.messages import ErrorCode, MessageError
@@ -266,7 +267,16 @@ class Conn:
 class _FakeServer:
     """websockets' threaded server on 127.0.0.1, port 0, with an auth check."""
 
-    def __init__(self, accept: Callable[[str], bool], reject_body: str) -> None:
+    def __init__(
+        self,
+        accept: Callable[[str], bool],
+        reject_body: str,
+        auth_header: str = "Authorization",
+        path: str | None = None,
+    ) -> None:
+        self._auth_header = auth_header
+        self._path = path
+        """The one request target served (None: any); another is a 404."""
         self._accept = accept
         self._reject_body = reject_body
         self.connections: list[Conn] = []
@@ -322,7 +332,9 @@ class _FakeServer:
     def _request(self, ws: ServerConnection, request: Request) -> Response | None:
         with self._lock:
             self.handshakes += 1
-        if self._accept(request.headers.get("Authorization", "")):
+        if self._path is not None and request.path != self._path:
+            return ws.respond(404, "Not Found\n")
+        if self._accept(request.headers.get(self._auth_header, "")):
             return None
         with self._lock:
             self.rejected += 1
@@ -390,6 +402,11 @@ MAX_DURATION = "Your session hit the maximum duration of 60 minutes."
 @dataclass
 class RealtimeConfig:
     api_key: str = "sk-test"
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    """The key is accepted as `auth_header: auth_scheme KEY` ("" : the key alone)."""
+    path: str = "/v1/realtime?model=gpt-realtime"
+    """The request target served: OpenAI's, or Azure's or xAI's (compatible APIs)."""
     reply_ms: int = 1500
     speed: float = 4.0
     """How much faster than real time replies are streamed."""
@@ -398,6 +415,12 @@ class RealtimeConfig:
     tone_hz: float = 440.0
     barge_in_at_ms: int | None = None
     """Pretend the user spoke once this much of the first reply was sent."""
+    barge_in_reply: int = 1
+    """Which reply (counting a tool call's) the barge-in cue is for."""
+    words: str | None = None
+    """The transcript of every reply, in place of "reply of N ms": of a cut
+    reply, the share of it its audio sent so far stands for, as the API
+    transcribes only the audio it generated."""
     answer_barge_in: bool = True
     """After a barge-in on cue, commit the turn and answer it."""
     max_session_s: float | None = None
@@ -462,7 +485,11 @@ class RealtimeServer(_FakeServer):
                 }
             }
         )
-        super().__init__(lambda header: header == f"Bearer {key}", body)
+        scheme = self.config.auth_scheme
+        expected = f"{scheme} {key}" if scheme else key
+        super().__init__(
+            lambda header: header == expected, body, self.config.auth_header, self.config.path
+        )
         self.states: dict[int, _RealtimeState] = {}
         self._events = _ids("event")
         self._item_ids = _ids("item")
@@ -470,7 +497,7 @@ class RealtimeServer(_FakeServer):
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime?model=gpt-realtime"
+        return f"ws://127.0.0.1:{self.port}{self.config.path}"
 
     def state(self, conn: Conn) -> _RealtimeState:
         return self.states[id(conn)]
@@ -636,8 +663,17 @@ class RealtimeServer(_FakeServer):
                 )  # fmt: skip
                 return
         elif isinstance(
-            item, RealtimeConversationItemUserMessage | RealtimeConversationItemSystemMessage
+            item,
+            RealtimeConversationItemUserMessage
+            | RealtimeConversationItemSystemMessage
+            | RealtimeConversationItemAssistantMessage,
         ):
+            if isinstance(item, RealtimeConversationItemAssistantMessage) and any(
+                c.type != "output_text" for c in item.content
+            ):
+                # The API refuses assistant audio items (and the beta's `text`).
+                conn.violations.append(f"an assistant item not output_text: {item!r}")
+                return
             text = "".join(c.text or "" for c in item.content)
             with conn.lock:
                 state.messages.append((item.role, text))
@@ -742,7 +778,7 @@ class RealtimeServer(_FakeServer):
             state.responding = threading.Event()
             state.cancel_reason = "turn_detected"
             state.replies += 1
-            first = state.replies == 1
+            first = state.replies == self.config.barge_in_reply
             call = self.config.calls.pop(0) if self.config.calls else None
         if call is not None:
             target: Callable[..., None] = self._call_reply
@@ -918,6 +954,8 @@ class RealtimeServer(_FakeServer):
                 continue
             cancel.wait(ms / 1000 / config.speed)
         words = f"reply of {sent_ms} ms" if instructions is None else instructions
+        if instructions is None and config.words is not None:
+            words = config.words[: len(config.words) * sent_ms // config.reply_ms]
         self._finish(conn, cancel.is_set(), words, ids)
         with conn.lock:
             state.responding = None
@@ -1040,6 +1078,8 @@ class AgentConfig:
     calls: list[tuple[str, str]] = field(default_factory=list)
     """The next user turns are answered with a client-side FunctionCallRequest
     for these (name, arguments JSON) instead of speech, one turn each."""
+    words: str | None = None
+    """The text of the agent's answers, in place of "the agent's answer"."""
 
 
 @dataclass
@@ -1287,7 +1327,7 @@ class AgentServer(_FakeServer):
         if call is not None:
             self.request_call(conn, *call)
         else:
-            self.respond(conn, "the agent's answer")
+            self.respond(conn, self.config.words or "the agent's answer")
 
     def respond(self, conn: Conn, text: str) -> None:
         state = self.state(conn)
@@ -1546,6 +1586,8 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
         case ToolCallCancelledIn(call_id=call_id, reason=reason):
             return {"kind": "tool_call_cancelled", "call_id": call_id, "reason": reason}
+        case UserSpeaking(item=key):
+            return {"kind": "user_speaking", "item": key}
         case Notice(event=event):
             line = json.loads(msgspec.json.encode(event))
             del line["ts_ms"]  # stamped when emitted, not part of the contract

@@ -194,7 +194,8 @@ class SidecarProcess:
         self.env = env or {}
         self.events: list[Json] = []
         self.stderr = b""
-        self.stdout = b""
+        # A bytearray: appending to bytes copied all of it per read (quadratic).
+        self.stdout = bytearray()
         self.process: trio.Process | None = None
         self._changed = trio.Event()
 

@@ -114,6 +114,21 @@ BAD = [
     ('{"command": "send", "message": [1]}', "invalid_field", None, "send", "`message`"),
     ('{"command": "send"}', "invalid_field", None, "send", "`message` is missing"),
     ("[" * 5000 + "]" * 5000, "invalid_json", None, None, ""),
+    # Nested where the decoder first refuses a type, deeper than the envelope reads.
+    (
+        '{"command": "say", "text": ' + "[" * 5000 + "]" * 5000 + "}",
+        "invalid_json",
+        None,
+        None,
+        "nested",
+    ),
+    (
+        '{"command": "say", "text": "x", "zz": ' + "[" * 5000 + "]" * 5000 + "}",
+        "invalid_json",
+        None,
+        None,
+        "nested",
+    ),
 ]
 
 

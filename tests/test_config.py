@@ -298,8 +298,20 @@ def test_rate_choices_are_the_protocols() -> None:
         extra = ("--per-participant",) if "participant" in flag else ()
         for rate in rates:
             build("--url", "ws://127.0.0.1/a", *SOCKETS, *extra, flag, str(rate))
-        with pytest.raises(SystemExit):
+        with pytest.raises(ConfigError, match=f"{flag} must be .* for --protocol attendee, not"):
             build("--url", "ws://127.0.0.1/a", *SOCKETS, *extra, flag, "44100")
+
+
+def test_rates_are_each_dialects_own() -> None:
+    """Attendee's 24 kHz is Attendee's: Vonage refuses it; a dialect with a rate
+    of its own takes no other; one that lets the rate be chosen has a default."""
+    url = ("--url", "ws://127.0.0.1/a", *SOCKETS)
+    with pytest.raises(ConfigError, match="must be 8000 or 16000 for --protocol vonage, not 24000"):
+        build(*url, "--protocol", "vonage", "--sample-rate", "24000")
+    assert build(*url, "--protocol", "vonage").sample_rate == 16000
+    assert build(*url, "--protocol", "twilio").sample_rate == 8000
+    with pytest.raises(ConfigError, match="sends audio at 8000 Hz"):
+        build(*url, "--protocol", "twilio", "--sample-rate", "16000")
 
 
 def test_url_comes_from_the_environment() -> None:

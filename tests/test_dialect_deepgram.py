@@ -44,6 +44,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.dialects.deepgram_agent import DeepgramAgent, DeepgramAgentSession, prepare_settings
@@ -221,8 +222,9 @@ def test_a_sample_split_across_frames_is_carried() -> None:
 def test_user_started_speaking_clears_playout_and_the_carried_byte() -> None:
     session = opened()
     session.receive(b"\x01\x00\x02")
-    clear, notice = session.receive('{"type":"UserStartedSpeaking"}')
+    clear, started, notice = session.receive('{"type":"UserStartedSpeaking"}')
     assert clear == ClearPlayout()
+    assert started == UserSpeaking()
     assert notice == as_notice(AgentEvent(name="UserStartedSpeaking"))
     assert session.receive(b"\x05\x00") == (PlayAudio(b"\x05\x00", 16000),)
 

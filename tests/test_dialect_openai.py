@@ -46,12 +46,14 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.dialects.briefing import Briefing
 from sidecar.dialects.notices import AgentError, Transcript
 from sidecar.dialects.notices import notice as as_notice
 from sidecar.dialects.openai_realtime import (
+    MAX_CALLS,
     MAX_SEGMENTS,
     SAY_INSTRUCTIONS,
     OpenAIRealtime,
@@ -242,7 +244,13 @@ def test_deltas_play_with_their_segment() -> None:
 def test_truncate_says_what_was_heard() -> None:
     session = opened()
     session.receive(delta("item_a", ms_of_audio(300)))
-    assert one(session.receive('{"type":"input_audio_buffer.speech_started"}')) == ClearPlayout()
+    started = session.receive('{"type":"input_audio_buffer.speech_started"}')
+    assert tuple(started) == (ClearPlayout(), UserSpeaking())
+    # The user's item names the turn; a bad one never stops the clear.
+    named = session.receive('{"type":"input_audio_buffer.speech_started","item_id":"item_u"}')
+    assert tuple(named) == (ClearPlayout(), UserSpeaking("item_u"))
+    odd = session.receive('{"type":"input_audio_buffer.speech_started","item_id":5}')
+    assert tuple(odd) == (ClearPlayout(), UserSpeaking())
     wire = one(session.encode(ClearedOut(Heard("item_a:0", 120))))
     assert wire == (
         '{"type":"conversation.item.truncate","item_id":"item_a","content_index":0,'
@@ -331,7 +339,9 @@ def test_transcripts_become_events() -> None:
         "transcript": "Hello there.",
     }
     notice = one(session.receive(json.dumps(done)))
-    assert notice == as_notice(Transcript(role="assistant", text="Hello there.", item_id="item_a"))
+    assert notice == as_notice(
+        Transcript(role="assistant", text="Hello there.", item_id="item_a", segment="item_a:0")
+    )
     heard = {
         "type": "conversation.item.input_audio_transcription.completed",
         "event_id": "e",
@@ -352,6 +362,7 @@ def test_transcripts_become_events() -> None:
         "role": "user",
         "text": "Hi.",
         "item_id": "item_u",
+        "segment": None,
     }
 
 
@@ -814,6 +825,42 @@ def test_remembered_context_is_bounded_oldest_first() -> None:
     assert Briefing().prompt(None) is None
 
 
+def test_remembered_context_is_bounded_in_count_too() -> None:
+    briefing = Briefing(max_contexts=3)
+    for text in "abcde":
+        briefing.add_context(text)
+    assert briefing.contexts == ("c", "d", "e")
+    assert briefing.contexts_dropped == 2
+
+
+def test_instructions_keep_the_context_this_session_began_with() -> None:
+    d = dialect({"instructions": "Be brief."})
+    d.session().encode(AddContext("Alice joined."))
+    second = d.session()
+    second.opening()
+    update = json.loads(one(second.encode(SetInstructions("Be terse."))))
+    # The live agent must not lose the context only its instructions hold.
+    assert update["session"]["instructions"] == "Be terse.\n\nAlice joined."
+
+
+def test_held_creates_are_bounded_in_bytes_and_counted() -> None:
+    session = opened()
+    session.receive(created("resp_vad"))
+    for _ in range(3):
+        assert session.encode(Say("x" * 600_000)) == ()
+    # 1 MiB of held text: the oldest goes, counted where stats reads it.
+    assert session.statistics().deferred_dropped == 2
+    assert session.commands_dropped == 2
+
+
+def test_a_response_that_never_ends_keeps_a_bounded_list_of_calls() -> None:
+    session = opened()
+    session.receive(created("resp_1"))
+    for n in range(3 * MAX_CALLS):
+        session.receive(call_done("resp_1", f"call_{n}"))
+    assert all(len(r.calls) <= MAX_CALLS + 1 for r in session._responses.values())
+
+
 # -- against the fake API --------------------------------------------------------------------
 
 
@@ -1110,3 +1157,19 @@ async def _wait_conn(server: RealtimeServer) -> Any:
 async def _until(predicate: Any) -> None:
     while not predicate():
         await trio.sleep(0.01)
+
+
+def test_a_response_in_progress_is_a_reply_the_link_must_not_rotate_over() -> None:
+    session = opened()
+    seen = [session.replying]
+    session.encode(Say("Hello."))  # our response.create: its audio is coming
+    seen.append(session.replying)
+    session.receive(created("resp_1"))
+    seen.append(session.replying)
+    session.receive(done("resp_1"))
+    seen.append(session.replying)
+    session.receive(created("resp_2"))  # the server's own, for the user's turn
+    seen.append(session.replying)
+    session.receive(done("resp_2", "cancelled", "turn_detected"))
+    seen.append(session.replying)
+    assert seen == [False, True, True, False, True, False]

@@ -81,22 +81,26 @@ async def test_server_drop_mid_stream_replays_the_newest_audio(tmp_path: Path) -
     second = WsServer()
     try:
         with trio.fail_after(30):
-            async with open_sidecar(args) as sidecar, trio.open_nursery() as nursery:
-                await until_connected(sidecar, first)
-                bot = await trio.open_unix_socket(str(tmp_path / "in.sock"))
-                nursery.start_soon(play, bot, tone(440, 3.0))
-                await wait_until(lambda: len(first.messages()) >= 10)
-                first.stop()
-                dropped = await sidecar.wait_event("disconnected")
-                await sidecar.wait_event("retrying")
-                await trio.sleep(1.0)  # more than --replay-ms goes by without a server
-                second.start(port)
-                reconnected = await sidecar.wait_event("connected", lambda e: e["attempt"] == 2)
-                await wait_until(lambda: len(second.connections) == 1)
-                stats = await sidecar.stats(lambda e: e["ts_ms"] > reconnected["ts_ms"] + 100)
-                assert stats["connected"] and stats["reconnects"] == 1
-                nursery.cancel_scope.cancel()
+            async with open_sidecar(args) as sidecar:
+                async with trio.open_nursery() as nursery:
+                    await until_connected(sidecar, first)
+                    bot = await trio.open_unix_socket(str(tmp_path / "in.sock"))
+                    nursery.start_soon(play, bot, tone(440, 3.0))
+                    await wait_until(lambda: len(first.messages()) >= 10)
+                    first.stop()
+                    dropped = await sidecar.wait_event("disconnected")
+                    await sidecar.wait_event("retrying")
+                    await trio.sleep(1.0)  # more than --replay-ms goes by without a server
+                    second.start(port)
+                    reconnected = await sidecar.wait_event("connected", lambda e: e["attempt"] == 2)
+                    await wait_until(lambda: len(second.connections) == 1)
+                    stats = await sidecar.stats(lambda e: e["ts_ms"] > reconnected["ts_ms"] + 100)
+                    assert stats["connected"] and stats["reconnects"] == 1
+                    nursery.cancel_scope.cancel()  # the bot stops
                 assert await sidecar.stop() == 0
+                await sidecar.wait_event("stopped")
+                # The stats written after the graceful stop's flush, before `stopped`.
+                final = sidecar.named("stats")[-1]
     finally:
         first.stop()
         second.stop()
@@ -116,9 +120,14 @@ async def test_server_drop_mid_stream_replays_the_newest_audio(tmp_path: Path) -
     # What fell between the two connections beyond the replay window is lost ...
     gap_ms = replayed[0] - before[-1]
     assert gap_ms > 400
-    # ... and counted.
-    lost = stats["dropped"]["uplink_disconnected"]
-    assert abs(lost - (gap_ms - 20) * 16) <= 3 * 320
+    # ... and counted: every sample captured was sent or counted as dropped.
+    # (Not judged against the gap's length in ms: a stall of this test's bot,
+    # under load, is a gap nobody spoke in, with nothing in it to lose.)
+    lost = final["dropped"]["uplink_disconnected"]
+    assert 0 < lost <= (gap_ms - 20) * 16 + 320
+    captured = round(final["samples_in"] * 16000 / 48000)
+    uplink_drops = sum(n for reason, n in final["dropped"].items() if reason.startswith("uplink_"))
+    assert abs(final["samples_out"] + uplink_drops - captured) <= 2
 
 
 async def test_server_close_is_reported_with_its_code_and_survived(tmp_path: Path) -> None:

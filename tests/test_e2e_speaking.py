@@ -94,7 +94,15 @@ async def test_agent_speaking_matches_what_the_bot_received(tmp_path: Path, mark
         async with (
             open_sidecar(
                 sidecar_args(
-                    server.url, tmp_path, "--output-rate", str(OUT_RATE), stats_interval=0.02
+                    server.url,
+                    tmp_path,
+                    "--output-rate",
+                    str(OUT_RATE),
+                    # Real-time pieces with a hole: 200 ms of lead, so a stall of
+                    # this test's sender under load is not an utterance's end.
+                    "--jitter-ms",
+                    "200",
+                    stats_interval=0.02,
                 )
             ) as sc,
             trio.open_nursery() as nursery,

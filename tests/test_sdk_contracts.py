@@ -44,6 +44,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
 )
 from sidecar.dialects.notices import AgentError, AgentEvent, AgentWarning, Transcript
@@ -332,10 +333,10 @@ def test_openai_server_events_the_dialect_acts_on() -> None:
     pcm = b"\x01\x00\x02\x00" * 240
     assert _receive_openai(_openai_delta("item_1", pcm)) == (PlayAudio(pcm, 24000, "item_1:0"),)
     started = _openai_json(oa.InputAudioBufferSpeechStartedEvent, audio_start_ms=1200)
-    assert _receive_openai(started) == (ClearPlayout(),)
+    assert _receive_openai(started) == (ClearPlayout(), UserSpeaking("item_id_1"))
     done = _openai_json(oa.ResponseAudioTranscriptDoneEvent, transcript="Sure.")
     assert _notice(_receive_openai(done)) == Transcript(
-        role="assistant", text="Sure.", item_id="item_id_1"
+        role="assistant", text="Sure.", item_id="item_id_1", segment="item_id_1:0"
     )
     heard = _openai_json(
         oa.ConversationItemInputAudioTranscriptionCompletedEvent,
@@ -433,8 +434,9 @@ def test_deepgram_messages_the_dialect_acts_on(model: pydantic.BaseModel, expect
 
 def test_deepgram_user_started_speaking_clears_first() -> None:
     wire = dg.AgentV1UserStartedSpeaking().model_dump_json()
-    clear, notice = _receive_deepgram(wire)
+    clear, started, notice = _receive_deepgram(wire)
     assert clear == ClearPlayout()
+    assert started == UserSpeaking()
     assert isinstance(notice, Notice)
 
 

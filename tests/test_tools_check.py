@@ -433,7 +433,7 @@ async def test_check_usage_errors_per_dialect() -> None:
         "check", "--protocol", "vonage", "ws://127.0.0.1:9/", "--sample-rate", "24000"
     )
     assert vonage.returncode == 2
-    assert "Vonage streams 16-bit PCM at 8000 or 16000 Hz" in vonage.stderr.decode()
+    assert "--sample-rate must be 8000 or 16000 for --protocol vonage" in vonage.stderr.decode()
     bad = await run_tool("check", "ws://127.0.0.1:9/", "--session", '{"a": 1}')
     assert bad.returncode == 2
     assert "--session means nothing to --protocol attendee" in bad.stderr.decode()

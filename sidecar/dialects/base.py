@@ -417,11 +417,23 @@ class Session(abc.ABC):
     def keepalive(self) -> Sequence[Wire]:
         return ()
 
+    @property
+    def commands_dropped(self) -> int:
+        """The bot's commands this session held and had to let go past its
+        bounds (OpenAI: a `say` waiting for its turn); counted in `stats`."""
+        return 0
+
     def replies(self) -> Sequence[Wire]:
         """Messages the last `receive` made the session owe the server (a pong,
         a deferred `response.create`); the link takes them after each
         `receive` and queues them as a `SessionReply`, in order with the rest."""
         return ()
+
+    @property
+    def replying(self) -> bool:
+        """Is the agent producing a reply whose audio may not have arrived yet
+        (a response in progress)? The link does not rotate the session then."""
+        return False
 
     def restored(self) -> events.MemoryRestored | None:
         """What of the conversation this session's opening carried over (the
@@ -452,6 +464,13 @@ class Dialect(abc.ABC):
     """Where there are several (GEMINI_API_KEY, GOOGLE_API_KEY): the first set wins."""
     auth_header: ClassVar[str] = "Authorization"
     """The handshake header `auth_headers` makes; one the user gives wins."""
+    auth_required: ClassVar[bool] = True
+    """Must a key be set (or a header given) to reach `default_url`? False
+    where the vendor has public endpoints too (ElevenLabs' public agents)."""
+    auth_alternatives: ClassVar[tuple[str, ...]] = ()
+    """Other headers that carry a key to a compatible endpoint (Azure's
+    `api-key`): with one of them given, no `auth_header` is made from the
+    environment (it would hand the vendor's key to another's server)."""
     auth_scheme: ClassVar[str] = "Bearer"
     """The word before the key in `auth_header` (Bearer, Token); "" for the key alone
     (`xi-api-key: KEY`, `api-key: KEY`)."""
@@ -489,6 +508,12 @@ class Dialect(abc.ABC):
 
     def __init__(self, options: Options) -> None:
         self.options = options
+
+    @property
+    def commands_dropped(self) -> int:
+        """What the run's kept instructions and context let go past their
+        bounds (dialects/briefing.py); counted in `stats`."""
+        return 0
 
     def refuses(self, command: str) -> str | None:
         """Why this dialect cannot do `command` (a name in `COMMANDS`), for the

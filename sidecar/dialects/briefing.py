@@ -18,6 +18,8 @@ from typing import Final
 
 MAX_CONTEXT_BYTES: Final = 64 * 1024
 """Context text carried into a new session (UTF-8 bytes); the oldest goes first."""
+MAX_CONTEXTS: Final = 256
+"""Context texts carried, however short: each is a paragraph of every new prompt."""
 
 
 @dataclass(slots=True)
@@ -25,10 +27,12 @@ class Briefing:
     instructions: str | None = None
     """The bot's last `instructions`; None: the --session object's own."""
     max_context_bytes: int = MAX_CONTEXT_BYTES
+    max_contexts: int = MAX_CONTEXTS
     _contexts: deque[str] = field(default_factory=deque)
     _context_bytes: int = 0
     contexts_dropped: int = 0
-    """Context texts forgotten to stay within `max_context_bytes` (or larger than it)."""
+    """Context texts forgotten to stay within `max_context_bytes` and
+    `max_contexts` (or larger than the byte bound alone)."""
 
     def set_instructions(self, text: str) -> None:
         self.instructions = text
@@ -40,7 +44,9 @@ class Briefing:
             return
         self._contexts.append(text)
         self._context_bytes += size
-        while self._context_bytes > self.max_context_bytes:
+        while (
+            self._context_bytes > self.max_context_bytes or len(self._contexts) > self.max_contexts
+        ):
             self._context_bytes -= len(self._contexts.popleft().encode())
             self.contexts_dropped += 1
 

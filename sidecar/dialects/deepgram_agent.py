@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from sidecar import memory
 from sidecar.dialects.base import (
     COMMANDS,
     MIXED,
@@ -58,11 +59,13 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
     Wire,
     WireAudio,
 )
 from sidecar.dialects.briefing import Briefing
+from sidecar.dialects.jsonwire import where
 from sidecar.dialects.notices import (
     AgentError,
     AgentEvent,
@@ -73,12 +76,17 @@ from sidecar.dialects.notices import (
     notice,
     show,
 )
+from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
 
 KEEPALIVE_S: Final = 8.0
+SESSION_CAP_S: Final = 2 * 60 * 60.0
+"""Voice Agent sessions close after two hours (changelog 2026-07-31)."""
+ROTATE_MARGIN_S: Final = 10 * 60.0
+"""From 1 h 50 on, the sidecar moves to a new session at the first quiet moment."""
 """Deepgram: "While idle, send one KeepAlive every 8 seconds"."""
 MAX_CALLS: Final = 256
 """Tool calls remembered per connection (the control plane answers or forgets
@@ -307,9 +315,12 @@ class DeepgramAgentSession(Session):
         rate: int,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         briefing: Briefing | None = None,
+        history: MemorySnapshot | None = None,
     ) -> None:
         self._settings = settings
         self._briefing = briefing if briefing is not None else Briefing()
+        self._history = history
+        self._restored: MemoryRestored | None = None
         self._rate = rate
         self._max_bytes = max_message_bytes
         self._applied = False
@@ -328,7 +339,40 @@ class DeepgramAgentSession(Session):
         think = current_think(settings.agent, self._briefing)
         if think is not None and isinstance(settings.agent, dict):
             settings = msgspec.structs.replace(settings, agent=settings.agent | {"think": think})
+        if self._history is not None and isinstance(settings.agent, dict):
+            settings = msgspec.structs.replace(settings, agent=self._seed(settings.agent))
         return (encode(settings),)
+
+    def _seed(self, agent: dict[str, Any]) -> dict[str, Any]:
+        """The conversation so far as `agent.context.messages` History entries,
+        after any the user's settings hold."""
+        assert self._history is not None
+        messages: list[dict[str, Any]] = []
+        chars = 0
+        for turn in memory.carried(self._history):
+            match turn:
+                case memory.UserTurn(text=text) | memory.CommandTurn(text=text):
+                    messages.append(_history("user", text))
+                case memory.AgentTurn():
+                    messages.append(_history("assistant", memory.spoken(turn)))
+                case memory.ToolTurn():
+                    messages.append(_function_call(turn))
+            chars += turn.chars
+        self._restored = MemoryRestored(
+            turns=len(messages), chars=chars, dropped_turns=self._history.dropped_turns
+        )
+        context = agent.get("context")
+        context = dict(context) if isinstance(context, dict) else {}
+        given = context.get("messages")
+        context["messages"] = [*(given if isinstance(given, list) else ()), *messages]
+        return agent | {"context": context}
+
+    def restored(self) -> MemoryRestored | None:
+        return self._restored
+
+    @property
+    def replying(self) -> bool:
+        return self._speaking
 
     @property
     def audio_ready(self) -> bool:
@@ -393,7 +437,8 @@ class DeepgramAgentSession(Session):
                 return (notice(Transcript(role=role, text=content)),)
             case UserStartedSpeaking():
                 self._carry = b""  # half a sample of the audio being discarded
-                return (ClearPlayout(), notice(AgentEvent(name="UserStartedSpeaking")))
+                started = notice(AgentEvent(name="UserStartedSpeaking"))
+                return (ClearPlayout(), UserSpeaking(), started)
             case AgentThinking(content=content):
                 return (notice(AgentEvent(name="AgentThinking", text=content)),)
             case AgentStartedSpeaking():
@@ -489,7 +534,7 @@ def prepare_settings(user: object, rate: int) -> Prepared:
     try:
         given = msgspec.convert(user, _UserSettings)
     except msgspec.ValidationError as exc:
-        problem = f"--session is not a Voice Agent Settings object: {_where(exc)}"
+        problem = f"--session is not a Voice Agent Settings object: {where(exc)}"
         return Prepared(Settings(audio=ours, agent={}), (problem,))
     warnings: list[str] = []
     if given.type is not UNSET and given.type != "Settings":
@@ -539,10 +584,22 @@ def current_think(
     return update(think) if isinstance(think, dict) else [update(t) for t in think]
 
 
-def _where(exc: msgspec.ValidationError) -> str:
-    reason, _, where = str(exc).partition(" - at `")
-    field = where.rstrip("`").removeprefix("$").removeprefix(".")
-    return f"`{field}`: {reason}" if field else reason
+def _history(role: str, content: str) -> dict[str, Any]:
+    return {"type": "History", "role": role, "content": content}
+
+
+def _function_call(turn: memory.ToolTurn) -> dict[str, Any]:
+    """A tool call in Deepgram's History form: its response is the result's text,
+    or what became of a call that had none."""
+    response = turn.output if turn.output is not None else memory.tool_note(turn)
+    call = {
+        "id": turn.call_id,
+        "name": turn.name,
+        "client_side": True,
+        "arguments": turn.arguments_json,
+        "response": response,
+    }
+    return {"type": "History", "function_calls": [call]}
 
 
 # -- the dialect ------------------------------------------------------------------------------
@@ -559,6 +616,8 @@ class DeepgramAgent(Dialect):
     default_sample_rate: ClassVar[int] = 16000
     server_audio: ClassVar[str] = "binary audio"
     commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
+    session_cap_s: ClassVar[float | None] = SESSION_CAP_S
+    rotate_margin_s: ClassVar[float] = ROTATE_MARGIN_S
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
@@ -588,10 +647,15 @@ class DeepgramAgent(Dialect):
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
+    @property
+    def commands_dropped(self) -> int:
+        return self.briefing.contexts_dropped
+
     def session(self, history: MemorySnapshot | None = None) -> DeepgramAgentSession:
         return DeepgramAgentSession(
             self._prepared.settings,
             self.options.sample_rate,
             max_message_bytes=self.options.max_message_bytes,
             briefing=self.briefing,
+            history=history,
         )

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
 import msgspec
 
+from sidecar import memory
 from sidecar.dialects.base import (
     COMMANDS,
     MIXED,
@@ -65,6 +66,7 @@ from sidecar.dialects.base import (
     ToolCallCancelledIn,
     ToolCallIn,
     ToolResult,
+    UserSpeaking,
     UserText,
     Wire,
     WireAudio,
@@ -78,6 +80,7 @@ from sidecar.dialects.notices import (
     notice,
     show,
 )
+from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
 
 if TYPE_CHECKING:
@@ -89,12 +92,17 @@ BYTES_PER_MS: Final = RATE * 2 // 1000
 AUDIO_FORMAT: Final[Mapping[str, object]] = {"type": "audio/pcm", "rate": RATE}
 SESSION_CAP_S: Final = 60 * 60.0
 """The API ends every session after this long (1001 "maximum duration")."""
+ROTATE_MARGIN_S: Final = 5 * 60.0
+"""From 55 minutes on, the sidecar moves to a new session at the first quiet
+moment, so the cap itself (which cuts whatever is playing) is rarely met."""
 MAX_SEGMENTS: Final = 64
 """Reply parts remembered per connection: a barge-in only ever cuts a recent one."""
 MAX_CALLS: Final = 256
 """Tool calls remembered per connection (the control plane answers or forgets
 each long before: at most 64 wait for the bot)."""
 MAX_DEFERRED: Final = 64
+MAX_DEFERRED_BYTES: Final = 1 << 20
+"""What held `response.create`s may weigh (a `say` carries its text), like the control lane."""
 """`response.create`s owed at once; beyond that the oldest is dropped (counted)."""
 SAY_INSTRUCTIONS: Final = (
     "Say the following to the user, word for word, and nothing else:\n\n{text}"
@@ -134,10 +142,17 @@ class InputText(msgspec.Struct, frozen=True, tag_field="type", tag="input_text")
     text: str
 
 
+class OutputText(msgspec.Struct, frozen=True, tag_field="type", tag="output_text"):
+    """An assistant message's text (the API takes no assistant audio items)."""
+
+    text: str
+
+
 class MessageItem(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
     role: str
-    """`user` (a turn to answer) or `system` (context, no turn)."""
-    content: list[InputText]
+    """`user` (a turn to answer), `system` (context, no turn), or `assistant`
+    (an earlier reply, carried into a new session)."""
+    content: list[InputText] | list[OutputText]
 
 
 class ConversationItemCreate(_ClientEvent, frozen=True, tag="conversation.item.create"):
@@ -250,12 +265,16 @@ class OutputAudioDone(_ServerEvent, frozen=True, tag=AUDIO_DONE):
 
 
 class SpeechStarted(_ServerEvent, frozen=True, tag=SPEECH_STARTED):
-    """No field is read: nothing in it is needed to stop playback, so nothing may void it."""
+    """Nothing in it is needed to stop playback, so nothing may void it: the
+    user turn's `item_id` is taken as any value, and used only if a string."""
+
+    item_id: Any = None
 
 
 class OutputTranscriptDone(_ServerEvent, frozen=True, tag=OUTPUT_TRANSCRIPT_DONE):
     item_id: str
     transcript: str
+    content_index: int = 0
 
 
 class OutputTextDone(_ServerEvent, frozen=True, tag=OUTPUT_TEXT_DONE):
@@ -297,6 +316,12 @@ ServerEvent = (
 
 _encoder: Final = msgspec.json.Encoder()
 _server_decoder: Final = msgspec.json.Decoder(ServerEvent)
+
+
+def _weight(create: ResponseCreate) -> int:
+    """What a held `response.create` costs against MAX_DEFERRED_BYTES."""
+    instructions = create.response.instructions if create.response is not None else None
+    return 64 + (len(instructions) if instructions else 0)
 
 
 def encode(event: ClientEvent) -> str:
@@ -367,9 +392,12 @@ class OpenAIRealtimeSession(Session):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_segments: int = MAX_SEGMENTS,
         briefing: Briefing | None = None,
+        history: MemorySnapshot | None = None,
     ) -> None:
         self._session_object = session_object
         self._briefing = briefing if briefing is not None else Briefing()
+        self._history = history
+        self._restored: MemoryRestored | None = None
         self._max_bytes = max_message_bytes
         self._max_segments = max_segments
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
@@ -385,6 +413,10 @@ class OpenAIRealtimeSession(Session):
         """Our latest `response.create`: the one a `conversation_already_has_active_response`
         refuses, as we never send another while one is known to be active."""
         self._deferred: deque[ResponseCreate] = deque()
+        self._deferred_bytes = 0
+        self._carried: tuple[str, ...] = ()
+        """Context texts of earlier sessions that this one's opening put into
+        its instructions: they live nowhere else in it."""
         self._owed: list[Wire] = []
         self._cut_responses: deque[str] = deque(maxlen=8)
         """Responses the bot's `clear` cancelled: their late audio is not played."""
@@ -397,10 +429,45 @@ class OpenAIRealtimeSession(Session):
             base = session.get("instructions")
             prompt = briefing.prompt(base if isinstance(base, str) else None)
             session = session | {"instructions": prompt or ""}
-        return (encode(SessionUpdate(session=session)),)
+            self._carried = briefing.contexts
+        return (encode(SessionUpdate(session=session)), *self._seed())
+
+    def _seed(self) -> list[Wire]:
+        """The conversation so far, one item per turn, in order."""
+        if self._history is None:
+            return []
+        wires: list[Wire] = []
+        chars = 0
+        for turn in memory.carried(self._history):
+            match turn:
+                case memory.UserTurn(text=text) | memory.CommandTurn(text=text):
+                    message = MessageItem(role="user", content=[InputText(text)])
+                case memory.AgentTurn():
+                    text = memory.spoken(turn)
+                    message = MessageItem(role="assistant", content=[OutputText(text)])
+                case memory.ToolTurn():
+                    text = memory.tool_note(turn)
+                    message = MessageItem(role="system", content=[InputText(text)])
+            wires.append(encode(ConversationItemCreate(item=message)))
+            chars += turn.chars
+        self._restored = MemoryRestored(
+            turns=len(wires), chars=chars, dropped_turns=self._history.dropped_turns
+        )
+        return wires
+
+    def restored(self) -> MemoryRestored | None:
+        return self._restored
+
+    @property
+    def replying(self) -> bool:
+        return self._active is not None or self._requested is not None or bool(self._deferred)
 
     def statistics(self) -> Statistics:
         return replace(self._stats)
+
+    @property
+    def commands_dropped(self) -> int:
+        return self._stats.deferred_dropped
 
     def replies(self) -> Sequence[Wire]:
         owed, self._owed = self._owed, []
@@ -434,7 +501,11 @@ class OpenAIRealtimeSession(Session):
                 return (encode(ConversationItemCreate(item=message)),)
             case SetInstructions(text=text):
                 self._briefing.set_instructions(text)
-                return (encode(SessionUpdate(session={"type": "realtime", "instructions": text})),)
+                # The contexts this session began with are in its instructions
+                # only: replacing them alone would make the live agent forget them.
+                instructions = "\n\n".join((text, *self._carried))
+                update = {"type": "realtime", "instructions": instructions}
+                return (encode(SessionUpdate(session=update)),)
             case AgentCommand():
                 return ()
 
@@ -471,13 +542,15 @@ class OpenAIRealtimeSession(Session):
             return  # one plain response answers everything waiting for one
         self._stats.deferred_creates += 1
         self._deferred.append(create)
-        if len(self._deferred) > MAX_DEFERRED:
-            self._deferred.popleft()
+        self._deferred_bytes += _weight(create)
+        while len(self._deferred) > MAX_DEFERRED or self._deferred_bytes > MAX_DEFERRED_BYTES:
+            self._deferred_bytes -= _weight(self._deferred.popleft())
             self._stats.deferred_dropped += 1
 
     def _flush(self) -> None:
         if self._active is None and self._requested is None and self._deferred:
             create = self._requested = self._last_sent = self._deferred.popleft()
+            self._deferred_bytes -= _weight(create)
             self._stats.response_creates += 1
             self._owed.append(encode(create))
 
@@ -534,12 +607,18 @@ class OpenAIRealtimeSession(Session):
                 if segment is not None:
                     segment.done = True
                 return ()
-            case SpeechStarted():
+            case SpeechStarted(item_id=item_id):
                 for segment in self._segments.values():
                     segment.cut = True
-                return (ClearPlayout(),)
-            case OutputTranscriptDone(item_id=item_id, transcript=text):
-                return (notice(Transcript(role="assistant", text=text, item_id=item_id)),)
+                # The user's turn takes its place now: its transcript comes later,
+                # often after the reply to it has begun.
+                key = item_id if isinstance(item_id, str) else None
+                return (ClearPlayout(), UserSpeaking(key))
+            case OutputTranscriptDone(item_id=item_id, content_index=index, transcript=text):
+                said = Transcript(
+                    role="assistant", text=text, item_id=item_id, segment=segment_id(item_id, index)
+                )
+                return (notice(said),)
             case OutputTextDone(item_id=item_id, text=text):
                 return (notice(Transcript(role="assistant", text=text, item_id=item_id)),)
             case InputTranscriptCompleted(item_id=item_id, transcript=text):
@@ -552,6 +631,7 @@ class OpenAIRealtimeSession(Session):
                     # VAD's, whose response.created we took for ours): it goes
                     # again once that one is done (its response.done will come).
                     self._deferred.appendleft(self._last_sent)
+                    self._deferred_bytes += _weight(self._last_sent)
                     self._last_sent = self._requested = None
                 elif self._requested is not None and self._active is None:
                     # Perhaps our response.create failed (nothing names the event
@@ -587,6 +667,10 @@ class OpenAIRealtimeSession(Session):
             response = self._responses[rid] = _Response()
             while len(self._responses) > MAX_CALLS:
                 self._responses.popitem(last=False)
+        if len(response.calls) >= MAX_CALLS:
+            # A response that never ends must not grow its list for ever: a
+            # call forgotten by `_calls` counts as answered anyway.
+            response.calls = [c for c in response.calls if c in self._calls]
         response.calls.append(item.call_id)
         self._stats.tool_calls += 1
         return (ToolCallIn(item.call_id, item.name, item.arguments or ""),)
@@ -794,6 +878,8 @@ class OpenAIRealtime(Dialect):
     name: ClassVar[str] = "openai-realtime"
     default_url: ClassVar[str | None] = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     auth_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    # Azure OpenAI's key header: OPENAI_API_KEY is not sent beside it.
+    auth_alternatives: ClassVar[tuple[str, ...]] = ("api-key",)
     summary: ClassVar[str] = (
         "OpenAI's Realtime API (and the compatible Azure OpenAI and xAI, with --url)"
     )
@@ -804,6 +890,8 @@ class OpenAIRealtime(Dialect):
     # A quarter of the cap: a session-length close sooner than that is no
     # session's end but a server closing early, retried like any failure.
     renew_after_s: ClassVar[float | None] = SESSION_CAP_S / 4
+    session_cap_s: ClassVar[float | None] = SESSION_CAP_S
+    rotate_margin_s: ClassVar[float] = ROTATE_MARGIN_S
     commands: ClassVar[frozenset[str]] = frozenset(COMMANDS.values())
 
     def __init__(self, options: Options) -> None:
@@ -821,9 +909,14 @@ class OpenAIRealtime(Dialect):
     def warnings(self) -> Sequence[str]:
         return self._prepared.warnings
 
+    @property
+    def commands_dropped(self) -> int:
+        return self.briefing.contexts_dropped
+
     def session(self, history: MemorySnapshot | None = None) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(
             self._prepared.session,
             max_message_bytes=self.options.max_message_bytes,
             briefing=self.briefing,
+            history=history,
         )

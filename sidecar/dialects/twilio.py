@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, ClassVar, Final
 
 import msgspec
 
@@ -60,6 +60,7 @@ from sidecar.dialects.base import (
     WireAudio,
 )
 from sidecar.dialects.g711 import ULAW_SILENCE, Packetizer, pcm16_from_ulaw, ulaw_from_pcm16
+from sidecar.dialects.jsonwire import JsonWire, tag_of
 from sidecar.dialects.server import (
     AudioIn,
     Closed,
@@ -71,7 +72,7 @@ from sidecar.dialects.server import (
     invalid,
     register,
 )
-from sidecar.messages import ErrorCode, MessageError, decode_json, too_large
+from sidecar.messages import ErrorCode, MessageError, too_large
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
@@ -196,78 +197,6 @@ _WRONG_WAY = "a message Twilio sends, not one it accepts"
 _HINTS: Mapping[str, str] = {name: _WRONG_WAY for name in ("connected", "start", "dtmf", "stop")}
 
 _encoder = msgspec.json.Encoder()
-
-# -- JSON text messages, decoded with the reasons named -------------------------------
-
-T = TypeVar("T")
-
-
-class JsonWire(Generic[T]):
-    """A dialect's JSON messages: one msgspec tagged union, one reused decoder,
-    and every failure turned into a MessageError that names the field.
-
-    Decoding never raises. `tag` is the union's tag field (`event` for
-    Twilio, `action` for Vonage's commands); `hints` explains known values that
-    are wrong here (a message of the other direction).
-    """
-
-    def __init__(self, union: Any, tag: str, hints: Mapping[str, str] | None = None) -> None:
-        self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(union)
-        envelope = msgspec.defstruct("Envelope", [(tag, Any, msgspec.UNSET)])
-        self._envelope: msgspec.json.Decoder[Any] = msgspec.json.Decoder(envelope)
-        self._tag = tag
-        self._hints = dict(hints or {})
-
-    def decode(self, data: str | bytes, max_bytes: int) -> T | MessageError:
-        return decode_json(
-            self._decoder,
-            data,
-            max_bytes,
-            lambda text, raw: self._classify(text, self._tag_of(raw)),
-        )
-
-    def _tag_of(self, data: bytes) -> Any:
-        try:
-            return getattr(self._envelope.decode(data), self._tag)
-        except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
-            return msgspec.UNSET
-
-    def _classify(self, text: str, raw_tag: Any) -> MessageError:
-        tag = self._tag
-        kind = raw_tag if isinstance(raw_tag, str) else None
-        # msgspec reports "<reason> - at `$.path`"; the path names the field.
-        reason, _, where = text.partition(" - at `")
-        path = where.rstrip("`").removeprefix("$").removeprefix(".")
-        if not path and reason == f"Object missing required field `{tag}`":
-            return MessageError(ErrorCode.MISSING_TRIGGER, f"message has no `{tag}` field")
-        if not path and reason.startswith("Expected `object`"):
-            got = reason.partition(", got ")[2].strip("`") or "something else"
-            return MessageError(
-                ErrorCode.INVALID_JSON, f"message must be a JSON object, got {got}", kind
-            )
-        if path == tag:
-            if raw_tag is None:
-                return MessageError(ErrorCode.MISSING_TRIGGER, f"message has a null `{tag}`")
-            if kind is not None:
-                hint = self._hints.get(kind, f"not a {tag} this dialect knows")
-                return MessageError(
-                    ErrorCode.UNKNOWN_TRIGGER, f"unknown {tag} {kind!r}: {hint}", kind
-                )
-            return MessageError(ErrorCode.INVALID_FIELD, f"`{tag}` must be a string", None)
-        missing = reason.removeprefix("Object missing required field ")
-        if missing != reason:
-            field = ".".join(filter(None, (path, missing.strip("`"))))
-            what = f"`{kind}` message" if kind is not None else "message"
-            return MessageError(ErrorCode.INVALID_FIELD, f"{what} has no `{field}`", kind)
-        if "base64" in reason:
-            return MessageError(ErrorCode.INVALID_BASE64, f"`{path}` is not valid base64", kind)
-        return MessageError(ErrorCode.INVALID_FIELD, f"`{path or tag}`: {reason}", kind)
-
-
-def tag_of(message: msgspec.Struct) -> str:
-    """The tag a decoded message of a tagged union was known by (its `event`, say)."""
-    return str(type(message).__struct_config__.tag)
-
 
 _wire: JsonWire[ServerMessage] = JsonWire(ServerMessage, "event", _HINTS)
 

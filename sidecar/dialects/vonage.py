@@ -47,6 +47,7 @@ from sidecar.dialects.base import (
     WireAudio,
 )
 from sidecar.dialects.g711 import Packetizer
+from sidecar.dialects.jsonwire import JsonWire, tag_of
 from sidecar.dialects.server import (
     AudioIn,
     ClearAnswer,
@@ -58,7 +59,6 @@ from sidecar.dialects.server import (
     invalid,
     register,
 )
-from sidecar.dialects.twilio import JsonWire, tag_of
 from sidecar.messages import ErrorCode, MessageError, too_large
 from sidecar.pcm import SAMPLE_BYTES
 

@@ -26,14 +26,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import msgspec
 import trio
 import trio_websocket as tw
 
-from sidecar import dialects, messages
+from sidecar import dialects, messages, urlfetch
 from sidecar.config import (
     ConfigError,
     check_ranges,
@@ -44,6 +44,7 @@ from sidecar.config import (
     request_secrets,
     request_target,
 )
+from sidecar.connection import describe
 from sidecar.dialects.base import (
     AudioOut,
     ClearedOut,
@@ -58,9 +59,10 @@ from sidecar.dialects.base import (
     Outgoing,
     PlayAudio,
     Session,
+    UrlAnswerError,
     Wire,
 )
-from sidecar.dialects.twilio import tag_of
+from sidecar.dialects.jsonwire import tag_of
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.link import tls_context
 from sidecar.ratelimit import TokenBucket
@@ -82,15 +84,6 @@ MAX_LISTED_VIOLATIONS = 10
 MAX_DRAIN_S = 30.0
 HARD_MAX_MESSAGE = 8 * messages.MAX_MESSAGE_BYTES
 CLOSE_TIMEOUT_S = 2.0
-
-SERVER_AUDIO: Final = {
-    "attendee": "realtime_audio.bot_output",
-    "twilio": "media",
-    "vonage": "binary audio",
-    "openai-realtime": "response.output_audio.delta",
-    "deepgram-agent": "binary audio",
-}
-"""What each dialect calls the server's audio, for the report (default: "audio")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,13 +375,40 @@ async def run_check(options: CheckOptions) -> CheckReport:
     return report
 
 
+async def _connection_url(options: CheckOptions, report: CheckReport) -> str:
+    """The URL to connect to: the one given, or the one the dialect's
+    per-connection request answers (a signed URL), fetched as `run` fetches it."""
+    dialect = options.dialect()
+    request = dialect.url_request(options.url, os.environ)
+    if request is None:
+        return options.url
+    what = f"the URL request to {redact_url(request.url)}"
+    try:
+        with trio.fail_after(options.connect_timeout):
+            status, body = await urlfetch.fetch(request, tls_context(options.ca_file))
+        url = dialect.url_from_answer(options.url, status, body)
+        check_url(url, "the URL from the answer")
+    except trio.TooSlowError:
+        report.add("url_request", "fail", f"{what}: no answer within {options.connect_timeout:g} s")
+        raise _Abort from None
+    except urlfetch.UrlFetchFailed as exc:
+        report.add("url_request", "fail", f"{what}: {exc.reason}")
+        raise _Abort from None
+    except (UrlAnswerError, ConfigError, OSError, trio.BrokenResourceError) as exc:
+        report.add("url_request", "fail", f"{what}: {describe(exc)}")
+        raise _Abort from None
+    report.add("url_request", "ok", f"{what}: HTTP {status}, {redact_url(url)}")
+    return url
+
+
 async def _check(options: CheckOptions, report: CheckReport) -> None:
-    parts = urlsplit(options.url)
+    url = await _connection_url(options, report)
+    parts = urlsplit(url)
     host = parts.hostname or ""
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
-    host_header, resource = request_target(options.url)
-    warning = check_url(options.url, "URL")
+    host_header, resource = request_target(url)
+    warning = check_url(url, "URL")
     if warning:
         report.add("url", "warn", warning)
 
@@ -657,7 +677,7 @@ def _summarise_session(
         report.add(
             "bot_output",
             "fail" if options.require_output else "warn",
-            f"no {SERVER_AUDIO.get(options.protocol, 'audio')} came back: "
+            f"no {dialects.DIALECTS[options.protocol].server_audio} came back: "
             "the bot would stay silent",
         )
     if report.marks or report.clears:
@@ -779,8 +799,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--sample-rate",
         type=int,
-        choices=messages.SAMPLE_RATES,
-        help="rate of the audio sent, where the dialect lets it be chosen [default: 16000]",
+        help="rate of the audio sent, where the dialect lets it be chosen (one of its "
+        "rates, as `run` checks them) [default: the dialect's]",
     )
     p.add_argument(
         "--header",

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import trio
 
-from sidecar import dialects, messages
+from sidecar import dialects
 from sidecar.config import ConfigError, dialect_options
 from sidecar.dialects.server import SERVER_SESSIONS
 from sidecar.tools import analysis, protocols, synth
@@ -374,8 +374,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--sample-rate",
         type=int,
-        choices=messages.SAMPLE_RATES,
-        help="rate on the websocket, where the dialect lets it be chosen [default: 16000]",
+        metavar="HZ",
+        help="rate on the websocket, where the dialect lets it be chosen (one of its rates, "
+        "as `run` checks them) [default: the dialect's]",
     )
     p.add_argument("--delay-ms", type=int, default=0, help="extra delay in the echo server")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")

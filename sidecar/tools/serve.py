@@ -444,7 +444,7 @@ class Server:
         client.played_s += seconds
 
 
-def nearest_rate(rate: int, rates: tuple[int, ...] = messages.SAMPLE_RATES) -> int:
+def nearest_rate(rate: int, rates: tuple[int, ...]) -> int:
     """The highest of `rates` not above `rate` (upsampling adds nothing)."""
     fitting = [r for r in rates if r <= rate]
     return max(fitting) if fitting else min(rates)
@@ -523,8 +523,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--play-rate",
         type=int,
-        choices=messages.SAMPLE_RATES,
-        help="with --play: the rate to send at, where the dialect takes it "
+        metavar="HZ",
+        help="with --play: the rate to send at, where the dialect takes it (its server "
+        "side's rates; another is reported and the nearest used) "
         "[default: the highest it takes not above the file's]",
     )
     p.add_argument(
