@@ -336,7 +336,7 @@ def test_a_ping_is_answered_with_its_event_id() -> None:
                 "type": "agent_response",
                 "agent_response_event": {"agent_response": " Hi. ", "event_id": 7},
             },
-            Transcript(role="assistant", text="Hi.", item_id="7"),
+            Transcript(role="assistant", text="Hi.", item_id="7", segment="7"),
         ),
         (
             {
@@ -347,7 +347,7 @@ def test_a_ping_is_answered_with_its_event_id() -> None:
                     "event_id": 7,
                 },
             },
-            Transcript(role="assistant", text="Hello there", item_id="7"),
+            Transcript(role="assistant", text="Hello there", item_id="7", segment="7"),
         ),
         (
             {

@@ -1442,8 +1442,10 @@ def el_play(data: bytes, rate: int, event_id: int) -> dict[str, Any]:
 
 
 def el_transcript(role: str, said: str, item_id: str) -> dict[str, Any]:
+    # The agent's text names the segment of its audio: the same event_id.
+    segment = item_id if role == "assistant" else None
     event = {"event": "transcript", "role": role, "text": said, "item_id": item_id}
-    return {"kind": "notice", "event": event}
+    return {"kind": "notice", "event": event | {"segment": segment}}
 
 
 def elevenlabs_cases() -> list[Case]:

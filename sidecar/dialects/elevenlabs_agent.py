@@ -456,11 +456,13 @@ class ElevenLabsAgentSession(Session):
                 return ()
             case AgentResponse(agent_response_event=event):
                 text, key = event.agent_response.strip(), _key(event.event_id)
-                return (notice(Transcript(role="assistant", text=text, item_id=key)),)
+                said = Transcript(role="assistant", text=text, item_id=key, segment=key)
+                return (notice(said),)
             case AgentResponseCorrection(agent_response_correction_event=event):
-                # What was heard of the cut reply: the same item_id, its text replaced.
+                # What was heard of the cut reply: the same item, its text replaced.
                 text, key = event.corrected_agent_response.strip(), _key(event.event_id)
-                return (notice(Transcript(role="assistant", text=text, item_id=key)),)
+                said = Transcript(role="assistant", text=text, item_id=key, segment=key)
+                return (notice(said),)
             case UserTranscript(user_transcription_event=event):
                 text, key = event.user_transcript.strip(), _key(event.event_id)
                 return (notice(Transcript(role="user", text=text, item_id=key)),)
