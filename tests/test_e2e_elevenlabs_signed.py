@@ -73,3 +73,23 @@ async def test_a_wrong_key_is_exit_4(tmp_path: Path) -> None:
     assert gave_up["status"] == 401
     assert agents.handshakes == 0
     assert b"xi-wrong" not in sidecar.stdout + sidecar.stderr
+
+
+async def test_agent_id_flag_names_the_agent_whose_url_is_fetched(tmp_path: Path) -> None:
+    """--agent-id, and a --url that names no agent: the signed URL is asked for that agent."""
+    with (
+        trio.fail_after(30),
+        ElevenLabsServer(ElevenLabsConfig(private=True)) as agents,
+        SignedUrlServer(agents) as rest,
+    ):
+        bare = agents.url.split("?")[0]
+        args = elevenlabs_args("--agent-id", agents.config.agent_id)
+        async with open_bot_loop(bare, tmp_path, *args, env=signed_env(rest)):
+            await wait_until(lambda: bool(agents.connections), 10, "a conversation")
+            conn = agents.current
+            await wait_until(lambda: bool(conn.received), 10, "the initiation")
+    ((path, key),) = rest.requests
+    assert path.endswith(f"get-signed-url?agent_id={agents.config.agent_id}")
+    assert key == rest.api_key
+    assert conn.violations == []
+    assert agents.refusals == []
