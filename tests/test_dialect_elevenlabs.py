@@ -38,6 +38,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UrlAnswerError,
     UrlRequest,
+    UserSpeaking,
     UserText,
     Utf8Text,
 )
@@ -281,8 +282,8 @@ def test_ulaw_agent_audio_is_decoded() -> None:
 def test_an_interruption_clears_and_cuts_that_replys_late_audio() -> None:
     session = opened()
     assert isinstance(one(session.receive(audio(bytes(640), 5))), PlayAudio)
-    clear, event = session.receive(interruption(5))
-    assert isinstance(clear, ClearPlayout)
+    clear, speaking, event = session.receive(interruption(5))
+    assert isinstance(clear, ClearPlayout) and speaking == UserSpeaking()
     assert isinstance(event, Notice) and event.event == AgentEvent(name="interruption")
     # Still in flight when it came: counted, never played.
     assert one(session.receive(audio(bytes(640), 5))) == CutAudio(320, 16000)
@@ -433,7 +434,8 @@ def test_receive_never_raises(messages: list[str | bytes]) -> None:
     for message in messages:
         for item in session.receive(message):
             assert isinstance(
-                item, PlayAudio | ClearPlayout | CutAudio | Invalid | Notice | ToolCallIn
+                item,
+                PlayAudio | ClearPlayout | CutAudio | Invalid | Notice | ToolCallIn | UserSpeaking,
             )
             if isinstance(item, PlayAudio):
                 assert len(item.pcm) % 2 == 0 and item.pcm

@@ -1498,8 +1498,8 @@ def elevenlabs_cases() -> list[Case]:
         ),
         session_case(
             "interruption_cuts_stale_audio",
-            "interruption clears the playout; audio whose event_id is at or below the "
-            "interruption's is cut (counted, not played); a later reply plays",
+            "interruption clears the playout and says the user speaks; audio whose event_id "
+            "is at or below the interruption's is cut (counted, not played); a later reply plays",
             options,
             [
                 receive(
@@ -1510,6 +1510,7 @@ def elevenlabs_cases() -> list[Case]:
                 receive(
                     text({"type": "interruption", "interruption_event": {"event_id": 5}}),
                     {"kind": "clear"},
+                    {"kind": "user_speaking", "item": None},
                     dg_event("interruption"),
                 ),
                 receive(el_audio(down, 5), {"kind": "cut_audio", "samples": 160, "rate": 16000}),

@@ -75,6 +75,7 @@ from sidecar.dialects.base import (
     ToolResult,
     UrlAnswerError,
     UrlRequest,
+    UserSpeaking,
     UserText,
     Utf8Text,
     Wire,
@@ -449,7 +450,8 @@ class ElevenLabsAgentSession(Session):
                 return self._audio_down(event)
             case Interruption(interruption_event=event):
                 self._cut_through = max(self._cut_through, event.event_id)
-                return (ClearPlayout(), notice(AgentEvent(name="interruption")))
+                # The meeting spoke over the agent: no quiet moment to rotate in.
+                return (ClearPlayout(), UserSpeaking(), notice(AgentEvent(name="interruption")))
             case Ping(ping_event=event):
                 self._stats.pongs += 1
                 self._owed.append(encode(Pong(event.event_id)))
