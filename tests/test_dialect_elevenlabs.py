@@ -56,6 +56,7 @@ from sidecar.dialects.elevenlabs_agent import (
 from sidecar.dialects.g711 import pcm16_from_ulaw
 from sidecar.dialects.notices import AgentEvent, Transcript
 from sidecar.messages import ErrorCode, MessageError
+from sidecar.tools.protocols import resolve
 from sidecar.voice import Voice
 
 SESSION: dict[str, Any] = {
@@ -679,3 +680,14 @@ def test_the_conversation_so_far_is_told_in_a_contextual_update() -> None:
     )
     assert d.session().restored() is None
     assert d.session(ConversationRecord().snapshot()).restored() is None
+
+
+@pytest.mark.parametrize("key", ["", "xi-key"])
+def test_the_default_url_needs_no_header_with_or_without_a_key(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A public agent takes no key; a private one's key goes to get-signed-url, so
+    the run is settled either way and no header carries the key to the websocket."""
+    monkeypatch.setenv("ELEVENLABS_API_KEY", key)
+    config = resolve("elevenlabs-agent", DEFAULT_URL, session={})
+    assert config.headers == ()

@@ -646,6 +646,8 @@ class ElevenLabsAgent(Dialect):
     auth_envs: ClassVar[tuple[str, ...]] = (API_KEY_ENV,)
     auth_header: ClassVar[str] = API_KEY_HEADER
     auth_scheme: ClassVar[str] = ""
+    auth_required: ClassVar[bool] = False
+    """Public agents take no key; a private one's key fetches its signed URL."""
     flags: ClassVar[tuple[DialectFlag, ...]] = (
         DialectFlag("--session", "the conversation_initiation_client_data (overrides, variables)"),
         DialectFlag("--agent-id", "the agent to talk to (else agent_id in --url)", metavar="ID"),
