@@ -125,6 +125,7 @@ from sidecar.dialects.base import (
     PlayAudio,
     Say,
     Session,
+    SessionExpiring,
     SetInstructions,
     ToolCallCancelledIn,
     ToolCallIn,
@@ -1582,6 +1583,8 @@ def _incoming_json(item: Incoming) -> Json:
             return {"kind": "clear"}
         case CutAudio(samples=samples, rate=rate):
             return {"kind": "cut_audio", "samples": samples, "rate": rate}
+        case SessionExpiring(within_s=within_s):
+            return {"kind": "session_expiring", "within_s": within_s}
         case ToolCallIn(call_id=call_id, name=name, arguments_json=arguments):
             return {"kind": "tool_call", "call_id": call_id, "name": name, "arguments": arguments}
         case ToolCallCancelledIn(call_id=call_id, reason=reason):

@@ -8,6 +8,7 @@ from sidecar.dialects.attendee import Attendee
 from sidecar.dialects.base import Dialect, Options
 from sidecar.dialects.deepgram_agent import DeepgramAgent
 from sidecar.dialects.elevenlabs_agent import ElevenLabsAgent
+from sidecar.dialects.gemini_live import GeminiLive
 from sidecar.dialects.openai_realtime import OpenAIRealtime
 from sidecar.dialects.twilio import Twilio
 from sidecar.dialects.vonage import Vonage
@@ -18,6 +19,7 @@ DIALECTS: Final[dict[str, type[Dialect]]] = {
     Vonage.name: Vonage,
     OpenAIRealtime.name: OpenAIRealtime,
     DeepgramAgent.name: DeepgramAgent,
+    GeminiLive.name: GeminiLive,
     ElevenLabsAgent.name: ElevenLabsAgent,
 }
 """Every dialect by its `--protocol` name; the CLI's choices come from here."""
