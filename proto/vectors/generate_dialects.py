@@ -1,5 +1,6 @@
 """Author the golden vectors of the Twilio and Vonage dialects (twilio.json, vonage.json),
-and the command cases of the agent dialects (openai-realtime.json, deepgram-agent.json).
+and the command cases of the agent dialects (openai-realtime.json, deepgram-agent.json),
+and every case of elevenlabs-agent.json.
 
 Like generate.py, this imports nothing from `sidecar`: the expected wire text
 is written from Twilio's "Media Streams - WebSocket Messages" page and
@@ -1394,6 +1395,246 @@ def deepgram_command_cases() -> list[Case]:
     ]
 
 
+# -- ElevenLabs Agents (elevenlabs-agent.json) ------------------------------------------------
+# From the ElevenLabs Agents asyncapi contract (elevenlabs/packages agent.asyncapi.yaml)
+# and the SDK's conversation.py: the client's messages and what each server message means.
+
+EL_SESSION: dict[str, Any] = {
+    "conversation_config_override": {
+        "agent": {"prompt": {"prompt": "Be brief."}, "first_message": "Hello!"},
+        "tts": {"voice_id": "voice_1"},
+    },
+    "dynamic_variables": {"user_name": "Ada"},
+}
+
+
+def el_initiation(session: dict[str, Any]) -> Wire:
+    return text({"type": "conversation_initiation_client_data", **session})
+
+
+def el_metadata(input_format: str, output_format: str) -> Wire:
+    event = {
+        "conversation_id": "conv_1",
+        "agent_output_audio_format": output_format,
+        "user_input_audio_format": input_format,
+    }
+    return text(
+        {
+            "type": "conversation_initiation_metadata",
+            "conversation_initiation_metadata_event": event,
+        }
+    )
+
+
+def el_metadata_event(input_format: str, output_format: str) -> dict[str, Any]:
+    said = f"input {input_format}, output {output_format}"
+    return dg_event("conversation_initiation_metadata", request_id="conv_1", text=said)
+
+
+def el_audio(data: bytes, event_id: int) -> Wire:
+    return text(
+        {"type": "audio", "audio_event": {"audio_base_64": b64(data), "event_id": event_id}}
+    )
+
+
+def el_play(data: bytes, rate: int, event_id: int) -> dict[str, Any]:
+    return play(data, rate) | {"segment": str(event_id)}
+
+
+def el_transcript(role: str, said: str, item_id: str) -> dict[str, Any]:
+    # The agent's text names the segment of its audio: the same event_id.
+    segment = item_id if role == "assistant" else None
+    event = {"event": "transcript", "role": role, "text": said, "item_id": item_id}
+    return {"kind": "notice", "event": event | {"segment": segment}}
+
+
+def elevenlabs_cases() -> list[Case]:
+    options = {"session": EL_SESSION}
+    up = ramp(320)
+    down = ramp(160, 7)
+    return [
+        session_case(
+            "opening_and_formats",
+            "conversation_initiation_client_data first, from --session; no audio until "
+            "conversation_initiation_metadata names the formats; then user_audio_chunk "
+            "(no `type`), base64 of the audio at the announced input rate",
+            options,
+            [
+                step("opening", el_initiation(EL_SESSION)),
+                {"do": "audio_ready", "expect": False},
+                receive(
+                    el_metadata("pcm_16000", "pcm_22050"),
+                    el_metadata_event("pcm_16000", "pcm_22050"),
+                ),
+                {"do": "audio_ready", "expect": True},
+                send(audio(up, 16000), text({"user_audio_chunk": b64(up)})),
+                receive(el_audio(down, 3), el_play(down, 22050, 3)),
+            ],
+        ),
+        session_case(
+            "ulaw_both_ways",
+            "ulaw_8000 announced: the 8 kHz capture goes as mu-law, the agent's mu-law is "
+            "played as 16-bit PCM at 8 kHz",
+            {"session": {}, "sample_rate": 8000},
+            [
+                step("opening", el_initiation({})),
+                receive(
+                    el_metadata("ulaw_8000", "ulaw_8000"),
+                    el_metadata_event("ulaw_8000", "ulaw_8000"),
+                ),
+                send(audio(up, 8000), text({"user_audio_chunk": b64(ulaw(up))})),
+                receive(el_audio(ulaw(down), 4), el_play(pcm_of_ulaw(ulaw(down)), 8000, 4)),
+            ],
+        ),
+        session_case(
+            "ping_pong",
+            "a ping is answered with a pong carrying its event_id, owed after the message",
+            options,
+            [
+                receive(text({"type": "ping", "ping_event": {"event_id": 3, "ping_ms": 120}})),
+                step("replies", text({"type": "pong", "event_id": 3})),
+                step("replies"),
+            ],
+        ),
+        session_case(
+            "interruption_cuts_stale_audio",
+            "interruption clears the playout and says the user speaks; audio whose event_id "
+            "is at or below the interruption's is cut (counted, not played); a later reply plays",
+            options,
+            [
+                receive(
+                    el_metadata("pcm_16000", "pcm_16000"),
+                    el_metadata_event("pcm_16000", "pcm_16000"),
+                ),
+                receive(el_audio(down, 5), el_play(down, 16000, 5)),
+                receive(
+                    text({"type": "interruption", "interruption_event": {"event_id": 5}}),
+                    {"kind": "clear"},
+                    {"kind": "user_speaking", "item": None},
+                    dg_event("interruption"),
+                ),
+                receive(el_audio(down, 5), {"kind": "cut_audio", "samples": 160, "rate": 16000}),
+                receive(el_audio(down, 6), el_play(down, 16000, 6)),
+            ],
+        ),
+        session_case(
+            "transcripts",
+            "agent_response, agent_response_correction (the cut reply's text, same item_id) "
+            "and user_transcript are transcripts keyed by their event_id",
+            options,
+            [
+                receive(
+                    text(
+                        {
+                            "type": "user_transcript",
+                            "user_transcription_event": {"user_transcript": "Hi.", "event_id": 1},
+                        }
+                    ),
+                    el_transcript("user", "Hi.", "1"),
+                ),
+                receive(
+                    text(
+                        {
+                            "type": "agent_response",
+                            "agent_response_event": {
+                                "agent_response": "Hello there, Ada.",
+                                "event_id": 2,
+                            },
+                        }
+                    ),
+                    el_transcript("assistant", "Hello there, Ada.", "2"),
+                ),
+                receive(
+                    text(
+                        {
+                            "type": "agent_response_correction",
+                            "agent_response_correction_event": {
+                                "original_agent_response": "Hello there, Ada.",
+                                "corrected_agent_response": "Hello there",
+                                "event_id": 2,
+                            },
+                        }
+                    ),
+                    el_transcript("assistant", "Hello there", "2"),
+                ),
+                receive(text({"type": "vad_score", "vad_score_event": {"vad_score": 0.5}})),
+            ],
+        ),
+        session_case(
+            "command_tool_result",
+            "client_tool_call is a tool call (its parameters as given); the result is "
+            "client_tool_result; a second result, or one for no call, sends nothing",
+            options,
+            [
+                receive(
+                    text(
+                        {
+                            "type": "client_tool_call",
+                            "client_tool_call": {
+                                "tool_name": "lookup_order",
+                                "tool_call_id": "t_1",
+                                "parameters": {"id": "42"},
+                                "event_id": 9,
+                            },
+                        }
+                    ),
+                    tool_call("t_1", "lookup_order", '{"id":"42"}'),
+                ),
+                send(
+                    command("tool_result", call_id="t_1", output='{"ok":true}'),
+                    text(
+                        {
+                            "type": "client_tool_result",
+                            "tool_call_id": "t_1",
+                            "result": '{"ok":true}',
+                            "is_error": False,
+                        }
+                    ),
+                ),
+                send(command("tool_result", call_id="t_1", output="again")),
+                send(command("tool_result", call_id="t_2", output="no such call")),
+            ],
+        ),
+        session_case(
+            "command_user_text_and_context",
+            "user_text is user_message; context is contextual_update, sent again after the "
+            "next connection's opening",
+            options,
+            [
+                send(
+                    command("user_text", text="Alice just joined."),
+                    text({"type": "user_message", "text": "Alice just joined."}),
+                ),
+                send(
+                    command("context", text="Bob is the host."),
+                    text({"type": "contextual_update", "text": "Bob is the host."}),
+                ),
+                step(
+                    "reconnect",
+                    el_initiation(EL_SESSION),
+                    text({"type": "contextual_update", "text": "Bob is the host."}),
+                ),
+            ],
+        ),
+        session_case(
+            "command_clear_by_the_bot",
+            "the bot's clear sends nothing; the rest of the reply in flight is cut, the "
+            "next reply plays",
+            options,
+            [
+                receive(
+                    el_metadata("pcm_16000", "pcm_16000"),
+                    el_metadata_event("pcm_16000", "pcm_16000"),
+                ),
+                receive(el_audio(down, 7), el_play(down, 16000, 7)),
+                send(command("cleared", by_bot=True)),
+                receive(el_audio(down, 7), {"kind": "cut_audio", "samples": 160, "rate": 16000}),
+                receive(el_audio(down, 8), el_play(down, 16000, 8)),
+            ],
+        ),
+    ]
+
+
 def kept(name: str) -> list[Case]:
     """The hand-written cases of an agent file: all but the generated ones."""
     path = HERE / name
@@ -1410,6 +1651,7 @@ FILES: dict[str, Callable[[], list[Case]]] = {
     "vonage.json": lambda: vonage_session_cases() + vonage_receive_cases(),
     "openai-realtime.json": lambda: kept("openai-realtime.json") + openai_command_cases(),
     "deepgram-agent.json": lambda: kept("deepgram-agent.json") + deepgram_command_cases(),
+    "elevenlabs-agent.json": elevenlabs_cases,
 }
 
 

@@ -7,6 +7,7 @@ from typing import Final
 from sidecar.dialects.attendee import Attendee
 from sidecar.dialects.base import Dialect, Options
 from sidecar.dialects.deepgram_agent import DeepgramAgent
+from sidecar.dialects.elevenlabs_agent import ElevenLabsAgent
 from sidecar.dialects.gemini_live import GeminiLive
 from sidecar.dialects.openai_realtime import OpenAIRealtime
 from sidecar.dialects.twilio import Twilio
@@ -19,6 +20,7 @@ DIALECTS: Final[dict[str, type[Dialect]]] = {
     OpenAIRealtime.name: OpenAIRealtime,
     DeepgramAgent.name: DeepgramAgent,
     GeminiLive.name: GeminiLive,
+    ElevenLabsAgent.name: ElevenLabsAgent,
 }
 """Every dialect by its `--protocol` name; the CLI's choices come from here."""
 
