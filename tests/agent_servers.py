@@ -862,12 +862,18 @@ class RealtimeServer(_FakeServer):
         )
         self._response_done(conn, response_id, cancelled, [done_item])
         with conn.lock:
-            state.responding = None
+            if state.responding is cancel:  # not a newer reply's
+                state.responding = None
 
     def _response_done(
         self, conn: Conn, response_id: str, cancelled: bool, output: list[Any]
     ) -> None:
         state = self.state(conn)
+        with conn.lock:
+            # The API has finished a response before it says so: a
+            # response.create answering this response.done must find none active
+            # (the reply thread clearing the flag only after it raced the client).
+            state.responding = None
         status: Literal["cancelled", "completed"] = "cancelled" if cancelled else "completed"
         reason: Any = state.cancel_reason if cancelled else None
         details = RealtimeResponseStatus(type=status, reason=reason)
@@ -959,7 +965,8 @@ class RealtimeServer(_FakeServer):
             words = config.words[: len(config.words) * sent_ms // config.reply_ms]
         self._finish(conn, cancel.is_set(), words, ids)
         with conn.lock:
-            state.responding = None
+            if state.responding is cancel:  # not a newer reply's
+                state.responding = None
 
     def _barge_in(self, conn: Conn) -> None:
         """The user speaks over the reply (on cue): what server VAD would report."""
@@ -1364,10 +1371,12 @@ class AgentServer(_FakeServer):
                     _after(conn, 0.2, lambda: self.user_stopped_speaking(conn))
                 break
             cancel.wait(ms / 1000 / config.speed)
+        with conn.lock:
+            # Done before it says so (see the Realtime fake's response.done).
+            if state.responding is cancel:
+                state.responding = None
         if not cancel.is_set():
             conn.send(AgentV1AgentAudioDone(type="AgentAudioDone"))
-        with conn.lock:
-            state.responding = None
 
     def _error(self, conn: Conn, code: str, description: str) -> None:
         conn.send(AgentV1Error(type="Error", code=code, description=description))
