@@ -27,6 +27,7 @@ SECTIONS: Final = (
     "trials",
     "counts",
     "before",
+    "peers",
     "chunks",
     "fill",
     "scale",
@@ -219,6 +220,15 @@ async def _async_sections(run: Run, wanted: set[str]) -> None:
                 )
                 if compared is not None:
                     run.results["before_now"] = compared
+                run.save()
+            if "peers" in wanted:
+                from bench import hotpath
+
+                peered = await _guarded(
+                    run, "peers", hotpath.peers(server, workdir, plan, run.progress)
+                )
+                if peered is not None:
+                    run.results["peers"] = peered
                 run.save()
             if "chunks" in wanted:
                 from bench import hotpath

@@ -462,11 +462,11 @@ class Impl:
 
     def holdback_samples(self, rate: int) -> int:
         """Output its converter may still hold while input pauses (not a drop)."""
-        if self.key == "naive":
+        if self.converter == "naive":
             return 0
-        if self.quality is None:
+        if self.converter == "soxr":
             return rate // 10  # soxr's stream works in blocks of up to ~70 ms
-        held = math.ceil(Resampler(BOT_RATE, rate, self.quality).delay_ms * rate / 1000) + 1
+        held = math.ceil(Resampler(BOT_RATE, rate, self.converter).delay_ms * rate / 1000) + 1
         if self.protocol == "twilio":
             held += twilio.PACKET_SAMPLES  # the dialect cuts exact 20 ms packets
         return held
@@ -522,6 +522,16 @@ IMPLS: Final[dict[str, Impl]] = {
         ),
         Impl("sidecar-best", "sidecar, best", SIDECAR, "best", True, True, "best"),
         Impl("naive", "naive (Attendee-style)", ("-m", "bench.naive"), None, False, False, "naive"),
+        # Attendee's design with the sidecar's converter: what the fixed resampler costs.
+        Impl(
+            "naive-src",
+            "naive + libsamplerate (medium)",
+            ("-m", "bench.naive", "--converter", "libsamplerate"),
+            None,
+            False,
+            False,
+            "medium",
+        ),
         Impl(
             "soxr-stream",
             "soxr-stream (VHQ)",

@@ -18,6 +18,12 @@ from one run, which the machine's speed on the day cannot skew.
 `chunk`: the plain default sidecar with `--chunk-ms` 20, 40, 100, uplink only
 at real time: its CPU and latency (the bot still writes 20 ms frames).
 
+`peers`: the default sidecar, soxr-stream and naive + libsamplerate, one
+fresh process at a time, alternated round by round through the same uplink and
+duplex phases: issue #20's CPU ratios against soxr-stream, each taken within a
+round so that the machine's drift between trials (other tenants, the clock)
+cancels, and what the fixed resampler costs a process that does nothing else.
+
 `fill`: the default sidecar with `--fill-silence` off and on, uplink only at
 real time (a bot that never pauses): the fill's timer runs only in gaps, so
 CPU and uplink latency must match.
@@ -46,6 +52,8 @@ from sidecar.config import Config
 CHUNK_MS: Final = (20, 40, 100)
 DEFAULT_CHUNK_MS: Final = cast(int, {f.name: f.default for f in fields(Config)}["chunk_ms"])
 TOP: Final = 12
+# The peers section's contenders; the first is the one judged, the second its yardstick.
+PEERS: Final = ("sidecar-medium", "soxr-stream", "naive-src")
 SNAPSHOT_TIMEOUT_S: Final = 5.0
 
 
@@ -322,19 +330,20 @@ async def cpu_phases(
 ) -> CpuPair:  # fmt: skip
     lane = server.add(impl.lane(f"{code}-{run}", workdir))
     proc = Proc(impl, impl.argv(server.url(lane), lane, plan.stats_interval_s))
-    progress(
-        f"before/now: {code} #{run + 1}, uplink {plan.compare_s:g} s + duplex {plan.compare_s:g} s"
-    )
+    progress(f"{code} #{run + 1}: uplink {plan.compare_s:g} s + duplex {plan.compare_s:g} s")
     async with running([proc]):
         await proc.start()
         await proc.ready(30)
-        await asyncio.wait_for(lane.connected.wait(), 15)
+        if impl.eager:
+            await asyncio.wait_for(lane.connected.wait(), 15)
         async with asyncio.timeout(10):
             await lane.connect_bot()
         await asyncio.sleep(0.3)
         meter = CpuMeter([proc])
         stop_play = asyncio.Event()
         player = asyncio.create_task(lane.play(stop_play))
+        # The naive design connects once audio exists.
+        await asyncio.wait_for(lane.connected.wait(), 15)
         await asyncio.sleep(plan.warmup_s)
         meter.start()
         start = now()
@@ -387,4 +396,35 @@ async def before_and_now(
         "uplink_ratio": ratios["uplink"],
         "duplex_ratio": ratios["duplex"],
         "counts": found.to_json(),
+    }
+
+
+async def peers(
+    server: BenchServer, workdir: Path, plan: Plan, progress: Progress
+) -> dict[str, Any]:
+    """Each contender of PEERS once a round, alternated, `plan.peer_rounds` rounds:
+    per-round CPU ratios to soxr-stream, and their median."""
+    rows: list[dict[str, Any]] = []
+    for round_ in range(plan.peer_rounds):
+        for key in PEERS:
+            pair = await cpu_phases(server, workdir, plan, IMPLS[key], key, round_, progress)
+            rows.append(pair.to_json() | {"round": round_, "label": IMPLS[key].label})
+
+    def ratios(key: str, phase: str) -> list[float]:
+        out = []
+        for round_ in range(plan.peer_rounds):
+            by = {r["code"]: r for r in rows if r["round"] == round_}
+            mine, theirs = by.get(key), by.get(PEERS[1])
+            if mine and theirs and theirs[f"{phase}_cpu_pct"] > 0:
+                out.append(mine[f"{phase}_cpu_pct"] / theirs[f"{phase}_cpu_pct"])
+        return out
+
+    return {
+        "seconds": plan.compare_s,
+        "rounds": plan.peer_rounds,
+        "runs": rows,
+        "ratios": {
+            key: {phase: ratios(key, phase) for phase in ("uplink", "duplex")}
+            for key in (PEERS[0], PEERS[2])
+        },
     }

@@ -11,6 +11,12 @@ before that is dropped) and has no keepalive ping; a receiver thread turns
 pieces (a tail under 100 ms is dropped when the next message is more than
 150 ms late); a player thread pushes the pieces to the bot about ten times
 faster than real time. Only the measured path is here: no retries, no TLS.
+
+`--converter libsamplerate` swaps `ratecv` and sample repetition for the
+sidecar's own converter (`sidecar.resample.Resampler` at `medium`, stateful,
+one per direction) and changes nothing else: Attendee's design with the
+sidecar's fidelity, the cheapest process that filters as the sidecar does. The
+bench sets it beside soxr-stream to show what the fixed resampler alone costs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from typing import Final
 from websockets.sync.client import ClientConnection, connect
 
 from bench import attendee, baseline
+from sidecar.resample import Resampler
+
+CONVERTERS: Final = ("ratecv", "libsamplerate")
 
 PIECE_MS: Final = 100
 PUSH_SPEEDUP: Final = 10
@@ -37,8 +46,11 @@ TAIL_LATE_S: Final = 0.150
 
 
 class Naive:
-    def __init__(self, url: str, bot_id: str, sample_rate: int) -> None:
+    def __init__(self, url: str, bot_id: str, sample_rate: int, converter: str = "ratecv") -> None:
         self.url = url
+        self.converter = converter
+        # One stateful converter per direction and rate pair (libsamplerate only).
+        self._resamplers: dict[tuple[int, int], Resampler] = {}
         self.bot_id = bot_id
         self.sample_rate = sample_rate
         self.outgoing: queue.Queue[str | None] = queue.Queue()
@@ -74,8 +86,17 @@ class Naive:
             self.want_connection.set()
             self.dropped_before_connect += 1
             return
-        out = attendee.convert(pcm, rate, self.sample_rate)
+        out = self.convert(pcm, rate, self.sample_rate)
         self.outgoing.put(attendee.encode_mixed(self.bot_id, out, self.sample_rate))
+
+    def convert(self, pcm: bytes, in_rate: int, out_rate: int) -> bytes:
+        if self.converter == "ratecv":
+            return attendee.convert(pcm, in_rate, out_rate)
+        key = (in_rate, out_rate)
+        resampler = self._resamplers.get(key)
+        if resampler is None:
+            resampler = self._resamplers[key] = Resampler(in_rate, out_rate, "medium")
+        return resampler.process(pcm)
 
     def serve_sender(self) -> None:
         self.want_connection.wait()
@@ -104,7 +125,7 @@ class Naive:
             self.tail = b""
             self.tails_dropped += 1
         self.last_output = now
-        audio = self.tail + attendee.convert(pcm, rate, baseline.BOT_RATE)
+        audio = self.tail + self.convert(pcm, rate, baseline.BOT_RATE)
         piece = baseline.BOT_RATE * PIECE_MS // 1000 * 2
         whole = len(audio) - len(audio) % piece
         for i in range(0, whole, piece):
@@ -141,8 +162,10 @@ class Naive:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = baseline.parser("bench.naive", __doc__ or "").parse_args(argv)
-    naive = Naive(args.url, args.bot_id, args.sample_rate)
+    p = baseline.parser("bench.naive", __doc__ or "")
+    p.add_argument("--converter", choices=CONVERTERS, default=CONVERTERS[0])
+    args = p.parse_args(argv)
+    naive = Naive(args.url, args.bot_id, args.sample_rate, args.converter)
     audio_in = baseline.listen(args.audio_in)
     audio_out = baseline.listen(args.audio_out)
     stop = threading.Event()
@@ -156,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for target, arg in ((naive.serve_audio_in, audio_in), (naive.serve_player, audio_out)):
         threading.Thread(target=target, args=(arg,), daemon=True).start()
     sender.start()
-    baseline.emit("ready", pid=os.getpid(), impl="naive")
+    name = "naive" if args.converter == "ratecv" else f"naive/{args.converter}"
+    baseline.emit("ready", pid=os.getpid(), impl=name)
     while not stop.wait(args.stats_interval):
         baseline.emit("stats", **naive.stats())
     naive.stop()

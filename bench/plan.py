@@ -29,7 +29,9 @@ class Plan:
     count_runs: int = 2
     """Processes counted (bench.counted), each through uplink and duplex phases."""
     compare_s: float = 10.0
-    """Each phase of the chunk sweep (uplink) and of before/now (uplink, duplex)."""
+    """Each phase of the chunk sweep (uplink) and of before/now and peers (uplink, duplex)."""
+    peer_rounds: int = 3
+    """Rounds of the peers section: each contender once a round, alternated."""
     stats_interval_s: float = 5.0
 
     def to_json(self) -> dict[str, Any]:
@@ -75,4 +77,5 @@ QUICK = Plan(
     participants_s=5.0,
     count_runs=1,
     compare_s=3.0,
+    peer_rounds=1,
 )

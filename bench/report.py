@@ -735,12 +735,14 @@ def markdown(results: dict[str, Any], figures: dict[str, str], results_file: str
 def _cpu_ratios_markdown(results: dict[str, Any]) -> str:
     trials = results.get("trials", {})
     lines = [
-        "Issue #12's CPU goals, each a ratio of this run's default sidecar "
+        "Issues #12's and #20's CPU goals, each a ratio of this run's default sidecar "
         "(uplink only at real time, and duplex) to the figure beside it:",
         "",
     ]
     by_key = {v["key"]: v for v in results.get("targets", [])}
     for key in (
+        "cpu_uplink_vs_soxr_alternated",
+        "cpu_duplex_vs_soxr_alternated",
         "cpu_uplink_vs_soxr",
         "cpu_duplex_vs_soxr",
         "cpu_vs_before",
@@ -779,6 +781,38 @@ def _cpu_ratios_markdown(results: dict[str, Any]) -> str:
             "clock) cancels out of the ratio, which a figure from another day cannot promise.",
             "",
             _table(("code", "uplink %", "duplex %", "uplink p50 ms", "uplink p99 ms"), rows, "l"),
+            "",
+        ]
+    peers = results.get("peers")
+    if peers:
+        rows = [
+            [
+                str(r["round"] + 1),
+                r["label"],
+                fmt(r["uplink_cpu_pct"], ".2f"),
+                fmt(r["duplex_cpu_pct"], ".2f"),
+                fmt(r["uplink_latency_ms"]["p50"]),
+                fmt(r["uplink_latency_ms"]["p99"]),
+            ]
+            for r in peers["runs"]
+        ]
+        lines += [
+            "",
+            "Peers in this run (issue #20's ratios): the default sidecar, soxr-stream and "
+            "*naive + libsamplerate* (`bench.naive --converter libsamplerate`: Attendee's "
+            "threads and blocking `websockets` client with the sidecar's own converter at "
+            "`medium`, one per direction, and nothing else changed) one fresh process at a "
+            "time, alternated round by round, each through "
+            f"{fmt(peers['seconds'], 'g')} s of uplink only and {fmt(peers['seconds'], 'g')} s "
+            "of duplex at real time. Each round gives a ratio to that round's soxr-stream; "
+            "the verdicts take the median. The trials' ratios above come from phases minutes "
+            "apart, which the machine's drift can skew either way.",
+            "",
+            _table(
+                ("round", "contender", "uplink %", "duplex %", "uplink p50 ms", "uplink p99 ms"),
+                rows,
+                "ll",
+            ),
             "",
         ]
     naive = trials.get("naive")

@@ -22,6 +22,9 @@ PASSES_DUPLEX_MAX: Final = 2.6
 CPU_VS_BEFORE_MAX: Final = 0.70
 SCALE_40_P99_MS: Final = 5.0
 SOXR: Final = "soxr-stream"
+# Issue #20's goals, against soxr-stream alternated in one run (the peers section).
+PEER_MAX: Final = {"uplink": 0.85, "duplex": 1.0}
+NAIVE_SRC: Final = "naive-src"
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +334,42 @@ def _hot_path(results: dict[str, Any]) -> list[Verdict]:
                 _ok(ratio <= CPU_VS_BEFORE_MAX, ratio),
                 f"{n} {'process' if n == 1 else 'processes'} of each, alternated, "
                 f"{_num(compared['seconds']):g} s a phase",
+            )
+        )
+    out += _peers(results)
+    return out
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(v for v in values if not math.isnan(v))
+    if not ordered:
+        return math.nan
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _peers(results: dict[str, Any]) -> list[Verdict]:
+    """Issue #20: the default sidecar's CPU against soxr-stream's, round by round."""
+    peers = results.get("peers")
+    if not peers:
+        return []
+    out: list[Verdict] = []
+    ratios = peers.get("ratios", {})
+    for phase, bound in PEER_MAX.items():
+        ours = [_num(r) for r in ratios.get(DEFAULT, {}).get(phase, [])]
+        lean = [_num(r) for r in ratios.get(NAIVE_SRC, {}).get(phase, [])]
+        ratio, lean_ratio = _median(ours), _median(lean)
+        each = ", ".join(f"{r:.2f}" for r in ours)
+        out.append(
+            Verdict(
+                f"cpu_{phase}_vs_soxr_alternated",
+                f"{'uplink-only' if phase == 'uplink' else 'duplex'} CPU <= {bound:.2f} x "
+                "soxr-stream's, alternated",
+                f"{ratio:.2f}x (rounds: {each}); naive + libsamplerate (medium), "
+                f"Attendee's design with our converter: {lean_ratio:.2f}x",
+                _ok(ratio <= bound, ratio),
+                f"median of {len(ours)} rounds, each contender one fresh process a round, "
+                f"{_num(peers.get('seconds')):g} s a phase",
             )
         )
     return out
