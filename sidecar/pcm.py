@@ -8,3 +8,6 @@ from typing import Final
 
 SAMPLE_BYTES: Final = 2
 """Bytes per sample of s16le mono."""
+
+SAMPLE_DTYPE: Final = f"<i{SAMPLE_BYTES}"
+"""numpy's name for that sample: little-endian signed, SAMPLE_BYTES wide."""
