@@ -217,7 +217,8 @@ class RawDecoder(_Decoder):
         self._pending += data
 
     def next_event(self) -> Event | _NeedData:
-        usable = len(self._pending) & ~1
+        have = len(self._pending)
+        usable = have - have % SAMPLE_BYTES
         if not usable:
             return NEED_DATA
         pcm = bytes(self._pending[:usable])
