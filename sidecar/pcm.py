@@ -1,7 +1,8 @@
 """The one sample format the sidecar carries inside: s16le mono.
 
 Every count of audio inside is in samples; bytes appear only where audio is
-cut from or joined into PCM, and there through this constant.
+cut from or joined into PCM, and there through SAMPLE_BYTES (numpy, through
+SAMPLE_DTYPE). tests/test_one_fact.py fails on a module that writes the 2 out.
 """
 
 from typing import Final
