@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Final, Self, assert_never
 
+from sidecar.pcm import SAMPLE_BYTES
+
 HEADER: Final = struct.Struct(">BH")
 MAX_PAYLOAD: Final = 0xFFFF
 
@@ -73,7 +75,7 @@ class Audio:
 
     @property
     def samples(self) -> int:
-        return len(self.pcm) // 2
+        return len(self.pcm) // SAMPLE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +217,8 @@ class RawDecoder(_Decoder):
         self._pending += data
 
     def next_event(self) -> Event | _NeedData:
-        usable = len(self._pending) & ~1
+        have = len(self._pending)
+        usable = have - have % SAMPLE_BYTES
         if not usable:
             return NEED_DATA
         pcm = bytes(self._pending[:usable])
@@ -243,7 +246,7 @@ def _check_header(kind: int, length: int) -> FrameError | None:
     """The errors a frame header alone reveals, before its payload arrives."""
     if not _known(kind):
         return FrameError(ErrorCode.UNKNOWN_KIND, _unknown_kind(kind))
-    if kind in AUDIO_RATES and length % 2:
+    if kind in AUDIO_RATES and length % SAMPLE_BYTES:
         return FrameError(
             ErrorCode.BAD_LENGTH,
             f"audio frame 0x{kind:02x} has {length} payload bytes; "
@@ -298,7 +301,7 @@ def encode_audio(pcm: bytes, rate: int) -> bytes:
     kind = RATE_KINDS.get(rate)
     if kind is None:
         raise ValueError(f"no AudioSocket kind for sample rate {rate}")
-    if len(pcm) % 2:
+    if len(pcm) % SAMPLE_BYTES:
         raise ValueError(f"audio of {len(pcm)} bytes is not whole 16-bit samples")
     return encode(kind, pcm)
 

@@ -15,6 +15,8 @@ from typing import Final
 
 import numpy as np
 
+from sidecar.pcm import SAMPLE_BYTES, SAMPLE_DTYPE
+
 HOLD_S: Final = 0.8
 
 
@@ -42,10 +44,10 @@ class PauseGate:
 
     def observe(self, pcm: bytes, now: float) -> bool:
         """A frame of the meeting's s16le audio, read at `now` (seconds); True if loud."""
-        n = len(pcm) // 2
+        n = len(pcm) // SAMPLE_BYTES
         if n == 0:
             return False
-        samples = np.frombuffer(pcm, dtype="<i2", count=n).astype(np.float64)
+        samples = np.frombuffer(pcm, dtype=SAMPLE_DTYPE, count=n).astype(np.float64)
         if math.sqrt(float(np.dot(samples, samples)) / n) < self.threshold:
             return False
         until = now + self.hold_s

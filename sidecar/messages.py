@@ -18,6 +18,8 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
+from sidecar.pcm import SAMPLE_BYTES
+
 PROTOCOL_VERSION: Final = 1
 SAMPLE_RATES: Final = (8000, 16000, 24000)
 PARTICIPANT_SAMPLE_RATES: Final = (8000, 16000)
@@ -305,7 +307,7 @@ def _classify_reason(text: str, trigger: str | None) -> MessageError:
 
 
 def _check_chunk(chunk: bytes, trigger: str | None) -> MessageError | None:
-    if len(chunk) % 2:
+    if len(chunk) % SAMPLE_BYTES:
         return MessageError(
             ErrorCode.ODD_LENGTH,
             f"`data.chunk` decodes to {len(chunk)} bytes; 16-bit PCM needs an even count",

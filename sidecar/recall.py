@@ -32,6 +32,7 @@ from sidecar.dialects.base import (
 )
 from sidecar.events import Transcript
 from sidecar.memory import CommandKind, ConversationRecord, MemorySnapshot
+from sidecar.pcm import SAMPLE_BYTES
 
 MAX_SEGMENTS: Final = 64
 """Replies whose audio length is kept (a barge-in only ever cuts a recent one)."""
@@ -67,9 +68,9 @@ class Recall:
         match item:
             case PlayAudio(pcm=pcm, rate=rate, segment=segment):
                 if segment is None:
-                    self._unkeyed_ms += len(pcm) * 500 / rate
+                    self._unkeyed_ms += len(pcm) * (1000.0 / SAMPLE_BYTES) / rate
                 else:
-                    self._audio(segment, len(pcm) * 500 / rate)
+                    self._audio(segment, len(pcm) * (1000.0 / SAMPLE_BYTES) / rate)
             case Notice(event=Transcript(role="user", text=text, item_id=item_id)):
                 record.user_said(text, item_id)
             case Notice(event=Transcript(text=text, segment=segment)) if segment in self._said:

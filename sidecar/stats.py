@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from sidecar import events
+from sidecar.pcm import SAMPLE_BYTES
 
 if TYPE_CHECKING:
     # Types only: this module must not pull the trio shells in.
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
     from sidecar.outbox import OutboxStatistics
     from sidecar.uplink import UplinkStatistics
     from sidecar.voice import VoiceStatistics
-
-BYTES_PER_SAMPLE: Final = 2  # s16le, both directions
 
 
 def stats_event(
@@ -57,8 +56,8 @@ def stats_event(
         by_stream.update(box.dropped_by_stream)
         control_dropped += box.dropped_messages.get("control_overflow", 0)
         control_dropped += box.dropped_messages.get("control_bytes", 0)
-    dropped["downlink_overflow"] += play.bytes_dropped_overflow // BYTES_PER_SAMPLE
-    dropped["downlink_cleared"] += play.bytes_cleared // BYTES_PER_SAMPLE
+    dropped["downlink_overflow"] += play.bytes_dropped_overflow // SAMPLE_BYTES
+    dropped["downlink_cleared"] += play.bytes_cleared // SAMPLE_BYTES
     for reason, n in downlink.dropped_samples.items():
         dropped[f"downlink_{reason}"] += n
     # At the bot's own rate, like samples_in: refused before any resampling.
@@ -92,7 +91,7 @@ def stats_event(
         # is among the drops (downlink_cleared), so the identity holds.
         bot_output_samples=voice.samples_received + downlink.cut_samples,
         # Refused samples count too: accepted from the server, then capped.
-        bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // BYTES_PER_SAMPLE
+        bot_output_resampled=(play.bytes_in + play.bytes_dropped_overflow) // SAMPLE_BYTES
         + downlink.cut_resampled,
         invalid_messages=downlink.invalid_messages,
         invalid_frames=uplink.invalid_frames,

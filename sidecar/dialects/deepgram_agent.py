@@ -78,6 +78,7 @@ from sidecar.dialects.notices import (
 )
 from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+from sidecar.pcm import SAMPLE_BYTES
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
@@ -492,12 +493,14 @@ class DeepgramAgentSession(Session):
         if self._cutting:
             self._stats.cut_frames += 1
             # Whole samples only; a stray byte's sample is never played either.
-            return (CutAudio(len(message) // 2, self._rate),) if len(message) > 1 else ()
+            samples = len(message) // SAMPLE_BYTES
+            return (CutAudio(samples, self._rate),) if samples else ()
         # Deepgram's frames are a byte stream: a sample split across two frames is
         # carried, not dropped, or every later sample would be read off by a byte.
         data = self._carry + message if self._carry else message
-        if len(data) % 2:
-            self._carry, data = data[-1:], data[:-1]
+        partial = len(data) % SAMPLE_BYTES
+        if partial:
+            self._carry, data = data[-partial:], data[:-partial]
         else:
             self._carry = b""
         return (PlayAudio(data, self._rate),) if data else ()

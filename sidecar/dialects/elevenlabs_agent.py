@@ -86,6 +86,7 @@ from sidecar.dialects.g711 import pcm16_from_ulaw, ulaw_from_pcm16
 from sidecar.dialects.notices import AgentEvent, Transcript, Unknown, decode_event, notice, show
 from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.resample import Resampler
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class Format:
 
     @property
     def bytes_per_sample(self) -> int:
-        return 1 if self.mulaw else 2
+        return 1 if self.mulaw else SAMPLE_BYTES
 
 
 # -- client messages (sidecar -> ElevenLabs) --------------------------------------------
@@ -483,7 +484,7 @@ class ElevenLabsAgentSession(Session):
             text = "`audio` before `conversation_initiation_metadata`: its format is unknown"
             return (Invalid(MessageError(ErrorCode.INVALID_FIELD, text, "audio")),)
         data = event.audio_base_64
-        if not output.mulaw and len(data) % 2:
+        if not output.mulaw and len(data) % SAMPLE_BYTES:
             self._stats.invalid += 1
             text = (
                 f"`audio_event.audio_base_64` decodes to {len(data)} bytes; "

@@ -21,6 +21,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
+from sidecar.pcm import SAMPLE_BYTES
+
 ULAW_SILENCE = b"\xff"
 """The mu-law byte of a zero sample (G.711 inverts the bits of the code)."""
 
@@ -29,17 +31,17 @@ _BIG_ENDIAN = sys.byteorder == "big"
 
 def ulaw_from_pcm16(pcm: bytes) -> bytes:
     """s16le mono -> G.711 mu-law, one byte per sample."""
-    if len(pcm) % 2:
+    if len(pcm) % SAMPLE_BYTES:
         raise ValueError(f"16-bit PCM needs an even byte count, got {len(pcm)}")
     # audioop reads samples in the machine's byte order; ours are little-endian.
-    native = audioop.byteswap(pcm, 2) if _BIG_ENDIAN else pcm
-    return audioop.lin2ulaw(native, 2)
+    native = audioop.byteswap(pcm, SAMPLE_BYTES) if _BIG_ENDIAN else pcm
+    return audioop.lin2ulaw(native, SAMPLE_BYTES)
 
 
 def pcm16_from_ulaw(data: bytes) -> bytes:
     """G.711 mu-law -> s16le mono, two bytes per input byte."""
-    native = audioop.ulaw2lin(data, 2)
-    return audioop.byteswap(native, 2) if _BIG_ENDIAN else native
+    native = audioop.ulaw2lin(data, SAMPLE_BYTES)
+    return audioop.byteswap(native, SAMPLE_BYTES) if _BIG_ENDIAN else native
 
 
 class Packetizer:

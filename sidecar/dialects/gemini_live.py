@@ -109,6 +109,7 @@ from sidecar.messages import (
     decode_json,
     validation_parts,
 )
+from sidecar.pcm import SAMPLE_BYTES
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
@@ -677,7 +678,7 @@ class GeminiLiveSession(Session):
                 )
                 out.append(Invalid(error))
                 continue
-            if len(pcm) % 2:
+            if len(pcm) % SAMPLE_BYTES:
                 self._stats.invalid += 1
                 text = (
                     f"`serverContent.modelTurn.parts[{index}].inlineData.data` decodes to "
@@ -691,7 +692,7 @@ class GeminiLiveSession(Session):
                 continue
             if self._cutting:
                 self._stats.cut_parts += 1
-                out.append(CutAudio(len(pcm) // 2, rate))
+                out.append(CutAudio(len(pcm) // SAMPLE_BYTES, rate))
                 continue
             out.append(PlayAudio(pcm, rate, segment))
         return out

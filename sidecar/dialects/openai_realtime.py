@@ -82,13 +82,14 @@ from sidecar.dialects.notices import (
 )
 from sidecar.events import MemoryRestored
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+from sidecar.pcm import SAMPLE_BYTES
 
 if TYPE_CHECKING:
     from sidecar.memory import MemorySnapshot
 
 RATE: Final = 24000
 """The only PCM rate the Realtime API takes and gives."""
-BYTES_PER_MS: Final = RATE * 2 // 1000
+BYTES_PER_MS: Final = RATE * SAMPLE_BYTES // 1000
 AUDIO_FORMAT: Final[Mapping[str, object]] = {"type": "audio/pcm", "rate": RATE}
 SESSION_CAP_S: Final = 60 * 60.0
 """The API ends every session after this long (1001 "maximum duration")."""
@@ -704,7 +705,7 @@ class OpenAIRealtimeSession(Session):
 
     def _delta(self, event: OutputAudioDelta) -> Sequence[Incoming]:
         pcm = event.delta
-        if len(pcm) % 2:
+        if len(pcm) % SAMPLE_BYTES:
             self._stats.invalid += 1
             error = MessageError(
                 ErrorCode.ODD_LENGTH,
@@ -720,7 +721,7 @@ class OpenAIRealtimeSession(Session):
         self._stats.audio_bytes += len(pcm)
         if segment.cut or event.response_id in self._cut_responses:
             self._stats.dropped_deltas += 1
-            return (CutAudio(len(pcm) // 2, RATE),) if pcm else ()
+            return (CutAudio(len(pcm) // SAMPLE_BYTES, RATE),) if pcm else ()
         if not pcm:
             return ()
         return (PlayAudio(pcm, RATE, key),)

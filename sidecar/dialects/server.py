@@ -26,6 +26,7 @@ from sidecar.dialects.base import MIXED, Invalid, Wire
 from sidecar.dialects.g711 import Packetizer
 from sidecar.frames import DTMF_DIGITS
 from sidecar.messages import MAX_MESSAGE_BYTES, ErrorCode, MessageError
+from sidecar.pcm import SAMPLE_BYTES
 
 # -- what a server hears -------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class ServerSession(abc.ABC):
         # A dialect of fixed pieces (of one output rate) sets these: the
         # packetizer of its wire bytes, and one sample of silence to pad with.
         self._pieces: Packetizer | None = None
-        self._silence = b"\0\0"
+        self._silence = bytes(SAMPLE_BYTES)
 
     @property
     def ready(self) -> bool:
@@ -150,7 +151,7 @@ class ServerSession(abc.ABC):
         if rate not in self.output_rates:
             takes = ", ".join(map(str, self.output_rates))
             raise ValueError(f"this stream takes audio at {takes} Hz; got {rate} Hz")
-        if len(pcm) % 2:
+        if len(pcm) % SAMPLE_BYTES:
             raise ValueError(f"16-bit PCM needs an even byte count, got {len(pcm)}")
         data = self._to_wire(pcm)
         if self._pieces is None:

@@ -66,6 +66,7 @@ from sidecar.dialects.base import (
 from sidecar.dialects.jsonwire import tag_of
 from sidecar.handshake import HandshakeFailed, HandshakeStream
 from sidecar.link import tls_context
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.ratelimit import TokenBucket
 from sidecar.redact import Redactor
 from sidecar.tools import protocols, synth
@@ -247,7 +248,7 @@ class _Run:
         opts = self.options
         rate = self.rate
         pcm = to_s16le(synth.speech_like(opts.seconds, rate, level_dbfs=-20.0))
-        chunk_bytes = rate * opts.chunk_ms // 1000 * 2
+        chunk_bytes = rate * opts.chunk_ms // 1000 * SAMPLE_BYTES
         pacer = Pacer()
         with trio.move_on_after(opts.connect_timeout):
             await self.ready.wait()
@@ -256,14 +257,15 @@ class _Run:
         start_ms = time.time() * 1000.0
         for offset in range(0, len(pcm), chunk_bytes):
             piece = pcm[offset : offset + chunk_bytes]
-            await pacer.wait(len(piece) / 2 / rate)
+            await pacer.wait(len(piece) / SAMPLE_BYTES / rate)
             if self.first_sent is None:
                 self.first_sent = trio.current_time()
-            wires = await self.send(AudioOut(piece, rate, int(start_ms + offset * 500 / rate)))
+            stamp_ms = int(start_ms + offset * (1000.0 / SAMPLE_BYTES) / rate)
+            wires = await self.send(AudioOut(piece, rate, stamp_ms))
             if wires and not self.audio_kind:
                 self.audio_kind = kind_of(wires[0])
             self.report.sent_messages += len(wires)
-            self.report.sent_seconds += len(piece) / 2 / rate
+            self.report.sent_seconds += len(piece) / SAMPLE_BYTES / rate
             self.last_audio = trio.current_time()
         self.audio_done = True
         self.last_heard = max(self.last_heard, trio.current_time())
@@ -304,7 +306,7 @@ class _Run:
                         self.reply(ErrorOut(error))
                 case PlayAudio(pcm=pcm, rate=rate):
                     report.bot_output_messages += 1
-                    seconds = len(pcm) / 2 / rate
+                    seconds = len(pcm) / SAMPLE_BYTES / rate
                     report.bot_output_seconds += seconds
                     self.rates.add(rate)
                     if report.first_output_ms is None and self.first_sent is not None:

@@ -27,6 +27,7 @@ import trio
 from sidecar import dialects
 from sidecar.config import ConfigError, dialect_options
 from sidecar.dialects.server import SERVER_SESSIONS
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.tools import analysis, protocols, synth
 from sidecar.tools.botsocket import connect
 from sidecar.tools.feed import FeedOptions, FeedResult, MemorySource, stream_source
@@ -253,7 +254,7 @@ async def _run_demo(options: DemoOptions, say: Report) -> DemoReport:
     _analyse(report, sent, from_s16le(bytes(received)))
     write_wav(options.out, bytes(received), RATE)
     report.recording = str(options.out)
-    report.recording_seconds = round(len(received) / 2 / RATE, 3)
+    report.recording_seconds = round(len(received) / SAMPLE_BYTES / RATE, 3)
     _judge(report)
     return report
 

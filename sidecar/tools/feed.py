@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from sidecar import frames
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.resample import QUALITY_CONVERTERS, Quality, Resampler
 from sidecar.service import EXIT_INTERRUPTED
 from sidecar.tools.botsocket import BotSocketError, connect, describe_error_frame
@@ -108,7 +109,7 @@ class FrameSender:
     ) -> None:
         self._stream = stream
         self._resampler = Resampler(in_rate, OUT_RATE, options.quality)
-        self._frame_bytes = OUT_RATE * options.frame_ms // 1000 * 2
+        self._frame_bytes = OUT_RATE * options.frame_ms // 1000 * SAMPLE_BYTES
         self._pacer = Pacer(options.fast)
         self._pending = b""
         self._result = result
@@ -141,9 +142,9 @@ class FrameSender:
 
     async def _send(self, pcm: bytes) -> None:
         if self._limit is not None:
-            room = round((self._limit - self._result.seconds) * OUT_RATE) * 2
+            room = round((self._limit - self._result.seconds) * OUT_RATE) * SAMPLE_BYTES
             pcm = pcm[: max(0, room)]
-        seconds = len(pcm) / 2 / OUT_RATE
+        seconds = len(pcm) / SAMPLE_BYTES / OUT_RATE
         await self._pacer.wait(seconds)
         await send_whole(self._stream, frames.encode_audio(pcm, OUT_RATE))
         self._result.frames += 1

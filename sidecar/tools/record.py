@@ -18,6 +18,7 @@ from pathlib import Path
 import trio
 
 from sidecar import frames
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.resample import Resampler
 from sidecar.tools.analysis import level_dbfs
 from sidecar.tools.botsocket import BotSocketError, connect, describe_error_frame
@@ -57,8 +58,9 @@ class Timeline:
                 self._resampler = Resampler(frame.rate, self.rate)
             pcm = self._resampler.process(pcm)
         out = self.pad_to(elapsed_s) + pcm
-        self.written += len(pcm) // 2
-        self.audio_samples += len(pcm) // 2
+        samples = len(pcm) // SAMPLE_BYTES
+        self.written += samples
+        self.audio_samples += samples
         self.frames += 1
         return out
 
@@ -73,7 +75,7 @@ class Timeline:
         if behind <= tolerance:
             return b""
         self.written += behind
-        return bytes(2 * behind)
+        return bytes(SAMPLE_BYTES * behind)
 
     @property
     def seconds(self) -> float:

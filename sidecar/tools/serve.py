@@ -45,6 +45,7 @@ from sidecar.dialects.server import (
     ServerSession,
     server_session,
 )
+from sidecar.pcm import SAMPLE_BYTES
 from sidecar.resample import Resampler
 from sidecar.tools import protocols
 from sidecar.tools.helpformat import HelpFormatter
@@ -392,7 +393,7 @@ class Server:
                 per_chunk = reader.rate * opts.chunk_ms // 1000
                 pacer = Pacer()
                 pending = b""
-                chunk_bytes = rate * opts.chunk_ms // 1000 * 2
+                chunk_bytes = rate * opts.chunk_ms // 1000 * SAMPLE_BYTES
                 refused = opts.play_rate not in (None, rate)
                 self.report.event(
                     "playing",
@@ -437,7 +438,7 @@ class Server:
         pcm: bytes,
         rate: int,
     ) -> None:
-        seconds = len(pcm) / 2 / rate
+        seconds = len(pcm) / SAMPLE_BYTES / rate
         await pacer.wait(seconds)
         for wire in client.session.audio(pcm, rate):
             send.send_nowait((trio.current_time(), wire))

@@ -21,6 +21,7 @@ import msgspec
 
 from sidecar.dialects.base import MIXED, Invalid, Wire
 from sidecar.dialects.server import AudioIn, ServerIncoming
+from sidecar.pcm import SAMPLE_BYTES
 
 # `timestamp_ms` is whole milliseconds, so consecutive chunks may look 1 ms off.
 DEFAULT_GAP_TOLERANCE_MS = 2.0
@@ -105,7 +106,7 @@ class Traffic:
     def _audio(
         self, key: str, arrival_s: float, chunk: bytes, rate: int, stamp: int | None
     ) -> None:
-        duration_ms = len(chunk) / 2 * 1000.0 / rate
+        duration_ms = len(chunk) / SAMPLE_BYTES * 1000.0 / rate
         if self.audio_span_s is None:
             self.first_audio_s = duration_ms / 1000.0
             self.audio_span_s = (arrival_s, arrival_s)

@@ -19,6 +19,7 @@ from typing import BinaryIO, Final
 import numpy as np
 import numpy.typing as npt
 
+from sidecar.pcm import SAMPLE_BYTES, SAMPLE_DTYPE
 from sidecar.resample import Quality, Resampler
 
 FloatArray = npt.NDArray[np.float32]
@@ -219,11 +220,11 @@ class RawReader:
 
 def to_s16le(samples: FloatArray) -> bytes:
     scaled = np.rint(samples.astype(np.float64) * _INT16_SCALE)
-    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
+    return np.clip(scaled, -32768, 32767).astype(SAMPLE_DTYPE).tobytes()
 
 
 def from_s16le(pcm: bytes) -> FloatArray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / np.float32(_INT16_SCALE)
+    return np.frombuffer(pcm, dtype=SAMPLE_DTYPE).astype(np.float32) / np.float32(_INT16_SCALE)
 
 
 def convert(samples: FloatArray, in_rate: int, out_rate: int, quality: Quality = "medium") -> bytes:
@@ -274,7 +275,7 @@ class WavWriter:
             raise WavError(f"cannot write {path}: {exc.strerror}") from None
         self._wave = wave.open(self._file, "wb")  # noqa: SIM115
         self._wave.setnchannels(1)
-        self._wave.setsampwidth(2)
+        self._wave.setsampwidth(SAMPLE_BYTES)
         self._wave.setframerate(rate)
 
     def write(self, pcm: bytes) -> None:
@@ -282,7 +283,7 @@ class WavWriter:
             return
         self._wave.writeframes(pcm)
         self._file.flush()
-        self.samples += len(pcm) // 2
+        self.samples += len(pcm) // SAMPLE_BYTES
 
     @property
     def seconds(self) -> float:
