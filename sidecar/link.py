@@ -240,10 +240,20 @@ class Link:
         """The live connection (tests reach into it); the state carries it."""
         return self._phase.conn
 
+    def _accepting(self) -> None:
+        """The outbox's limit: the live one while the link is OPEN and its
+        session ready for audio (a dialect may wait for a go-ahead), else
+        replay's. Called on every move into and out of OPEN and whenever the
+        session's readiness changes: one rule, so the two never disagree."""
+        conn = self._phase.conn
+        self._outbox.accepting = (
+            self._phase.state is LinkState.OPEN and conn is not None and conn.session.audio_ready
+        )
+
     @property
     def accepting_audio(self) -> bool:
         """Up, and the session is ready for audio (a dialect may wait for a
-        go-ahead): the outbox's state, which the link and its connection set."""
+        go-ahead): the outbox's state, which only the link sets (_accepting)."""
         return self._outbox.accepting
 
     def statistics(self) -> LinkStatistics:
@@ -463,6 +473,7 @@ class Link:
                             self._outbox,
                             self._incoming,
                             self._encode_failed,
+                            self._accepting,
                         )
                         self._phase.to(LinkState.HANDSHAKE, conn)
                         await conn.handshake(
@@ -481,14 +492,14 @@ class Link:
                 self._connected(redacted)
                 nursery.start_soon(self._rotate_when_due, conn)
                 # Open for audio now, or when the session's go-ahead arrives
-                # (Connection._deliver).
-                self._outbox.accepting = conn.session.audio_ready
+                # (Connection._deliver calls it again).
+                self._accepting()
                 end = await conn.run(self._timeouts, self._stopping, self._failure)
                 return self._judge(conn, end)
             finally:
                 up = self._phase.state is LinkState.OPEN
                 self._phase.to(LinkState.CLOSING if up else LinkState.DOWN)
-                self._outbox.accepting = False
+                self._accepting()
                 # Whatever ended the connection, its socket goes now: a dead
                 # peer gets no close handshake to wait for.
                 if conn is not None:
