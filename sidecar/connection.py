@@ -102,7 +102,8 @@ _LOCAL_CLOSES = {
 
 
 class ConnState(enum.Enum):
-    """Where one connection is; only OPEN lets any task write to it."""
+    """Where one connection is; only OPEN lets any task write to it. (Around
+    it, the link's own phase is LinkState, sidecar/linkstate.py.)"""
 
     HANDSHAKE = "handshake"
     """The upgrade is under way: the server's answer is not judged yet."""

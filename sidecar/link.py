@@ -21,6 +21,13 @@ the dialect has one, a keepalive. The first of them to finish ends the
 connection; this supervisor reads why, and the retry policy decides what
 happens next.
 
+What the supervisor is doing (connecting, upgrading, open, closing, down,
+waiting to retry, stopped) is one state with its legal moves in one table
+(sidecar/linkstate.py): whether the link counts itself connected, which
+connection is live, and whether the outbox takes audio at the live limit are
+read from it. A stop is a request (`_stopping`), not a state: each phase
+honours it at its next decision.
+
 The link never knows which dialect is speaking: each connection gets a fresh
 `Session` from the dialect, which says what to send on opening and closing,
 turns each outbox item into wire messages when it is sent, and each server
