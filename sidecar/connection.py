@@ -102,7 +102,8 @@ _LOCAL_CLOSES = {
 
 
 class ConnState(enum.Enum):
-    """Where one connection is; only OPEN lets any task write to it."""
+    """Where one connection is; only OPEN lets any task write to it. (Around
+    it, the link's own phase is LinkState, sidecar/linkstate.py.)"""
 
     HANDSHAKE = "handshake"
     """The upgrade is under way: the server's answer is not judged yet."""
@@ -115,11 +116,6 @@ class ConnState(enum.Enum):
     the server still sends is delivered."""
     CLOSED = "closed"
     """Over: nothing more is written or delivered."""
-
-
-# Where the link counts the connection as up (from `Link._connected` to the
-# connection's end), so where the session's readiness is the outbox's.
-_UP = frozenset({ConnState.OPENING, ConnState.OPEN, ConnState.CLOSING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +181,7 @@ class Connection:
         outbox: Outbox,
         on_incoming: Callable[[Incoming], Awaitable[None]],
         encode_failed: Callable[[Outgoing, Exception], None],
+        ready_changed: Callable[[], None],
     ) -> None:
         self.session = session
         self.stream = stream
@@ -194,6 +191,9 @@ class Connection:
         self._outbox = outbox
         self._on_incoming = on_incoming
         self._encode_failed = encode_failed
+        self._ready_changed = ready_changed
+        """The session's readiness for audio changed: the link decides whether
+        that is the outbox's (it is while the link counts this connection open)."""
         self._broken: BaseException | None = None
         """A synchronous write failed; the sender raises it in its own task."""
         self._wake = trio.Event()
@@ -347,11 +347,7 @@ class Connection:
             self.notify()
         now_ready = session.audio_ready
         if now_ready != ready:
-            if self.state in _UP:
-                # The outbox's limit follows the session's readiness while the
-                # link counts the connection up (it opened the outbox with the
-                # readiness the session had then).
-                self._outbox.accepting = now_ready
+            self._ready_changed()
             if now_ready:
                 self.notify()  # the server's go-ahead: queued audio may go now
 

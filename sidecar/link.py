@@ -21,6 +21,13 @@ the dialect has one, a keepalive. The first of them to finish ends the
 connection; this supervisor reads why, and the retry policy decides what
 happens next.
 
+What the supervisor is doing (connecting, upgrading, open, closing, down,
+waiting to retry, stopped) is one state with its legal moves in one table
+(sidecar/linkstate.py): whether the link counts itself connected, which
+connection is live, and whether the outbox takes audio at the live limit are
+read from it. A stop is a request (`_stopping`), not a state: each phase
+honours it at its next decision.
+
 The link never knows which dialect is speaking: each connection gets a fresh
 `Session` from the dialect, which says what to send on opening and closing,
 turns each outbox item into wire messages when it is sent, and each server
@@ -80,6 +87,7 @@ from sidecar.dialects.base import (
 )
 from sidecar.fastpath import DirectStream
 from sidecar.handshake import HandshakeFailed
+from sidecar.linkstate import LinkPhase, LinkState
 from sidecar.memory import MemorySnapshot
 from sidecar.outbox import Outbox
 from sidecar.redact import Redactor
@@ -115,6 +123,7 @@ class LinkUnusable(Exception):
 @dataclass(slots=True)
 class LinkStatistics:
     connected: bool = False
+    """Read from the link's state (LinkPhase.connected), never kept."""
     connects: int = 0
     messages_out: int = 0
     bytes_out: int = 0
@@ -183,7 +192,8 @@ class Link:
         self._target = _Target.parse(self._url)
         self._outbox = outbox
         self._dialect = dialect
-        self._conn: Connection | None = None
+        self._phase: LinkPhase[Connection] = LinkPhase()
+        """What the supervisor is doing, and the connection it has (linkstate.py)."""
         self._on_incoming = on_incoming
         self._log = log
         self._policy = RetryPolicy(config.retry)
@@ -195,9 +205,11 @@ class Link:
         self._ssl = tls_context(config.ca_file) if self._target.tls else None
         self._headers = [(k.encode(), v.encode()) for k, v in config.headers]
         self._redact = redactor or Redactor.for_run(secrets(config), os.environ)
+        # A request, not a phase: each phase honours it at its next decision.
         self._stopping = trio.Event()
         self._stats = LinkStatistics()
-        """The connections that ended, summed; the live one adds its own."""
+        """The connections that ended, summed; the live one adds its own
+        (its `connected` stays False: statistics() reads the state)."""
         self._encode_warned = False
         self._timeouts = Timeouts(
             send=config.send_timeout,
@@ -223,26 +235,47 @@ class Link:
         # --
 
     @property
+    def state(self) -> LinkState:
+        return self._phase.state
+
+    @property
     def connected(self) -> bool:
-        return self._stats.connected
+        return self._phase.connected
+
+    @property
+    def _conn(self) -> Connection | None:
+        """The live connection (tests reach into it); the state carries it."""
+        return self._phase.conn
+
+    def _accepting(self) -> None:
+        """The outbox's limit: the live one while the link is OPEN and its
+        session ready for audio (a dialect may wait for a go-ahead), else
+        replay's. Called on every move into and out of OPEN and whenever the
+        session's readiness changes: one rule, so the two never disagree."""
+        conn = self._phase.conn
+        self._outbox.accepting = (
+            self._phase.state is LinkState.OPEN and conn is not None and conn.session.audio_ready
+        )
 
     @property
     def accepting_audio(self) -> bool:
         """Up, and the session is ready for audio (a dialect may wait for a
-        go-ahead): the outbox's state, which the link and its connection set."""
+        go-ahead): the outbox's state, which only the link sets (_accepting)."""
         return self._outbox.accepting
 
     def statistics(self) -> LinkStatistics:
-        stats = dataclasses.replace(self._stats)
-        if self._conn is not None:
-            _add(stats, self._conn.statistics())
+        stats = dataclasses.replace(self._stats, connected=self._phase.connected)
+        conn = self._phase.conn
+        if conn is not None:
+            _add(stats, conn.statistics())
         return stats
 
     def notify(self) -> None:
         """Something was put in the outbox: on its way now, if the connection
         can take it (Connection.notify); else it waits there for the next one."""
-        if self._conn is not None:
-            self._conn.notify()
+        conn = self._phase.conn
+        if conn is not None:
+            conn.notify()
 
     def _encode_failed(self, item: Outgoing, exc: Exception) -> None:
         if self._encode_warned:
@@ -260,8 +293,9 @@ class Link:
     def stop(self) -> None:
         """Send what is queued, close the connection with 1000 and stop retrying."""
         self._stopping.set()
-        if self._conn is not None:
-            self._conn.wake()
+        conn = self._phase.conn
+        if conn is not None:
+            conn.wake()
 
     def _check_request(self) -> None:
         """Our upgrade request, as the HTTP library will judge it when
@@ -281,12 +315,33 @@ class Link:
 
     async def serve(self) -> None:
         """Run until stopped or cancelled; raise LinkGaveUp, LinkRejected,
-        LinkUnusable or LinkEnded."""
+        LinkUnusable or LinkEnded. Once: the state ends STOPPED. Cancelled,
+        the state stays where it was (the last statistics say what the link
+        was doing when the service cut it short)."""
+        try:
+            await self._supervise()
+        except (LinkEnded, LinkGaveUp, LinkRejected, LinkUnusable):
+            self._stopped()
+            raise
+        self._stopped()
+
+    def _stopped(self) -> None:
+        if self._phase.state is LinkState.CLOSING:
+            # Only an opening the dialect cannot encode (LinkUnusable) leaves a
+            # connection counted up: it never was counted down (no Disconnected
+            # event, the last statistics say connected), and still is not.
+            return
+        self._phase.to(LinkState.STOPPED)
+
+    async def _supervise(self) -> None:
         self._check_request()
         redacted = redact_url(self._url)
         while not self._stopping.is_set():
+            self._phase.to(LinkState.CONNECTING)
             end = await self._attempt(redacted)
-            was_up, self._stats.connected = self._stats.connected, False
+            was_up = self._phase.connected
+            if was_up:
+                self._phase.to(LinkState.DOWN)
             self._outbox.disconnected()
             if was_up:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
@@ -328,6 +383,7 @@ class Link:
                     reason=reason,
                 )
             )
+            self._phase.to(LinkState.RETRY_WAIT)
             with trio.move_on_after(delay):
                 await self._stopping.wait()
 
@@ -418,13 +474,15 @@ class Link:
                         if self._history is not None and self._stats.connects:
                             history = self._history()
                         self._new_session()
-                        conn = self._conn = Connection(
+                        conn = Connection(
                             self._dialect.session(history),
                             stream,
                             self._outbox,
                             self._incoming,
                             self._encode_failed,
+                            self._accepting,
                         )
+                        self._phase.to(LinkState.HANDSHAKE, conn)
                         await conn.handshake(
                             nursery,
                             target.host_header,
@@ -441,19 +499,20 @@ class Link:
                 self._connected(redacted)
                 nursery.start_soon(self._rotate_when_due, conn)
                 # Open for audio now, or when the session's go-ahead arrives
-                # (Connection._deliver).
-                self._outbox.accepting = conn.session.audio_ready
+                # (Connection._deliver calls it again).
+                self._accepting()
                 end = await conn.run(self._timeouts, self._stopping, self._failure)
                 return self._judge(conn, end)
             finally:
-                self._conn = None
-                self._outbox.accepting = False
+                up = self._phase.state is LinkState.OPEN
+                self._phase.to(LinkState.CLOSING if up else LinkState.DOWN)
+                self._accepting()
                 # Whatever ended the connection, its socket goes now: a dead
                 # peer gets no close handshake to wait for.
                 if conn is not None:
                     conn.state = ConnState.CLOSED
                     _add(self._stats, conn.statistics())
-                    if self._stats.connected:
+                    if up:
                         # Before any await: from now on a tool_result for this
                         # session's calls is answered stale, not queued for a
                         # session that never made them.
@@ -560,7 +619,7 @@ class Link:
 
     def _connected(self, redacted: str) -> None:
         self._policy.connected(trio.current_time())
-        self._stats.connected = True
+        self._phase.to(LinkState.OPEN)
         self._stats.connects += 1
         self._log.emit(events.Connected(url=redacted, attempt=self._stats.connects))
 
