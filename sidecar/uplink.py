@@ -34,7 +34,7 @@ from sidecar.dialects.base import AudioOut, DtmfOut
 from sidecar.fill import Filler
 from sidecar.gate import PauseGate
 from sidecar.outbox import Outbox
-from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
+from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener, wait_first
 
 # Small reads keep a bot that writes faster than real time from starving the
 # sender: each read yields to the websocket task after a few frames.
@@ -175,6 +175,8 @@ class Uplink:
             decoder = frames.RawDecoder(self._config.input_rate)
         else:
             decoder = frames.FrameDecoder()
+        # A bot writes in real time: its next frame is never there yet when we read.
+        stream = wait_first(stream)
         conn = _Connection(self, stream, decoder)
         async with stream:
             try:
