@@ -203,8 +203,9 @@ class Resampler:
             return bytes(pcm)
         if not pcm:
             return b""
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-        samples *= _INV_INT16_SCALE
+        # One multiply makes the float32 copy and scales it (int16 by a float32 scalar
+        # is float32); exact, as the scale is a power of two.
+        samples = np.frombuffer(pcm, dtype="<i2") * _INV_INT16_SCALE
         return _to_s16le(self.process_float(samples))
 
     def flush(self) -> bytes:
