@@ -1,5 +1,6 @@
 """Unix sockets for the bot: a private listening socket, or an inherited fd,
-and what both bot sockets do alike: accept, refuse, tell a departed peer."""
+and what both bot sockets do alike: accept, refuse, tell a departed peer;
+and a stream that reads the way a real-time bot writes (`WaitFirstStream`)."""
 
 from __future__ import annotations
 
