@@ -106,7 +106,8 @@ class CaptureStream:
     def _push(self, frame: Audio, arrival_ms: float) -> list[Chunk]:
         chunks: list[Chunk] = []
         rate = frame.rate
-        start_ms = arrival_ms - frame.samples * 1000.0 / rate
+        samples = frame.samples
+        start_ms = arrival_ms - samples * 1000.0 / rate
         resampler, chunker = self._resampler, self._chunker
         if resampler is None or chunker is None:
             resampler = self._resampler = Resampler(rate, self.out_rate, self.quality)
@@ -124,9 +125,9 @@ class CaptureStream:
         # whole chunk-sized frames never take the slicing path.
         pcm = frame.pcm
         offset = 0
-        while offset < frame.samples:
-            take = min(frame.samples - offset, chunker.samples_to_boundary())
-            if take == frame.samples:
+        while offset < samples:
+            take = min(samples - offset, chunker.samples_to_boundary())
+            if take == samples:
                 part = pcm
             else:
                 part = pcm[SAMPLE_BYTES * offset : SAMPLE_BYTES * (offset + take)]

@@ -230,6 +230,10 @@ class Outbox:
 
     @property
     def depth_ms(self) -> float:
+        if not self._queued:
+            # The usual answer at real time (asked after every read from the bot):
+            # no queued message, no queued sample.
+            return 0.0
         return sum(s.samples * 1000.0 / s.rate for s in self._streams.values() if s.samples)
 
     def statistics(self) -> OutboxStatistics:

@@ -34,6 +34,10 @@ _MAX_RATIO: Final = 256
 
 _INT16_SCALE: Final = 32768.0
 _INV_INT16_SCALE: Final = np.float32(1.0 / _INT16_SCALE)
+# float32 operands for `_to_s16le`'s ufuncs: a Python float is converted on every call.
+_F32_SCALE: Final = np.float32(_INT16_SCALE)
+_F32_MAX: Final = np.float32(32767.0)
+_F32_MIN: Final = np.float32(-32768.0)
 
 # Zero padding fed per drain step in `flush`, beyond what the owed output needs: enough
 # that one step is usually all it takes. Padding is not free: every zero is filtered,
@@ -199,8 +203,9 @@ class Resampler:
             return bytes(pcm)
         if not pcm:
             return b""
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-        samples *= _INV_INT16_SCALE
+        # One multiply makes the float32 copy and scales it (int16 by a float32 scalar
+        # is float32); exact, as the scale is a power of two.
+        samples = np.frombuffer(pcm, dtype="<i2") * _INV_INT16_SCALE
         return _to_s16le(self.process_float(samples))
 
     def flush(self) -> bytes:
@@ -220,10 +225,13 @@ def _to_s16le(samples: FloatArray) -> bytes:
     if len(samples) == 0:
         return b""
     # Callers only pass arrays fresh from libsamplerate, so scaling in place saves a copy.
-    samples *= _INT16_SCALE
+    # One ufunc call per step, on float32 operands: `np.clip` goes through a Python
+    # wrapper, and this runs once per frame. Scaling by a power of two is exact.
+    np.multiply(samples, _F32_SCALE, out=samples)
     np.rint(samples, out=samples)
     # Sinc ringing overshoots on full-scale input; clip rather than let int16 wrap.
-    np.clip(samples, -32768.0, 32767.0, out=samples)
+    np.minimum(samples, _F32_MAX, out=samples)
+    np.maximum(samples, _F32_MIN, out=samples)
     return samples.astype("<i2").tobytes()
 
 

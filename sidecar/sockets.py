@@ -1,5 +1,6 @@
 """Unix sockets for the bot: a private listening socket, or an inherited fd,
-and what both bot sockets do alike: accept, refuse, tell a departed peer."""
+and what both bot sockets do alike: accept, refuse, tell a departed peer;
+and a stream that reads the way a real-time bot writes (`WaitFirstStream`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ _POLLRDHUP: int = getattr(select, "POLLRDHUP", 0)
 log = logging.getLogger("sidecar.sockets")
 
 S = TypeVar("S", bound=trio.abc.Stream)
+
+# trio's default for `receive_some()` without a size.
+_DEFAULT_RECEIVE_SIZE = 65536
 
 
 class SocketPathError(Exception):
@@ -163,6 +167,70 @@ async def refuse(stream: trio.abc.SendStream, code: int, message: str) -> None:
         await stream.send_all(frames.encode_error(code, message))
 
 
+# What trio's SocketStream makes of these: the socket was closed under us.
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+class WaitFirstStream(trio.abc.HalfCloseableStream):
+    """A connected socket stream whose `receive_some` waits for data, then reads.
+
+    trio's `SocketStream` tries the read first and waits only when it fails. A
+    bot writing in real time has sent nothing when the reader comes back, so
+    that read fails every time: a wasted syscall and an exception per frame.
+    Waiting first keeps trio's semantics: `receive_some` is a checkpoint (the
+    wait is one even when data is ready), a close by another task ends the
+    wait with `ClosedResourceError`, the end of the stream is ``b""``, and
+    socket errors are `BrokenResourceError`. Sending and closing are the
+    wrapped stream's.
+    """
+
+    __slots__ = ("_stream", "socket")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is None:
+            max_bytes = _DEFAULT_RECEIVE_SIZE
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        sock = self.socket
+        while True:
+            if sock.fileno() < 0:
+                raise trio.ClosedResourceError("this socket was already closed")
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                # The socket is non-blocking (trio's); a read is a recv with no flags.
+                return os.read(sock.fileno(), max_bytes)
+            except BlockingIOError:
+                # Readable was a false alarm (another reader, or a spurious wake).
+                continue
+            except OSError as exc:
+                if exc.errno in _CLOSED_ERRNOS:
+                    raise trio.ClosedResourceError("this socket was already closed") from None
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def wait_first(stream: S) -> S | WaitFirstStream:
+    """`stream` reading as `WaitFirstStream` does when it is a socket stream."""
+    if isinstance(stream, trio.SocketStream):
+        return WaitFirstStream(stream)
+    return stream
+
+
 def peer_hung_up(stream: trio.abc.Stream) -> bool:
     """The peer has closed the connection or shut down its sending side.
 
@@ -170,7 +238,7 @@ def peer_hung_up(stream: trio.abc.Stream) -> bool:
     the task reading the stream is about to see the end. A non-blocking probe
     that never consumes anything.
     """
-    if not isinstance(stream, trio.SocketStream):
+    if not isinstance(stream, (trio.SocketStream, WaitFirstStream)):
         return False
     fd = stream.socket.fileno()
     if fd < 0:

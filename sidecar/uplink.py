@@ -34,7 +34,7 @@ from sidecar.dialects.base import AudioOut, DtmfOut
 from sidecar.fill import Filler
 from sidecar.gate import PauseGate
 from sidecar.outbox import Outbox
-from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener
+from sidecar.sockets import peer_hung_up, refuse, serve_unix_listener, wait_first
 
 # Small reads keep a bot that writes faster than real time from starving the
 # sender: each read yields to the websocket task after a few frames.
@@ -151,6 +151,9 @@ class Uplink:
         )
         self._stats.streams[MIXED] = self._mixed.counters
         self._participants: dict[str, _Stream] = {}
+        # Each distinct route once (both kinds of stream may share one); `make_way`
+        # walks them after every read.
+        self._routes = tuple({id(r): r for r in (mixed, participants) if r is not None}.values())
         # Connections whose first frame waits for a departing connection, in
         # order of arrival; each is judged only once those before it were. Only
         # the first is ever woken: the others' turn comes when it leaves.
@@ -175,6 +178,8 @@ class Uplink:
             decoder = frames.RawDecoder(self._config.input_rate)
         else:
             decoder = frames.FrameDecoder()
+        # A bot writes in real time: its next frame is never there yet when we read.
+        stream = wait_first(stream)
         conn = _Connection(self, stream, decoder)
         async with stream:
             try:
@@ -255,16 +260,19 @@ class Uplink:
         one per turn) and the backlog would overflow into drops. This only
         yields; it never waits for the network, and costs nothing in real time.
         """
-        routes = {id(r): r for r in (self._mixed.route, self._participant_route) if r}
-        for route in routes.values():
+        for route in self._routes:
             turns = 0
-            while (
-                route.outbox.accepting
-                and route.outbox.depth_ms > 2 * self._config.chunk_ms
-                and turns < MAX_TURNS
-            ):
+            while self._backlogged(route) and turns < MAX_TURNS:
                 await trio.lowlevel.checkpoint()
                 turns += 1
+
+    def needs_way(self) -> bool:
+        """Whether `make_way` would yield at all: asked after every read, and
+        at real time the answer is no (the outbox is empty)."""
+        return any(self._backlogged(route) for route in self._routes)
+
+    def _backlogged(self, route: Route) -> bool:
+        return route.outbox.accepting and route.outbox.depth_ms > 2 * self._config.chunk_ms
 
     # -- used by _Connection ---------------------------------------------------
 
@@ -326,10 +334,11 @@ class Uplink:
                 self._stats.refused_samples[reason] += event.samples
 
     def audio(self, stream: _Stream, frame: frames.Audio) -> None:
+        samples = frame.samples
         stream.counters.frames += 1
-        stream.counters.samples += frame.samples
+        stream.counters.samples += samples
         self._stats.frames_in += 1
-        self._stats.samples_in += frame.samples
+        self._stats.samples_in += samples
         if stream.gate is not None:
             # The meeting is loud: the bot's voice waits (a signal across to the downlink).
             stream.gate.observe(frame.pcm, trio.current_time())
@@ -490,10 +499,16 @@ class _Connection:
             up.received(len(data))
             decoder.feed(bytes(data))
             for event in decoder:
+                # The per-frame case, without `_handle`'s coroutine: audio for
+                # the stream this connection already feeds (what `_handle` does).
+                if type(event) is frames.Audio and self.feeds is not None:
+                    up.audio(self.feeds, event)
+                    continue
                 done = await self._handle(event)
                 if done:
                     return
-            await up.make_way()
+            if up.needs_way():
+                await up.make_way()
 
     async def _handle(self, event: frames.Event) -> bool:
         """Returns True when the connection must end."""

@@ -12,7 +12,7 @@ import samplerate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.resample import QUALITY_CONVERTERS, Quality, Resampler, resample_once
+from sidecar.resample import QUALITY_CONVERTERS, Quality, Resampler, _to_s16le, resample_once
 
 PROPERTY = settings(max_examples=50, deadline=None)
 
@@ -284,3 +284,41 @@ def test_owed_is_what_a_flush_would_give_now(in_rate: int, out_rate: int) -> Non
     assert len(r.flush()) // 2 == owed
     assert r.owed == 0
     assert Resampler(16000, 16000).owed == 0
+
+
+def _s16le_as_before(samples: npt.NDArray[np.float32]) -> bytes:
+    """The float -> s16le formula `_to_s16le` had before its ufuncs were tuned."""
+    scaled = samples * 32768.0
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    return scaled.astype("<i2").tobytes()
+
+
+def test_float_to_s16le_is_bit_identical_to_the_plain_formula() -> None:
+    rng = np.random.default_rng(20)
+    # Beyond full scale both ways (sinc ringing), exact half-LSB ties, the clip edges.
+    wide = rng.uniform(-1.5, 1.5, 20000).astype(np.float32)
+    ties = ((rng.integers(-32768, 32767, 2000) + 0.5) / 32768).astype(np.float32)
+    edges = np.array(
+        [-1.0, 1.0, 32767 / 32768, 32767.5 / 32768, -32768.5 / 32768, 0.0, -0.0],
+        dtype=np.float32,
+    )
+    for samples in (wide, ties, edges):
+        assert _to_s16le(samples.copy()) == _s16le_as_before(samples)
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(48000, 16000), (16000, 48000), (44100, 24000)])
+def test_process_is_bit_identical_to_the_plain_conversions(in_rate: int, out_rate: int) -> None:
+    rng = np.random.default_rng(in_rate + out_rate)
+    noise = rng.integers(-32768, 32768, in_rate, dtype=np.int16)
+    # Full-scale square bursts make libsamplerate overshoot, so the clip is exercised.
+    noise[: in_rate // 4] = np.where((np.arange(in_rate // 4) // 24) % 2 == 0, 32767, -32768)
+    pcm = noise.astype("<i2").tobytes()
+    reference = Resampler(in_rate, out_rate)
+    tuned = Resampler(in_rate, out_rate)
+    step = 2 * in_rate // 50
+    for i in range(0, len(pcm), step):
+        part = pcm[i : i + step]
+        floats = np.frombuffer(part, dtype="<i2").astype(np.float32) / np.float32(32768)
+        assert tuned.process(part) == _s16le_as_before(reference.process_float(floats))
+    assert tuned.flush() == _s16le_as_before(reference.flush_float())

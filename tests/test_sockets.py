@@ -33,11 +33,13 @@ from sidecar.sockets import (
     ACCEPT_RETRY_S,
     REFUSE_TIMEOUT_S,
     SocketPathError,
+    WaitFirstStream,
     adopt_fd,
     open_unix_listener,
     peer_hung_up,
     refuse,
     serve_unix_listener,
+    wait_first,
 )
 
 EXIT_USAGE = 2
@@ -504,3 +506,124 @@ def test_without_pollrdhup_only_a_peer_with_nothing_unread_is_seen_to_leave(
 def test_a_stream_that_is_not_a_socket_never_counts_as_hung_up() -> None:
     ours, _ = trio.testing.memory_stream_pair()
     assert peer_hung_up(ours) is False
+
+
+# -- WaitFirstStream: reads as trio's SocketStream does, waiting before the read --
+
+STREAM_KINDS = ["trio", "wait-first"]
+
+
+def _pair(kind: str) -> tuple[trio.abc.HalfCloseableStream, socket.socket]:
+    """Our end as a stream of `kind`, and the peer's plain blocking socket."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    return (stream if kind == "trio" else WaitFirstStream(stream)), theirs
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+async def test_wait_first_reads_what_arrives_then_the_end(kind: str) -> None:
+    stream, theirs = _pair(kind)
+    with theirs, trio.fail_after(5):
+        async with stream:
+            async with trio.open_nursery() as nursery:
+                # The reader waits before anything was sent.
+                got: list[bytes | bytearray] = []
+
+                async def read() -> None:
+                    got.append(await stream.receive_some(100))
+
+                nursery.start_soon(read)
+                await trio.testing.wait_all_tasks_blocked()
+                assert got == []
+                theirs.sendall(b"first")
+            assert got == [b"first"]
+            theirs.sendall(b"0123456789")
+            assert await stream.receive_some(4) == b"0123"
+            assert await stream.receive_some() == b"456789"
+            theirs.shutdown(socket.SHUT_WR)
+            assert await stream.receive_some(100) == b""
+            assert await stream.receive_some(100) == b""
+            # Half-closed: the peer still reads what we send (why it was refused).
+            await stream.send_all(b"bye")
+            assert theirs.recv(100) == b"bye"
+            await stream.send_eof()
+            assert theirs.recv(100) == b""
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+async def test_wait_first_is_a_checkpoint_even_with_data_waiting(kind: str) -> None:
+    stream, theirs = _pair(kind)
+    with theirs, trio.fail_after(5):
+        async with stream:
+            theirs.sendall(b"ready")
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await stream.receive_some(100)
+            assert scope.cancelled_caught
+            # Nothing was consumed by the cancelled call.
+            assert await stream.receive_some(100) == b"ready"
+            # A successful read is a checkpoint too, as trio's is.
+            theirs.sendall(b"more")
+            with trio.testing.assert_checkpoints():
+                assert await stream.receive_some(100) == b"more"
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+async def test_wait_first_closed_under_a_waiting_reader_or_before(kind: str) -> None:
+    stream, theirs = _pair(kind)
+    with theirs, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            failures: list[BaseException] = []
+
+            async def read() -> None:
+                try:
+                    await stream.receive_some(100)
+                except trio.ClosedResourceError as exc:
+                    failures.append(exc)
+
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.aclose()
+        assert len(failures) == 1
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.receive_some(100)
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+async def test_wait_first_reset_by_the_peer_is_a_broken_stream(kind: str) -> None:
+    stream, theirs = _pair(kind)
+    with trio.fail_after(5):
+        async with stream:
+            # A peer closing with our data unread resets the connection (Linux, BSD).
+            await stream.send_all(b"never read")
+            theirs.close()
+            with pytest.raises(trio.BrokenResourceError) as caught:
+                await stream.receive_some(100)
+            assert isinstance(caught.value.__cause__, ConnectionResetError)
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+async def test_wait_first_refuses_a_size_below_one(kind: str) -> None:
+    stream, theirs = _pair(kind)
+    with theirs, trio.fail_after(5):
+        async with stream:
+            with pytest.raises(ValueError, match="max_bytes"):
+                await stream.receive_some(0)
+
+
+async def test_wait_first_wraps_socket_streams_only() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    with theirs, trio.fail_after(5):
+        async with stream:
+            wrapped = wait_first(stream)
+            assert isinstance(wrapped, WaitFirstStream)
+            assert wrapped.socket is stream.socket
+            # The hang-up probe sees through it.
+            assert peer_hung_up(wrapped) is False
+            theirs.shutdown(socket.SHUT_WR)
+            assert peer_hung_up(wrapped) is True
+    memory, _ = trio.testing.memory_stream_pair()
+    assert wait_first(memory) is memory

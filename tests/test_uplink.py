@@ -15,6 +15,7 @@ from support import tone
 
 from sidecar import events, frames
 from sidecar.config import Config, Endpoint
+from sidecar.dialects.base import AudioOut
 from sidecar.outbox import Outbox
 from sidecar.uplink import Route, Uplink
 
@@ -169,3 +170,29 @@ async def test_a_participant_that_reconnects_at_once_is_accepted_every_time() ->
     assert len(log.named(events.ParticipantJoined)) == cycles
     assert len(log.named(events.ParticipantLeft)) == cycles
     assert uplink.statistics().samples_in == cycles * FRAME_SAMPLES
+
+
+async def test_the_reader_makes_way_only_for_a_backlog_the_link_takes() -> None:
+    uplink, outbox, _ = in_process_uplink()
+    chunk = bytes(2 * 16000 * 20 // 1000)  # 20 ms at 16 kHz, the default chunk
+    outbox.accepting = True
+    assert not uplink.needs_way()
+    for i in range(2):
+        outbox.put_audio(AudioOut(chunk, 16000, i * 20))
+    # Two chunks queued is not yet a backlog (over twice --chunk-ms).
+    assert outbox.depth_ms == 40.0
+    assert not uplink.needs_way()
+    outbox.put_audio(AudioOut(chunk, 16000, 40))
+    assert uplink.needs_way()
+    with trio.testing.assert_checkpoints():
+        await uplink.make_way()
+    # A link that is down takes nothing: yielding to it would not help.
+    outbox.accepting = False
+    assert not uplink.needs_way()
+    with trio.testing.assert_no_checkpoints():
+        await uplink.make_way()
+    outbox.accepting = True
+    while outbox.get() is not None:
+        pass
+    assert outbox.depth_ms == 0.0
+    assert not uplink.needs_way()
