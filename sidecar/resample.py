@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import samplerate
 
+from sidecar.pcm import SAMPLE_BYTES, SAMPLE_DTYPE
+
 Quality = Literal["fastest", "medium", "best"]
 
 QUALITY_CONVERTERS: Final[dict[Quality, str]] = {
@@ -192,10 +194,10 @@ class Resampler:
 
     def process(self, pcm: bytes) -> bytes:
         """Resample s16le mono; may return fewer samples than the ratio implies."""
-        if len(pcm) % 2:
+        if len(pcm) % SAMPLE_BYTES:
             raise ValueError(f"s16le PCM must have an even byte count, got {len(pcm)}")
         if self._state is None:
-            n = len(pcm) // 2
+            n = len(pcm) // SAMPLE_BYTES
             self._stream_in += n
             self._stream_out += n
             self.samples_in += n
@@ -205,7 +207,7 @@ class Resampler:
             return b""
         # One multiply makes the float32 copy and scales it (int16 by a float32 scalar
         # is float32); exact, as the scale is a power of two.
-        samples = np.frombuffer(pcm, dtype="<i2") * _INV_INT16_SCALE
+        samples = np.frombuffer(pcm, dtype=SAMPLE_DTYPE) * _INV_INT16_SCALE
         return _to_s16le(self.process_float(samples))
 
     def flush(self) -> bytes:
@@ -232,7 +234,7 @@ def _to_s16le(samples: FloatArray) -> bytes:
     # Sinc ringing overshoots on full-scale input; clip rather than let int16 wrap.
     np.minimum(samples, _F32_MAX, out=samples)
     np.maximum(samples, _F32_MIN, out=samples)
-    return samples.astype("<i2").tobytes()
+    return samples.astype(SAMPLE_DTYPE).tobytes()
 
 
 def resample_once(pcm: bytes, in_rate: int, out_rate: int, quality: Quality = "medium") -> bytes:
