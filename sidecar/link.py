@@ -320,17 +320,16 @@ class Link:
         was doing when the service cut it short)."""
         try:
             await self._supervise()
-        except (LinkEnded, LinkGaveUp, LinkRejected, LinkUnusable):
+        except LinkUnusable as exc:
+            self._log.emit(events.GaveUp(reason=str(exc), attempts=0))
+            self._stopped()
+            raise
+        except (LinkEnded, LinkGaveUp, LinkRejected):
             self._stopped()
             raise
         self._stopped()
 
     def _stopped(self) -> None:
-        if self._phase.state is LinkState.CLOSING:
-            # Only an opening the dialect cannot encode (LinkUnusable) leaves a
-            # connection counted up: it never was counted down (no Disconnected
-            # event, the last statistics say connected), and still is not.
-            return
         self._phase.to(LinkState.STOPPED)
 
     async def _supervise(self) -> None:
@@ -338,7 +337,17 @@ class Link:
         redacted = redact_url(self._url)
         while not self._stopping.is_set():
             self._phase.to(LinkState.CONNECTING)
-            end = await self._attempt(redacted)
+            try:
+                end = await self._attempt(redacted)
+            except LinkUnusable as exc:
+                # An opening the dialect cannot encode is found on an open
+                # connection: it is counted down like any other end, so every
+                # `connected` has its `disconnected` before the process stops.
+                if self._phase.connected:
+                    self._phase.to(LinkState.DOWN)
+                    self._outbox.disconnected()
+                    self._log.emit(events.Disconnected(reason=str(exc), url=redacted))
+                raise
             was_up = self._phase.connected
             if was_up:
                 self._phase.to(LinkState.DOWN)
@@ -457,9 +466,9 @@ class Link:
         return End(self._redact(f"unexpected {type(exc).__name__}: {describe(exc)}"))
 
     def _unusable(self, reason: str) -> LinkUnusable:
-        reason = self._redact(reason)
-        self._log.emit(events.GaveUp(reason=reason, attempts=0))
-        return LinkUnusable(reason)
+        # serve() emits its gave_up, after the disconnected of a connection
+        # that was up when it was found.
+        return LinkUnusable(self._redact(reason))
 
     async def _connection(self, redacted: str) -> End:
         config = self._config

@@ -161,6 +161,12 @@ async def test_an_opening_message_that_cannot_be_encoded_is_a_usage_error(
     (stopped,) = [e for e in lines if e["event"] == "stopped"]
     assert stopped["exit_code"] == 2
     assert server.handshakes == 1  # not retried
+    # The connection was up when the opening failed: it is counted down.
+    names = [e["event"] for e in lines if e["event"] in ("connected", "disconnected", "gave_up")]
+    assert names == ["connected", "disconnected", "gave_up"]
+    (down,) = [e for e in lines if e["event"] == "disconnected"]
+    assert "opening message cannot be encoded" in str(down["reason"])
+    assert sidecar.link.statistics().connected is False
 
 
 @pytest.mark.parametrize(
