@@ -188,7 +188,7 @@ class Link:
         quiet: Callable[[], bool] | None = None,
     ) -> None:
         self._config = config
-        self._url = url or config.url
+        self._url = dialect.connect_url(url or config.url)
         self._target = _Target.parse(self._url)
         self._outbox = outbox
         self._dialect = dialect

@@ -178,6 +178,21 @@ async def test_an_unknown_agent_is_refused_exit_4(tmp_path: Path) -> None:
     assert server.refusals == ["no agent 'agent_wrong'"]
 
 
+async def test_a_public_agent_named_by_agent_id_alone(tmp_path: Path) -> None:
+    """No key: --agent-id goes into the URL the websocket connects to, replacing
+    the one --url names."""
+    with trio.fail_after(30), ElevenLabsServer() as server:
+        url = server.url.replace("agent_test", "agent_wrong")
+        args = [*sidecar_args(url, tmp_path), *elevenlabs_args("--agent-id", "agent_test")]
+        async with trio.open_nursery() as nursery:
+            # An empty key is no key (a public agent).
+            sidecar = await SidecarProcess(args, env={"ELEVENLABS_API_KEY": ""}).start(nursery)
+            await sidecar.wait_event("connected", timeout=20)
+            assert await sidecar.stop() == 0
+    assert server.refusals == []
+    assert server.handshakes == 1
+
+
 async def test_check_speaks_elevenlabs_agent(tmp_path: Path) -> None:
     """`check --protocol elevenlabs-agent`: nothing in check knows the dialect; the
     session holds the audio until the metadata and converts it to the announced format."""

@@ -568,6 +568,11 @@ class Dialect(abc.ABC):
         key = found[1]
         return ((self.auth_header, f"{self.auth_scheme} {key}" if self.auth_scheme else key),)
 
+    def connect_url(self, url: str) -> str:
+        """The URL this dialect connects to for `url` (the link asks once, before
+        anything is checked or fetched): a dialect puts its own flags into it."""
+        return url
+
     def url_request(self, url: str, environ: Mapping[str, str]) -> UrlRequest | None:
         """An HTTP request the link must make before each connection to `url`
         (a signed URL that expires); None: connect to `url` as it is."""

@@ -688,7 +688,8 @@ class ElevenLabsAgent(Dialect):
         return ()
 
     def connect_url(self, url: str) -> str:
-        """The websocket URL for a public agent: `url` with --agent-id's agent."""
+        # --agent-id names the agent in the URL a public agent is reached at, and
+        # in the one a private agent's signed URL is asked for.
         agent = self.agent_id
         return url if agent is None else with_agent_id(url, agent)
 
