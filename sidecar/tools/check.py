@@ -384,17 +384,19 @@ async def run_check(options: CheckOptions) -> CheckReport:
 
 
 async def _connection_url(options: CheckOptions, report: CheckReport) -> str:
-    """The URL to connect to: the one given, or the one the dialect's
-    per-connection request answers (a signed URL), fetched as `run` fetches it."""
+    """The URL to connect to: the one given (with what the dialect's flags put
+    into it), or the one the dialect's per-connection request answers (a signed
+    URL), fetched as `run` fetches it."""
     dialect = options.dialect()
-    request = dialect.url_request(options.url, os.environ)
+    given = dialect.connect_url(options.url)
+    request = dialect.url_request(given, os.environ)
     if request is None:
-        return options.url
+        return given
     what = f"the URL request to {redact_url(request.url)}"
     try:
         with trio.fail_after(options.connect_timeout):
             status, body = await urlfetch.fetch(request, tls_context(options.ca_file))
-        url = dialect.url_from_answer(options.url, status, body)
+        url = dialect.url_from_answer(given, status, body)
         check_url(url, "the URL from the answer")
     except trio.TooSlowError:
         report.add("url_request", "fail", f"{what}: no answer within {options.connect_timeout:g} s")
