@@ -172,6 +172,7 @@ def dialect_options(config: Config) -> Options:
         call_sid=config.call_sid,
         account_sid=config.account_sid,
         session=config.session or {},
+        memory=config.memory,
         extra=dict(config.dialect_flags),
     )
 

@@ -499,6 +499,19 @@ def test_the_newest_resumable_handle_is_used_by_the_next_connection() -> None:
     assert nxt.replies() == ()  # the server has the conversation: no history sent
 
 
+def test_with_memory_off_no_handle_is_asked_for_or_carried() -> None:
+    d = GeminiLive(Options(session=SETUP, memory=False))
+    first = d.session()
+    assert "sessionResumption" not in json.loads(first.opening()[0])["setup"]
+    ready(first).receive(handle_update("h1", True))  # a server that sends one anyway
+    nxt = d.session(SNAPSHOT)
+    setup = json.loads(nxt.opening()[0])["setup"]
+    assert "sessionResumption" not in setup and "historyConfig" not in setup
+    assert nxt.restored() is None
+    nxt.receive(SETUP_COMPLETE)
+    assert nxt.replies() == ()  # no history either
+
+
 def test_a_handle_whose_connection_never_set_up_is_not_tried_again() -> None:
     d = dialect()
     ready(d.session()).receive(handle_update("h1", True))

@@ -165,6 +165,26 @@ async def test_a_go_away_is_followed_by_a_connection_that_resumes(tmp_path: Path
     assert "historyConfig" not in second.received[0]["setup"]
 
 
+async def test_with_memory_off_a_go_away_starts_the_conversation_afresh(
+    tmp_path: Path,
+) -> None:
+    config = GeminiConfig(reply_ms=600, go_away_after_s=3.0, go_away_left_s=0.3)
+    with trio.fail_after(60), GeminiServer(config) as fake:
+        args = gemini_args("--memory", "off", "--retry-delay", "0.1")
+        async with open_bot_loop(fake.url, tmp_path, *args, env=key_env(fake)) as meeting:
+            await meeting.sidecar.wait_event("agent_event", lambda e: e["name"] == "goAway")
+            await wait_until(lambda: len(fake.connections) >= 2, 15, "a second connection")
+            second = fake.connections[1]
+            await wait_until(lambda: fake.state(second).ready, 10, "its setupComplete")
+    assert [e["reason"] for e in meeting.sidecar.named("session_rotated")] == ["expiring"]
+    assert not meeting.sidecar.named("memory_restored")
+    for conn in fake.connections[:2]:
+        assert conn.violations == []
+        setup = conn.received[0]["setup"]
+        assert "sessionResumption" not in setup and "historyConfig" not in setup
+    assert fake.state(second).resumed_from is None
+
+
 async def test_a_wrong_key_is_fatal(tmp_path: Path) -> None:
     with trio.fail_after(30), GeminiServer() as fake:
         args = [*sidecar_args(fake.url, tmp_path), *gemini_args()]

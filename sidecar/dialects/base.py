@@ -327,6 +327,9 @@ class Options:
     account_sid: str | None = None
     session: dict[str, object] = field(default_factory=dict)
     """The user's session object (--session), for dialects that take one."""
+    memory: bool = True
+    """--memory: a new agent session may be given the conversation so far,
+    by the sidecar's record or by the vendor's own resumption."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """The values of the dialect's own flags (`DialectFlag` not in
     SHARED_FLAGS), by flag name (`--agent-id`); a flag not given is absent."""

@@ -21,7 +21,8 @@ Every reply is one segment (`gemini-N`, numbered over the run), which the
 agent's transcript names (`segment`: Gemini has no item ids), so the
 conversation record keeps of a cut reply what the meeting heard.
 
-Memory: the server hands out resumption handles (`sessionResumptionUpdate`);
+Memory (`--memory on`; off, no handle is asked for or carried): the server
+hands out resumption handles (`sessionResumptionUpdate`);
 the dialect keeps the newest for the run, and a new connection's setup
 carries it (`sessionResumption.handle`): the server goes on with the same
 conversation. A handle a setup carried without getting `setupComplete` is
@@ -927,7 +928,10 @@ class GeminiLive(Dialect):
 
     def session(self, history: MemorySnapshot | None = None) -> GeminiLiveSession:
         setup = dict(self._prepared.setup)
-        handle = self.resumption.current()
+        # --memory off: every connection starts the conversation afresh, so no
+        # handle is asked for or carried (the server's memory is memory too).
+        memory = self.options.memory
+        handle = self.resumption.current() if memory else None
         turns: list[Content] = []
         restoring: Restoring | None = None
         if handle is not None:
@@ -936,7 +940,7 @@ class GeminiLive(Dialect):
                 restoring = Restoring(
                     "resumption", history.turn_count, history.chars, history.dropped_turns
                 )
-        else:
+        elif memory:
             # Handles are asked for from the first connection on.
             setup["sessionResumption"] = {}
             turns = history_turns(history) if history is not None else []
