@@ -174,7 +174,8 @@ class WarningEvent(_Event, frozen=True, kw_only=True, tag="warning"):
     message: str
     code: str
     """Stable, for a bot to act on: `config` (a start-up setting), `encode_failed`,
-    `no_bot`, `tool_timeout`, `tool_calls_overflow`, `control_events_dropped`."""
+    `no_bot`, `tool_timeout`, `tool_calls_overflow`, `tool_result_unsent`,
+    `control_events_dropped`."""
 
 
 class CommandError(msgspec.Struct, frozen=True):

@@ -345,13 +345,13 @@ class Link:
                 # `connected` has its `disconnected` before the process stops.
                 if self._phase.connected:
                     self._phase.to(LinkState.DOWN)
-                    self._outbox.disconnected()
+                    self._session_gone(self._outbox.disconnected())
                     self._log.emit(events.Disconnected(reason=str(exc), url=redacted))
                 raise
             was_up = self._phase.connected
             if was_up:
                 self._phase.to(LinkState.DOWN)
-            self._outbox.disconnected()
+            self._session_gone(self._outbox.disconnected())
             if was_up:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
             if self._stopping.is_set():
@@ -395,6 +395,17 @@ class Link:
             self._phase.to(LinkState.RETRY_WAIT)
             with trio.move_on_after(delay):
                 await self._stopping.wait()
+
+    def _session_gone(self, unsent_results: tuple[str, ...]) -> None:
+        for call_id in unsent_results:
+            self._log.emit(
+                events.WarningEvent(
+                    code="tool_result_unsent",
+                    message=f"the result for tool call {call_id!r} was accepted but its "
+                    "session ended before it was sent; no later session knows the call "
+                    "(with --memory on, it is told the result as history)",
+                )
+            )
 
     async def _attempt(self, redacted: str) -> End:
         """One connection, from connect to close; raises only LinkRejected."""

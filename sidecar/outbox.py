@@ -8,7 +8,9 @@ sample is counted under a reason. Control messages (mark echoes, error
 replies, DTMF) travel in their own small lane ahead of audio, bounded in
 count and in bytes (a mark's name can be long, and a server that stopped
 reading must not make 400 answers of 1 MB pile up): past either limit the
-oldest goes, counted as `control_overflow` or `control_bytes`.
+oldest goes, counted as `control_overflow` or `control_bytes`. A tool result
+still waiting when its session ends goes too (`session_ended`): it answers a
+call no later session knows.
 
 What waits here is the dialect's neutral vocabulary, not wire bytes: the link
 encodes each item when it sends it, with the connection's session, so audio
@@ -175,12 +177,23 @@ class Outbox:
         self._forget_if_done(stream, record)
         return dropped
 
-    def disconnected(self) -> None:
-        """The link went down: keep only what replay allows."""
+    def disconnected(self) -> tuple[str, ...]:
+        """The link went down: keep only what replay allows. Tool results still
+        waiting answer calls of the session that ended, which no later session
+        knows: they go (counted `session_ended`), and their call ids are returned."""
         self.accepting = False
         for key, stream in list(self._streams.items()):
             if stream.samples > stream.replay:
                 self._trim(key, stream, stream.replay, "disconnected")
+        if not any(isinstance(item, ToolResult) for item in self._control):
+            return ()
+        dead = tuple(item.call_id for item in self._control if isinstance(item, ToolResult))
+        kept = [item for item in self._control if not isinstance(item, ToolResult)]
+        self._control.clear()
+        self._control.extend(kept)
+        self._control_bytes = sum(map(control_bytes, kept))
+        self._dropped.messages["session_ended"] += len(dead)
+        return dead
 
     def discard(self, reason: str) -> None:
         """Nothing more will be sent (shutdown): count what is left as dropped."""

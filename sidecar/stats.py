@@ -50,12 +50,14 @@ def stats_event(
     dropped: Counter[str] = Counter()
     by_stream: Counter[str] = Counter()
     control_dropped = 0
+    results_unsent = 0
     for box in outboxes:
         for reason, n in box.dropped_samples.items():
             dropped[f"uplink_{reason}"] += n
         by_stream.update(box.dropped_by_stream)
         control_dropped += box.dropped_messages.get("control_overflow", 0)
         control_dropped += box.dropped_messages.get("control_bytes", 0)
+        results_unsent += box.dropped_messages.get("session_ended", 0)
     dropped["downlink_overflow"] += play.bytes_dropped_overflow // SAMPLE_BYTES
     dropped["downlink_cleared"] += play.bytes_cleared // SAMPLE_BYTES
     for reason, n in downlink.dropped_samples.items():
@@ -107,7 +109,9 @@ def stats_event(
         events_dropped=events_dropped,
         control_dropped=control_dropped,
         marks_refused=play.marks_refused,
-        commands_dropped=dialect_commands_dropped + sum(s.commands_dropped for s in links),
+        commands_dropped=dialect_commands_dropped
+        + results_unsent
+        + sum(s.commands_dropped for s in links),
         segment_starts_dropped=downlink.segment_starts_dropped,
         clock_restarts=downlink.clock_restarts,
         pauses=0 if gate is None else gate.pauses,

@@ -26,10 +26,12 @@ from sidecar.dialects.base import (
     Encodable,
     Incoming,
     Outgoing,
+    Say,
+    ToolResult,
     Utf8Text,
     Wire,
 )
-from sidecar.link import Link, LinkUnusable
+from sidecar.link import Link, LinkGaveUp, LinkUnusable
 from sidecar.memory import MemorySnapshot
 from sidecar.outbox import Outbox
 
@@ -199,3 +201,33 @@ async def test_a_request_http_will_not_send_is_a_usage_error_not_a_crash(
     (gave_up,) = [e for e in _lines(out) if e["event"] == "gave_up"]
     assert gave_up["attempts"] == 0
     assert server.handshakes == 0
+
+
+async def test_a_tool_result_its_session_never_sent_is_named_in_a_warning(
+    tmp_path: Path,
+) -> None:
+    """Accepted for a session that ended before it went: the next session
+    does not know the call, so it goes and the bot is told; the rest of the
+    control lane waits."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{probe.getsockname()[1]}/audio"  # nothing listens there
+    with trio.fail_after(20):
+        config = _config(url, tmp_path, "--max-retries", "1", "--retry-delay", "0.1")
+        outbox = Outbox(0, 2000.0)
+        outbox.put_control(ToolResult("call_7", "15:04"))
+        outbox.put_control(Say("Hello"))
+        out = io.BytesIO()
+        log = events.EventLog(out)
+        link = Link(config, outbox, Attendee(dialect_options(config)), _ignore, log)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(log.serve)
+            with pytest.raises(LinkGaveUp):
+                await link.serve()
+            await log.drain()
+            nursery.cancel_scope.cancel()
+    (warning,) = [e for e in _lines(out) if e["event"] == "warning"]
+    assert warning["code"] == "tool_result_unsent"
+    assert "'call_7'" in str(warning["message"])
+    assert outbox.statistics().dropped_messages == {"session_ended": 1}
+    assert outbox.get() == Say("Hello")

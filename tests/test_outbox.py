@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.dialects.base import AudioOut, DtmfOut, MarkOut, Outgoing
+from sidecar.dialects.base import AudioOut, DtmfOut, MarkOut, Outgoing, Say, ToolResult
 from sidecar.outbox import Outbox
 
 
@@ -226,3 +226,23 @@ def test_discard_forgets_released_streams() -> None:
     box.release("gone")
     box.discard("stopped")
     assert box.statistics().dropped_by_stream == {"live": 320}
+
+
+def test_a_tool_result_waiting_when_its_session_ends_goes_and_is_named() -> None:
+    """The rest of the control lane waits for the next connection, in order."""
+    box = Outbox(replay_ms=0, max_control_bytes=4096)
+    box.put_control(MarkOut("m1", played=True))
+    box.put_control(ToolResult("call_1", "15:04"))
+    box.put_control(Say("Hello"))
+    box.put_control(ToolResult("call_2", "x" * 1000))
+    assert box.disconnected() == ("call_1", "call_2")
+    assert box.disconnected() == ()
+    stats = box.statistics()
+    assert stats.dropped_messages == {"session_ended": 2}
+    assert stats.control_messages == 2
+    # The lane's byte count followed: what no longer waits frees its room.
+    for n in range(3):
+        box.put_control(Say("y" * 1000 + str(n)))
+    assert box.statistics().dropped_messages == {"session_ended": 2}
+    assert box.get() == MarkOut("m1", played=True)
+    assert box.get() == Say("Hello")
