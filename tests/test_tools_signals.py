@@ -142,8 +142,16 @@ def test_kind_of_names_what_a_message_calls_itself() -> None:
     assert kind_of('{"event": "media", "media": {}}') == "media"
     assert kind_of('{"action": "notify"}') == "notify"
     assert kind_of('{"type": "Welcome"}') == "Welcome"
+    assert kind_of('{"user_audio_chunk": "AAA="}') == "user_audio_chunk"
     assert kind_of(b"\0\0") == "(binary)"
-    for unnamed in ('{"trigger": 5}', "[1]", "not json", '{"event": "\ud800"', "\ud800"):
+    for unnamed in (
+        '{"trigger": 5}',
+        '{"user_audio_chunk": 5}',
+        "[1]",
+        "not json",
+        '{"event": "\ud800"',
+        "\ud800",
+    ):
         assert kind_of(unnamed) == "(invalid)", unnamed
 
 

@@ -168,6 +168,8 @@ class _Names(msgspec.Struct):
     event: Any = None
     action: Any = None
     type: Any = None
+    user_audio_chunk: Any = None
+    """ElevenLabs' audio names itself by its one field, no `type` (by design)."""
 
 
 _names = msgspec.json.Decoder(_Names)
@@ -177,8 +179,9 @@ UNNAMED = "(invalid)"
 
 def kind_of(message: Wire) -> str:
     """What a message calls itself, for counting: the field that names a JSON
-    message in the dialects (`trigger`, `event`, `action`, `type`), `(binary)`
-    for a binary one, `(invalid)` for text that names nothing."""
+    message in the dialects (`trigger`, `event`, `action`, `type`, or
+    ElevenLabs' `user_audio_chunk`), `(binary)` for a binary one, `(invalid)`
+    for text that names nothing."""
     if isinstance(message, bytes):
         return BINARY
     try:
@@ -188,4 +191,6 @@ def kind_of(message: Wire) -> str:
     for name in (names.trigger, names.event, names.action, names.type):
         if isinstance(name, str):
             return name
+    if isinstance(names.user_audio_chunk, str):
+        return "user_audio_chunk"
     return UNNAMED
