@@ -337,23 +337,22 @@ class Link:
         redacted = redact_url(self._url)
         while not self._stopping.is_set():
             self._phase.to(LinkState.CONNECTING)
+            unusable: LinkUnusable | None = None
             try:
                 end = await self._attempt(redacted)
             except LinkUnusable as exc:
                 # An opening the dialect cannot encode is found on an open
-                # connection: it is counted down like any other end, so every
-                # `connected` has its `disconnected` before the process stops.
-                if self._phase.connected:
-                    self._phase.to(LinkState.DOWN)
-                    self._session_gone(self._outbox.disconnected())
-                    self._log.emit(events.Disconnected(reason=str(exc), url=redacted))
-                raise
+                # connection: it is counted down like any other end first, so
+                # every `connected` has its `disconnected` before the process stops.
+                unusable, end = exc, End(str(exc))
             was_up = self._phase.connected
             if was_up:
                 self._phase.to(LinkState.DOWN)
             self._session_gone(self._outbox.disconnected())
             if was_up:
                 self._log.emit(events.Disconnected(reason=end.reason, code=end.code, url=redacted))
+            if unusable is not None:
+                raise unusable
             if self._stopping.is_set():
                 return
             if end.rotated and self._rotation is not None:
@@ -403,7 +402,7 @@ class Link:
                     code="tool_result_unsent",
                     message=f"the result for tool call {call_id!r} was accepted but its "
                     "session ended before it was sent; no later session knows the call "
-                    "(with --memory on, it is told the result as history)",
+                    "(with --memory on, the conversation record keeps the result)",
                 )
             )
 

@@ -185,14 +185,12 @@ class Outbox:
         for key, stream in list(self._streams.items()):
             if stream.samples > stream.replay:
                 self._trim(key, stream, stream.replay, "disconnected")
-        if not any(isinstance(item, ToolResult) for item in self._control):
-            return ()
         dead = tuple(item.call_id for item in self._control if isinstance(item, ToolResult))
-        kept = [item for item in self._control if not isinstance(item, ToolResult)]
-        self._control.clear()
-        self._control.extend(kept)
-        self._control_bytes = sum(map(control_bytes, kept))
-        self._dropped.messages["session_ended"] += len(dead)
+        if dead:
+            kept = [item for item in self._control if not isinstance(item, ToolResult)]
+            self._control = collections.deque(kept)
+            self._control_bytes = sum(map(control_bytes, kept))
+            self._dropped.messages["session_ended"] += len(dead)
         return dead
 
     def discard(self, reason: str) -> None:
