@@ -63,6 +63,17 @@ async def _ignore(incoming: Incoming) -> None:
     pass
 
 
+def _link(url: str, tmp: Path, dialect: type[Attendee]) -> tuple[Link, events.EventLog, io.BytesIO]:
+    """A link to `url` speaking `dialect`, its event log, and what the log wrote."""
+    config = _config(url, tmp)
+    out = io.BytesIO()
+    log = events.EventLog(out)
+    link = Link(
+        config, Outbox(config.replay_ms, 2000.0), dialect(dialect_options(config)), _ignore, log
+    )
+    return link, log, out
+
+
 def _facts(link: Link) -> tuple[LinkState, bool, bool, bool, bool]:
     return (
         link.state,
@@ -75,16 +86,7 @@ def _facts(link: Link) -> tuple[LinkState, bool, bool, bool, bool]:
 
 async def test_a_go_ahead_a_drop_a_retry_wait_and_a_stop(tmp_path: Path) -> None:
     with trio.fail_after(20), WsServer() as server:
-        config = _config(server.url, tmp_path)
-        out = io.BytesIO()
-        log = events.EventLog(out)
-        link = Link(
-            config,
-            Outbox(config.replay_ms, 2000.0),
-            _GoAheadDialect(dialect_options(config)),
-            _ignore,
-            log,
-        )
+        link, log, out = _link(server.url, tmp_path, _GoAheadDialect)
         assert _facts(link) == (LinkState.IDLE, False, False, False, False)
         served = trio.Event()
 
@@ -118,16 +120,7 @@ async def test_a_go_ahead_a_drop_a_retry_wait_and_a_stop(tmp_path: Path) -> None
 
 async def test_a_stop_while_open_closes_with_1000_and_ends_stopped(tmp_path: Path) -> None:
     with trio.fail_after(20), WsServer() as server:
-        config = _config(server.url, tmp_path)
-        out = io.BytesIO()
-        log = events.EventLog(out)
-        link = Link(
-            config,
-            Outbox(config.replay_ms, 2000.0),
-            Attendee(dialect_options(config)),
-            _ignore,
-            log,
-        )
+        link, log, out = _link(server.url, tmp_path, Attendee)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(log.serve)
             nursery.start_soon(link.serve)
